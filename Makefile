@@ -1,0 +1,51 @@
+# clusterd — `make run` and `make test` are the two commands a fresh Debian 12 machine with Swift needs.
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+CONFIG ?= config/clusterd.json
+PREFIX ?= /usr/local
+RELEASE_FLAGS = -c release --static-swift-stdlib
+# Python with pytest: the one on PATH if it has pytest, else Debian's.
+PYTHON = $(shell python3 -c 'import pytest' 2>/dev/null && echo python3 || echo /usr/bin/python3)
+
+.PHONY: all build debug run test unit integration bench install uninstall clean
+
+all: build
+
+build:
+	./scripts/deps.sh run
+	$(SWIFT) build $(RELEASE_FLAGS)
+
+debug:
+	$(SWIFT) build
+
+run: build
+	exec .build/release/clusterd --config $(CONFIG)
+
+test:
+	./scripts/deps.sh test
+	$(MAKE) unit integration
+
+unit:
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+integration:
+	$(SWIFT) build $(RELEASE_FLAGS)
+	CLUSTERD_BIN=$(CURDIR)/.build/release $(PYTHON) -m pytest -q Tests/integration
+
+bench:
+	./scripts/deps.sh bench
+	$(SWIFT) build $(RELEASE_FLAGS)
+	./scripts/bench.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/clusterd $(DESTDIR)/lib/systemd/system
+	install -m 0755 .build/release/clusterd .build/release/clusterctl $(DESTDIR)$(PREFIX)/bin/
+	[ -e $(DESTDIR)/etc/clusterd/clusterd.json ] || install -m 0644 config/clusterd.json $(DESTDIR)/etc/clusterd/clusterd.json
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/clusterd.service > $(DESTDIR)/lib/systemd/system/clusterd.service
+	@echo "installed; now: systemctl daemon-reload && systemctl enable --now clusterd"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/clusterd $(DESTDIR)$(PREFIX)/bin/clusterctl $(DESTDIR)/lib/systemd/system/clusterd.service
+
+clean:
+	rm -rf .build

@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Arrows only point down: clusterd/clusterctl → Cluster → ClusterMaster | ClusterWorker → ClusterControl,
+// ClusterSystemd, ClusterEventLoop → ClusterSystem → CClusterShims. ClusterHTTP, ClusterJSON and
+// ClusterConfig (over ClusterJSON) know nothing of processes or syscalls.
+let package = Package(
+    name: "clusterd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "Cluster", targets: ["Cluster"]),
+        .executable(name: "clusterd", targets: ["clusterd"]),
+        .executable(name: "clusterctl", targets: ["clusterctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "CClusterShims"),
+        .target(name: "ClusterSystem", dependencies: ["CClusterShims"]),
+        .target(name: "ClusterEventLoop", dependencies: ["ClusterSystem"]),
+        .target(name: "ClusterJSON"),
+        .target(name: "ClusterHTTP"),
+        .target(name: "ClusterConfig", dependencies: ["ClusterJSON"]),
+        .target(name: "ClusterControl", dependencies: ["ClusterJSON", "ClusterSystem"]),
+        .target(name: "ClusterSystemd", dependencies: ["CSystemd"]),
+        .target(
+            name: "ClusterWorker",
+            dependencies: [
+                "ClusterSystem", "ClusterEventLoop", "ClusterHTTP", "ClusterConfig", "ClusterControl",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "ClusterMaster",
+            dependencies: [
+                "ClusterSystem", "ClusterEventLoop", "ClusterConfig", "ClusterControl", "ClusterSystemd",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(name: "clusterd", dependencies: ["Cluster"]),
+        .executableTarget(
+            name: "clusterctl",
+            dependencies: [
+                "ClusterControl", "ClusterJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "ClusterHTTPTests", dependencies: ["ClusterHTTP"]),
+        .testTarget(name: "ClusterJSONTests", dependencies: ["ClusterJSON"]),
+        .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig"]),
+        .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
+    ]
+)

@@ -1,0 +1,46 @@
+#ifndef CCLUSTER_SHIMS_H
+#define CCLUSTER_SHIMS_H
+// C helpers for what Swift cannot call directly: CMSG_* macros, the reuseport BPF program, errno
+// access. Every name is prefixed `ccluster_`.
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/prctl.h>
+#include <sys/mman.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+
+/// accept4(2), pipe2(2) and memfd_create(2) need _GNU_SOURCE, which a module header cannot set.
+int ccluster_accept4(int fd, int flags);
+int ccluster_pipe2(int fds[2], int flags);
+int ccluster_memfd_create(const char *name, unsigned int flags);
+/// prctl(PR_SET_PDEATHSIG) (prctl is variadic).
+int ccluster_set_parent_death_signal(int signal);
+/// ioctl(FIONREAD) (ioctl is variadic).
+int ccluster_pending_input(int fd);
+/// fcntl with an int argument (fcntl is variadic in C).
+int ccluster_fcntl(int fd, int cmd, int arg);
+
+/// Current thread's errno (the macro is not importable).
+int ccluster_errno(void);
+void ccluster_set_errno(int value);
+
+/// sendmsg(2) with one SCM_RIGHTS descriptor and an iovec payload.
+ssize_t ccluster_send_fd(int socket, int fd_to_pass, const void *data, size_t length);
+/// recvmsg(2) that accepts at most one SCM_RIGHTS descriptor (CLOEXEC). *received_fd = -1 if none.
+ssize_t ccluster_recv_fd(int socket, int *received_fd, void *data, size_t length);
+
+/// Attach the classic BPF program `ld rand; mod #active; ret a` to a reuseport group
+/// (SO_ATTACH_REUSEPORT_CBPF): new connections go only to the first `active` listeners.
+int ccluster_attach_reuseport_cbpf(int fd, uint32_t active);
+
+/// SO_PEERCRED of a connected Unix socket.
+int ccluster_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+#endif

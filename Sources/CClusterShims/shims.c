@@ -1,0 +1,83 @@
+#define _GNU_SOURCE
+#include "CClusterShims.h"
+#include <errno.h>
+#include <unistd.h>
+#include <string.h>
+#include <linux/filter.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ioctl.h>
+#include <fcntl.h>
+
+int ccluster_errno(void) { return errno; }
+void ccluster_set_errno(int value) { errno = value; }
+
+ssize_t ccluster_send_fd(int socket, int fd_to_pass, const void *data, size_t length) {
+    struct iovec iov = { .iov_base = (void *)data, .iov_len = length };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    memset(&control, 0, sizeof(control));
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (fd_to_pass >= 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd_to_pass, sizeof(int));
+    }
+    return sendmsg(socket, &msg, MSG_NOSIGNAL);
+}
+
+ssize_t ccluster_recv_fd(int socket, int *received_fd, void *data, size_t length) {
+    struct iovec iov = { .iov_base = data, .iov_len = length };
+    union { char buf[CMSG_SPACE(sizeof(int) * 4)]; struct cmsghdr align; } control;
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    *received_fd = -1;
+    ssize_t n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0) return n;
+    for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+            size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int fds[4];
+            memcpy(fds, CMSG_DATA(cmsg), count * sizeof(int));
+            for (size_t i = 0; i < count; i++) {
+                if (*received_fd < 0) *received_fd = fds[i];
+                else close(fds[i]); // more than we asked for: never leak them
+            }
+        }
+    }
+    return n;
+}
+
+int ccluster_attach_reuseport_cbpf(int fd, uint32_t active) {
+    if (active == 0) active = 1;
+    struct sock_filter code[] = {
+        { BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_AD_OFF + SKF_AD_RANDOM) },
+        { BPF_ALU | BPF_MOD | BPF_K, 0, 0, active },
+        { BPF_RET | BPF_A, 0, 0, 0 },
+    };
+    struct sock_fprog prog = { .len = 3, .filter = code };
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
+}
+
+int ccluster_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    int rc = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+    if (rc == 0) { *pid = cred.pid; *uid = cred.uid; *gid = cred.gid; }
+    return rc;
+}
+
+int ccluster_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }
+int ccluster_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+int ccluster_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+int ccluster_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
+int ccluster_pending_input(int fd) { int n = 0; if (ioctl(fd, FIONREAD, &n) < 0) return 0; return n; }
+int ccluster_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }

@@ -1,0 +1,163 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ClusterConfig
+import ClusterControl
+import ClusterHTTP
+import ClusterSystem
+import ClusterWorker
+import Logging
+
+/// Exit codes with a meaning for scripts and for the master.
+public enum ExitCode {
+    public static let success: Int32 = 0
+    /// Something failed at run time (a syscall, a bind).
+    public static let failure: Int32 = 1
+    /// Bad command line.
+    public static let usage: Int32 = 64
+    /// The config is invalid: a master does not respawn a worker that exits with it.
+    public static let config: Int32 = 78
+}
+
+/// The library's one entry point: a Swift program calls `Cluster.main` with a factory for its
+/// handler and becomes a full clusterd — master, workers, control socket, systemd, reload, scale —
+/// configured from the same JSON file.
+public enum Cluster {
+    /// Runs as master, or as a worker when started by a master. Never returns.
+    public static func main<H: HTTPHandler>(
+        arguments: [String] = Array(CommandLine.arguments.dropFirst()),
+        makeHandler: @escaping (ClusterConfiguration) throws -> H
+    ) -> Never {
+        Signals.ignorePipe()
+        bootstrapLogging()
+        if Sys.environment(WorkerEnvironment.slot) != nil {
+            exit(runWorker(makeHandler: makeHandler))
+        }
+        let options: DaemonOptions
+        switch DaemonOptions.parse(arguments) {
+        case .success(let o): options = o
+        case .failure(let e):
+            printError("clusterd: \(e.message)\n\(DaemonOptions.usage)")
+            exit(ExitCode.usage)
+        }
+        if options.showHelp {
+            print(DaemonOptions.usage)
+            exit(ExitCode.success)
+        }
+        if options.showVersion {
+            print("clusterd \(ClusterVersion.string)")
+            exit(ExitCode.success)
+        }
+        let config: ClusterConfiguration
+        do {
+            config = try loadConfig(path: options.configPath)
+            _ = try makeHandler(config)
+        } catch {
+            printError("clusterd: \(error)")
+            exit(ExitCode.config)
+        }
+        if options.checkConfig {
+            print("clusterd: \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
+            exit(ExitCode.success)
+        }
+        exit(runStandalone(config: config, makeHandler: makeHandler))
+    }
+
+    /// Reads and validates a config file.
+    public static func loadConfig(path: String) throws -> ClusterConfiguration {
+        let bytes: [UInt8]
+        do {
+            bytes = try FileIO.readAll(path: path, limit: 4 * 1024 * 1024)
+        } catch {
+            throw ConfigError(file: path, keyPath: "", message: "cannot read: \(error.reason)")
+        }
+        return try ClusterConfiguration.decode(bytes, file: path)
+    }
+
+    static func bootstrapLogging() {
+        let level: Logger.Level
+        switch Sys.environment("CLUSTERD_LOG_LEVEL") {
+        case "trace": level = .trace
+        case "debug": level = .debug
+        case "warning": level = .warning
+        case "error": level = .error
+        default: level = .info
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+
+    static func printError(_ text: String) {
+        var line = text
+        line += "\n"
+        _ = line.withUTF8 { Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+
+    /// One process serving alone (no master): listeners of its own, one worker loop.
+    static func runStandalone<H: HTTPHandler>(config: ClusterConfiguration, makeHandler: (ClusterConfiguration) throws -> H) -> Int32 {
+        let logger = Logger(label: "clusterd")
+        var listeners: [Int32] = []
+        do {
+            for address in config.listen {
+                listeners.append(try Socket.tcpListener(host: address.host, port: address.port))
+            }
+            let handler = try makeHandler(config)
+            let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners, channel: nil, stats: .privateSlot(), logger: logger)
+            logger.info("serving on \(config.listen.map(\.description).joined(separator: ", ")) (pid \(Sys.pid))")
+            return try worker.run()
+        } catch let error as SystemError {
+            logger.critical("\(error)")
+            return ExitCode.failure
+        } catch {
+            logger.critical("\(error)")
+            return ExitCode.config
+        }
+    }
+
+    /// A worker started by the master: listeners from fd 3 (LISTEN_FDS), the channel and the stats
+    /// segment from the environment, the config from the memfd the master validated.
+    static func runWorker<H: HTTPHandler>(makeHandler: (ClusterConfiguration) throws -> H) -> Int32 {
+        let slot = Int(Sys.environment(WorkerEnvironment.slot) ?? "") ?? -1
+        let logger = Logger(label: "clusterd.worker[\(slot)]")
+        Sys.dieWithParent(signal: SIGTERM)
+        if let master = Sys.environment(WorkerEnvironment.masterPID).flatMap({ pid_t($0) }), getppid() != master {
+            logger.error("master \(master) is gone; exiting")
+            return ExitCode.failure
+        }
+        do {
+            guard let configFD = Sys.environment(WorkerEnvironment.configFD).flatMap({ Int32($0) }),
+                let channel = Sys.environment(WorkerEnvironment.channelFD).flatMap({ Int32($0) }),
+                let statsFD = Sys.environment(WorkerEnvironment.statsFD).flatMap({ Int32($0) }),
+                let statsSlots = Sys.environment(WorkerEnvironment.statsSlots).flatMap({ Int($0) }),
+                let statsSlot = Sys.environment(WorkerEnvironment.statsSlot).flatMap({ Int($0) }),
+                let listenCount = Sys.environment(WorkerEnvironment.listenFDs).flatMap({ Int($0) }), listenCount > 0
+            else {
+                logger.critical("started as a worker without the master's environment")
+                return ExitCode.config
+            }
+            let configBytes = try FileIO.readAll(fd: configFD, name: "config memfd")
+            Sys.close(configFD)
+            let config = try ClusterConfiguration.decode(configBytes, file: Sys.environment(WorkerEnvironment.configPath) ?? "config")
+            let base = try FileIO.map(fd: statsFD, size: statsSlots * StatsSlot.size)
+            Sys.close(statsFD)
+            let stats = StatsSlot(base: base + statsSlot * StatsSlot.size)
+            stats[.generation] = UInt64(Sys.environment(WorkerEnvironment.generation).flatMap { UInt64($0) } ?? 0)
+            let listeners = (0..<listenCount).map { Int32(3 + $0) }
+            for fd in listeners { try Sys.setNonBlocking(fd) ; try Sys.setCloseOnExec(fd, true) }
+            try Sys.setCloseOnExec(channel, true)
+            try Sys.setNonBlocking(channel)
+            let handler = try makeHandler(config)
+            let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners, channel: channel, stats: stats, logger: logger)
+            return try worker.run()
+        } catch let error as SystemError {
+            logger.critical("\(error)")
+            return ExitCode.failure
+        } catch {
+            logger.critical("\(error)")
+            return ExitCode.config
+        }
+    }
+}

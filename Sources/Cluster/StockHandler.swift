@@ -1,0 +1,46 @@
+import ClusterConfig
+import ClusterHTTP
+
+/// The stock application of `clusterd`: the config's fixed routes, `/healthz`, and 404/405 for
+/// everything else. Every response is rendered once, when the config is loaded; serving one is a
+/// path comparison and a few memcpys.
+public struct StockHandler: HTTPHandler {
+    struct Route {
+        let path: [UInt8]
+        let response: PreparedResponse
+    }
+
+    let routes: [Route]
+    let health = PreparedResponse(status: 200, body: "ok\n")
+    let notFound = PreparedResponse(status: 404, body: "not found\n")
+    let methodNotAllowed = PreparedResponse(status: 405, headers: [HTTPField("Allow", "GET, HEAD")], body: "method not allowed\n")
+
+    public init(config: ClusterConfiguration) {
+        routes = config.routes.map { r in
+            Route(
+                path: Array(r.path.utf8),
+                response: PreparedResponse(status: r.status, contentType: r.contentType, headers: r.headers.map { HTTPField($0.name, $0.value) }, body: r.body))
+        }
+    }
+
+    public func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
+        let path = request.path
+        if let route = route(for: path) {
+            guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
+            return response.respond(route.response)
+        }
+        if path == "/healthz" {
+            guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
+            return response.respond(health)
+        }
+        response.respond(notFound)
+    }
+
+    @inline(__always)
+    func route(for path: HTTPBytes) -> Route? {
+        for route in routes {
+            if route.path.withUnsafeBytes({ path.equals($0) }) { return route }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,164 @@
+import ClusterJSON
+
+/// The daemon's whole configuration: an immutable value, validated when decoded. Every field has a
+/// default except `listen`; Docs/configuration.md lists them all.
+public struct ClusterConfiguration: Equatable, Sendable {
+    public enum WorkerCount: Equatable, Sendable, CustomStringConvertible {
+        /// One worker per online CPU.
+        case auto
+        case fixed(Int)
+
+        public func resolved(onlineCPUs: Int) -> Int {
+            switch self {
+            case .auto: return max(1, onlineCPUs)
+            case .fixed(let n): return n
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .auto: return "auto"
+            case .fixed(let n): return String(n)
+            }
+        }
+    }
+
+    /// Number of worker processes: a number or `"auto"` (online CPUs). Default `auto`.
+    public var workers: WorkerCount = .auto
+    /// Upper bound for `workers` and for `clusterctl scale`. Default 256.
+    public var maxWorkers: Int = 256
+    /// Addresses to serve on (`"0.0.0.0:8080"`, `"[::]:8080"`). Required, at least one.
+    public var listen: [ListenAddress] = []
+    /// Path of the control socket. Default `/run/clusterd/control.sock`.
+    public var controlSocket: String = "/run/clusterd/control.sock"
+    /// Group (numeric gid) whose members may also use the control socket; nil: owner and root only.
+    public var controlGroup: Int? = nil
+    /// Seconds a retiring worker may take to finish its connections before it is killed. Default 30.
+    public var drainTimeout: Double = 30
+    /// HTTP engine limits and timeouts.
+    public var http = HTTPSettings()
+    /// Fixed responses by exact path.
+    public var routes: [Route] = []
+    /// Static file roots by path prefix.
+    public var staticRoots: [StaticRoot] = []
+    /// The access log; nil when off.
+    public var accessLog: AccessLog? = nil
+
+    public init() {}
+
+    public struct HTTPSettings: Equatable, Sendable {
+        /// Seconds an idle keep-alive connection is kept open. 0 disables keep-alive. Default 75.
+        public var keepAliveTimeout: Double = 75
+        /// Seconds a client has to send a complete request head once it started one. Default 10.
+        public var headerTimeout: Double = 10
+        /// Seconds a client has to send a request body, measured between reads. Default 30.
+        public var bodyTimeout: Double = 30
+        /// Largest request head (request line plus headers) in bytes; larger → 431. Default 16384.
+        public var maxHeaderBytes: Int = 16384
+        /// Most header fields in a request; more → 431. Default 100.
+        public var maxHeaderCount: Int = 100
+        /// Largest request body in bytes; larger → 413. Default 1 MiB.
+        public var maxBodyBytes: Int = 1_048_576
+        /// Most open connections per worker; past it new connections are closed at once. Default 10000.
+        public var maxConnections: Int = 10_000
+        /// Most requests served on one keep-alive connection; 0 for unlimited. Default 0.
+        public var maxKeepAliveRequests: Int = 0
+
+        public init() {}
+    }
+
+    public struct Route: Equatable, Sendable {
+        /// Exact request path (no query) this route answers, e.g. `/`.
+        public var path: String
+        /// HTTP status code. Default 200.
+        public var status: Int = 200
+        /// Content-Type of the body. Default `text/plain`.
+        public var contentType: String = "text/plain"
+        /// Response body. Default empty.
+        public var body: String = ""
+        /// Extra response headers, in order.
+        public var headers: [(name: String, value: String)] = []
+
+        public init(path: String, status: Int = 200, contentType: String = "text/plain", body: String = "", headers: [(name: String, value: String)] = []) {
+            self.path = path
+            self.status = status
+            self.contentType = contentType
+            self.body = body
+            self.headers = headers
+        }
+
+        public static func == (a: Route, b: Route) -> Bool {
+            a.path == b.path && a.status == b.status && a.contentType == b.contentType && a.body == b.body
+                && a.headers.count == b.headers.count && zip(a.headers, b.headers).allSatisfy { $0.name == $1.name && $0.value == $1.value }
+        }
+    }
+
+    public struct StaticRoot: Equatable, Sendable {
+        /// URL path prefix, starting and ending with `/`.
+        public var prefix: String
+        /// Directory served under the prefix.
+        public var root: String
+    }
+
+    public struct AccessLog: Equatable, Sendable {
+        public enum Format: String, Equatable, Sendable { case combined, json }
+        public var path: String
+        public var format: Format = .combined
+    }
+}
+
+/// A numeric listen address: `0.0.0.0:8080`, `127.0.0.1:80`, `[::]:8080`, `[::1]:8080`.
+public struct ListenAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+
+    public var isIPv6: Bool { host.contains(":") }
+    public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses the text form; nil with a reason on failure.
+    public static func parse(_ text: String) -> Result<ListenAddress, ListenAddressError> {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return .failure(.init("missing ']' in IPv6 address")) }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return .failure(.init("expected ':PORT' after ']'")) }
+            portText = rest.dropFirst()
+            guard isIPv6Literal(host) else { return .failure(.init("'\(host)' is not a numeric IPv6 address")) }
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return .failure(.init("expected HOST:PORT, e.g. 0.0.0.0:8080")) }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            guard isIPv4Literal(host) else {
+                return .failure(.init("'\(host)' is not a numeric IPv4 address (write IPv6 as [::]:PORT)"))
+            }
+        }
+        guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = Int(portText), (1...65535).contains(port) else {
+            return .failure(.init("port must be 1...65535, got '\(portText)'"))
+        }
+        return .success(ListenAddress(host: String(host), port: UInt16(port)))
+    }
+
+    static func isIPv4Literal(_ s: Substring) -> Bool {
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { p in
+            !p.isEmpty && p.count <= 3 && p.allSatisfy { $0.isASCII && $0.isNumber } && Int(p)! <= 255
+        }
+    }
+
+    static func isIPv6Literal(_ s: Substring) -> Bool {
+        guard s.count >= 2, s.contains(":") else { return false }
+        return s.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+    }
+}
+
+public struct ListenAddressError: Error, Equatable {
+    public var reason: String
+    init(_ reason: String) { self.reason = reason }
+}

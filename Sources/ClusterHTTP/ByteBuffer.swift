@@ -1,0 +1,168 @@
+/// A growable byte buffer with a reader and a writer index, over memory it allocates itself.
+///
+/// It is a struct holding a raw pointer: whoever owns it calls `release()` exactly once (a
+/// connection does so when it closes). It never shrinks on its own; `release()` followed by lazy
+/// re-allocation is how idle connections give their memory back.
+public struct ByteBuffer {
+    @usableFromInline var storage: UnsafeMutableRawPointer?
+    @usableFromInline var capacity: Int = 0
+    /// First unread byte.
+    public var readerIndex: Int = 0
+    /// One past the last written byte.
+    public var writerIndex: Int = 0
+
+    public init() {}
+
+    public init(capacity: Int) {
+        reserveCapacity(capacity)
+    }
+
+    @inlinable public var readableBytes: Int { writerIndex - readerIndex }
+    @inlinable public var isEmpty: Bool { writerIndex == readerIndex }
+    @inlinable public var allocatedCapacity: Int { capacity }
+    @inlinable public var isAllocated: Bool { storage != nil }
+    @inlinable public var writableBytes: Int { capacity - writerIndex }
+
+    /// Frees the memory. The buffer is empty and unallocated afterwards and can be used again.
+    public mutating func release() {
+        storage?.deallocate()
+        storage = nil
+        capacity = 0
+        readerIndex = 0
+        writerIndex = 0
+    }
+
+    /// Makes room for at least `count` more bytes after `writerIndex`, moving unread bytes to the
+    /// front first when that is enough.
+    @inlinable
+    public mutating func reserveWritable(_ count: Int) {
+        if capacity - writerIndex >= count { return }
+        growSlowPath(count)
+    }
+
+    @usableFromInline
+    mutating func growSlowPath(_ count: Int) {
+        if readerIndex > 0 && capacity - readableBytes >= count && storage != nil {
+            discardReadBytes()
+            return
+        }
+        reserveCapacity(max(writerIndex - readerIndex + count, capacity * 2, 512))
+    }
+
+    public mutating func reserveCapacity(_ newCapacity: Int) {
+        guard newCapacity > capacity else { return }
+        let fresh = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
+        if let old = storage {
+            let live = writerIndex - readerIndex
+            if live > 0 { fresh.copyMemory(from: old + readerIndex, byteCount: live) }
+            old.deallocate()
+            writerIndex = live
+            readerIndex = 0
+        }
+        storage = fresh
+        capacity = newCapacity
+    }
+
+    /// Moves unread bytes to the front.
+    public mutating func discardReadBytes() {
+        guard readerIndex > 0, let base = storage else { return }
+        let live = writerIndex - readerIndex
+        if live > 0 { base.copyMemory(from: base + readerIndex, byteCount: live) }
+        readerIndex = 0
+        writerIndex = live
+    }
+
+    /// Drops all bytes, keeping the memory.
+    @inlinable
+    public mutating func clear() {
+        readerIndex = 0
+        writerIndex = 0
+    }
+
+    @inlinable
+    public mutating func moveReaderIndex(forwardBy n: Int) {
+        precondition(n >= 0 && readerIndex + n <= writerIndex)
+        readerIndex += n
+        if readerIndex == writerIndex { readerIndex = 0; writerIndex = 0 }
+    }
+
+    @inlinable
+    public mutating func moveWriterIndex(forwardBy n: Int) {
+        precondition(n >= 0 && writerIndex + n <= capacity)
+        writerIndex += n
+    }
+
+    /// Pointer to where the next write goes (call `reserveWritable` first).
+    @inlinable
+    public var writePointer: UnsafeMutableRawPointer { storage! + writerIndex }
+
+    @inlinable
+    public var readPointer: UnsafeRawPointer { UnsafeRawPointer(storage!) + readerIndex }
+
+    /// The unread bytes. Valid until the next mutation.
+    @inlinable
+    public var readableView: UnsafeRawBufferPointer {
+        guard let base = storage else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + readerIndex, count: writerIndex - readerIndex)
+    }
+
+    /// Whole allocated region, for in-place decoding.
+    @inlinable
+    public var baseAddress: UnsafeMutableRawPointer? { storage }
+
+    @inlinable
+    public mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        let n = bytes.count
+        guard n > 0 else { return }
+        reserveWritable(n)
+        (storage! + writerIndex).copyMemory(from: bytes.baseAddress!, byteCount: n)
+        writerIndex += n
+    }
+
+    @inlinable
+    public mutating func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    @inlinable
+    public mutating func write(_ string: StaticString) {
+        write(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
+    }
+
+    @inlinable
+    public mutating func write(string: String) {
+        var s = string
+        s.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+    }
+
+    @inlinable
+    public mutating func writeByte(_ byte: UInt8) {
+        reserveWritable(1)
+        storage!.storeBytes(of: byte, toByteOffset: writerIndex, as: UInt8.self)
+        writerIndex += 1
+    }
+
+    /// Writes `value` in decimal without allocating.
+    @inlinable
+    public mutating func writeDecimal(_ value: Int) {
+        reserveWritable(20)
+        var v = value.magnitude
+        if value < 0 { writeByte(UInt8(ascii: "-")) }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let count: Int = withUnsafeMutableBytes(of: &digits) { tmp in
+            var i = 24
+            repeat {
+                i -= 1
+                tmp[i] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+                v /= 10
+            } while v > 0
+            let n = 24 - i
+            (storage! + writerIndex).copyMemory(from: tmp.baseAddress! + i, byteCount: n)
+            return n
+        }
+        writerIndex += count
+    }
+
+    /// Copies the readable bytes (tests and slow paths).
+    public var readableArray: [UInt8] { Array(readableView) }
+}

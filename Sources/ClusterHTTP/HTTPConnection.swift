@@ -1,0 +1,241 @@
+/// Counters a connection adds to as it answers requests (the worker folds them into its stats slot).
+public struct HTTPCounters: Sendable, Equatable {
+    public var requests = 0
+    /// Responses by status class: index 1 = 1xx ... 5 = 5xx.
+    public var statusClasses: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
+    public var parseErrors = 0
+
+    public init() {}
+
+    @inlinable
+    public mutating func count(status: Int) {
+        switch status / 100 {
+        case 1: statusClasses.1 += 1
+        case 2: statusClasses.2 += 1
+        case 3: statusClasses.3 += 1
+        case 4: statusClasses.4 += 1
+        default: statusClasses.5 += 1
+        }
+    }
+
+    public static func == (a: HTTPCounters, b: HTTPCounters) -> Bool {
+        a.requests == b.requests && a.parseErrors == b.parseErrors && a.statusClasses == b.statusClasses
+    }
+}
+
+/// The HTTP/1.1 state of one connection: bytes in, responses out, no syscalls. The worker owns the
+/// socket and buffers; this decides what the bytes mean. Everything needed to carry on serving a
+/// connection elsewhere is this value plus the unparsed input bytes.
+public struct HTTPConnectionState: Sendable {
+    /// What the connection is waiting for; the worker maps it to a timeout.
+    public enum Phase: Equatable, Sendable {
+        /// Between requests, nothing buffered: keep-alive timeout.
+        case idle
+        /// Part of a request head received: header timeout.
+        case head
+        /// Head done, body in progress: body timeout.
+        case body
+        /// Done; close once the output is flushed.
+        case closing
+    }
+
+    public enum Outcome: Equatable, Sendable {
+        /// Everything complete was answered; read more.
+        case needInput
+        /// Output grew past the pipelining bound: flush it, then call `process` again.
+        case flushFirst
+        /// Flush the output, then close.
+        case close
+    }
+
+    struct BodyProgress: Sendable {
+        var head: HTTPRequestHead
+        var decoder: ChunkedDecoder?
+        var raw: Int
+        var decoded: Int
+        var sentContinue = false
+    }
+
+    enum State: Sendable {
+        case idle
+        case head(HeadScanState)
+        case body(BodyProgress)
+        case closing
+    }
+
+    var state: State = .idle
+    /// Requests answered on this connection.
+    public private(set) var requestsServed = 0
+
+    public init() {}
+
+    public var phase: Phase {
+        switch state {
+        case .idle: return .idle
+        case .head: return .head
+        case .body: return .body
+        case .closing: return .closing
+        }
+    }
+
+    /// Whether a request is partly received (nothing may be cut short by closing now).
+    public var isMidRequest: Bool {
+        switch state {
+        case .head, .body: return true
+        default: return false
+        }
+    }
+
+    /// Answers every complete request in `input` (consuming it) into `output`, in order.
+    public mutating func process<H: HTTPHandler>(
+        _ input: inout ByteBuffer, output: inout ByteBuffer, parser: HTTPParser, context: ResponseContext,
+        handler: H, counters: inout HTTPCounters
+    ) -> Outcome {
+        while true {
+            switch state {
+            case .closing:
+                return .close
+            case .idle:
+                // RFC 9112 §2.2: ignore empty lines before a request-line.
+                while input.readableBytes >= 2 {
+                    let v = input.readableView
+                    guard v[0] == 0x0D && v[1] == 0x0A else { break }
+                    input.moveReaderIndex(forwardBy: 2)
+                }
+                if input.readableBytes == 0 { return .needInput }
+                if input.readableView[0] == 0x0A { return fail(.bareLF, &output, context, &counters) }
+                if input.readableBytes == 1 && input.readableView[0] == 0x0D { return .needInput }
+                state = .head(HeadScanState())
+            case .head(var scan):
+                let result = parser.parseHead(input.readableView, scan: &scan)
+                switch result {
+                case .incomplete:
+                    state = .head(scan)
+                    return .needInput
+                case .failed(let error):
+                    return fail(error, &output, context, &counters)
+                case .complete(let head):
+                    if head.hasBody {
+                        let decoder: ChunkedDecoder? = head.isChunked ? ChunkedDecoder() : nil
+                        state = .body(BodyProgress(head: head, decoder: decoder, raw: head.headLength, decoded: head.headLength))
+                        if let outcome = continueBody(&input, &output, parser, context, handler, &counters, headIsFresh: true) { return outcome }
+                    } else {
+                        if let outcome = dispatch(head, body: .empty, consumed: head.headLength, &input, &output, parser, context, handler, &counters) {
+                            return outcome
+                        }
+                    }
+                }
+            case .body:
+                if let outcome = continueBody(&input, &output, parser, context, handler, &counters, headIsFresh: false) { return outcome }
+            }
+        }
+    }
+
+    /// Moves the body on with what is buffered. Returns nil when a request was answered and the loop
+    /// should go on.
+    mutating func continueBody<H: HTTPHandler>(
+        _ input: inout ByteBuffer, _ output: inout ByteBuffer, _ parser: HTTPParser, _ context: ResponseContext,
+        _ handler: H, _ counters: inout HTTPCounters, headIsFresh: Bool
+    ) -> Outcome? {
+        guard case .body(var progress) = state else { return nil }
+        let available = input.readableBytes
+        if var decoder = progress.decoder {
+            let base = input.baseAddress! + input.readerIndex
+            let result = decoder.decode(
+                base, raw: &progress.raw, end: available, decoded: &progress.decoded, bodyStart: progress.head.headLength,
+                maxBody: parser.limits.maxBodyBytes, maxTrailerBytes: parser.limits.maxHeaderBytes)
+            progress.decoder = decoder
+            switch result {
+            case .failed(let error):
+                return fail(error, &output, context, &counters)
+            case .needMore:
+                sendContinueIfExpected(&progress, &output, bodyBytesSeen: available > progress.head.headLength)
+                state = .body(progress)
+                return .needInput
+            case .done:
+                let span = ByteSpan(start: progress.head.headLength, count: progress.decoded - progress.head.headLength)
+                let head = headIsFresh ? progress.head : reparse(input, parser, progress.head)
+                return dispatch(head, body: span, consumed: progress.raw, &input, &output, parser, context, handler, &counters)
+            }
+        } else {
+            let total = progress.head.headLength + progress.head.contentLength
+            if available < total {
+                sendContinueIfExpected(&progress, &output, bodyBytesSeen: available > progress.head.headLength)
+                state = .body(progress)
+                return .needInput
+            }
+            let span = ByteSpan(start: progress.head.headLength, count: progress.head.contentLength)
+            let head = headIsFresh ? progress.head : reparse(input, parser, progress.head)
+            return dispatch(head, body: span, consumed: total, &input, &output, parser, context, handler, &counters)
+        }
+    }
+
+    /// The parser's header table is shared by all connections of a worker; a head parsed during an
+    /// earlier read is parsed again (it is still at the front of the buffer) before its handler runs.
+    func reparse(_ input: ByteBuffer, _ parser: HTTPParser, _ head: HTTPRequestHead) -> HTTPRequestHead {
+        var scan = HeadScanState()
+        let bytes = UnsafeRawBufferPointer(rebasing: input.readableView[0..<head.headLength])
+        guard case .complete(let again) = parser.parseHead(bytes, scan: &scan) else {
+            preconditionFailure("a head that parsed once must parse again")
+        }
+        return again
+    }
+
+    func sendContinueIfExpected(_ progress: inout BodyProgress, _ output: inout ByteBuffer, bodyBytesSeen: Bool) {
+        if progress.head.expectContinue && progress.head.versionMinor >= 1 && !progress.sentContinue && !bodyBytesSeen {
+            output.write("HTTP/1.1 100 Continue\r\n\r\n")
+            progress.sentContinue = true
+        }
+    }
+
+    mutating func dispatch<H: HTTPHandler>(
+        _ head: HTTPRequestHead, body: ByteSpan, consumed: Int, _ input: inout ByteBuffer, _ output: inout ByteBuffer,
+        _ parser: HTTPParser, _ context: ResponseContext, _ handler: H, _ counters: inout HTTPCounters
+    ) -> Outcome? {
+        requestsServed += 1
+        counters.requests += 1
+        let limits = parser.limits
+        let keepAlive = limits.keepAlive && head.wantsKeepAlive && !context.closeConnections
+            && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
+        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body)
+        let (status, keep) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool) in
+            var writer = HTTPResponseWriter(output: out, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: keepAlive)
+            handler.handle(request, &writer)
+            if !writer.hasResponded {
+                writer.keepAlive = false
+                writer.respond(status: 500, body: "handler did not respond\n" as StaticString)
+            }
+            return (writer.status, writer.keepAlive)
+        }
+        counters.count(status: status)
+        input.moveReaderIndex(forwardBy: consumed)
+        if !keep {
+            state = .closing
+            return .close
+        }
+        state = .idle
+        if output.readableBytes > limits.maxPendingOutput { return .flushFirst }
+        return nil
+    }
+
+    mutating func fail(_ error: HTTPError, _ output: inout ByteBuffer, _ context: ResponseContext, _ counters: inout HTTPCounters) -> Outcome {
+        counters.parseErrors += 1
+        counters.count(status: error.status)
+        HTTPResponseWriter.writeError(&output, error, dateLine: context.dateLine)
+        state = .closing
+        return .close
+    }
+
+    /// Answers a request that timed out (408) or could not be served, and marks the connection
+    /// closing. Returns false when nothing should be sent (an idle connection just closes).
+    public mutating func abandon(with error: HTTPError, output: inout ByteBuffer, context: ResponseContext) -> Bool {
+        defer { state = .closing }
+        switch state {
+        case .head, .body:
+            HTTPResponseWriter.writeError(&output, error, dateLine: context.dateLine)
+            return true
+        default:
+            return false
+        }
+    }
+}

@@ -1,0 +1,134 @@
+/// A view of bytes inside a request (a path, a header value, the body). Valid only while the handler
+/// runs: copy what you keep (`string`, `array`).
+public struct HTTPBytes: Equatable, CustomStringConvertible {
+    public let buffer: UnsafeRawBufferPointer
+
+    @inlinable public init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+
+    @inlinable public var count: Int { buffer.count }
+    @inlinable public var isEmpty: Bool { buffer.count == 0 }
+
+    /// A copy as a String (allocates; invalid UTF-8 is repaired).
+    public var string: String { String(decoding: buffer, as: UTF8.self) }
+    /// A copy as bytes (allocates).
+    public var array: [UInt8] { Array(buffer) }
+    public var description: String { string }
+
+    @inlinable
+    public static func == (a: HTTPBytes, b: HTTPBytes) -> Bool {
+        a.count == b.count && (a.count == 0 || memcmpBytes(a.buffer.baseAddress!, b.buffer.baseAddress!, a.count))
+    }
+
+    /// Byte-wise equality with a literal, without allocating.
+    @inlinable
+    public static func == (a: HTTPBytes, b: StaticString) -> Bool {
+        a.count == b.utf8CodeUnitCount && (a.count == 0 || memcmpBytes(a.buffer.baseAddress!, UnsafeRawPointer(b.utf8Start), a.count))
+    }
+
+    /// Byte-wise equality with prepared bytes.
+    @inlinable
+    public func equals(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        count == bytes.count && (count == 0 || memcmpBytes(buffer.baseAddress!, bytes.baseAddress!, count))
+    }
+
+    @inlinable
+    public func hasPrefix(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        count >= bytes.count && (bytes.count == 0 || memcmpBytes(buffer.baseAddress!, bytes.baseAddress!, bytes.count))
+    }
+
+    /// Integer value of an all-digit field, or nil.
+    public var intValue: Int? {
+        guard count > 0, count <= 18 else { return nil }
+        var n = 0
+        for c in buffer {
+            guard isDigit(c) else { return nil }
+            n = n * 10 + Int(c - 0x30)
+        }
+        return n
+    }
+}
+
+@inlinable @inline(__always)
+func memcmpBytes(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool {
+    var i = 0
+    while i + 8 <= n {
+        if a.loadUnaligned(fromByteOffset: i, as: UInt64.self) != b.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+        i += 8
+    }
+    while i < n {
+        if a.load(fromByteOffset: i, as: UInt8.self) != b.load(fromByteOffset: i, as: UInt8.self) { return false }
+        i += 1
+    }
+    return true
+}
+
+/// One request as the handler sees it. It borrows the connection's read buffer: nothing is copied
+/// or allocated to build it, and it is valid only during the handler call.
+public struct HTTPRequest {
+    public let head: HTTPRequestHead
+    @usableFromInline let base: UnsafeRawBufferPointer
+    @usableFromInline let parser: HTTPParser
+    @usableFromInline let bodySpan: ByteSpan
+
+    @inlinable
+    init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, parser: HTTPParser, body: ByteSpan) {
+        self.head = head
+        self.base = base
+        self.parser = parser
+        self.bodySpan = body
+    }
+
+    @inlinable func bytes(_ span: ByteSpan) -> HTTPBytes {
+        HTTPBytes(UnsafeRawBufferPointer(rebasing: base[Int(span.start)..<Int(span.start + span.count)]))
+    }
+
+    @inlinable public var method: HTTPMethod { head.method }
+    /// The method as sent (useful for `.other`).
+    @inlinable public var methodBytes: HTTPBytes { bytes(head.methodSpan) }
+    /// The request target as sent.
+    @inlinable public var target: HTTPBytes { bytes(head.target) }
+    /// The path, without the query, still percent-encoded.
+    @inlinable public var path: HTTPBytes { bytes(head.path) }
+    /// The query string after `?` (empty when none).
+    @inlinable public var query: HTTPBytes { bytes(head.query) }
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    @inlinable public var versionMinor: UInt8 { head.versionMinor }
+    /// The request body (empty when none), already de-chunked.
+    @inlinable public var body: HTTPBytes { bytes(bodySpan) }
+    @inlinable public var headerCount: Int { head.headerCount }
+
+    /// Header `i` as (name, value).
+    @inlinable
+    public func header(at i: Int) -> (name: HTTPBytes, value: HTTPBytes) {
+        precondition(i >= 0 && i < head.headerCount)
+        let h = parser.header(i)
+        return (bytes(h.name), bytes(h.value))
+    }
+
+    /// The first header with this name (`name` in lowercase), compared case-insensitively.
+    @inlinable
+    public func header(_ name: StaticString) -> HTTPBytes? {
+        for i in 0..<head.headerCount {
+            let h = parser.header(i)
+            if HTTPParser.equalsLower(base, h.name, name) { return bytes(h.value) }
+        }
+        return nil
+    }
+
+    /// Header lookup by a runtime name (allocates nothing; case-insensitive).
+    public func header(named name: String) -> HTTPBytes? {
+        let wanted = Array(name.lowercased().utf8)
+        for i in 0..<head.headerCount {
+            let h = parser.header(i)
+            guard Int(h.name.count) == wanted.count else { continue }
+            var same = true
+            for k in 0..<wanted.count {
+                var c = base[Int(h.name.start) + k]
+                if c >= 0x41 && c <= 0x5A { c |= 0x20 }
+                if c != wanted[k] { same = false; break }
+            }
+            if same { return bytes(h.value) }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,185 @@
+/// A response header field given by the handler.
+public struct HTTPField: Sendable {
+    public var name: String
+    public var value: String
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// A response encoded once (at start-up or config load) and served many times: status line, fixed
+/// headers and Content-Length are pre-rendered; the writer adds Date and Connection per request.
+public struct PreparedResponse: Sendable {
+    public let status: Int
+    /// "HTTP/1.1 200 OK\r\nServer: clusterd\r\nContent-Type: ...\r\nContent-Length: N\r\n"
+    public let head: [UInt8]
+    public let body: [UInt8]
+
+    public init(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: [UInt8]) {
+        self.status = status
+        var h = ByteBuffer(capacity: 256)
+        HTTPResponseWriter.writeStatusLine(&h, status)
+        h.write("Server: clusterd\r\n")
+        if let contentType, !HTTPStatus.forbidsBody(status) {
+            h.write("Content-Type: ")
+            h.write(string: contentType)
+            h.write("\r\n")
+        }
+        for field in headers {
+            h.write(string: field.name)
+            h.write(": ")
+            h.write(string: field.value)
+            h.write("\r\n")
+        }
+        if !HTTPStatus.forbidsBody(status) {
+            h.write("Content-Length: ")
+            h.writeDecimal(body.count)
+            h.write("\r\n")
+        }
+        head = h.readableArray
+        h.release()
+        self.body = HTTPStatus.forbidsBody(status) ? [] : body
+    }
+
+    public init(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: String) {
+        self.init(status: status, contentType: contentType, headers: headers, body: Array(body.utf8))
+    }
+}
+
+/// Per-request facts the connection gives the writer.
+public struct ResponseContext {
+    /// The cached `Date: ...\r\n` line.
+    public var dateLine: UnsafeRawBufferPointer
+    /// Set while the worker retires: every response closes its connection.
+    public var closeConnections: Bool
+
+    public init(dateLine: UnsafeRawBufferPointer, closeConnections: Bool = false) {
+        self.dateLine = dateLine
+        self.closeConnections = closeConnections
+    }
+}
+
+/// Writes one response into the connection's output. A handler calls exactly one `respond`; if it
+/// calls none, the client gets a 500.
+public struct HTTPResponseWriter: ~Copyable {
+    @usableFromInline let output: UnsafeMutablePointer<ByteBuffer>
+    @usableFromInline let dateLine: UnsafeRawBufferPointer
+    @usableFromInline let isHead: Bool
+    @usableFromInline let versionMinor: UInt8
+    /// Whether the connection stays open after this response. A handler may clear it.
+    public var keepAlive: Bool
+    /// The status written, or 0 while none was.
+    public var status: Int = 0
+    /// Body bytes written.
+    public var bodyBytes: Int = 0
+
+    @usableFromInline
+    init(output: UnsafeMutablePointer<ByteBuffer>, dateLine: UnsafeRawBufferPointer, isHead: Bool, versionMinor: UInt8, keepAlive: Bool) {
+        self.output = output
+        self.dateLine = dateLine
+        self.isHead = isHead
+        self.versionMinor = versionMinor
+        self.keepAlive = keepAlive
+    }
+
+    @inlinable public var hasResponded: Bool { status != 0 }
+
+    /// Ask the server to close the connection after this response.
+    public mutating func closeConnection() { keepAlive = false }
+
+    @inlinable
+    mutating func writeTrailingHeaders() {
+        output.pointee.write(dateLine)
+        if !keepAlive {
+            output.pointee.write("Connection: close\r\n\r\n")
+        } else if versionMinor == 0 {
+            output.pointee.write("Connection: keep-alive\r\n\r\n")
+        } else {
+            output.pointee.write("\r\n")
+        }
+    }
+
+    /// Writes a pre-rendered response (the fast path: a few memcpys).
+    @inlinable
+    public mutating func respond(_ prepared: PreparedResponse) {
+        precondition(status == 0, "a handler must respond once")
+        status = prepared.status
+        prepared.head.withUnsafeBytes { output.pointee.write($0) }
+        writeTrailingHeaders()
+        if !isHead {
+            prepared.body.withUnsafeBytes { output.pointee.write($0) }
+            bodyBytes = prepared.body.count
+        }
+    }
+
+    /// Writes a response with a complete body.
+    public mutating func respond(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: UnsafeRawBufferPointer) {
+        precondition(status == 0 || self.status == 0, "a handler must respond once")
+        precondition((100...999).contains(status), "status must be three digits")
+        self.status = status
+        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
+        output.pointee.write("Server: clusterd\r\n")
+        let bodyAllowed = !HTTPStatus.forbidsBody(status)
+        if let contentType, bodyAllowed {
+            output.pointee.write("Content-Type: ")
+            output.pointee.write(string: contentType)
+            output.pointee.write("\r\n")
+        }
+        for field in headers {
+            output.pointee.write(string: field.name)
+            output.pointee.write(": ")
+            output.pointee.write(string: field.value)
+            output.pointee.write("\r\n")
+        }
+        if bodyAllowed {
+            output.pointee.write("Content-Length: ")
+            output.pointee.writeDecimal(body.count)
+            output.pointee.write("\r\n")
+        }
+        writeTrailingHeaders()
+        if bodyAllowed && !isHead {
+            output.pointee.write(body)
+            bodyBytes = body.count
+        }
+    }
+
+    public mutating func respond(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: [UInt8]) {
+        body.withUnsafeBytes { respond(status: status, contentType: contentType, headers: headers, body: $0) }
+    }
+
+    public mutating func respond(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: String) {
+        var body = body
+        body.withUTF8 { respond(status: status, contentType: contentType, headers: headers, body: UnsafeRawBufferPointer($0)) }
+    }
+
+    public mutating func respond(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: StaticString) {
+        respond(status: status, contentType: contentType, headers: headers, body: UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount))
+    }
+
+    static func writeStatusLine(_ out: inout ByteBuffer, _ status: Int) {
+        out.write("HTTP/1.1 ")
+        out.writeDecimal(status)
+        out.writeByte(0x20)
+        out.write(HTTPStatus.reasonPhrase(status))
+        out.write("\r\n")
+    }
+
+    /// The response the engine sends for a request it refuses, always closing the connection.
+    static func writeError(_ out: inout ByteBuffer, _ error: HTTPError, dateLine: UnsafeRawBufferPointer) {
+        writeStatusLine(&out, error.status)
+        out.write("Server: clusterd\r\nContent-Type: text/plain\r\nContent-Length: ")
+        out.writeDecimal(error.reason.utf8.count + 1)
+        out.write("\r\n")
+        out.write(dateLine)
+        out.write("Connection: close\r\n\r\n")
+        out.write(string: error.reason)
+        out.writeByte(0x0A)
+    }
+}
+
+/// What a user writes: request in, response out. The worker is generic over the handler type, so
+/// calls are direct.
+public protocol HTTPHandler {
+    func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter)
+}

@@ -1,0 +1,56 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CClusterShims
+
+/// epoll(7), named after the kernel's API. The 64-bit user data is the caller's: the event loop
+/// packs a registration id with the fd so a stale event for a reused fd can be dropped.
+public struct Epoll: ~Copyable {
+    public let fd: Int32
+    @usableFromInline let events: UnsafeMutablePointer<epoll_event>
+    public let capacity: Int
+
+    public static let readable = UInt32(EPOLLIN.rawValue)
+    public static let writable = UInt32(EPOLLOUT.rawValue)
+    public static let hangup = UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLRDHUP.rawValue)
+    public static let error = UInt32(EPOLLERR.rawValue)
+    public static let edgeTriggered = UInt32(EPOLLET.rawValue)
+    public static let exclusive = UInt32(1 << 28)  // EPOLLEXCLUSIVE
+
+    public init(capacity: Int = 512) throws(SystemError) {
+        fd = try syscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        self.capacity = capacity
+        events = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        events.deallocate()
+        Sys.close(fd)
+    }
+
+    public func add(_ target: Int32, events mask: UInt32, data: UInt64) throws(SystemError) {
+        var ev = epoll_event(events: mask, data: epoll_data_t(u64: data))
+        _ = try syscall("epoll_ctl(ADD)") { epoll_ctl(fd, EPOLL_CTL_ADD, target, &ev) }
+    }
+
+    public func modify(_ target: Int32, events mask: UInt32, data: UInt64) throws(SystemError) {
+        var ev = epoll_event(events: mask, data: epoll_data_t(u64: data))
+        _ = try syscall("epoll_ctl(MOD)") { epoll_ctl(fd, EPOLL_CTL_MOD, target, &ev) }
+    }
+
+    public func remove(_ target: Int32) {
+        var ev = epoll_event()
+        _ = epoll_ctl(fd, EPOLL_CTL_DEL, target, &ev)
+    }
+
+    /// epoll_wait(2); `timeoutMilliseconds` -1 blocks. Calls `body(events, data)` for each event.
+    @inlinable
+    public func wait(timeoutMilliseconds: Int32, _ body: (UInt32, UInt64) -> Void) throws(SystemError) -> Int {
+        let n = Int(try syscall("epoll_wait") { epoll_wait(fd, events, Int32(capacity), timeoutMilliseconds) })
+        for i in 0..<n {
+            let ev = events[i]
+            body(ev.events, ev.data.u64)
+        }
+        return n
+    }
+}

@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CClusterShims
+
+/// Signals, read as data from a signalfd (no Swift code ever runs in a signal handler).
+public final class SignalFd {
+    public let fd: Int32
+
+    /// Blocks `signals` for the whole process and opens a signalfd for them.
+    public init(signals: [Int32]) throws(SystemError) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in signals { sigaddset(&set, s) }
+        _ = try syscall("sigprocmask") { sigprocmask(SIG_BLOCK, &set, nil) }
+        fd = try syscall("signalfd") { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) }
+    }
+
+    deinit { Sys.close(fd) }
+
+    /// The next pending signal, or nil when none is.
+    public func next() throws(SystemError) -> Int32? {
+        var info = signalfd_siginfo()
+        switch try nonBlockingSyscall("read(signalfd)", { Glibc.read(fd, &info, MemoryLayout<signalfd_siginfo>.size) }) {
+        case .processed(let n) where n == MemoryLayout<signalfd_siginfo>.size: return Int32(info.ssi_signo)
+        default: return nil
+        }
+    }
+}
+
+public enum Signals {
+    /// Ignore SIGPIPE: writes to closed sockets come back as EPIPE instead.
+    public static func ignorePipe() {
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    public static func name(_ signal: Int32) -> String {
+        switch signal {
+        case SIGTERM: return "TERM"
+        case SIGINT: return "INT"
+        case SIGQUIT: return "QUIT"
+        case SIGHUP: return "HUP"
+        case SIGKILL: return "KILL"
+        case SIGUSR1: return "USR1"
+        case SIGUSR2: return "USR2"
+        case SIGTTIN: return "TTIN"
+        case SIGTTOU: return "TTOU"
+        case SIGCHLD: return "CHLD"
+        case SIGSEGV: return "SEGV"
+        case SIGABRT: return "ABRT"
+        case SIGILL: return "ILL"
+        case SIGBUS: return "BUS"
+        case SIGTRAP: return "TRAP"
+        default: return "\(signal)"
+        }
+    }
+}
+
+/// How a child ended.
+public enum ExitStatus: Equatable, Sendable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+
+    /// The shell's convention: the exit code, or 128+n for a death by signal n.
+    public var code: Int32 {
+        switch self {
+        case .exited(let c): return c
+        case .signaled(let s): return 128 + s
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exited(let c): return "exited with code \(c)"
+        case .signaled(let s): return "killed by SIG\(Signals.name(s))"
+        }
+    }
+}
+
+public enum ProcessControl {
+    /// Re-execute `executable` with `arguments` and `environment` via posix_spawn, with `inherit[i]`
+    /// placed at descriptor 3+i in the child (every other descriptor is CLOEXEC). The child's signal
+    /// mask is emptied and the signals the parent handles are reset to their defaults, so no Swift
+    /// code runs between fork and exec.
+    public static func spawn(executable: String, arguments: [String], environment: [String], inherit: [Int32]) throws(SystemError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+
+        // First move every inherited fd above the target range so that dup2 never clobbers a source.
+        var staged: [Int32] = []
+        defer { for fd in staged { Sys.close(fd) } }
+        for fd in inherit {
+            let high = try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, Int32(3 + inherit.count + 16)) }
+            staged.append(high)
+        }
+        for (i, fd) in staged.enumerated() {
+            // dup2 onto the target clears CLOEXEC on the copy in the child.
+            posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + i))
+        }
+
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        sigdelset(&defaults, SIGKILL)
+        sigdelset(&defaults, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = argv.withUnsafeBufferPointer { a in
+            envp.withUnsafeBufferPointer { e in
+                posix_spawn(&pid, executable, &actions, &attr, a.baseAddress!, e.baseAddress!)
+            }
+        }
+        if rc != 0 { throw SystemError(call: "posix_spawn(\(executable))", errno: rc) }
+        return pid
+    }
+
+    /// waitpid(-1, WNOHANG): the next child that ended, or nil.
+    public static func reap() throws(SystemError) -> (pid: pid_t, status: ExitStatus)? {
+        var status: Int32 = 0
+        let pid: pid_t
+        do throws(SystemError) {
+            pid = try syscall("waitpid") { waitpid(-1, &status, WNOHANG) }
+        } catch where error.errno == ECHILD {
+            return nil
+        }
+        if pid == 0 { return nil }
+        let low = status & 0x7f
+        if low == 0 { return (pid, .exited((status >> 8) & 0xff)) }
+        return (pid, .signaled(low))
+    }
+
+    /// The path of the running executable (/proc/self/exe resolved).
+    public static func currentExecutable() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if n <= 0 { return CommandLine.arguments[0] }
+        buffer[n] = 0
+        return String(cString: buffer)
+    }
+
+    /// The current environment as KEY=VALUE strings.
+    public static func currentEnvironment() -> [String] {
+        var result: [String] = []
+        guard var p = Optional(environ) else { return [] }
+        while let entry = p.pointee {
+            result.append(String(cString: entry))
+            p += 1
+        }
+        return result
+    }
+}

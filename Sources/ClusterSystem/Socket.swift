@@ -1,0 +1,174 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CClusterShims
+
+/// TCP and Unix socket set-up. Every descriptor is created CLOEXEC and NONBLOCK.
+public enum Socket {
+    /// A TCP listener bound to `host:port` with SO_REUSEADDR and SO_REUSEPORT (so that every worker
+    /// slot gets its own listener in the port's reuseport group). `host` is a numeric IPv4 or IPv6
+    /// address; IPv6 listeners are IPV6_V6ONLY so `0.0.0.0` and `[::]` can share a port.
+    public static func tcpListener(host: String, port: UInt16, backlog: Int32 = 4096, reusePort: Bool = true) throws(SystemError) -> Int32 {
+        let isIPv6 = host.contains(":")
+        let fd = try Sys.socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        do throws(SystemError) {
+            try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), call: "setsockopt(SO_REUSEADDR)")
+            if reusePort {
+                try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, Int32(1), call: "setsockopt(SO_REUSEPORT)")
+            }
+            if isIPv6 {
+                try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, Int32(1), call: "setsockopt(IPV6_V6ONLY)")
+                var addr = sockaddr_in6()
+                addr.sin6_family = sa_family_t(AF_INET6)
+                addr.sin6_port = port.bigEndian
+                guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
+                _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
+                    try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
+                        try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+                    }
+                }
+            } else {
+                var addr = sockaddr_in()
+                addr.sin_family = sa_family_t(AF_INET)
+                addr.sin_port = port.bigEndian
+                guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
+                _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
+                    try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
+                        try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                    }
+                }
+            }
+            try Sys.listen(fd, backlog: backlog)
+            return fd
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+    }
+
+    /// The port a bound socket actually got (for port 0).
+    public static func localPort(_ fd: Int32) throws(SystemError) -> UInt16 {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = try withUnsafeMutablePointer(to: &storage) { (p) throws(SystemError) -> Int32 in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
+                try syscall("getsockname") { Glibc.getsockname(fd, sa, &len) }
+            }
+        }
+        if Int32(storage.ss_family) == AF_INET6 {
+            return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) } }
+        }
+        return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) } }
+    }
+
+    /// The peer's address as text ("127.0.0.1" / "::1"), for logs.
+    public static func peerAddress(_ fd: Int32) -> String {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.getpeername(fd, $0, &len) }
+        }
+        guard rc == 0 else { return "-" }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        if Int32(storage.ss_family) == AF_INET6 {
+            _ = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                withUnsafePointer(to: sin6.pointee.sin6_addr) { inet_ntop(AF_INET6, $0, &text, socklen_t(text.count)) }
+            } }
+        } else {
+            _ = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                withUnsafePointer(to: sin.pointee.sin_addr) { inet_ntop(AF_INET, $0, &text, socklen_t(text.count)) }
+            } }
+        }
+        return String(cString: text)
+    }
+
+    /// Set TCP_NODELAY on an accepted connection.
+    @inlinable
+    public static func setNoDelay(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = Glibc.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Restrict the reuseport group that `fd` belongs to so that new connections go only to the
+    /// first `active` listeners (SO_ATTACH_REUSEPORT_CBPF, `ld rand; mod #active; ret a`).
+    public static func steerReusePortGroup(_ fd: Int32, active: Int) throws(SystemError) {
+        _ = try syscall("setsockopt(SO_ATTACH_REUSEPORT_CBPF)") { ccluster_attach_reuseport_cbpf(fd, UInt32(active)) }
+    }
+
+    private static func withUnixAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+        guard bytes.count < capacity else { throw SystemError(call: "unix socket path \(path)", errno: ENAMETOOLONG) }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> R in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> R in
+                try body(sa, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+
+    /// A Unix stream listener at `path` with file mode `mode` (the socket file is replaced if stale).
+    public static func unixListener(path: String, mode: mode_t) throws(SystemError) -> Int32 {
+        let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        do throws(SystemError) {
+            if Glibc.access(path, F_OK) == 0 {
+                // A live daemon answers on it; a stale file from a crash does not.
+                if (try? unixConnect(path: path)).map({ Sys.close($0); return true }) == true {
+                    throw SystemError(call: "bind(\(path)): another daemon is listening", errno: EADDRINUSE)
+                }
+                try Sys.unlink(path)
+            }
+            let oldMask = umask(0o777 & ~mode)
+            defer { umask(oldMask) }
+            _ = try withUnixAddress(path) { (sa, len) throws(SystemError) -> Int32 in
+                try syscall(named: "bind(\(path))") { Glibc.bind(fd, sa, len) }
+            }
+            try Sys.chmod(path, mode)
+            try Sys.listen(fd, backlog: 128)
+            return fd
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+    }
+
+    /// A blocking connection to a Unix stream socket.
+    public static func unixConnect(path: String) throws(SystemError) -> Int32 {
+        let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue))
+        do throws(SystemError) {
+            _ = try withUnixAddress(path) { (sa, len) throws(SystemError) -> Int32 in
+                try syscall(named: "connect(\(path))") { Glibc.connect(fd, sa, len) }
+            }
+            return fd
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+    }
+
+    /// SO_PEERCRED of a connected Unix socket.
+    public static func peerCredentials(_ fd: Int32) throws(SystemError) -> (pid: pid_t, uid: uid_t, gid: gid_t) {
+        var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
+        _ = try syscall("getsockopt(SO_PEERCRED)") { ccluster_peer_credentials(fd, &pid, &uid, &gid) }
+        return (pid, uid, gid)
+    }
+
+    /// Send `bytes` and one descriptor over a Unix socket (SCM_RIGHTS).
+    public static func sendDescriptor(_ socket: Int32, _ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) -> IOResult<Int> {
+        try nonBlockingSyscall("sendmsg(SCM_RIGHTS)") { ccluster_send_fd(socket, fd, bytes.baseAddress, bytes.count) }
+    }
+
+    /// Receive bytes and at most one descriptor from a Unix socket.
+    public static func receiveDescriptor(_ socket: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult<(count: Int, fd: Int32)> {
+        var fd: Int32 = -1
+        switch try nonBlockingSyscall("recvmsg", { ccluster_recv_fd(socket, &fd, buffer.baseAddress, buffer.count) }) {
+        case .processed(let n): return .processed((n, fd))
+        case .wouldBlock: return .wouldBlock
+        }
+    }
+}

@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CClusterShims
+
+/// Thin, typed wrappers over the system calls clusterd uses. Every one goes through `syscall` /
+/// `nonBlockingSyscall` (EINTR retried, typed errors); `close` is never retried (Linux releases the
+/// descriptor even when close reports EINTR).
+public enum Sys {
+    @inlinable
+    public static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(SystemError) -> IOResult<Int> {
+        try nonBlockingSyscall("read") { Glibc.read(fd, buffer, count) }
+    }
+
+    @inlinable
+    public static func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(SystemError) -> IOResult<Int> {
+        try nonBlockingSyscall("write") { Glibc.write(fd, buffer, count) }
+    }
+
+    @inlinable
+    public static func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) throws(SystemError) -> IOResult<Int> {
+        try nonBlockingSyscall("writev") { Glibc.writev(fd, iov, count) }
+    }
+
+    /// sendfile(2) from `file` at `offset` to socket `fd`.
+    public static func sendfile(_ fd: Int32, _ file: Int32, offset: inout Int, count: Int) throws(SystemError) -> IOResult<Int> {
+        var off = off_t(offset)
+        let result = try nonBlockingSyscall("sendfile") { Glibc.sendfile(fd, file, &off, count) }
+        offset = Int(off)
+        return result
+    }
+
+    /// close(2). Never retried.
+    public static func close(_ fd: Int32) {
+        let rc = Glibc.close(fd)
+        if rc < 0 {
+            let err = ccluster_errno()
+            precondition(err != EBADF, "close(\(fd)): EBADF: double close")
+        }
+    }
+
+    public static func socket(_ domain: Int32, _ type: Int32, _ proto: Int32 = 0) throws(SystemError) -> Int32 {
+        try syscall("socket") { Glibc.socket(domain, type | Int32(SOCK_CLOEXEC.rawValue), proto) }
+    }
+
+    public static func setsockopt<T>(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: T, call: StaticString = "setsockopt") throws(SystemError) {
+        var value = value
+        _ = try syscall(call) { Glibc.setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<T>.size)) }
+    }
+
+    public static func getsockoptInt(_ fd: Int32, _ level: Int32, _ name: Int32) throws(SystemError) -> Int32 {
+        var value: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        _ = try syscall("getsockopt") { Glibc.getsockopt(fd, level, name, &value, &len) }
+        return value
+    }
+
+    public static func listen(_ fd: Int32, backlog: Int32) throws(SystemError) {
+        _ = try syscall("listen") { Glibc.listen(fd, backlog) }
+    }
+
+    /// accept4(2) with CLOEXEC|NONBLOCK set atomically.
+    @inlinable
+    public static func accept(_ fd: Int32) throws(SystemError) -> IOResult<Int32> {
+        try nonBlockingSyscall("accept4") {
+            ccluster_accept4(fd, Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        }
+    }
+
+    public static func shutdown(_ fd: Int32, _ how: Int32) {
+        _ = Glibc.shutdown(fd, how)
+    }
+
+    /// socketpair(2), CLOEXEC; both ends non-blocking when asked.
+    public static func socketpair(type: Int32 = Int32(SOCK_SEQPACKET.rawValue), nonBlocking: Bool = true) throws(SystemError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        let flags = Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
+        _ = try fds.withUnsafeMutableBufferPointer { (p) throws(SystemError) -> Int32 in
+            try syscall("socketpair") { Glibc.socketpair(AF_UNIX, type | flags, 0, p.baseAddress) }
+        }
+        return (fds[0], fds[1])
+    }
+
+    public static func pipe() throws(SystemError) -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        _ = try fds.withUnsafeMutableBufferPointer { (p) throws(SystemError) -> Int32 in
+            try syscall("pipe2") { ccluster_pipe2(p.baseAddress, Int32(O_CLOEXEC | O_NONBLOCK)) }
+        }
+        return (fds[0], fds[1])
+    }
+
+    /// fcntl(F_SETFD) to clear or set FD_CLOEXEC.
+    public static func setCloseOnExec(_ fd: Int32, _ on: Bool) throws(SystemError) {
+        let flags = try syscall("fcntl(F_GETFD)") { Glibc.fcntl(fd, F_GETFD) }
+        let new = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC
+        _ = try syscall("fcntl(F_SETFD)") { Glibc.fcntl(fd, F_SETFD, new) }
+    }
+
+    public static func setNonBlocking(_ fd: Int32, _ on: Bool = true) throws(SystemError) {
+        let flags = try syscall("fcntl(F_GETFL)") { Glibc.fcntl(fd, F_GETFL) }
+        let new = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
+        _ = try syscall("fcntl(F_SETFL)") { Glibc.fcntl(fd, F_SETFL, new) }
+    }
+
+    /// dup3(2) onto a fixed number (used to lay out inherited descriptors).
+    public static func dup(_ fd: Int32) throws(SystemError) -> Int32 {
+        try syscall("fcntl(F_DUPFD_CLOEXEC)") { Glibc.fcntl(fd, F_DUPFD_CLOEXEC, 3) }
+    }
+
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0) throws(SystemError) -> Int32 {
+        try syscall("open") { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    public static func unlink(_ path: String) throws(SystemError) {
+        _ = try syscall("unlink") { Glibc.unlink(path) }
+    }
+
+    public static func chmod(_ path: String, _ mode: mode_t) throws(SystemError) {
+        _ = try syscall("chmod") { Glibc.chmod(path, mode) }
+    }
+
+    public static func kill(_ pid: pid_t, _ signal: Int32) throws(SystemError) {
+        _ = try syscall("kill") { Glibc.kill(pid, signal) }
+    }
+
+    /// Bytes waiting in a socket's receive queue (ioctl FIONREAD).
+    public static func pendingInput(_ fd: Int32) -> Int { Int(ccluster_pending_input(fd)) }
+
+    public static var pid: pid_t { Glibc.getpid() }
+    public static var uid: uid_t { Glibc.getuid() }
+
+    /// Number of online CPUs (sysconf(_SC_NPROCESSORS_ONLN)).
+    public static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// Ask the kernel to send `signal` to this process when its parent dies (prctl PR_SET_PDEATHSIG).
+    public static func dieWithParent(signal: Int32 = SIGKILL) {
+        _ = ccluster_set_parent_death_signal(signal)
+    }
+
+    public static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+
+    public static func setEnvironment(_ name: String, _ value: String?) {
+        if let value { setenv(name, value, 1) } else { unsetenv(name) }
+    }
+}

@@ -1,0 +1,25 @@
+import ClusterHTTP
+
+/// One accepted client connection as the worker keeps it. Buffers are allocated only while they
+/// hold bytes: an idle keep-alive connection owns no buffer memory at all.
+struct Connection {
+    /// The socket, or -1 for a free table entry.
+    var fd: Int32 = -1
+    /// Distinguishes this connection from an earlier one on the same fd number (stale epoll events).
+    var generation: UInt32 = 0
+    var http = HTTPConnectionState()
+    /// Bytes read but not yet consumed (partial request), else unallocated.
+    var input = ByteBuffer()
+    /// Bytes the socket did not take yet, else unallocated.
+    var output = ByteBuffer()
+    /// CLOCK_MONOTONIC ms at which the current phase times out.
+    var deadline: Int64 = 0
+    /// Waiting for EPOLLOUT.
+    var writeBlocked = false
+    /// Write side shut, discarding input until EOF or the linger deadline.
+    var lingering = false
+    /// Close as soon as the output is flushed.
+    var closeWhenFlushed = false
+
+    var isOpen: Bool { fd >= 0 }
+}

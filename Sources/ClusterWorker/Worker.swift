@@ -1,0 +1,593 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ClusterControl
+import ClusterHTTP
+import ClusterSystem
+import Logging
+
+/// epoll user data: kind in the top byte, a 24-bit registration generation, the fd in the low 32 bits.
+enum Token {
+    static let listener: UInt64 = 1
+    static let connection: UInt64 = 2
+    static let channel: UInt64 = 3
+    static let signal: UInt64 = 4
+
+    @inline(__always) static func make(_ kind: UInt64, _ generation: UInt32, _ fd: Int32) -> UInt64 {
+        kind << 56 | UInt64(generation & 0xFF_FFFF) << 32 | UInt64(UInt32(bitPattern: fd))
+    }
+}
+
+
+/// One worker process: a single-threaded epoll loop over its own SO_REUSEPORT listeners (inherited
+/// from the master, or created by itself when it runs alone) and the connections it accepts.
+public final class HTTPWorker<Handler: HTTPHandler> {
+    enum RunState { case running, draining, stopping }
+
+    let epoll: Epoll
+    let handler: Handler
+    let parser: HTTPParser
+    let settings: WorkerSettings
+    let listeners: [Int32]
+    let channel: Int32?
+    let stats: StatsSlot
+    var logger: Logger
+
+    var connections: [Connection] = []
+    var openCount = 0
+    var nextGeneration: UInt32 = 1
+    var scratchIn = ByteBuffer(capacity: 64 * 1024)
+    var scratchOut = ByteBuffer(capacity: 64 * 1024)
+    var dateCache = DateLineCache()
+    var dateLine: UnsafeMutableRawBufferPointer
+    var counters = HTTPCounters()
+    var now: Int64 = 0
+    var state = RunState.running
+    var acceptingRegistered = false
+    var acceptResumeAt: Int64? = nil
+    var signals: SignalFd?
+    var drainDeadline: Int64? = nil
+    /// Called on USR1 / "reopen-logs".
+    public var onReopenLogs: () -> Void = {}
+
+    /// - Parameters:
+    ///   - listeners: listening sockets (non-blocking); the worker never closes them.
+    ///   - channel: socketpair end to the master, or nil when running alone.
+    public init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger) throws(SystemError) {
+        self.handler = handler
+        self.settings = settings
+        self.parser = HTTPParser(limits: settings.limits)
+        self.listeners = listeners
+        self.channel = channel
+        self.stats = stats
+        self.logger = logger
+        self.epoll = try Epoll(capacity: 1024)
+        dateLine = .allocate(byteCount: 64, alignment: 8)
+        connections.reserveCapacity(1024)
+    }
+
+    deinit {
+        for i in connections.indices where connections[i].isOpen { closeNow(Int32(i)) }
+        scratchIn.release()
+        scratchOut.release()
+        parser.release()
+        dateLine.deallocate()
+    }
+
+    /// Runs until drained or stopped. Returns the process exit code.
+    public func run() throws(SystemError) -> Int32 {
+        signals = try SignalFd(signals: [SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP])
+        try epoll.add(signals!.fd, events: Epoll.readable, data: Token.make(Token.signal, 0, signals!.fd))
+        if let channel {
+            try epoll.add(channel, events: Epoll.readable, data: Token.make(Token.channel, 0, channel))
+        }
+        tick()
+        stats[.pid] = UInt64(Sys.pid)
+        stats[.startedAtMilliseconds] = UInt64(now)
+        try registerListeners()
+        stats[.state] = WorkerState.ready.rawValue
+        send(.ready)
+
+        while true {
+            if state == .stopping { break }
+            if state == .draining && openCount == 0 { break }
+            _ = try epoll.wait(timeoutMilliseconds: state == .running ? 500 : 100) { events, data in
+                self.dispatch(events, data)
+            }
+            tick()
+            sweep()
+            flushCounters()
+        }
+        flushCounters()
+        stats[.openConnections] = UInt64(openCount)
+        return 0
+    }
+
+    // MARK: - Clock and stats
+
+    @inline(__always)
+    func tick() {
+        now = Clock.monotonicMilliseconds()
+        let wall = Clock.wallSeconds()
+        if wall != dateCache.second {
+            dateCache.update(epochSeconds: wall)
+            dateCache.line.withUnsafeBytes { dateLine.copyMemory(from: $0) }
+        }
+        stats[.heartbeatMilliseconds] = UInt64(now)
+    }
+
+    var context: ResponseContext {
+        ResponseContext(dateLine: UnsafeRawBufferPointer(rebasing: dateLine[0..<dateCache.line.count]), closeConnections: state != .running)
+    }
+
+    func flushCounters() {
+        if counters.requests != 0 || counters.parseErrors != 0 {
+            stats.add(.requests, UInt64(counters.requests))
+            stats.add(.status1xx, UInt64(counters.statusClasses.1))
+            stats.add(.status2xx, UInt64(counters.statusClasses.2))
+            stats.add(.status3xx, UInt64(counters.statusClasses.3))
+            stats.add(.status4xx, UInt64(counters.statusClasses.4))
+            stats.add(.status5xx, UInt64(counters.statusClasses.5))
+            stats.add(.parseErrors, UInt64(counters.parseErrors))
+            counters = HTTPCounters()
+        }
+        stats[.openConnections] = UInt64(openCount)
+    }
+
+    // MARK: - Events
+
+    @inline(__always)
+    func dispatch(_ events: UInt32, _ data: UInt64) {
+        let kind = data >> 56
+        let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
+        switch kind {
+        case Token.connection:
+            let generation = UInt32(truncatingIfNeeded: data >> 32) & 0xFF_FFFF
+            guard Int(fd) < connections.count, connections[Int(fd)].fd == fd,
+                connections[Int(fd)].generation & 0xFF_FFFF == generation
+            else { return }  // a stale event for a closed (maybe reused) fd
+            connectionEvent(fd, events)
+        case Token.listener:
+            acceptConnections(fd)
+        case Token.channel:
+            channelReadable()
+        case Token.signal:
+            signalReadable()
+        default:
+            break
+        }
+    }
+
+    func registerListeners() throws(SystemError) {
+        guard !acceptingRegistered else { return }
+        for fd in listeners {
+            try epoll.add(fd, events: Epoll.readable, data: Token.make(Token.listener, 0, fd))
+        }
+        acceptingRegistered = true
+    }
+
+    func unregisterListeners() {
+        guard acceptingRegistered else { return }
+        for fd in listeners { epoll.remove(fd) }
+        acceptingRegistered = false
+    }
+
+    func acceptConnections(_ listener: Int32) {
+        guard state == .running else { return }
+        for _ in 0..<settings.acceptBatch {
+            if openCount >= settings.maxConnections {
+                // At the cap: leave the rest in the backlog (nothing is refused) until one closes.
+                pauseAccepting(until: nil)
+                return
+            }
+            let fd: Int32
+            do {
+                switch try Sys.accept(listener) {
+                case .wouldBlock: return
+                case .processed(let newFD): fd = newFD
+                }
+            } catch {
+                switch error.errno {
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    logger.warning("accept4: \(error.reason); pausing accept for \(settings.acceptBackoff) ms")
+                    pauseAccepting(until: now + settings.acceptBackoff)
+                    return
+                default:
+                    // ECONNABORTED, EPROTO, ...: that client is gone; carry on with the next.
+                    continue
+                }
+            }
+            opened(fd)
+        }
+    }
+
+    func pauseAccepting(until: Int64?) {
+        unregisterListeners()
+        acceptResumeAt = until
+    }
+
+    func resumeAcceptingIfPossible() {
+        guard state == .running, !acceptingRegistered, openCount < settings.maxConnections else { return }
+        if let at = acceptResumeAt, now < at { return }
+        acceptResumeAt = nil
+        do { try registerListeners() } catch { logger.error("re-registering listeners: \(error)") }
+    }
+
+    func opened(_ fd: Int32) {
+        Socket.setNoDelay(fd)
+        let index = Int(fd)
+        if index >= connections.count {
+            connections.append(contentsOf: repeatElement(Connection(), count: index - connections.count + 1 + connections.count / 2))
+        }
+        nextGeneration = nextGeneration &+ 1
+        var c = Connection()
+        c.fd = fd
+        c.generation = nextGeneration & 0xFF_FFFF
+        c.deadline = now + settings.headerTimeout
+        do {
+            try epoll.add(fd, events: Epoll.readable, data: Token.make(Token.connection, c.generation, fd))
+        } catch {
+            logger.error("registering connection: \(error)")
+            Sys.close(fd)
+            return
+        }
+        connections[index] = c
+        openCount += 1
+        stats.add(.accepted, 1)
+    }
+
+    func connectionEvent(_ fd: Int32, _ events: UInt32) {
+        let index = Int(fd)
+        if events & Epoll.writable != 0 {
+            writable(fd)
+            guard connections[index].fd == fd else { return }
+        }
+        if events & (Epoll.readable | Epoll.hangup | Epoll.error) != 0 {
+            readable(fd)
+        }
+    }
+
+    // MARK: - Reading and serving
+
+    func readable(_ fd: Int32) {
+        let index = Int(fd)
+        var c = connections[index]
+        if c.lingering {
+            discardInput(&c)
+            connections[index] = c
+            if c.fd < 0 { finishClose(fd) }
+            return
+        }
+        if c.writeBlocked {
+            // Back-pressure: no new input until the client takes what it was sent. Only errors
+            // matter now; they show up on the next write.
+            return
+        }
+        let useOwnBuffer = c.input.readableBytes > 0
+        let result: IOResult<Int>
+        do {
+            if useOwnBuffer {
+                c.input.reserveWritable(16 * 1024)
+                result = try Sys.read(fd, c.input.writePointer, c.input.writableBytes)
+                if case .processed(let n) = result { c.input.moveWriterIndex(forwardBy: n) }
+            } else {
+                scratchIn.clear()
+                result = try Sys.read(fd, scratchIn.writePointer, scratchIn.writableBytes)
+                if case .processed(let n) = result { scratchIn.moveWriterIndex(forwardBy: n) }
+            }
+        } catch {
+            // ECONNRESET and friends: the client is gone.
+            connections[index] = c
+            closeNow(fd)
+            return
+        }
+        switch result {
+        case .wouldBlock:
+            connections[index] = c
+            return
+        case .processed(0):
+            // EOF. Whatever complete requests came before were answered already.
+            connections[index] = c
+            if c.http.isMidRequest || c.output.readableBytes == 0 {
+                closeNow(fd)
+            } else {
+                connections[index].closeWhenFlushed = true
+            }
+            return
+        case .processed(let n):
+            stats.add(.bytesIn, UInt64(n))
+        }
+        serve(&c, fd, fromScratch: !useOwnBuffer)
+        connections[index] = c
+        if c.fd < 0 { finishClose(fd) }
+    }
+
+    /// Runs the HTTP state machine over the buffered input and writes what it produced.
+    func serve(_ c: inout Connection, _ fd: Int32, fromScratch: Bool) {
+        var fromScratch = fromScratch
+        while true {
+            let phaseBefore = c.http.phase
+            let outcome: HTTPConnectionState.Outcome
+            if fromScratch {
+                outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters)
+                if scratchIn.readableBytes > 0 {
+                    // A partial request stays with the connection; the scratch buffer is shared.
+                    c.input.write(scratchIn.readableView)
+                }
+                scratchIn.clear()
+                fromScratch = false
+            } else {
+                outcome = c.http.process(&c.input, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters)
+                if c.input.readableBytes == 0 { c.input.release() }
+            }
+            updateDeadline(&c, phaseBefore: phaseBefore)
+            flush(&c, fd)
+            if c.fd < 0 { return }
+            switch outcome {
+            case .needInput:
+                return
+            case .close:
+                if c.output.readableBytes > 0 {
+                    c.closeWhenFlushed = true
+                } else {
+                    beginClose(&c, fd)
+                }
+                return
+            case .flushFirst:
+                if c.writeBlocked { return }  // resumed from `writable` once the output drains
+            }
+        }
+    }
+
+    func updateDeadline(_ c: inout Connection, phaseBefore: HTTPConnectionState.Phase) {
+        switch c.http.phase {
+        case .idle:
+            c.deadline = now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        case .head:
+            if phaseBefore != .head { c.deadline = now + settings.headerTimeout }
+        case .body:
+            c.deadline = now + settings.bodyTimeout
+        case .closing:
+            break
+        }
+    }
+
+    /// Writes the scratch output (and anything already pending) to the socket; keeps what the socket
+    /// does not take and waits for EPOLLOUT.
+    func flush(_ c: inout Connection, _ fd: Int32) {
+        if scratchOut.readableBytes > 0 {
+            if c.output.readableBytes > 0 {
+                c.output.write(scratchOut.readableView)
+            } else {
+                let written = writeSome(fd, scratchOut.readableView)
+                guard written >= 0 else {
+                    scratchOut.clear()
+                    closeNow(fd, &c)
+                    return
+                }
+                if written < scratchOut.readableBytes {
+                    c.output.write(UnsafeRawBufferPointer(rebasing: scratchOut.readableView[written...]))
+                }
+            }
+            scratchOut.clear()
+        } else if c.output.readableBytes > 0 && !c.writeBlocked {
+            let written = writeSome(fd, c.output.readableView)
+            guard written >= 0 else {
+                closeNow(fd, &c)
+                return
+            }
+            c.output.moveReaderIndex(forwardBy: written)
+        }
+        if c.output.readableBytes > 0 {
+            if !c.writeBlocked {
+                c.writeBlocked = true
+                c.deadline = now + settings.sendTimeout
+                try? epoll.modify(fd, events: Epoll.writable, data: Token.make(Token.connection, c.generation, fd))
+            }
+        } else if c.output.isAllocated {
+            c.output.release()
+        }
+    }
+
+    /// write(2) as much as the socket takes. -1 when the connection failed.
+    @inline(__always)
+    func writeSome(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var offset = 0
+        while offset < bytes.count {
+            do {
+                switch try Sys.write(fd, bytes.baseAddress! + offset, bytes.count - offset) {
+                case .wouldBlock: stats.add(.bytesOut, UInt64(offset)); return offset
+                case .processed(let n): offset += n
+                }
+            } catch {
+                return -1
+            }
+        }
+        stats.add(.bytesOut, UInt64(offset))
+        return offset
+    }
+
+    func writable(_ fd: Int32) {
+        let index = Int(fd)
+        var c = connections[index]
+        guard c.writeBlocked else { return }
+        let written = writeSome(fd, c.output.readableView)
+        if written < 0 {
+            closeNow(fd, &c)
+            connections[index] = c
+            finishClose(fd)
+            return
+        }
+        c.output.moveReaderIndex(forwardBy: written)
+        c.deadline = now + settings.sendTimeout
+        if c.output.readableBytes == 0 {
+            c.output.release()
+            c.writeBlocked = false
+            try? epoll.modify(fd, events: Epoll.readable, data: Token.make(Token.connection, c.generation, fd))
+            if c.closeWhenFlushed || c.http.phase == .closing {
+                beginClose(&c, fd)
+            } else {
+                updateDeadline(&c, phaseBefore: c.http.phase)
+                if c.input.readableBytes > 0 {
+                    // Pipelined requests waited for the output to drain.
+                    serve(&c, fd, fromScratch: false)
+                }
+            }
+        }
+        connections[index] = c
+        if c.fd < 0 { finishClose(fd) }
+    }
+
+    // MARK: - Closing
+
+    /// Closes after the response: at once when nothing unread is left, otherwise by shutting the
+    /// write side and discarding input for a while (lingering close), so the client reads the
+    /// response instead of a reset.
+    func beginClose(_ c: inout Connection, _ fd: Int32) {
+        let unread = c.input.readableBytes > 0 || c.http.isMidRequest
+        if !unread && Sys.pendingInput(fd) == 0 {
+            closeNow(fd, &c)
+            return
+        }
+        c.input.release()
+        Sys.shutdown(fd, Int32(SHUT_WR))
+        c.lingering = true
+        c.deadline = now + settings.lingerTimeout
+    }
+
+    func discardInput(_ c: inout Connection) {
+        let fd = c.fd
+        while true {
+            scratchIn.clear()
+            let result: IOResult<Int>
+            do { result = try Sys.read(fd, scratchIn.writePointer, scratchIn.writableBytes) } catch {
+                closeNow(fd, &c)
+                return
+            }
+            switch result {
+            case .wouldBlock: return
+            case .processed(0):
+                closeNow(fd, &c)
+                return
+            case .processed: continue
+            }
+        }
+    }
+
+    /// Closes the connection stored in the table.
+    func closeNow(_ fd: Int32) {
+        var c = connections[Int(fd)]
+        closeNow(fd, &c)
+        connections[Int(fd)] = c
+        finishClose(fd)
+    }
+
+    /// Closes `c` (the caller writes it back and calls `finishClose`).
+    func closeNow(_ fd: Int32, _ c: inout Connection) {
+        guard c.fd >= 0 else { return }
+        Sys.close(fd)
+        c.input.release()
+        c.output.release()
+        c.fd = -1
+        openCount -= 1
+    }
+
+    /// Book-keeping after a connection closed.
+    func finishClose(_ fd: Int32) {
+        if !acceptingRegistered { resumeAcceptingIfPossible() }
+    }
+
+    // MARK: - Timeouts
+
+    var nextSweep: Int64 = 0
+
+    func sweep() {
+        if let at = acceptResumeAt, now >= at { resumeAcceptingIfPossible() }
+        if state == .draining, let deadline = drainDeadline, now >= deadline {
+            logger.warning("drain timeout: closing \(openCount) busy connection(s)")
+            stats.add(.connectionsClosedOnDrain, UInt64(openCount))
+            for i in connections.indices where connections[i].isOpen { closeNow(Int32(i)) }
+            return
+        }
+        guard now >= nextSweep else { return }
+        nextSweep = now + 250
+        for i in connections.indices where connections[i].isOpen && connections[i].deadline <= now {
+            var c = connections[i]
+            let fd = c.fd
+            if c.lingering || c.writeBlocked {
+                closeNow(fd, &c)
+            } else if c.http.isMidRequest {
+                let error: HTTPError = c.http.phase == .head ? .headerTimeout : .bodyTimeout
+                _ = c.http.abandon(with: error, output: &scratchOut, context: context)
+                counters.count(status: error.status)
+                flush(&c, fd)
+                if c.fd >= 0 {
+                    if c.output.readableBytes > 0 { c.closeWhenFlushed = true } else { beginClose(&c, fd) }
+                }
+            } else {
+                closeNow(fd, &c)
+            }
+            connections[i] = c
+            if c.fd < 0 { finishClose(fd) }
+        }
+    }
+
+    // MARK: - Master channel and signals
+
+    func send(_ message: WorkerToMaster) {
+        guard let channel else { return }
+        let bytes = message.encoded
+        _ = bytes.withUnsafeBytes { Glibc.send(channel, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+    }
+
+    func channelReadable() {
+        guard let channel else { return }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.recv(channel, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n == 0 {
+                // The master is gone: finish what is in flight and leave.
+                logger.warning("master channel closed; draining")
+                epoll.remove(channel)
+                beginDrain(timeout: 10_000)
+                return
+            }
+            if n < 0 { return }
+            switch MasterToWorker.decode(buffer[0..<n]) {
+            case .drain: beginDrain(timeout: nil)
+            case .reopenLogs: onReopenLogs()
+            case nil: logger.warning("unknown message from master")
+            }
+        }
+    }
+
+    func signalReadable() {
+        guard let signals else { return }
+        while let signal = try? signals.next() {
+            switch signal {
+            case SIGTERM: beginDrain(timeout: nil)
+            case SIGINT, SIGQUIT: state = .stopping
+            case SIGUSR1: onReopenLogs()
+            default: break  // HUP: the master's business
+            }
+        }
+    }
+
+    /// Stop accepting; let in-flight requests finish (their responses close the connection); close
+    /// idle keep-alive connections now. The loop ends when no connection is left.
+    public func beginDrain(timeout: Int64?) {
+        guard state == .running else { return }
+        state = .draining
+        if let timeout { drainDeadline = now + timeout }
+        unregisterListeners()
+        stats[.state] = WorkerState.draining.rawValue
+        send(.draining)
+        for i in connections.indices where connections[i].isOpen {
+            var c = connections[i]
+            if !c.http.isMidRequest && !c.writeBlocked && !c.lingering && c.input.readableBytes == 0 {
+                closeNow(c.fd, &c)
+                connections[i] = c
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+import ClusterConfig
+import ClusterHTTP
+
+/// What one worker process needs to know, derived from the config.
+public struct WorkerSettings: Sendable {
+    public var limits = HTTPLimits()
+    /// Milliseconds; 0 disables keep-alive.
+    public var keepAliveTimeout: Int64 = 75_000
+    public var headerTimeout: Int64 = 10_000
+    public var bodyTimeout: Int64 = 30_000
+    /// Time a blocked write may make no progress before the connection is dropped.
+    public var sendTimeout: Int64 = 30_000
+    /// Time spent discarding input after an error response before closing (avoids a reset that
+    /// would destroy the response on the client's side).
+    public var lingerTimeout: Int64 = 2_000
+    public var maxConnections = 10_000
+    /// Connections accepted per listener wake-up.
+    public var acceptBatch = 64
+    /// Back-off after EMFILE/ENFILE on accept.
+    public var acceptBackoff: Int64 = 100
+
+    public init() {}
+
+    public init(_ config: ClusterConfiguration) {
+        let http = config.http
+        limits.maxHeaderBytes = http.maxHeaderBytes
+        limits.maxHeaderCount = http.maxHeaderCount
+        limits.maxBodyBytes = http.maxBodyBytes
+        limits.maxKeepAliveRequests = http.maxKeepAliveRequests
+        limits.keepAlive = http.keepAliveTimeout > 0
+        limits.maxRequestLine = min(8192, http.maxHeaderBytes)
+        keepAliveTimeout = Int64(http.keepAliveTimeout * 1000)
+        headerTimeout = Int64(http.headerTimeout * 1000)
+        bodyTimeout = Int64(http.bodyTimeout * 1000)
+        sendTimeout = max(bodyTimeout, 10_000)
+        maxConnections = http.maxConnections
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a make target needs, only those missing. Usage: deps.sh run|test|bench
+set -euo pipefail
+want=(libsystemd-dev pkg-config)
+case "${1:-run}" in
+  run) ;;
+  test) want+=(curl python3 python3-pytest procps iproute2 util-linux systemd) ;;
+  bench) want+=(wrk nginx-light curl python3 procps util-linux) ;;
+  *) echo "deps.sh: unknown target $1" >&2; exit 64 ;;
+esac
+missing=()
+for p in "${want[@]}"; do
+  # nginx-light and nginx both provide the nginx binary.
+  if [ "$p" = nginx-light ] && command -v nginx >/dev/null 2>&1; then continue; fi
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
