@@ -98,12 +98,22 @@ public struct ClusterConfiguration: Equatable, Sendable {
         public var prefix: String
         /// Directory served under the prefix.
         public var root: String
+
+        public init(prefix: String, root: String) {
+            self.prefix = prefix
+            self.root = root
+        }
     }
 
     public struct AccessLog: Equatable, Sendable {
         public enum Format: String, Equatable, Sendable { case combined, json }
         public var path: String
         public var format: Format = .combined
+
+        public init(path: String, format: Format = .combined) {
+            self.path = path
+            self.format = format
+        }
     }
 }
 

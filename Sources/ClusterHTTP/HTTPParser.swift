@@ -101,7 +101,7 @@ public struct HTTPParser {
         }
         if headEnd < 0 {
             scan.scanned = end
-            if scan.firstLineEnd < 0 && end > limits.maxRequestLine { return .failed(.uriTooLong) }
+            if scan.firstLineEnd > limits.maxRequestLine || (scan.firstLineEnd < 0 && end > limits.maxRequestLine) { return .failed(.uriTooLong) }
             if end > limits.maxHeaderBytes { return .failed(.headTooLarge) }
             return .incomplete
         }

@@ -1,0 +1,70 @@
+import ClusterHTTP
+import Foundation
+
+/// Echoes what it parsed, so tests can see method, path, query, a header and the body.
+struct EchoHandler: HTTPHandler {
+    func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
+        if request.path == "/close" { response.closeConnection() }
+        if request.path == "/silent" { return }
+        var text = "\(request.method) \(request.path.string)"
+        if !request.query.isEmpty { text += "?\(request.query.string)" }
+        if let host = request.header("host") { text += " host=\(host.string)" }
+        text += " body=\(request.body.string)"
+        response.respond(status: 200, body: text)
+    }
+}
+
+struct Exchange {
+    var output: String
+    var outcome: HTTPConnectionState.Outcome
+    var counters: HTTPCounters
+    var state: HTTPConnectionState
+}
+
+let testDateLine: [UInt8] = Array("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n".utf8)
+
+/// Feeds `bytes` to one connection in pieces of `pieceSize` (0 = all at once) and collects what it
+/// writes, as the worker would.
+func exchange(_ text: String, pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits()) -> Exchange {
+    exchange(Array(text.utf8), pieceSize: pieceSize, limits: limits)
+}
+
+func exchange(_ bytes: [UInt8], pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits()) -> Exchange {
+    let parser = HTTPParser(limits: limits)
+    defer { parser.release() }
+    var state = HTTPConnectionState()
+    var input = ByteBuffer()
+    var output = ByteBuffer()
+    defer { input.release(); output.release() }
+    var counters = HTTPCounters()
+    var collected: [UInt8] = []
+    var outcome = HTTPConnectionState.Outcome.needInput
+    let size = pieceSize == 0 ? max(bytes.count, 1) : pieceSize
+    var offset = 0
+    testDateLine.withUnsafeBytes { date in
+        let context = ResponseContext(dateLine: date)
+        repeat {
+            let end = min(offset + size, bytes.count)
+            input.write(Array(bytes[offset..<end]))
+            offset = end
+            repeat {
+                outcome = state.process(&input, output: &output, parser: parser, context: context, handler: EchoHandler(), counters: &counters)
+                collected += output.readableArray
+                output.clear()
+            } while outcome == .flushFirst
+        } while outcome == .needInput && offset < bytes.count
+    }
+    return Exchange(output: String(decoding: collected, as: UTF8.self), outcome: outcome, counters: counters, state: state)
+}
+
+/// The status codes of every response in `output`, in order.
+func statuses(_ output: String) -> [Int] {
+    var result: [Int] = []
+    var rest = Substring(output)
+    while let r = rest.range(of: "HTTP/1.1 ") {
+        let code = rest[r.upperBound...].prefix(3)
+        if let n = Int(code) { result.append(n) }
+        rest = rest[r.upperBound...]
+    }
+    return result
+}
