@@ -1,0 +1,171 @@
+"""Fixtures that run the real clusterd/clusterctl binaries on loopback and always clean up."""
+import json
+import re
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+BIN = os.environ.get("CLUSTERD_BIN", os.path.join(os.path.dirname(__file__), "../../.build/release"))
+CLUSTERD = os.path.join(BIN, "clusterd")
+CLUSTERCTL = os.path.join(BIN, "clusterctl")
+
+
+def free_port():
+    """A port that is free on both 127.0.0.1 and ::1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
+                s6.bind(("::1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def wait_for_port(port, host="127.0.0.1", timeout=15.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"clusterd exited with {proc.returncode}: {proc.stderr_text()}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port}")
+
+
+class Daemon:
+    """One clusterd master (or single process) started by a test, stopped by PID at teardown."""
+
+    def __init__(self, tmp, config_overrides=None, env=None):
+        self.tmp = tmp
+        self.port = free_port()
+        self.socket_path = os.path.join(tmp, "control.sock")
+        self.config_path = os.path.join(tmp, "clusterd.json")
+        self.log_path = os.path.join(tmp, "clusterd.log")
+        self.config = {
+            "workers": 1,
+            "listen": [f"127.0.0.1:{self.port}", f"[::1]:{self.port}"],
+            "controlSocket": self.socket_path,
+            "drainTimeout": 5,
+            "routes": [{"path": "/", "body": "Hello world!"}],
+        }
+        for k, v in (config_overrides or {}).items():
+            self.config[k] = v
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+
+    def write_config(self, config=None):
+        with open(self.config_path, "w") as f:
+            json.dump(config if config is not None else self.config, f)
+
+    def start(self, wait=True):
+        self.write_config()
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [CLUSTERD, "--config", self.config_path],
+            stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        self.proc.stderr_text = self.log_text
+        if wait:
+            wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of the process group we started (workers included) goes by SIGKILL.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log.close()
+
+    def ctl(self, *args, check=False, timeout=30):
+        r = subprocess.run([CLUSTERCTL, "--socket", self.socket_path, *args],
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"clusterctl {' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+        return r
+
+
+@pytest.fixture
+def tmpdir_short():
+    # Unix socket paths are limited to 108 bytes: keep the directory short.
+    d = tempfile.mkdtemp(prefix="cd-", dir="/tmp")
+    yield d
+    subprocess.run(["rm", "-rf", d])
+
+
+@pytest.fixture
+def daemon_factory(tmpdir_short):
+    started = []
+
+    def make(config_overrides=None, env=None, start=True, wait=True):
+        d = Daemon(tmpdir_short, config_overrides, env)
+        started.append(d)
+        if start:
+            d.start(wait=wait)
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    return daemon_factory()
+
+
+def raw_exchange(port, data, host="127.0.0.1", read_timeout=3.0, shutdown_write=False, family=socket.AF_INET):
+    """Send bytes, read until the server closes or goes quiet."""
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(read_timeout)
+        s.connect((host, port))
+        s.sendall(data)
+        if shutdown_write:
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
+
+
+def statuses(raw):
+    """Status codes of the responses in a byte stream (bodies here never contain a status line)."""
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]

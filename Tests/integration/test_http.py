@@ -1,0 +1,146 @@
+"""The HTTP engine over real sockets, against the real binary."""
+import socket
+import subprocess
+import time
+
+from conftest import raw_exchange, statuses
+
+
+def test_curl_get_ipv4_and_ipv6(daemon):
+    for url in (f"http://127.0.0.1:{daemon.port}/", f"http://[::1]:{daemon.port}/"):
+        r = subprocess.run(["curl", "-sS", "-i", url], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("HTTP/1.1 200 OK")
+        assert r.stdout.endswith("Hello world!")
+        assert "Date: " in r.stdout
+
+
+def test_healthz_and_404(daemon):
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{daemon.port}/healthz"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout == "200"
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{daemon.port}/missing"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout == "404"
+
+
+def test_keepalive_reuses_connection(daemon):
+    r = subprocess.run(["curl", "-sS", "-v", f"http://127.0.0.1:{daemon.port}/", f"http://127.0.0.1:{daemon.port}/healthz"],
+                       capture_output=True, text=True, timeout=10)
+    assert "Re-using existing connection" in r.stderr or "Reusing existing connection" in r.stderr
+
+
+def test_pipelining_answers_all_in_order_in_one_write(daemon):
+    reqs = b"".join(b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % p for p in (b"", b"healthz", b"nope", b""))
+    reqs += b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as s:
+        s.sendall(reqs)
+        time.sleep(0.2)
+        first = s.recv(65536)  # one write for the batch: all five arrive together
+        rest = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            rest += b
+    assert statuses(first + rest) == [200, 200, 404, 200, 200]
+    assert statuses(first) == [200, 200, 404, 200, 200]
+
+
+def test_head_has_length_but_no_body(daemon):
+    raw = raw_exchange(daemon.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 12\r\n" in raw
+    assert raw.endswith(b"\r\n\r\n")
+
+
+def test_chunked_body_then_next_request(daemon):
+    raw = raw_exchange(daemon.port,
+                       b"POST /nope HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"5\r\nhello\r\n0\r\n\r\n"
+                       b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert statuses(raw) == [404, 200]
+
+
+def test_expect_100_continue(daemon):
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as s:
+        s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = s.recv(4096)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"hello")
+        final = s.recv(4096)
+        assert final.startswith(b"HTTP/1.1 404")
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect: 100-continue",
+                        "--data-binary", "x" * 2000, f"http://127.0.0.1:{daemon.port}/healthz"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.stdout == "405"
+
+
+def test_oversized_header_431(daemon):
+    raw = raw_exchange(daemon.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    assert statuses(raw) == [431]
+    assert b"Connection: close" in raw
+
+
+def test_smuggling_shape_rejected(daemon):
+    raw = raw_exchange(daemon.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert statuses(raw) == [400]
+
+
+def test_connection_close_closes(daemon):
+    raw = raw_exchange(daemon.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", read_timeout=5)
+    assert raw.endswith(b"Hello world!")  # and recv saw EOF before the timeout
+
+
+def test_http10(daemon):
+    raw = raw_exchange(daemon.port, b"GET / HTTP/1.0\r\n\r\n", read_timeout=5)
+    assert raw.startswith(b"HTTP/1.1 200 OK")
+    assert b"Connection: close" in raw
+
+
+def test_slow_header_times_out_with_408(daemon_factory):
+    d = daemon_factory({"http": {"headerTimeout": 1}})
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHo")
+        start = time.time()
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        elapsed = time.time() - start
+    assert statuses(data) == [408]
+    assert 0.5 < elapsed < 4
+
+
+def test_idle_keepalive_timeout_closes(daemon_factory):
+    d = daemon_factory({"http": {"keepAliveTimeout": 1}})
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        start = time.time()
+        assert s.recv(4096) == b""
+        assert time.time() - start < 4
+
+
+def test_body_too_large_413(daemon_factory):
+    d = daemon_factory({"http": {"maxBodyBytes": 10}})
+    raw = raw_exchange(d.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world")
+    assert statuses(raw) == [413]
+
+
+def test_many_connections_then_more(daemon):
+    socks = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+            socks.append(s)
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for s in socks:
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in socks:
+            s.close()
