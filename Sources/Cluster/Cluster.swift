@@ -4,6 +4,7 @@ import Glibc
 import ClusterConfig
 import ClusterControl
 import ClusterHTTP
+import ClusterMaster
 import ClusterSystem
 import ClusterWorker
 import Logging
@@ -60,7 +61,7 @@ public enum Cluster {
             print("clusterd: \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
             exit(ExitCode.success)
         }
-        exit(runStandalone(config: config, makeHandler: makeHandler))
+        exit(runMaster(options: options, config: config, makeHandler: makeHandler))
     }
 
     /// Reads and validates a config file.
@@ -96,24 +97,20 @@ public enum Cluster {
         _ = line.withUTF8 { Glibc.write(2, $0.baseAddress, $0.count) }
     }
 
-    /// One process serving alone (no master): listeners of its own, one worker loop.
-    static func runStandalone<H: HTTPHandler>(config: ClusterConfiguration, makeHandler: (ClusterConfiguration) throws -> H) -> Int32 {
+    /// The master: owns listeners, spawns and supervises workers, serves the control socket.
+    static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, makeHandler: @escaping (ClusterConfiguration) throws -> H) -> Int32 {
         let logger = Logger(label: "clusterd")
-        var listeners: [Int32] = []
         do {
-            for address in config.listen {
-                listeners.append(try Socket.tcpListener(host: address.host, port: address.port))
-            }
-            let handler = try makeHandler(config)
-            let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners, channel: nil, stats: .privateSlot(), logger: logger)
-            logger.info("serving on \(config.listen.map(\.description).joined(separator: ", ")) (pid \(Sys.pid))")
-            return try worker.run()
-        } catch let error as SystemError {
-            logger.critical("\(error)")
-            return ExitCode.failure
+            let configBytes = try FileIO.readAll(path: options.configPath, limit: 4 * 1024 * 1024)
+            let master = try Master(
+                options: Master.Options(
+                    configPath: options.configPath, executable: ProcessControl.currentExecutable(),
+                    arguments: ["--config", options.configPath], validate: { _ = try makeHandler($0) }),
+                config: config, configBytes: configBytes, logger: logger)
+            return master.run()
         } catch {
             logger.critical("\(error)")
-            return ExitCode.config
+            return ExitCode.failure
         }
     }
 

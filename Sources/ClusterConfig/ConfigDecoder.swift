@@ -55,6 +55,7 @@ extension ClusterConfiguration {
             config.controlGroup = try top.int("controlGroup", default: 0, range: 0...Int(Int32.max))
         }
         config.drainTimeout = try top.seconds("drainTimeout", default: 30, range: 0...3600)
+        config.heartbeatTimeout = try top.seconds("heartbeatTimeout", default: 10, range: 1...3600)
 
         if let http = top.take("http") {
             var r = try ObjectReader(file: file, path: "http", value: http)

@@ -35,6 +35,9 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var controlGroup: Int? = nil
     /// Seconds a retiring worker may take to finish its connections before it is killed. Default 30.
     public var drainTimeout: Double = 30
+    /// Seconds a worker may go without a heartbeat (a turn of its loop) before the master kills and
+    /// replaces it. Default 10.
+    public var heartbeatTimeout: Double = 10
     /// HTTP engine limits and timeouts.
     public var http = HTTPSettings()
     /// Fixed responses by exact path.

@@ -163,3 +163,19 @@ public enum ProcessControl {
         return result
     }
 }
+
+/// A process id (pid_t), for modules that do not import Glibc.
+public typealias ProcessID = Int32
+
+/// Signal numbers by name, for modules that do not import Glibc.
+public enum SignalNumber {
+    public static let hangup = SIGHUP
+    public static let interrupt = SIGINT
+    public static let quit = SIGQUIT
+    public static let kill = SIGKILL
+    public static let terminate = SIGTERM
+    public static let user1 = SIGUSR1
+    public static let ttin = SIGTTIN
+    public static let ttou = SIGTTOU
+    public static let child = SIGCHLD
+}

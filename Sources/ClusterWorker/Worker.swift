@@ -577,6 +577,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// idle keep-alive connections now. The loop ends when no connection is left.
     public func beginDrain(timeout: Int64?) {
         guard state == .running else { return }
+        // Take what is already queued on our listeners before stopping: a retiring slot's listener
+        // is closed after we exit, and nothing in its backlog may be lost with it.
+        for fd in listeners where acceptingRegistered { acceptConnections(fd) }
         state = .draining
         if let timeout { drainDeadline = now + timeout }
         unregisterListeners()

@@ -1,0 +1,81 @@
+import ClusterConfig
+import ClusterSystem
+
+/// The master's listening sockets: per address, one SO_REUSEPORT listener per worker slot, created
+/// in slot order so that a slot's index in the kernel's reuseport group is its slot number. Sets are
+/// the address lists of generations; an address in several sets keeps one list of listeners.
+final class ListenerTable {
+    private(set) var listeners: [ListenAddress: [Int32]] = [:]
+    private(set) var sets: [Int: [ListenAddress]] = [:]
+    /// How many slots each set needs per address.
+    private var keep: [Int: Int] = [:]
+    private var nextSet = 0
+
+    /// The set for `addresses`: an existing one with the same list, or a new one.
+    func set(for addresses: [ListenAddress]) -> Int {
+        if let existing = sets.first(where: { $0.value == addresses }) { return existing.key }
+        let id = nextSet
+        nextSet += 1
+        sets[id] = addresses
+        return id
+    }
+
+    func addresses(of set: Int) -> [ListenAddress] { sets[set] ?? [] }
+
+    /// Listener fds of `slot` for each address of `set`, in the set's order.
+    func fds(set: Int, slot: Int) -> [Int32] {
+        addresses(of: set).map { listeners[$0]![slot] }
+    }
+
+    func ensure(set: Int, count: Int) throws(MasterFailure) {
+        keep[set] = max(keep[set] ?? 0, count)
+        for address in addresses(of: set) {
+            var list = listeners[address] ?? []
+            while list.count < count {
+                do {
+                    list.append(try Socket.tcpListener(host: address.host, port: address.port))
+                } catch {
+                    listeners[address] = list
+                    throw MasterFailure("cannot listen on \(address): \(error.reason)")
+                }
+            }
+            listeners[address] = list
+        }
+    }
+
+    /// Keep `count` slots for `set`; close, highest slot first, what no set needs any more.
+    func trim(set: Int, keep count: Int) {
+        keep[set] = count
+        closeUnneeded()
+    }
+
+    func release(set: Int) {
+        keep[set] = nil
+        sets[set] = nil
+        closeUnneeded()
+    }
+
+    private func closeUnneeded() {
+        for (address, var list) in listeners {
+            let needed = sets.filter { $0.value.contains(address) }.map { keep[$0.key] ?? 0 }.max() ?? 0
+            while list.count > needed {
+                Sys.close(list.removeLast())
+            }
+            listeners[address] = list.isEmpty ? nil : list
+        }
+    }
+
+    func steer(set: Int, active: Int) throws(SystemError) {
+        for address in addresses(of: set) {
+            guard let first = listeners[address]?.first else { continue }
+            try Socket.steerReusePortGroup(first, active: active)
+        }
+    }
+
+    func closeAll() {
+        for list in listeners.values { list.forEach(Sys.close) }
+        listeners = [:]
+    }
+
+    var totalOpen: Int { listeners.values.reduce(0) { $0 + $1.count } }
+}

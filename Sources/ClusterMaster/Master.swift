@@ -1,0 +1,451 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ClusterConfig
+import ClusterControl
+import ClusterJSON
+import ClusterSystem
+import ClusterSystemd
+import Logging
+
+/// The master process: supervision only, no HTTP. One single-threaded epoll loop over a signalfd,
+/// the control socket, one channel per worker, and a clock; `MasterCore` decides, this executes.
+public final class Master: MasterEffects {
+    /// Everything the master needs from its host program.
+    public struct Options {
+        public var configPath: String
+        /// The binary workers are started from (re-executed, not forked).
+        public var executable: String
+        public var arguments: [String]
+        /// Extra validation of a config (the app builds its handler once to see that it can).
+        public var validate: (ClusterConfiguration) throws -> Void
+
+        public init(configPath: String, executable: String, arguments: [String], validate: @escaping (ClusterConfiguration) throws -> Void) {
+            self.configPath = configPath
+            self.executable = executable
+            self.arguments = arguments
+            self.validate = validate
+        }
+    }
+
+    struct GenerationData {
+        var config: ClusterConfiguration
+        var configBytes: [UInt8]
+        var listenerSet: Int
+    }
+
+    struct WorkerProcess {
+        var channel: Int32
+        var slot: Int
+    }
+
+    struct ControlClient {
+        var fd: Int32
+        var input: [UInt8] = []
+        var output: [UInt8] = []
+        var closeAfterWrite = false
+        var openedAt: Int64
+    }
+
+    enum Kind: UInt64 {
+        case signal = 1, control, client, channel
+    }
+
+    let options: Options
+    var logger: Logger
+    let notifier = SystemdNotifier()
+    let epoll: Epoll
+    var signals: SignalFd!
+    var core: MasterCore<Master>!
+    var config: ClusterConfiguration
+    var configBytes: [UInt8]
+    let listenerTable = ListenerTable()
+    var generations: [Int: GenerationData] = [:]
+    var pendingGeneration: GenerationData? = nil
+    var processes: [ProcessID: WorkerProcess] = [:]
+    var channelOwners: [Int32: ProcessID] = [:]
+    var controlFD: Int32 = -1
+    var controlPath: String
+    var clients: [Int32: ControlClient] = [:]
+    var requests: [RequestID: Int32] = [:]
+    var nextRequest: RequestID = 1
+    let statsFD: Int32
+    let statsBase: UnsafeMutableRawPointer
+    let statsSlots: Int
+    var retired = [UInt64](repeating: 0, count: StatsSlot.Field.allCases.count)
+    var exitCode: Int32? = nil
+    let startedAt: Int64
+    var lastRateSample: (time: Int64, requests: UInt64) = (0, 0)
+    var requestRate: Double = 0
+    var lastStatusAt: Int64 = 0
+    var watchdogInterval: Int64? = nil
+    var lastWatchdog: Int64 = 0
+
+    public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger) throws(SystemError) {
+        self.options = options
+        self.config = config
+        self.configBytes = configBytes
+        self.logger = logger
+        self.controlPath = config.controlSocket
+        epoll = try Epoll(capacity: 256)
+        statsSlots = MasterCore<Master>.statsCapacity(maxWorkers: config.maxWorkers)
+        (statsFD, statsBase) = try FileIO.sharedMemory(name: "clusterd-stats", size: statsSlots * StatsSlot.size)
+        startedAt = Clock.monotonicMilliseconds()
+    }
+
+    /// Runs until stopped; returns the exit code.
+    public func run() -> Int32 {
+        do {
+            signals = try SignalFd(signals: [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGCHLD])
+            try epoll.add(signals.fd, events: Epoll.readable, data: Kind.signal.rawValue << 56)
+            try openControlSocket()
+        } catch {
+            logger.critical("\(error)")
+            notifier.failed(errno: error.errno, status: "failed: \(error)")
+            return 1
+        }
+        var settings = MasterCore<Master>.Settings()
+        applySettings(&settings, config)
+        core = MasterCore(effects: self, settings: settings)
+        if let usec = notifier.watchdogIntervalMicroseconds() { watchdogInterval = Int64(usec / 2000) }
+
+        let workers = config.workers.resolved(onlineCPUs: Sys.onlineCPUs)
+        let set = listenerTable.set(for: config.listen)
+        generations[1] = GenerationData(config: config, configBytes: configBytes, listenerSet: set)
+        logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(workers) workers (pid \(Sys.pid), control socket \(controlPath))")
+        core.start(workers: workers, listenerSet: set, now: Clock.monotonicMilliseconds())
+
+        while exitCode == nil {
+            do {
+                _ = try epoll.wait(timeoutMilliseconds: 100) { events, data in self.dispatch(events, data) }
+            } catch {
+                logger.critical("\(error)")
+                exitCode = 1
+                break
+            }
+            let now = Clock.monotonicMilliseconds()
+            core.tick(now: now)
+            periodic(now)
+        }
+        shutdown()
+        return exitCode ?? 0
+    }
+
+    func applySettings(_ settings: inout MasterCore<Master>.Settings, _ config: ClusterConfiguration) {
+        settings.maxWorkers = config.maxWorkers
+        settings.drainTimeout = Int64(config.drainTimeout * 1000)
+        settings.heartbeatTimeout = Int64(config.heartbeatTimeout * 1000)
+    }
+
+    func shutdown() {
+        for client in clients.values { Sys.close(client.fd) }
+        clients = [:]
+        if controlFD >= 0 {
+            Sys.close(controlFD)
+            try? Sys.unlink(controlPath)
+        }
+        for p in processes.values { Sys.close(p.channel) }
+        listenerTable.closeAll()
+    }
+
+    // MARK: - Loop
+
+    func dispatch(_ events: UInt32, _ data: UInt64) {
+        let fd = Int32(truncatingIfNeeded: data & 0xFFFF_FFFF)
+        switch Kind(rawValue: data >> 56) {
+        case .signal: readSignals()
+        case .control: acceptClients()
+        case .client: clientEvent(fd, events)
+        case .channel: channelReadable(fd)
+        case nil: break
+        }
+    }
+
+    func periodic(_ now: Int64) {
+        if now - lastRateSample.time >= 1000 {
+            let total = totals()[StatsSlot.Field.requests.rawValue]
+            if lastRateSample.time > 0 {
+                let dt = Double(now - lastRateSample.time) / 1000
+                requestRate = Double(total &- lastRateSample.requests) / dt
+            }
+            lastRateSample = (now, total)
+        }
+        if case .running = core.phase, now - lastStatusAt >= 5000 {
+            lastStatusAt = now
+            notifier.status(statusText)
+        }
+        if let interval = watchdogInterval, now - lastWatchdog >= interval, isHealthy(now) {
+            lastWatchdog = now
+            notifier.watchdog()
+        }
+        // Control clients that never finish their line are dropped (they cannot hold the loop).
+        for (fd, client) in clients where now - client.openedAt > 60_000 && !requests.values.contains(fd) {
+            closeClient(fd)
+        }
+    }
+
+    var statusText: String {
+        "\(core.statusLine), \(formatRate(requestRate)) req/s"
+    }
+
+    func formatRate(_ r: Double) -> String {
+        let n = Int(r.rounded())
+        var digits = String(n)
+        var out = ""
+        while digits.count > 3 {
+            out = "," + digits.suffix(3) + out
+            digits.removeLast(3)
+        }
+        return digits + out
+    }
+
+    /// The watchdog is fed only while the master's own checks pass: the loop turns, and the serving
+    /// generation has at least one ready worker with a fresh heartbeat.
+    func isHealthy(_ now: Int64) -> Bool {
+        core.workers.values.contains { w in
+            w.generation == core.generation && w.state == .ready && now - heartbeat(statsSlot: w.statsSlot) < core.settings.heartbeatTimeout
+        }
+    }
+
+    // MARK: - Signals
+
+    func readSignals() {
+        while let signal = try? signals.next() {
+            switch signal {
+            case SIGCHLD: reapChildren()
+            case SIGTERM: core.stop(graceful: true, requester: nil)
+            case SIGINT, SIGQUIT: core.stop(graceful: false, requester: nil)
+            case SIGHUP: reload(requester: nil, wait: false)
+            case SIGTTIN: core.scale(.relative(1), requester: nil)
+            case SIGTTOU: core.scale(.relative(-1), requester: nil)
+            case SIGUSR1: reopenLogs()
+            default: break
+            }
+        }
+    }
+
+    func reapChildren() {
+        while let (pid, status) = try? ProcessControl.reap() {
+            if let p = processes.removeValue(forKey: pid) {
+                epoll.remove(p.channel)
+                channelOwners[p.channel] = nil
+                Sys.close(p.channel)
+            }
+            core.workerExited(pid: pid, status: status)
+        }
+    }
+
+    func reopenLogs() {
+        logger.info("reopening logs")
+        for pid in processes.keys { send(.reopenLogs, to: pid) }
+    }
+
+    // MARK: - Reload
+
+    func reload(requester: RequestID?, wait: Bool) {
+        if let refusal = core.reloadRefusal() {
+            logger.warning("reload refused: \(refusal)")
+            if let requester { reply(requester, ControlResponse.error(refusal)) }
+            return
+        }
+        notifier.reloading(status: "reloading \(options.configPath)")
+        logger.notice("reload: reading \(options.configPath)")
+        let bytes: [UInt8]
+        let newConfig: ClusterConfiguration
+        do {
+            do {
+                bytes = try FileIO.readAll(path: options.configPath, limit: 4 * 1024 * 1024)
+            } catch {
+                throw ConfigError(file: options.configPath, keyPath: "", message: "cannot read: \(error.reason)")
+            }
+            newConfig = try ClusterConfiguration.decode(bytes, file: options.configPath)
+            try options.validate(newConfig)
+            if newConfig.controlSocket != config.controlSocket {
+                throw ConfigError(file: options.configPath, keyPath: "controlSocket", message: "cannot change on reload (restart instead)")
+            }
+            if newConfig.maxWorkers != config.maxWorkers {
+                throw ConfigError(file: options.configPath, keyPath: "maxWorkers", message: "cannot change on reload (restart instead)")
+            }
+        } catch {
+            core.reloadFailed("\(error)", requester: requester)
+            return
+        }
+        // The config's `workers` wins only when it changed; otherwise a runtime scale is kept.
+        let count = newConfig.workers != config.workers ? newConfig.workers.resolved(onlineCPUs: Sys.onlineCPUs) : core.target
+        let set = listenerTable.set(for: newConfig.listen)
+        pendingGeneration = GenerationData(config: newConfig, configBytes: bytes, listenerSet: set)
+        let previous = config
+        config = newConfig
+        configBytes = bytes
+        core.settings.drainTimeout = Int64(newConfig.drainTimeout * 1000)
+        core.settings.heartbeatTimeout = Int64(newConfig.heartbeatTimeout * 1000)
+        core.beginReload(workers: count, listenerSet: set, requester: requester, wait: wait)
+        if !core.isReloading && pendingGeneration != nil {
+            // Failed before any worker started: keep the old config.
+            config = previous
+            pendingGeneration = nil
+        }
+    }
+
+    // MARK: - MasterEffects
+
+    public func ensureListeners(set: Int, count: Int) throws(MasterFailure) {
+        try listenerTable.ensure(set: set, count: count)
+    }
+
+    public func trimListeners(set: Int, keep: Int) {
+        listenerTable.trim(set: set, keep: keep)
+    }
+
+    public func steer(set: Int, active: Int) {
+        do { try listenerTable.steer(set: set, active: active) } catch {
+            logger.error("steering connections to \(active) listeners: \(error)")
+        }
+    }
+
+    public func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID {
+        if generations[generation] == nil, let pending = pendingGeneration {
+            generations[generation] = pending
+            pendingGeneration = nil
+        }
+        guard let data = generations[generation] else { throw MasterFailure("no config for generation \(generation)") }
+        let slotStats = StatsSlot(base: statsBase + statsSlot * StatsSlot.size)
+        slotStats.reset()
+        let listeners = listenerTable.fds(set: data.listenerSet, slot: slot)
+        let (masterEnd, workerEnd): (Int32, Int32)
+        let configFD: Int32
+        do {
+            (masterEnd, workerEnd) = try Sys.socketpair()
+            configFD = try FileIO.memfd(name: "clusterd-config", bytes: data.configBytes)
+        } catch {
+            throw MasterFailure("\(error)")
+        }
+        defer {
+            Sys.close(workerEnd)
+            Sys.close(configFD)
+        }
+        let inherit = listeners + [workerEnd, statsFD, configFD]
+        let base = 3 + listeners.count
+        var env = ProcessControl.currentEnvironment().filter { entry in
+            !entry.hasPrefix("CLUSTERD_") && !entry.hasPrefix("LISTEN_") && !entry.hasPrefix("NOTIFY_SOCKET=")
+                && !entry.hasPrefix("WATCHDOG_")
+        }
+        env += [
+            "\(WorkerEnvironment.slot)=\(slot)",
+            "\(WorkerEnvironment.generation)=\(generation)",
+            "\(WorkerEnvironment.listenFDs)=\(listeners.count)",
+            "\(WorkerEnvironment.channelFD)=\(base)",
+            "\(WorkerEnvironment.statsFD)=\(base + 1)",
+            "\(WorkerEnvironment.configFD)=\(base + 2)",
+            "\(WorkerEnvironment.statsSlots)=\(statsSlots)",
+            "\(WorkerEnvironment.statsSlot)=\(statsSlot)",
+            "\(WorkerEnvironment.masterPID)=\(Sys.pid)",
+            "\(WorkerEnvironment.configPath)=\(options.configPath)",
+        ]
+        if let level = Sys.environment("CLUSTERD_LOG_LEVEL") { env.append("CLUSTERD_LOG_LEVEL=\(level)") }
+        let pid: ProcessID
+        do {
+            pid = try ProcessControl.spawn(executable: options.executable, arguments: options.arguments, environment: env, inherit: inherit)
+        } catch {
+            Sys.close(masterEnd)
+            throw MasterFailure("\(error)")
+        }
+        processes[pid] = WorkerProcess(channel: masterEnd, slot: slot)
+        channelOwners[masterEnd] = pid
+        do {
+            try epoll.add(masterEnd, events: Epoll.readable, data: Kind.channel.rawValue << 56 | UInt64(UInt32(bitPattern: masterEnd)))
+        } catch {
+            logger.error("watching worker \(pid): \(error)")
+        }
+        return pid
+    }
+
+    public func send(_ message: MasterToWorker, to pid: ProcessID) {
+        guard let p = processes[pid] else { return }
+        let bytes = message.encoded
+        let n = bytes.withUnsafeBytes { Glibc.send(p.channel, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        if n < 0 {
+            // The channel is full or gone: a signal says the same thing.
+            if message == .drain { try? Sys.kill(pid, SIGTERM) }
+            if message == .reopenLogs { try? Sys.kill(pid, SIGUSR1) }
+        }
+    }
+
+    public func signal(_ signal: Int32, to pid: ProcessID) {
+        guard processes[pid] != nil else { return }
+        try? Sys.kill(pid, signal)
+    }
+
+    public func notify(_ state: String) {
+        notifier.notify(state)
+    }
+
+    public func reply(_ id: RequestID, _ response: JSON) {
+        guard let fd = requests.removeValue(forKey: id), clients[fd] != nil else { return }
+        write(to: fd, response)
+    }
+
+    public func log(_ level: LogLevel, _ message: String) {
+        switch level {
+        case .debug: logger.debug("\(message)")
+        case .info: logger.info("\(message)")
+        case .notice: logger.notice("\(message)")
+        case .warning: logger.warning("\(message)")
+        case .error: logger.error("\(message)")
+        case .critical: logger.critical("\(message)")
+        }
+    }
+
+    public func heartbeat(statsSlot: Int) -> Int64 {
+        Int64(StatsSlot(base: statsBase + statsSlot * StatsSlot.size)[.heartbeatMilliseconds])
+    }
+
+    public func retireStats(statsSlot: Int) {
+        let slot = StatsSlot(base: statsBase + statsSlot * StatsSlot.size)
+        for field in [StatsSlot.Field.requests, .status1xx, .status2xx, .status3xx, .status4xx, .status5xx, .accepted, .parseErrors, .bytesIn, .bytesOut, .connectionsHandedOff, .connectionsClosedOnDrain] {
+            retired[field.rawValue] &+= slot[field]
+        }
+        slot.reset()
+    }
+
+    public func releaseGeneration(_ generation: Int) {
+        guard let data = generations.removeValue(forKey: generation) else { return }
+        if !generations.values.contains(where: { $0.listenerSet == data.listenerSet }) && pendingGeneration?.listenerSet != data.listenerSet {
+            listenerTable.release(set: data.listenerSet)
+        }
+    }
+
+    public func exit(code: Int32) {
+        exitCode = code
+    }
+
+    // MARK: - Worker channels
+
+    func channelReadable(_ fd: Int32) {
+        guard let pid = channelOwners[fd] else { return }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n <= 0 {
+                if n == 0 { epoll.remove(fd) }  // the worker is exiting; SIGCHLD follows
+                return
+            }
+            if let message = WorkerToMaster.decode(buffer[0..<n]) {
+                core.workerSaid(message, pid: pid)
+            }
+        }
+    }
+
+    // MARK: - Totals
+
+    func totals() -> [UInt64] {
+        var sum = retired
+        for w in core.workers.values {
+            let slot = StatsSlot(base: statsBase + w.statsSlot * StatsSlot.size)
+            for field in StatsSlot.Field.allCases where field != .pid && field != .generation && field != .heartbeatMilliseconds && field != .startedAtMilliseconds && field != .state {
+                sum[field.rawValue] &+= slot[field]
+            }
+        }
+        return sum
+    }
+}

@@ -1,0 +1,536 @@
+import ClusterControl
+import ClusterJSON
+import ClusterSystem
+
+/// An identifier for a control client waiting for an answer.
+public typealias RequestID = Int
+
+/// What the master's decisions do to the world. The daemon's executor makes the syscalls; tests use
+/// a recording fake and a manual clock.
+public protocol MasterEffects: AnyObject {
+    /// Listener set `set` gets listeners for slots 0..<count, created in slot order.
+    func ensureListeners(set: Int, count: Int) throws(MasterFailure)
+    /// Closes the listeners of slots >= `keep` in `set`, highest slot first (so reuseport indexes of
+    /// the slots that stay never move).
+    func trimListeners(set: Int, keep: Int)
+    /// Steers new connections of `set` to its first `active` listeners (reuseport BPF).
+    func steer(set: Int, active: Int)
+    func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID
+    func send(_ message: MasterToWorker, to pid: ProcessID)
+    func signal(_ signal: Int32, to pid: ProcessID)
+    /// sd_notify.
+    func notify(_ state: String)
+    func reply(_ id: RequestID, _ response: JSON)
+    func log(_ level: LogLevel, _ message: String)
+    /// The worker's heartbeat (CLOCK_MONOTONIC ms) from its stats slot.
+    func heartbeat(statsSlot: Int) -> Int64
+    /// A stats slot is free again: fold its counters into the totals and zero it.
+    func retireStats(statsSlot: Int)
+    /// No worker runs `generation` any more and it will not be used again.
+    func releaseGeneration(_ generation: Int)
+    func exit(code: Int32)
+}
+
+public enum LogLevel: Sendable { case debug, info, notice, warning, error, critical }
+
+public struct MasterFailure: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The master's decisions as a state machine: child exits, worker messages, control commands,
+/// signals and clock ticks go in; effects come out. No syscalls here.
+public struct MasterCore<Effects: MasterEffects> {
+    public struct Settings: Sendable {
+        public var maxWorkers = 256
+        public var drainTimeout: Int64 = 30_000
+        /// A ready worker whose heartbeat is older than this is killed and replaced.
+        public var heartbeatTimeout: Int64 = 10_000
+        /// New workers must report ready within this.
+        public var startTimeout: Int64 = 30_000
+        /// After a fast stop (INT) a worker has this long before KILL.
+        public var fastStopGrace: Int64 = 3_000
+        public var backoffBase: Int64 = 100
+        public var backoffMax: Int64 = 30_000
+        /// A worker that lived this long resets its slot's crash count.
+        public var stableAfter: Int64 = 10_000
+        /// Consecutive crashes from which a slot is reported as crash-looping.
+        public var crashLoopThreshold = 5
+        public init() {}
+    }
+
+    public struct WorkerRecord: Equatable, Sendable {
+        public var pid: ProcessID
+        public var slot: Int
+        public var generation: Int
+        public var statsSlot: Int
+        public var state: WorkerState
+        public var startedAt: Int64
+        public var drainSince: Int64? = nil
+        /// 0: none, 1: INT sent (fast stop), 2: KILL sent.
+        public var escalation = 0
+    }
+
+    struct SlotRecord {
+        var crashes = 0
+        var respawnAt: Int64? = nil
+    }
+
+    struct Reload {
+        var generation: Int
+        var target: Int
+        var listenerSet: Int
+        var requesters: [RequestID]
+        var startedAt: Int64
+    }
+
+    public enum Phase: Equatable, Sendable {
+        case starting
+        case running
+        case stopping(graceful: Bool)
+    }
+
+    public let effects: Effects
+    public var settings: Settings
+    public private(set) var phase = Phase.starting
+    public private(set) var workers: [ProcessID: WorkerRecord] = [:]
+    var slots: [SlotRecord]
+    /// The generation serving now.
+    public private(set) var generation = 1
+    /// The worker count the serving generation should have.
+    public private(set) var target = 0
+    /// Listener set of each live generation.
+    var generationSets: [Int: Int] = [:]
+    var reload: Reload? = nil
+    /// How many of the current set's listeners receive new connections.
+    var steeredActive = 0
+    var freeStats: [Int]
+    public private(set) var now: Int64 = 0
+    public private(set) var reloads = 0
+    public private(set) var failedReloads = 0
+    public private(set) var restarts = 0
+    public private(set) var lastReloadError: String? = nil
+
+    public init(effects: Effects, settings: Settings) {
+        self.effects = effects
+        self.settings = settings
+        slots = Array(repeating: SlotRecord(), count: settings.maxWorkers)
+        freeStats = Array((0..<Self.statsCapacity(maxWorkers: settings.maxWorkers)).reversed())
+    }
+
+    /// Stats slots needed: two generations at once plus draining stragglers.
+    public static func statsCapacity(maxWorkers: Int) -> Int { maxWorkers * 3 + 2 }
+
+    public var isReloading: Bool { reload != nil }
+    public var currentListenerSet: Int { generationSets[generation] ?? 0 }
+
+    // MARK: - Start
+
+    /// Starts generation 1 with `workers` workers on listener set `listenerSet`.
+    public mutating func start(workers count: Int, listenerSet: Int, now: Int64) {
+        self.now = now
+        generationSets[generation] = listenerSet
+        target = count
+        do {
+            try effects.ensureListeners(set: listenerSet, count: count)
+        } catch {
+            effects.log(.critical, "cannot open listeners: \(error)")
+            effects.notify("STATUS=failed: \(error)")
+            effects.exit(code: 1)
+            return
+        }
+        for slot in 0..<count { spawn(slot: slot, generation: generation) }
+    }
+
+    // MARK: - Workers
+
+    public mutating func workerSaid(_ message: WorkerToMaster, pid: ProcessID) {
+        guard var worker = workers[pid] else { return }
+        switch message {
+        case .ready:
+            guard worker.state == .starting else { return }
+            worker.state = .ready
+            workers[pid] = worker
+            effects.log(.info, "worker \(pid) (slot \(worker.slot), generation \(worker.generation)) ready")
+            if case .starting = phase, allSlotsReady(generation: generation, count: target) {
+                phase = .running
+                steer()
+                effects.log(.notice, "ready: \(target) workers, generation \(generation)")
+                effects.notify("READY=1\nSTATUS=\(statusLine)")
+            } else if let r = reload, worker.generation == r.generation, allSlotsReady(generation: r.generation, count: r.target) {
+                completeReload()
+            } else if worker.generation == generation {
+                steer()
+                effects.notify("STATUS=\(statusLine)")
+            }
+        case .draining:
+            if worker.state != .draining {
+                worker.state = .draining
+                worker.drainSince = worker.drainSince ?? now
+                workers[pid] = worker
+            }
+        case .error(let text):
+            effects.log(.error, "worker \(pid) (slot \(worker.slot)): \(text)")
+        }
+    }
+
+    public mutating func workerExited(pid: ProcessID, status: ExitStatus) {
+        guard let worker = workers.removeValue(forKey: pid) else { return }
+        effects.retireStats(statsSlot: worker.statsSlot)
+        freeStats.append(worker.statsSlot)
+        defer { releaseUnusedGenerations() }
+
+        if case .stopping = phase {
+            effects.log(.info, "worker \(pid) (slot \(worker.slot)) \(status)")
+            if workers.isEmpty {
+                effects.log(.notice, "all workers stopped; exiting")
+                effects.exit(code: 0)
+            }
+            return
+        }
+        if worker.state == .draining {
+            let level: LogLevel = status == .exited(0) ? .info : .warning
+            effects.log(level, "worker \(pid) (slot \(worker.slot), generation \(worker.generation)) finished draining: \(status)")
+            trimListeners()
+            return
+        }
+        if let r = reload, worker.generation == r.generation {
+            abortReload("new worker for slot \(worker.slot) \(status) before the reload completed")
+            return
+        }
+        guard worker.generation == generation, worker.slot < target else {
+            trimListeners()
+            return
+        }
+        // A crash: respawn the slot on the same listeners (its backlog waits in the master's socket).
+        restarts += 1
+        var slot = slots[worker.slot]
+        if now - worker.startedAt >= settings.stableAfter { slot.crashes = 0 }
+        slot.crashes += 1
+        let delay = min(settings.backoffMax, settings.backoffBase << min(Int64(slot.crashes - 1), 20))
+        slot.respawnAt = now + (slot.crashes == 1 ? 0 : delay)
+        slots[worker.slot] = slot
+        if slot.crashes >= settings.crashLoopThreshold {
+            effects.log(.critical, "slot \(worker.slot) is crash-looping: \(slot.crashes) crashes in a row, last \(status); next start in \(delay) ms")
+            effects.notify("STATUS=\(statusLine); slot \(worker.slot) crash-looping (\(status))")
+        } else {
+            effects.log(.error, "worker \(pid) (slot \(worker.slot)) \(status); restarting\(slot.crashes == 1 ? "" : " in \(delay) ms")")
+        }
+        if slot.respawnAt! <= now { respawnDue() }
+    }
+
+    // MARK: - Clock
+
+    public mutating func tick(now: Int64) {
+        self.now = now
+        respawnDue()
+        for (pid, worker) in workers {
+            switch worker.state {
+            case .ready:
+                let beat = effects.heartbeat(statsSlot: worker.statsSlot)
+                if beat > 0 && now - beat > settings.heartbeatTimeout {
+                    effects.log(.error, "worker \(pid) (slot \(worker.slot)) missed its heartbeat for \(now - beat) ms; killing it")
+                    effects.signal(SignalNumber.kill, to: pid)
+                    workers[pid]!.escalation = 2
+                }
+            case .draining:
+                escalateDrain(pid, worker)
+            case .starting:
+                if now - worker.startedAt > settings.startTimeout && worker.escalation == 0 {
+                    effects.log(.error, "worker \(pid) (slot \(worker.slot)) did not report ready in \(settings.startTimeout) ms; killing it")
+                    effects.signal(SignalNumber.kill, to: pid)
+                    workers[pid]!.escalation = 2
+                }
+            case .exited:
+                break
+            }
+        }
+        if let r = reload, now - r.startedAt > settings.startTimeout {
+            abortReload("new workers did not report ready within \(settings.startTimeout / 1000) s")
+        }
+    }
+
+    /// Graceful → INT (fast stop) → KILL, on the clock.
+    mutating func escalateDrain(_ pid: ProcessID, _ worker: WorkerRecord) {
+        let since = worker.drainSince ?? now
+        let graceful: Bool
+        if case .stopping(let g) = phase { graceful = g } else { graceful = true }
+        let firstDeadline = graceful ? settings.drainTimeout : 0
+        if worker.escalation == 0 && now - since >= firstDeadline {
+            if graceful { effects.log(.warning, "worker \(pid) (slot \(worker.slot)) still draining after \(settings.drainTimeout) ms; fast-stopping it") }
+            effects.signal(SignalNumber.interrupt, to: pid)
+            workers[pid]!.escalation = 1
+            workers[pid]!.drainSince = now
+        } else if worker.escalation == 1 && now - since >= settings.fastStopGrace {
+            effects.log(.warning, "worker \(pid) (slot \(worker.slot)) ignored the fast stop; killing it")
+            effects.signal(SignalNumber.kill, to: pid)
+            workers[pid]!.escalation = 2
+        }
+    }
+
+    mutating func respawnDue() {
+        guard case .running = phase else {
+            if case .starting = phase {} else { return }
+            return respawnSlots()
+        }
+        respawnSlots()
+    }
+
+    mutating func respawnSlots() {
+        for slotIndex in 0..<target {
+            guard let at = slots[slotIndex].respawnAt, at <= now else { continue }
+            if workers.values.contains(where: { $0.slot == slotIndex && $0.generation == generation && $0.state != .draining }) {
+                slots[slotIndex].respawnAt = nil
+                continue
+            }
+            slots[slotIndex].respawnAt = nil
+            spawn(slot: slotIndex, generation: generation)
+        }
+    }
+
+    // MARK: - Commands
+
+    /// `scale N`, `scale +k/-k`, TTIN/TTOU.
+    public mutating func scale(_ request: ControlRequest.ScaleTarget, requester: RequestID?) {
+        let wanted: Int
+        switch request {
+        case .absolute(let n): wanted = n
+        case .relative(let d): wanted = target + d
+        }
+        guard case .running = phase else {
+            return refuse(requester, "cannot scale while \(phaseName)")
+        }
+        guard reload == nil else { return refuse(requester, "cannot scale while a reload is in progress; try again when it completes") }
+        guard (1...settings.maxWorkers).contains(wanted) else {
+            return refuse(requester, "workers must be 1...\(settings.maxWorkers) (maxWorkers), got \(wanted)")
+        }
+        let set = currentListenerSet
+        if wanted > target {
+            do { try effects.ensureListeners(set: set, count: wanted) } catch {
+                return refuse(requester, "cannot open listeners for \(wanted) workers: \(error)")
+            }
+            let from = target
+            target = wanted
+            for slot in from..<wanted {
+                slots[slot] = SlotRecord()
+                spawn(slot: slot, generation: generation)
+            }
+        } else if wanted < target {
+            target = wanted
+            steer()  // first steer new connections away from the slots that retire
+            for (pid, worker) in workers where worker.generation == generation && worker.slot >= wanted && worker.state != .draining {
+                drain(pid)
+            }
+            for slot in wanted..<slots.count { slots[slot].respawnAt = nil }
+        }
+        effects.log(.notice, "scaled to \(target) workers")
+        effects.notify("STATUS=\(statusLine)")
+        if let requester { effects.reply(requester, ControlResponse.ok(["workers": .integer(Int64(target))])) }
+    }
+
+    /// A reload whose new config failed to load or validate: the old generation keeps serving.
+    public mutating func reloadFailed(_ reason: String, requester: RequestID?) {
+        failedReloads += 1
+        lastReloadError = reason
+        effects.log(.error, "reload failed: \(reason); generation \(generation) keeps serving")
+        effects.notify("READY=1\nSTATUS=reload failed: \(reason); \(statusLine)")
+        if let requester { effects.reply(requester, ControlResponse.error("reload failed: \(reason)")) }
+    }
+
+    /// Whether a reload may start now (the executor checks before parsing the config).
+    public func reloadRefusal() -> String? {
+        if reload != nil { return "a reload is already in progress" }
+        switch phase {
+        case .running: return nil
+        default: return "cannot reload while \(phaseName)"
+        }
+    }
+
+    /// A validated new config: start generation+1 with `workers` workers on `listenerSet`.
+    public mutating func beginReload(workers count: Int, listenerSet: Int, requester: RequestID?, wait: Bool) {
+        if let refusal = reloadRefusal() {
+            if let requester { effects.reply(requester, ControlResponse.error(refusal)) }
+            return
+        }
+        let newGeneration = generationSets.keys.max().map { $0 + 1 } ?? generation + 1
+        do { try effects.ensureListeners(set: listenerSet, count: count) } catch {
+            generationSets[newGeneration] = listenerSet
+            effects.releaseGeneration(newGeneration)
+            generationSets[newGeneration] = nil
+            return reloadFailed("\(error)", requester: requester)
+        }
+        generationSets[newGeneration] = listenerSet
+        reload = Reload(generation: newGeneration, target: count, listenerSet: listenerSet, requesters: [], startedAt: now)
+        if let requester {
+            if wait { reload!.requesters.append(requester) } else {
+                effects.reply(requester, ControlResponse.ok(["generation": .integer(Int64(newGeneration)), "started": true]))
+            }
+        }
+        effects.log(.notice, "reload: starting generation \(newGeneration) with \(count) workers")
+        for slot in 0..<count { spawn(slot: slot, generation: newGeneration) }
+    }
+
+    mutating func completeReload() {
+        guard let r = reload else { return }
+        reload = nil
+        reloads += 1
+        lastReloadError = nil
+        let old = generation
+        generation = r.generation
+        target = r.target
+        for slot in 0..<slots.count { slots[slot] = SlotRecord() }
+        steer()
+        for (pid, worker) in workers where worker.generation < generation && worker.state != .draining {
+            drain(pid)
+        }
+        effects.log(.notice, "reload complete: generation \(generation) serving with \(target) workers; generation \(old) draining")
+        effects.notify("READY=1\nSTATUS=\(statusLine)")
+        for id in r.requesters {
+            effects.reply(id, ControlResponse.ok(["generation": .integer(Int64(generation)), "workers": .integer(Int64(target))]))
+        }
+        trimListeners()
+    }
+
+    mutating func abortReload(_ reason: String) {
+        guard let r = reload else { return }
+        reload = nil
+        for (pid, worker) in workers where worker.generation == r.generation {
+            if worker.state == .ready { drain(pid) } else if worker.escalation < 2 {
+                effects.signal(SignalNumber.kill, to: pid)
+                workers[pid]!.escalation = 2
+                workers[pid]!.state = .draining
+                workers[pid]!.drainSince = now
+            }
+        }
+        failedReloads += 1
+        lastReloadError = reason
+        effects.log(.error, "reload failed: \(reason); generation \(generation) keeps serving")
+        effects.notify("READY=1\nSTATUS=reload failed: \(reason); \(statusLine)")
+        for id in r.requesters { effects.reply(id, ControlResponse.error("reload failed: \(reason)")) }
+    }
+
+    /// TERM / `stop` (graceful) or INT / QUIT (fast).
+    public mutating func stop(graceful: Bool, requester: RequestID?) {
+        if case .stopping(let already) = phase, already == false || graceful {
+            if let requester { effects.reply(requester, ControlResponse.ok(["stopping": true])) }
+            return
+        }
+        phase = .stopping(graceful: graceful)
+        if let r = reload {
+            reload = nil
+            for id in r.requesters { effects.reply(id, ControlResponse.error("reload abandoned: the daemon is stopping")) }
+        }
+        effects.log(.notice, graceful ? "graceful stop: draining \(workers.count) workers (timeout \(settings.drainTimeout / 1000) s)" : "fast stop")
+        effects.notify("STOPPING=1\nSTATUS=stopping (\(graceful ? "graceful" : "fast"))")
+        if let requester { effects.reply(requester, ControlResponse.ok(["stopping": true])) }
+        for (pid, worker) in workers {
+            if graceful {
+                if worker.state != .draining { drain(pid) }
+            } else if worker.escalation == 0 {
+                effects.signal(SignalNumber.interrupt, to: pid)
+                workers[pid]!.state = .draining
+                workers[pid]!.escalation = 1
+                workers[pid]!.drainSince = now
+            }
+        }
+        if workers.isEmpty { effects.exit(code: 0) }
+    }
+
+    // MARK: - Helpers
+
+    mutating func spawn(slot: Int, generation gen: Int) {
+        guard let statsSlot = freeStats.popLast() else {
+            effects.log(.critical, "no free stats slot for slot \(slot)")
+            return
+        }
+        do {
+            let pid = try effects.spawnWorker(slot: slot, generation: gen, statsSlot: statsSlot)
+            workers[pid] = WorkerRecord(pid: pid, slot: slot, generation: gen, statsSlot: statsSlot, state: .starting, startedAt: now)
+        } catch {
+            freeStats.append(statsSlot)
+            effects.log(.error, "cannot start a worker for slot \(slot): \(error)")
+            if let r = reload, r.generation == gen {
+                abortReload("cannot start a worker for slot \(slot): \(error)")
+            } else if gen == generation {
+                var s = slots[slot]
+                s.crashes += 1
+                s.respawnAt = now + min(settings.backoffMax, settings.backoffBase << min(Int64(s.crashes), 20))
+                slots[slot] = s
+            }
+        }
+    }
+
+    mutating func drain(_ pid: ProcessID) {
+        guard var worker = workers[pid] else { return }
+        worker.state = .draining
+        worker.drainSince = now
+        workers[pid] = worker
+        effects.send(.drain, to: pid)
+    }
+
+    func allSlotsReady(generation gen: Int, count: Int) -> Bool {
+        var ready = Array(repeating: false, count: count)
+        for w in workers.values where w.generation == gen && w.state == .ready && w.slot < count { ready[w.slot] = true }
+        return ready.allSatisfy { $0 }
+    }
+
+    /// New connections go to slots 0..<k where every slot below k has had a ready worker (a slot
+    /// whose worker crashed stays steered: its backlog waits for the replacement).
+    mutating func steer() {
+        let active = target
+        if active != steeredActive || active > 0 {
+            // Only widen to slots whose first worker reported ready.
+            var k = 0
+            while k < active && slotHasStarted(k) { k += 1 }
+            let wanted = max(1, min(active, k == 0 ? active : k))
+            if wanted != steeredActive {
+                steeredActive = wanted
+                effects.steer(set: currentListenerSet, active: wanted)
+            }
+        }
+    }
+
+    func slotHasStarted(_ slot: Int) -> Bool {
+        workers.values.contains { $0.slot == slot && $0.generation == generation && ($0.state == .ready || $0.state == .draining) }
+            || slots[slot].respawnAt != nil
+            || !workers.values.contains { $0.slot == slot && $0.generation == generation }
+    }
+
+    /// Closes listeners no live worker and no slot below the target needs, highest first.
+    func trimListeners() {
+        let set = currentListenerSet
+        var needed = target
+        if let r = reload, r.listenerSet == set { needed = max(needed, r.target) }
+        for w in workers.values where generationSets[w.generation] == set { needed = max(needed, w.slot + 1) }
+        effects.trimListeners(set: set, keep: needed)
+    }
+
+    mutating func releaseUnusedGenerations() {
+        for gen in generationSets.keys.sorted() where gen != generation && gen != reload?.generation {
+            if !workers.values.contains(where: { $0.generation == gen }) {
+                effects.releaseGeneration(gen)
+                generationSets[gen] = nil
+            }
+        }
+    }
+
+    func refuse(_ requester: RequestID?, _ message: String) {
+        effects.log(.warning, message)
+        if let requester { effects.reply(requester, ControlResponse.error(message)) }
+    }
+
+    public var phaseName: String {
+        switch phase {
+        case .starting: return "starting"
+        case .running: return reload == nil ? "running" : "reloading"
+        case .stopping(let g): return g ? "stopping" : "stopping (fast)"
+        }
+    }
+
+    /// systemd STATUS= text; the executor appends the request rate.
+    public var statusLine: String {
+        let live = workers.values.filter { $0.generation == generation && $0.state == .ready }.count
+        return "\(live) workers, generation \(generation)"
+    }
+}

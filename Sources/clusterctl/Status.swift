@@ -1,0 +1,53 @@
+import ArgumentParser
+import ClusterControl
+import ClusterJSON
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the daemon's state, totals and workers.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Print the daemon's JSON answer.")
+    var json = false
+
+    func run() throws {
+        let status = try connection.send(.status)
+        let workers = try connection.send(.workers)
+        if json {
+            var combined = status
+            combined["workerList"] = workers["workers"]
+            print(JSON.object(combined).serialized)
+            return
+        }
+        func i(_ key: String) -> Int64 { status[key]?.doubleValue.map { Int64($0) } ?? 0 }
+        let listen = status["listen"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ", ") ?? ""
+        print("clusterd pid \(i("pid")) \(status["state"]?.stringValue ?? "?"), generation \(i("generation")), \(i("workers")) workers (\(i("ready")) ready, \(i("draining")) draining), up \(duration(i("uptime")))")
+        print("requests \(grouped(i("requests"))) total, \(grouped(Int64(status["requestsPerSecond"]?.doubleValue ?? 0))) req/s, \(grouped(i("connections"))) connections open, \(i("reloads")) reloads (\(i("failedReloads")) failed), \(i("restarts")) restarts")
+        print("listen \(listen); config \(status["config"]?.stringValue ?? "?")")
+        if let e = status["lastReloadError"]?.stringValue { print("last reload failed: \(e)") }
+        print()
+        print(Workers.render(workers))
+    }
+}
+
+struct Workers: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the worker processes.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Print the daemon's JSON answer.")
+    var json = false
+
+    func run() throws {
+        let workers = try connection.send(.workers)
+        print(json ? JSON.object(workers).serialized : Self.render(workers))
+    }
+
+    static func render(_ answer: JSONObject) -> String {
+        let rows = (answer["workers"]?.arrayValue ?? []).map { w -> [String] in
+            func i(_ key: String) -> Int64 { w[key]?.doubleValue.map { Int64($0) } ?? 0 }
+            return [String(i("slot")), String(i("pid")), String(i("generation")), w["state"]?.stringValue ?? "?", duration(i("uptime")), grouped(i("requests")), grouped(i("connections"))]
+        }
+        return table(["SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "CONNS"], rows)
+    }
+}
