@@ -169,3 +169,60 @@ def raw_exchange(port, data, host="127.0.0.1", read_timeout=3.0, shutdown_write=
 def statuses(raw):
     """Status codes of the responses in a byte stream (bodies here never contain a status line)."""
     return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+def status(d):
+    r = d.ctl("status", "--json")
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout)
+
+
+def wait_until(predicate, timeout=15.0, interval=0.05, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def wait_ready(d, workers=None, generation=None, timeout=20.0):
+    """Until the master says `workers` ready workers of `generation` and none draining."""
+    def check():
+        s = status(d)
+        if not s or s["state"] != "running":
+            return None
+        if workers is not None and (s["workers"] != workers or s["ready"] != workers):
+            return None
+        if generation is not None and s["generation"] != generation:
+            return None
+        if s["draining"] != 0:
+            return None
+        return s
+    return wait_until(check, timeout, what=f"{workers} ready workers")
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return sorted(int(x) for x in f.read().split())
+    except OSError:
+        return []
+
+
+def listener_count(port):
+    """TCP listening sockets on `port` (IPv4 and IPv6), from `ss`."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=10).stdout
+    return len([l for l in out.splitlines() if l.strip()])
+
+
+def get(port, path="/", host="127.0.0.1", timeout=5.0):
+    """One request on a new connection; returns (status, body)."""
+    raw = raw_exchange(port, b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % path.encode(), host=host,
+                       read_timeout=timeout, family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    codes = statuses(head)
+    return (codes[0] if codes else None), body

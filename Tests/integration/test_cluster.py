@@ -1,0 +1,345 @@
+"""The master and its workers as real processes: scale, reload, crash, drain, signals, control socket."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from conftest import (children, get, listener_count, raw_exchange, status, statuses, wait_ready, wait_until)
+
+
+def test_starts_n_workers_each_with_its_own_listeners(daemon_factory):
+    d = daemon_factory({"workers": 3})
+    s = wait_ready(d, 3)
+    assert len(children(d.proc.pid)) == 3
+    # One SO_REUSEPORT listener per slot and address: 3 on 127.0.0.1 and 3 on ::1.
+    assert listener_count(d.port) == 6
+    assert s["listeners"] == 6
+    assert get(d.port) == (200, b"Hello world!")
+    assert get(d.port, host="::1") == (200, b"Hello world!")
+
+
+def test_scale_up_and_down(daemon_factory):
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2)
+    r = d.ctl("scale", "4", check=True)
+    assert "scaled to 4 workers" in r.stdout
+    wait_ready(d, 4)
+    assert len(children(d.proc.pid)) == 4
+    assert listener_count(d.port) == 8
+    d.ctl("scale", "-3", check=True)
+    wait_ready(d, 1)
+    wait_until(lambda: len(children(d.proc.pid)) == 1, what="retired workers to exit")
+    wait_until(lambda: listener_count(d.port) == 2, what="retired listeners to close")
+    d.ctl("scale", "+1", check=True)
+    wait_ready(d, 2)
+    assert listener_count(d.port) == 4
+    for _ in range(20):
+        assert get(d.port) == (200, b"Hello world!")
+
+
+def test_scale_bounds_and_usage(daemon_factory):
+    d = daemon_factory({"workers": 1, "maxWorkers": 4})
+    wait_ready(d, 1)
+    r = d.ctl("scale", "5")
+    assert r.returncode == 1
+    assert "workers must be 1...4 (maxWorkers), got 5" in r.stderr
+    r = d.ctl("scale", "-1")
+    assert r.returncode == 1
+    assert "got 0" in r.stderr
+    r = d.ctl("scale", "many")
+    assert r.returncode == 64
+    assert status(d)["workers"] == 1
+
+
+def test_ttin_ttou(daemon_factory):
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    d.signal(signal.SIGTTIN)
+    wait_ready(d, 2)
+    d.signal(signal.SIGTTOU)
+    wait_ready(d, 1)
+    wait_until(lambda: len(children(d.proc.pid)) == 1, what="worker to retire")
+
+
+def test_reload_changes_the_response(daemon_factory):
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2, generation=1)
+    old = set(children(d.proc.pid))
+    d.config["routes"] = [{"path": "/", "body": "Second generation"}]
+    d.write_config()
+    r = d.ctl("reload", "--wait", check=True)
+    assert "generation 2" in r.stdout
+    assert get(d.port) == (200, b"Second generation")
+    wait_ready(d, 2, generation=2)
+    wait_until(lambda: not (set(children(d.proc.pid)) & old), what="old generation to exit")
+    assert listener_count(d.port) == 4  # the same listeners, taken over
+
+
+def test_reload_keeps_runtime_scale_unless_config_changes_workers(daemon_factory):
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    d.ctl("scale", "3", check=True)
+    wait_ready(d, 3)
+    d.ctl("reload", "--wait", check=True)
+    wait_ready(d, 3, generation=2)
+    d.config["workers"] = 2
+    d.write_config()
+    d.ctl("reload", "--wait", check=True)
+    wait_ready(d, 2, generation=3)
+
+
+def test_reload_with_bad_config_keeps_serving(daemon_factory):
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    pids = children(d.proc.pid)
+    with open(d.config_path, "w") as f:
+        json.dump(dict(d.config, http={"maxHeaderBytes": 12}), f)
+    r = d.ctl("reload", "--wait")
+    assert r.returncode == 1
+    assert "http.maxHeaderBytes: must be 1024...1048576, got 12" in r.stderr
+    assert get(d.port) == (200, b"Hello world!")
+    s = status(d)
+    assert s["generation"] == 1
+    assert "maxHeaderBytes" in s["lastReloadError"]
+    assert children(d.proc.pid) == pids
+    assert "reload failed" in d.log_text()
+
+
+def test_reload_to_unbindable_address_fails_cleanly(daemon_factory):
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    try:
+        d.config["listen"] = [f"127.0.0.1:{taken}"]
+        d.write_config()
+        r = d.ctl("reload", "--wait")
+        assert r.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{taken}" in r.stderr
+        assert get(d.port) == (200, b"Hello world!")
+    finally:
+        blocker.close()
+
+
+def test_reload_to_new_port(daemon_factory):
+    from conftest import free_port
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    new_port = free_port()
+    d.config["listen"] = [f"127.0.0.1:{new_port}"]
+    d.write_config()
+    d.ctl("reload", "--wait", check=True)
+    assert get(new_port) == (200, b"Hello world!")
+    wait_until(lambda: listener_count(d.port) == 0, what="old port to close")
+
+
+def test_kill9_worker_under_traffic_is_replaced(daemon_factory):
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2)
+    results = {"ok": 0, "failed": 0}
+    stop = threading.Event()
+
+    def load():
+        end = time.time() + 20
+        while not stop.is_set() and time.time() < end:
+            try:
+                code, body = get(d.port)
+                results["ok" if code == 200 else "failed"] += 1
+            except OSError:
+                results["failed"] += 1
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        time.sleep(0.5)
+        victim = children(d.proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in children(d.proc.pid) and len(children(d.proc.pid)) == 2, what="replacement")
+        wait_ready(d, 2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join()
+    assert status(d)["restarts"] == 1
+    assert results["ok"] > 50
+    # Only a request in flight on the killed worker may fail.
+    assert results["failed"] <= 1, results
+
+
+def test_backlog_survives_a_dead_worker(daemon_factory):
+    """Connections that queue while the only worker is dead are served by its replacement."""
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    victim = children(d.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    socks = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        socks.append(s)
+    for s in socks:
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        s.close()
+        assert statuses(data) == [200]
+
+
+def test_term_drains_in_flight_request(daemon_factory):
+    d = daemon_factory({"workers": 1, "drainTimeout": 10})
+    wait_ready(d, 1)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+        time.sleep(0.3)
+        d.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert d.proc.poll() is None, "must wait for the in-flight request"
+        # A new connection is no longer accepted once the master is stopping... but this one finishes.
+        s.sendall(b"world")
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+    assert statuses(data) == [405]
+    assert b"Connection: close" in data
+    assert d.proc.wait(timeout=10) == 0
+
+
+def test_drain_timeout_escalates(daemon_factory):
+    d = daemon_factory({"workers": 1, "drainTimeout": 1})
+    wait_ready(d, 1)
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhel")
+    time.sleep(0.3)
+    start = time.time()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0
+    assert 0.8 < time.time() - start < 6
+    s.close()
+
+
+def test_fast_stop(daemon_factory):
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2)
+    d.signal(signal.SIGINT)
+    assert d.proc.wait(timeout=10) == 0
+
+
+def test_workers_exit_when_master_dies(daemon_factory):
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2)
+    kids = children(d.proc.pid)
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait(timeout=5)
+
+    def gone():
+        return all(not os.path.exists(f"/proc/{k}") or open(f"/proc/{k}/stat").read().split(")")[1].split()[0] == "Z" for k in kids)
+    wait_until(gone, timeout=15, what="workers to exit after the master died")
+
+
+def test_stop_command(daemon_factory):
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    r = d.ctl("stop", check=True)
+    assert "stopping" in r.stdout
+    assert d.proc.wait(timeout=10) == 0
+    assert not os.path.exists(d.socket_path)
+
+
+def test_status_table_and_json(daemon_factory):
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2)
+    for _ in range(10):
+        get(d.port)
+    r = d.ctl("status", check=True)
+    assert "running, generation 1, 2 workers (2 ready, 0 draining)" in r.stdout
+    assert "SLOT  PID" in r.stdout
+    s = status(d)
+    assert s["requests"] >= 10
+    assert len(s["workerList"]) == 2
+    w = json.loads(d.ctl("workers", "--json", check=True).stdout)["workers"]
+    assert sorted(x["slot"] for x in w) == [0, 1]
+    assert sum(x["requests"] for x in w) >= 10
+
+
+def control_line(path, data, read=True):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(path)
+        s.sendall(data)
+        if not read:
+            return None
+        out = b""
+        while not out.endswith(b"\n"):
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+        return json.loads(out)
+
+
+def test_control_protocol_errors(daemon_factory):
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    p = d.socket_path
+    assert control_line(p, b'{"v":1,"cmd":"status"}\n')["ok"] is True
+    assert control_line(p, b"not json\n") == {"ok": False, "error": control_line(p, b"not json\n")["error"]}
+    assert "malformed request" in control_line(p, b"not json\n")["error"]
+    assert "unknown command" in control_line(p, b'{"v":1,"cmd":"explode"}\n')["error"]
+    assert "unsupported protocol version 7" in control_line(p, b'{"v":7,"cmd":"status"}\n')["error"]
+    assert "missing protocol version" in control_line(p, b'{"cmd":"status"}\n')["error"]
+    assert "exactly one of" in control_line(p, b'{"v":1,"cmd":"scale"}\n')["error"]
+    assert "too long" in control_line(p, b"x" * 100000)["error"]
+    # A half-written line and a flood of idle connections do not stall the master.
+    idle = []
+    for _ in range(40):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(p)
+        s.sendall(b'{"v":1,"cmd":"sta')
+        idle.append(s)
+    try:
+        assert get(d.port) == (200, b"Hello world!")
+        for s in idle[:10]:
+            s.close()
+        time.sleep(0.3)
+        assert control_line(p, b'{"v":1,"cmd":"status"}\n')["ok"] is True
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_control_socket_is_owner_only(daemon_factory):
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    assert oct(os.stat(d.socket_path).st_mode & 0o777) == "0o600"
+    os.chmod(os.path.dirname(d.socket_path), 0o755)
+    # Another user (nobody) cannot talk to it.
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "python3", "-c", f"import socket; s=socket.socket(socket.AF_UNIX); s.connect({d.socket_path!r})"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    assert "Permission denied" in r.stderr
+
+
+def test_control_group_may_use_it(daemon_factory):
+    d = daemon_factory({"workers": 1, "controlGroup": 65534})
+    wait_ready(d, 1)
+    st = os.stat(d.socket_path)
+    assert oct(st.st_mode & 0o777) == "0o660" and st.st_gid == 65534
+    os.chmod(os.path.dirname(d.socket_path), 0o755)
+    script = ("import socket,json; s=socket.socket(socket.AF_UNIX); s.connect(%r); "
+              "s.sendall(b'{\"v\":1,\"cmd\":\"status\"}\\n'); print(s.recv(65536).decode())") % d.socket_path
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "python3", "-c", script],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ok"] is True
