@@ -55,5 +55,7 @@ let package = Package(
         .testTarget(name: "ClusterJSONTests", dependencies: ["ClusterJSON"]),
         .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig"]),
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
+        .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterControl", "ClusterJSON", "ClusterSystem"]),
+        .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),
     ]
 )

@@ -1,0 +1,238 @@
+import ClusterControl
+import ClusterJSON
+import ClusterMaster
+import ClusterSystem
+import Testing
+
+/// Records what the master decided; the clock is whatever the test says.
+final class FakeEffects: MasterEffects {
+    var log: [String] = []
+    var nextPid: ProcessID = 100
+    var spawned: [(pid: ProcessID, slot: Int, generation: Int)] = []
+    var listeners: [Int: Int] = [:]
+    var steered: [Int] = []
+    var sent: [(MasterToWorker, ProcessID)] = []
+    var signals: [(Int32, ProcessID)] = []
+    var notifications: [String] = []
+    var replies: [(RequestID, JSON)] = []
+    var heartbeats: [Int: Int64] = [:]
+    var exitCode: Int32? = nil
+    var failSpawn = false
+    var failListeners = false
+
+    func ensureListeners(set: Int, count: Int) throws(MasterFailure) {
+        if failListeners { throw MasterFailure("cannot listen on 127.0.0.1:1: Address already in use") }
+        listeners[set] = max(listeners[set] ?? 0, count)
+    }
+    func trimListeners(set: Int, keep: Int) { listeners[set] = min(listeners[set] ?? 0, keep) }
+    func steer(set: Int, active: Int) { steered.append(active) }
+    func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID {
+        if failSpawn { throw MasterFailure("posix_spawn: out of memory") }
+        nextPid += 1
+        spawned.append((nextPid, slot, generation))
+        return nextPid
+    }
+    func send(_ message: MasterToWorker, to pid: ProcessID) { sent.append((message, pid)) }
+    func signal(_ signal: Int32, to pid: ProcessID) { signals.append((signal, pid)) }
+    func notify(_ state: String) { notifications.append(state) }
+    func reply(_ id: RequestID, _ response: JSON) { replies.append((id, response)) }
+    func log(_ level: LogLevel, _ message: String) { log.append(message) }
+    func heartbeat(statsSlot: Int) -> Int64 { heartbeats[statsSlot] ?? 0 }
+    func retireStats(statsSlot: Int) {}
+    func releaseGeneration(_ generation: Int) {}
+    func exit(code: Int32) { exitCode = code }
+}
+
+func makeCore(workers: Int = 2) -> (MasterCore<FakeEffects>, FakeEffects) {
+    let fx = FakeEffects()
+    var settings = MasterCore<FakeEffects>.Settings()
+    settings.maxWorkers = 8
+    settings.drainTimeout = 1000
+    var core = MasterCore(effects: fx, settings: settings)
+    core.start(workers: workers, listenerSet: 0, now: 0)
+    return (core, fx)
+}
+
+func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
+    for s in fx.spawned where core.workers[s.pid]?.state == .starting { core.workerSaid(.ready, pid: s.pid) }
+}
+
+@Suite struct MasterStart {
+    @Test func readyOnlyWhenAllWorkersReport() {
+        var (core, fx) = makeCore(workers: 3)
+        #expect(fx.spawned.map(\.slot) == [0, 1, 2])
+        #expect(fx.listeners[0] == 3)
+        core.workerSaid(.ready, pid: fx.spawned[0].pid)
+        core.workerSaid(.ready, pid: fx.spawned[1].pid)
+        #expect(!fx.notifications.contains { $0.hasPrefix("READY=1") })
+        core.workerSaid(.ready, pid: fx.spawned[2].pid)
+        #expect(fx.notifications.last == "READY=1\nSTATUS=3 workers, generation 1")
+        #expect(core.phase == .running)
+        #expect(fx.steered.last == 3)
+    }
+
+    @Test func unbindableListenersFailStart() {
+        let fx = FakeEffects()
+        fx.failListeners = true
+        var core = MasterCore(effects: fx, settings: .init())
+        core.start(workers: 2, listenerSet: 0, now: 0)
+        #expect(fx.exitCode == 1)
+        #expect(fx.spawned.isEmpty)
+    }
+}
+
+@Suite struct MasterSupervision {
+    @Test func crashRespawnsSameSlotWithBackoff() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        let victim = fx.spawned[1].pid
+        core.tick(now: 20_000)
+        core.workerExited(pid: victim, status: .signaled(9))
+        #expect(fx.spawned.last?.slot == 1, "first crash: respawned at once")
+        #expect(fx.spawned.count == 3)
+        // It dies again quickly: now there is a delay.
+        core.workerExited(pid: fx.spawned[2].pid, status: .exited(1))
+        #expect(fx.spawned.count == 3)
+        core.tick(now: 20_150)
+        #expect(fx.spawned.count == 3)
+        core.tick(now: 20_200)
+        #expect(fx.spawned.count == 4)
+        #expect(fx.spawned.last?.slot == 1)
+        #expect(core.restarts == 2)
+    }
+
+    @Test func crashLoopIsReported() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        var now: Int64 = 0
+        var delays: [Int64] = []
+        for _ in 0..<5 {
+            let before = fx.spawned.count
+            let crashedAt = now
+            core.workerExited(pid: fx.spawned.last!.pid, status: .exited(1))
+            while fx.spawned.count == before && now - crashedAt < 60_000 {
+                now += 50
+                core.tick(now: now)
+            }
+            delays.append(now - crashedAt)
+        }
+        #expect(delays == [0, 200, 400, 800, 1600], "exponential backoff after the first immediate restart")
+        #expect(fx.log.contains { $0.contains("crash-looping") })
+        #expect(fx.notifications.contains { $0.contains("crash-looping") })
+    }
+
+    @Test func missedHeartbeatKills() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        let w = core.workers.values.first!
+        fx.heartbeats[w.statsSlot] = 1000
+        core.tick(now: 5000)
+        #expect(fx.signals.isEmpty)
+        core.tick(now: 11_001)
+        #expect(fx.signals.first?.0 == SignalNumber.kill)
+        #expect(fx.signals.first?.1 == w.pid)
+    }
+
+    @Test func drainEscalatesOnTheClock() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.tick(now: 100)
+        core.scale(.absolute(1), requester: 7)
+        let retiring = fx.spawned[1].pid
+        #expect(fx.steered.last == 1, "steered away before the drain")
+        #expect(fx.sent.map(\.1) == [retiring])
+        core.tick(now: 1099)
+        #expect(fx.signals.isEmpty)
+        core.tick(now: 1100)
+        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt])
+        core.tick(now: 4100)
+        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.kill])
+        core.workerExited(pid: retiring, status: .signaled(9))
+        #expect(fx.listeners[0] == 1, "the retired slot's listeners close after its worker is gone")
+        #expect(core.restarts == 0, "a retired worker is not respawned")
+    }
+}
+
+@Suite struct MasterCommands {
+    @Test func scaleUpOpensListenersThenSpawns() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.scale(.relative(2), requester: 1)
+        #expect(fx.listeners[0] == 3)
+        #expect(fx.spawned.map(\.slot) == [0, 1, 2])
+        #expect(fx.replies.last?.1["workers"] == 3)
+        #expect(fx.notifications.last?.hasPrefix("STATUS=") == true)
+        #expect(!(fx.notifications.last?.contains("READY") ?? true))
+    }
+
+    @Test func scaleBounds() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.scale(.absolute(9), requester: 1)
+        #expect(fx.replies.last?.1["error"] == "workers must be 1...8 (maxWorkers), got 9")
+        core.scale(.relative(-1), requester: 2)
+        #expect(fx.replies.last?.1["ok"] == false)
+        #expect(core.target == 1)
+    }
+
+    @Test func reloadReplacesGenerationWhenReady() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        let old = fx.spawned.map(\.pid)
+        core.beginReload(workers: 2, listenerSet: 0, requester: 5, wait: true)
+        #expect(fx.spawned.suffix(2).map(\.generation) == [2, 2])
+        #expect(core.reloadRefusal() == "a reload is already in progress")
+        core.scale(.absolute(3), requester: 6)
+        #expect(fx.replies.last?.1["ok"] == false)
+        readyAll(&core, fx)
+        #expect(core.generation == 2)
+        #expect(Set(fx.sent.map(\.1)) == Set(old))
+        #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=2 workers, generation 2") == true)
+        #expect(fx.replies.contains { $0.0 == 5 && $0.1["ok"] == true })
+    }
+
+    @Test func reloadAbortsWhenANewWorkerDies() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.beginReload(workers: 2, listenerSet: 0, requester: 5, wait: true)
+        let newWorkers = fx.spawned.suffix(2).map(\.pid)
+        core.workerSaid(.ready, pid: newWorkers[0])
+        core.workerExited(pid: newWorkers[1], status: .exited(78))
+        #expect(core.generation == 1)
+        #expect(!core.isReloading)
+        #expect(fx.sent.map(\.1) == [newWorkers[0]], "the new worker that did start is drained; the old ones keep serving")
+        #expect(fx.replies.last?.1["error"]?.stringValue?.hasPrefix("reload failed: new worker for slot 1 exited with code 78") == true)
+        #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
+    }
+
+    @Test func reloadTimesOut() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.beginReload(workers: 1, listenerSet: 0, requester: nil, wait: false)
+        core.tick(now: 30_001)
+        #expect(!core.isReloading)
+        #expect(core.lastReloadError?.contains("did not report ready") == true)
+    }
+
+    @Test func gracefulStopDrainsThenExits() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.stop(graceful: true, requester: 3)
+        #expect(fx.notifications.last?.hasPrefix("STOPPING=1") == true)
+        #expect(fx.sent.count == 2)
+        core.workerExited(pid: fx.spawned[0].pid, status: .exited(0))
+        #expect(fx.exitCode == nil)
+        core.workerExited(pid: fx.spawned[1].pid, status: .exited(0))
+        #expect(fx.exitCode == 0)
+        #expect(fx.spawned.count == 2, "nothing respawned while stopping")
+    }
+
+    @Test func fastStopInterrupts() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.stop(graceful: false, requester: nil)
+        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
+        core.tick(now: 3000)
+        #expect(fx.signals.filter { $0.0 == SignalNumber.kill }.count == 2)
+    }
+}
