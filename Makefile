@@ -41,7 +41,7 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/clusterd $(DESTDIR)/lib/systemd/system
 	install -m 0755 .build/release/clusterd .build/release/clusterctl $(DESTDIR)$(PREFIX)/bin/
 	[ -e $(DESTDIR)/etc/clusterd/clusterd.json ] || install -m 0644 config/clusterd.json $(DESTDIR)/etc/clusterd/clusterd.json
-	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/clusterd.service > $(DESTDIR)/lib/systemd/system/clusterd.service
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@CONFIG@|/etc/clusterd/clusterd.json|g' systemd/clusterd.service > $(DESTDIR)/lib/systemd/system/clusterd.service
 	@echo "installed; now: systemctl daemon-reload && systemctl enable --now clusterd"
 
 uninstall:

@@ -1,0 +1,152 @@
+"""clusterd under a real systemd (252 on Debian 12), booted as PID 1 of a private PID + mount +
+cgroup namespace with fresh tmpfs on /run, /tmp and /var/tmp and only this test's units
+(Tests/systemd/boot.sh). The shipped unit file is used as is, with paths filled in."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, free_port, get, wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SYSTEMD = "/lib/systemd/systemd"
+CGROUP_PARENT = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(SYSTEMD) or not shutil.which("unshare"),
+                                reason="needs root, systemd and unshare")
+
+
+class Namespace:
+    def __init__(self, tmp, port):
+        self.tmp = tmp
+        self.port = port
+        self.cgroup = os.path.join(CGROUP_PARENT, f"clusterd-test-{os.getpid()}-{port}")
+        self.config = os.path.join(tmp, "clusterd.json")
+        self.write_config("from systemd")
+        os.makedirs(self.cgroup, exist_ok=True)
+        self.log = open(os.path.join(tmp, "boot.log"), "wb")
+        cgroup = self.cgroup
+
+        def enter_cgroup():
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+            os.setsid()
+
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--mount", "--cgroup", "--fork", "--mount-proc", "--propagation", "private",
+             os.path.join(ROOT, "Tests/systemd/boot.sh"), os.path.abspath(BIN),
+             os.path.join(ROOT, "systemd/clusterd.service"), self.config],
+            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=enter_cgroup)
+        self.pid1 = wait_until(self.find_pid1, timeout=20, what="systemd as PID 1")
+        wait_until(lambda: self.systemctl("is-system-running").stdout.strip() in ("running", "degraded"),
+                   timeout=30, what="systemd to finish booting")
+
+    def write_config(self, body, path=None):
+        with open(path or self.config, "w") as f:
+            json.dump({"workers": 2, "listen": [f"127.0.0.1:{self.port}"], "controlSocket": "/run/clusterd/control.sock",
+                       "drainTimeout": 5, "routes": [{"path": "/", "body": body}]}, f)
+
+    def find_pid1(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                kids = f.read().split()
+            if not kids:
+                return None
+            pid = int(kids[0])
+            with open(f"/proc/{pid}/comm") as f:
+                return pid if f.read().strip() == "systemd" else None
+        except OSError:
+            return None
+
+    def systemctl(self, *args, timeout=60):
+        return subprocess.run(["nsenter", "-t", str(self.pid1), "-m", "-p", "systemctl", "--no-pager", *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def show(self, *props):
+        out = self.systemctl("show", "-p", ",".join(props), "clusterd").stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def inner_path(self, path):
+        return f"/proc/{self.pid1}/root{path}"
+
+    def close(self):
+        # Everything in the namespace dies with its PID 1, which this test started.
+        if self.proc.poll() is None:
+            os.kill(self.pid1 or self.proc.pid, signal.SIGKILL)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+        for dirpath, dirnames, _ in sorted(os.walk(self.cgroup, topdown=False), key=lambda t: -len(t[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def ns(tmpdir_short):
+    n = Namespace(tmpdir_short, free_port())
+    yield n
+    n.close()
+
+
+def test_systemctl_start_reload_status_stop(ns):
+    # start: Type=notify, so `systemctl start` returns once the master sent READY=1.
+    r = ns.systemctl("start", "clusterd")
+    assert r.returncode == 0, r.stderr + ns.systemctl("status", "clusterd").stdout
+    s = ns.show("ActiveState", "SubState", "StatusText", "MainPID", "NRestarts")
+    assert (s["ActiveState"], s["SubState"]) == ("active", "running")
+    assert s["StatusText"].startswith("2 workers, generation 1")
+    assert get(ns.port) == (200, b"from systemd")
+
+    # status shows the master and its workers in the unit's cgroup.
+    out = ns.systemctl("status", "clusterd").stdout
+    assert "active (running)" in out
+    assert out.count("/run/clusterd-test/bin/clusterd --config") >= 3
+
+    # reload with a changed body: ExecReload waits for the new generation.
+    ns.write_config("reloaded by systemd", ns.inner_path("/run/clusterd-test/clusterd.json"))
+    r = ns.systemctl("reload", "clusterd")
+    assert r.returncode == 0, r.stderr
+    s = ns.show("ActiveState", "SubState", "StatusText")
+    assert (s["ActiveState"], s["SubState"]) == ("active", "running")
+    assert "generation 2" in s["StatusText"]
+    assert get(ns.port) == (200, b"reloaded by systemd")
+
+    # reload with a bad config fails, and the unit keeps running the old generation.
+    with open(ns.inner_path("/run/clusterd-test/clusterd.json"), "w") as f:
+        f.write('{"listen": ["127.0.0.1:1"], "http": {"maxHeaderBytes": 12}}')
+    r = ns.systemctl("reload", "clusterd")
+    assert r.returncode != 0
+    s = ns.show("ActiveState", "SubState", "StatusText")
+    assert (s["ActiveState"], s["SubState"]) == ("active", "running")
+    assert s["StatusText"].startswith("reload failed:") and "maxHeaderBytes" in s["StatusText"]
+    assert get(ns.port) == (200, b"reloaded by systemd")
+
+    # stop: TERM to the master, which drains and exits 0.
+    r = ns.systemctl("stop", "clusterd")
+    assert r.returncode == 0
+    s = ns.show("ActiveState", "Result")
+    assert s["ActiveState"] == "inactive" and s["Result"] == "success"
+    with pytest.raises(OSError):
+        get(ns.port, timeout=1)
+
+
+def test_bad_config_fails_start(ns):
+    with open(ns.inner_path("/run/clusterd-test/clusterd.json"), "w") as f:
+        f.write('{"listen": ["127.0.0.1:1"], "colour": "red"}')
+    r = ns.systemctl("start", "clusterd")
+    assert r.returncode != 0
+    # ExecStartPre's check fails; Restart=on-failure retries until the start limit, then the unit fails.
+    wait_until(lambda: ns.show("ActiveState")["ActiveState"] == "failed", timeout=30, what="unit to fail")
+    log = subprocess.run(["nsenter", "-t", str(ns.pid1), "-m", "-p", "systemctl", "status", "--no-pager", "clusterd"],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert "ExecStartPre" in log and "status=78" in log

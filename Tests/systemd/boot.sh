@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Boots a real systemd as PID 1 of a private PID + mount + cgroup namespace, for the systemd test.
+# Run it only through unshare (see test_systemd.py):
+#   unshare --pid --mount --cgroup --fork --mount-proc --propagation private boot.sh BIN_DIR SERVICE_FILE CONFIG
+# Before systemd starts, fresh tmpfs are mounted on /run, /tmp and /var/tmp (so its boot units can
+# never touch the machine's), and SYSTEMD_UNIT_PATH names a directory holding only this test's units.
+set -euo pipefail
+bin_dir=$1 service=$2 config=$3
+[ "$$" -eq 1 ] || { echo "boot.sh: must be PID 1 of a new PID namespace" >&2; exit 1; }
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+# A cgroup2 view rooted at this namespace's cgroup.
+mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+root=/run/clusterd-test
+mkdir -p $root/units $root/bin
+cp "$bin_dir/clusterd" "$bin_dir/clusterctl" $root/bin/
+cp "$config" $root/clusterd.json
+sed -e "s|@BINDIR@|$root/bin|g" -e "s|@CONFIG@|$root/clusterd.json|g" "$service" > $root/units/clusterd.service
+for t in sysinit basic multi-user network network-online sockets timers paths slices shutdown local-fs default; do
+  printf '[Unit]\nDescription=%s (stub for the clusterd test)\n' "$t" > $root/units/$t.target
+done
+printf '[Unit]\nDescription=system slice (stub)\n' > $root/units/system.slice
+# The inputs are copied; now /tmp and /var/tmp can be replaced too.
+for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$d"; done
+exec env -i container=clusterd-test SYSTEMD_UNIT_PATH=$root/units PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  /lib/systemd/systemd --system --log-target=console --log-level=info --show-status=no --unit=default.target
