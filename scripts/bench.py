@@ -181,6 +181,7 @@ def main():
         for s in servers.values():
             s.start()
         idle = {name: [pss_kb(p) for p in s.workers()] for name, s in servers.items()}
+        masters = {name: pss_kb(s.proc.pid) for name, s in servers.items()}
         for scenario, extra, lua in scenarios:
             for r in range(ROUNDS):
                 for name in ("clusterd", "nginx"):  # A B A B ...
@@ -212,13 +213,17 @@ def main():
         nc = statistics.median(x["cpu_us_per_req"] for x in n)
         summary[scenario] = {"clusterd_rps": cm, "nginx_rps": nm, "ratio": cm / nm, "clusterd_p99_us": cp, "nginx_p99_us": np_,
                              "clusterd_cpu_us_per_req": cc, "nginx_cpu_us_per_req": nc}
-        print(f"{scenario:14s} {cm:>15,.0f} {nm:>13,.0f} {cm / nm:>7.2f} {cp:>10.0f} {np_:>11.0f} {cc:>11.2f} {nc:>12.2f}")
+        def lat(v):
+            # wrk cannot time pipelined requests one by one: its percentiles there are not usable.
+            return f"{v:>10.0f}" if v and "pipelined" not in scenario else f"{'n/a':>10s}"
+        print(f"{scenario:14s} {cm:>15,.0f} {nm:>13,.0f} {cm / nm:>7.2f} {lat(cp)} {lat(np_)} {cc:>11.2f} {nc:>12.2f}")
     print()
     print(f"worker PSS idle (KiB): clusterd {idle['clusterd']}  nginx {idle['nginx']}")
     print(f"worker PSS after load (KiB): clusterd {busy['clusterd']}  nginx {busy['nginx']}")
+    print(f"master PSS idle (KiB): clusterd {masters['clusterd']}  nginx {masters['nginx']}")
     os.makedirs(os.path.join(ROOT, "bench-results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench-results/latest.json"), "w") as f:
-        json.dump({"summary": summary, "runs": results, "pss_idle_kb": idle, "pss_busy_kb": busy,
+        json.dump({"summary": summary, "runs": results, "pss_idle_kb": idle, "pss_busy_kb": busy, "pss_master_kb": masters,
                    "rounds": ROUNDS, "duration": DURATION}, f, indent=1)
     shutil.rmtree(tmp, ignore_errors=True)
 
