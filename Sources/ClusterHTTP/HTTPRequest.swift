@@ -25,6 +25,12 @@ public struct HTTPBytes: Equatable, CustomStringConvertible {
         a.count == b.utf8CodeUnitCount && (a.count == 0 || memcmpBytes(a.buffer.baseAddress!, UnsafeRawPointer(b.utf8Start), a.count))
     }
 
+    /// Lets a `switch` match paths against literals: `case "/": ...`.
+    @inlinable
+    public static func ~= (pattern: StaticString, value: HTTPBytes) -> Bool {
+        value == pattern
+    }
+
     /// Byte-wise equality with prepared bytes.
     @inlinable
     public func equals(_ bytes: UnsafeRawBufferPointer) -> Bool {
