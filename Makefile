@@ -6,7 +6,7 @@ RELEASE_FLAGS = -c release --static-swift-stdlib
 # Python with pytest: the one on PATH if it has pytest, else Debian's.
 PYTHON = $(shell python3 -c 'import pytest' 2>/dev/null && echo python3 || echo /usr/bin/python3)
 
-.PHONY: all build debug run test unit integration bench install uninstall clean
+.PHONY: all build debug run test unit integration bench chaos install uninstall clean
 
 all: build
 
@@ -36,6 +36,13 @@ bench:
 	./scripts/deps.sh bench
 	$(SWIFT) build $(RELEASE_FLAGS)
 	./scripts/bench.sh
+
+# A longer chaos run than the suite's: CHAOS_DURATION seconds (default 120).
+chaos:
+	./scripts/deps.sh test
+	$(SWIFT) build $(RELEASE_FLAGS)
+	mkdir -p bench-results
+	python3 scripts/chaos.py --duration $${CHAOS_DURATION:-120} --json bench-results/chaos.json
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/clusterd $(DESTDIR)/lib/systemd/system

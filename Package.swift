@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Cluster", targets: ["Cluster"]),
         .executable(name: "clusterd", targets: ["clusterd"]),
         .executable(name: "clusterctl", targets: ["clusterctl"]),
+        .executable(name: "clusterd-example", targets: ["clusterd-example"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -41,10 +42,11 @@ let package = Package(
         .target(
             name: "Cluster",
             dependencies: [
-                "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem",
+                "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem", "ClusterControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(name: "clusterd", dependencies: ["Cluster"]),
+        .executableTarget(name: "clusterd-example", dependencies: ["Cluster", "ClusterConfig", "ClusterHTTP", "ClusterJSON"]),
         .executableTarget(
             name: "clusterctl",
             dependencies: [

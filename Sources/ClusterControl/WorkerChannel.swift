@@ -29,14 +29,22 @@ public enum WorkerToMaster: Equatable, Sendable {
 }
 
 public enum MasterToWorker: Equatable, Sendable {
-    /// Stop accepting, finish in-flight requests, close connections, exit.
+    /// The daemon stops: stop accepting, finish in-flight requests (closing their connections), exit.
     case drain
+    /// A new generation took over the same listeners: stop accepting now, hand every keep-alive
+    /// connection to the master (for a live worker) as soon as it is idle, exit.
+    case replace
+    /// This worker's listeners will be closed (scale-down, or a reload that changed addresses): keep
+    /// accepting what is already queued for a short grace period, then as `replace`.
+    case retire
     /// Reopen log files (USR1 / `clusterctl reopen-logs`).
     case reopenLogs
 
     public var encoded: [UInt8] {
         switch self {
         case .drain: return Array("drain".utf8)
+        case .replace: return Array("replace".utf8)
+        case .retire: return Array("retire".utf8)
         case .reopenLogs: return Array("reopen-logs".utf8)
         }
     }
@@ -44,9 +52,26 @@ public enum MasterToWorker: Equatable, Sendable {
     public static func decode(_ bytes: some Collection<UInt8>) -> MasterToWorker? {
         switch String(decoding: bytes, as: UTF8.self) {
         case "drain": return .drain
+        case "replace": return .replace
+        case "retire": return .retire
         case "reopen-logs": return .reopenLogs
         default: return nil
         }
+    }
+}
+
+/// A connection moving between workers: the socket travels as SCM_RIGHTS on the channel, with a
+/// message of `prefix` followed by the bytes already read from it but not yet parsed. Both
+/// directions (retiring worker → master → live worker) use it.
+public enum ConnectionHandoff {
+    public static let prefix: [UInt8] = Array("conn ".utf8)
+    /// Largest unparsed input that travels with a connection; a connection with more is not moved.
+    public static let maxPendingBytes = 60 * 1024
+    /// Receive buffer needed for one channel message.
+    public static let maxMessageBytes = maxPendingBytes + 64
+
+    public static func isHandoff(_ message: UnsafeRawBufferPointer) -> Bool {
+        message.count >= prefix.count && zip(message, prefix).allSatisfy { $0 == $1 }
     }
 }
 

@@ -44,25 +44,32 @@ final class ListenerTable {
     }
 
     /// Keep `count` slots for `set`; close, highest slot first, what no set needs any more.
-    func trim(set: Int, keep count: Int) {
+    /// Returns connections that were still queued on closed listeners (for a live worker).
+    func trim(set: Int, keep count: Int) -> [Int32] {
         keep[set] = count
-        closeUnneeded()
+        return closeUnneeded()
     }
 
-    func release(set: Int) {
+    func release(set: Int) -> [Int32] {
         keep[set] = nil
         sets[set] = nil
-        closeUnneeded()
+        return closeUnneeded()
     }
 
-    private func closeUnneeded() {
+    private func closeUnneeded() -> [Int32] {
+        var orphans: [Int32] = []
         for (address, var list) in listeners {
             let needed = sets.filter { $0.value.contains(address) }.map { keep[$0.key] ?? 0 }.max() ?? 0
             while list.count > needed {
-                Sys.close(list.removeLast())
+                let fd = list.removeLast()
+                // A connection that completed its handshake on this listener after its worker left
+                // must not be reset by the close: take it, and let the master pass it on.
+                while case .processed(let conn)? = try? Sys.accept(fd) { orphans.append(conn) }
+                Sys.close(fd)
             }
             listeners[address] = list.isEmpty ? nil : list
         }
+        return orphans
     }
 
     func steer(set: Int, active: Int) throws(SystemError) {

@@ -79,6 +79,12 @@ public final class Master: MasterEffects {
     var requestRate: Double = 0
     var lastStatusAt: Int64 = 0
     var watchdogInterval: Int64? = nil
+    let channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
+    var pendingRelays: [(fd: Int32, message: [UInt8], since: Int64)] = []
+    var nextRelay = 0
+    var relayed = 0
+    var droppedRelays = 0
+    var lostConnections = 0
     var lastWatchdog: Int64 = 0
 
     public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger) throws(SystemError) {
@@ -162,6 +168,7 @@ public final class Master: MasterEffects {
     }
 
     func periodic(_ now: Int64) {
+        retryRelays(now)
         if now - lastRateSample.time >= 1000 {
             let total = totals()[StatsSlot.Field.requests.rawValue]
             if lastRateSample.time > 0 {
@@ -199,11 +206,13 @@ public final class Master: MasterEffects {
         return digits + out
     }
 
-    /// The watchdog is fed only while the master's own checks pass: the loop turns, and the serving
-    /// generation has at least one ready worker with a fresh heartbeat.
+    /// The watchdog is fed only while the master's own checks pass: its loop turns, and the serving
+    /// generation has at least one ready worker whose loop turned in the last 2 s (a worker's loop
+    /// turns at least every 500 ms).
     func isHealthy(_ now: Int64) -> Bool {
-        core.workers.values.contains { w in
-            w.generation == core.generation && w.state == .ready && now - heartbeat(statsSlot: w.statsSlot) < core.settings.heartbeatTimeout
+        let fresh = min(core.settings.heartbeatTimeout, 2000)
+        return core.workers.values.contains { w in
+            w.generation == core.generation && w.state == .ready && now - heartbeat(statsSlot: w.statsSlot) < fresh
         }
     }
 
@@ -226,7 +235,16 @@ public final class Master: MasterEffects {
 
     func reapChildren() {
         while let (pid, status) = try? ProcessControl.reap() {
-            if let p = processes.removeValue(forKey: pid) {
+            if let w = core.workers[pid], w.state != .draining, status != .exited(0) {
+                // Requests in flight on a worker that died are the only ones a crash can lose.
+                let open = StatsSlot(base: statsBase + w.statsSlot * StatsSlot.size)[.openConnections]
+                lostConnections += Int(open)
+                if open > 0 { logger.warning("worker \(pid) died with \(open) open connection(s)") }
+            }
+            if let p = processes[pid] {
+                // Connections it handed off may still sit in its channel: take them first.
+                channelReadable(p.channel)
+                processes[pid] = nil
                 epoll.remove(p.channel)
                 channelOwners[p.channel] = nil
                 Sys.close(p.channel)
@@ -294,7 +312,7 @@ public final class Master: MasterEffects {
     }
 
     public func trimListeners(set: Int, keep: Int) {
-        listenerTable.trim(set: set, keep: keep)
+        for fd in listenerTable.trim(set: set, keep: keep) { relay(fd, message: ConnectionHandoff.prefix) }
     }
 
     public func steer(set: Int, active: Int) {
@@ -411,7 +429,7 @@ public final class Master: MasterEffects {
     public func releaseGeneration(_ generation: Int) {
         guard let data = generations.removeValue(forKey: generation) else { return }
         if !generations.values.contains(where: { $0.listenerSet == data.listenerSet }) && pendingGeneration?.listenerSet != data.listenerSet {
-            listenerTable.release(set: data.listenerSet)
+            for fd in listenerTable.release(set: data.listenerSet) { relay(fd, message: ConnectionHandoff.prefix) }
         }
     }
 
@@ -423,16 +441,67 @@ public final class Master: MasterEffects {
 
     func channelReadable(_ fd: Int32) {
         guard let pid = channelOwners[fd] else { return }
-        var buffer = [UInt8](repeating: 0, count: 512)
         while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if n <= 0 {
-                if n == 0 { epoll.remove(fd) }  // the worker is exiting; SIGCHLD follows
+            let received: IOResult<(count: Int, fd: Int32)>
+            do { received = try Socket.receiveDescriptor(fd, channelBuffer) } catch {
                 return
             }
-            if let message = WorkerToMaster.decode(buffer[0..<n]) {
-                core.workerSaid(message, pid: pid)
+            guard case .processed(let (n, passed)) = received else { return }
+            if n == 0 && passed < 0 {
+                epoll.remove(fd)  // the worker is exiting; SIGCHLD follows
+                return
             }
+            let message = UnsafeRawBufferPointer(rebasing: channelBuffer[0..<n])
+            if passed >= 0 {
+                if ConnectionHandoff.isHandoff(message) {
+                    relay(passed, message: Array(message))
+                } else {
+                    Sys.close(passed)
+                }
+                continue
+            }
+            if let decoded = WorkerToMaster.decode(message) {
+                core.workerSaid(decoded, pid: pid)
+            }
+        }
+    }
+
+    /// Passes a connection from a retiring worker (or a closing listener's backlog) to a live worker.
+    /// The master only holds the descriptor in transit; it never reads from it.
+    func relay(_ connection: Int32, message: [UInt8]) {
+        let live = core.liveWorkers
+        if !live.isEmpty {
+            for attempt in 0..<live.count {
+                let pid = live[(nextRelay + attempt) % live.count]
+                guard let channel = processes[pid]?.channel else { continue }
+                let result = message.withUnsafeBytes { try? Socket.sendDescriptor(channel, connection, $0) }
+                if case .processed = result {
+                    nextRelay = (nextRelay + attempt + 1) % max(1, live.count)
+                    Sys.close(connection)
+                    relayed += 1
+                    return
+                }
+            }
+        }
+        // No live worker can take it now (all channels full, or none ready yet): keep it and retry
+        // on the next tick.
+        pendingRelays.append((connection, message, Clock.monotonicMilliseconds()))
+    }
+
+    func retryRelays(_ now: Int64) {
+        guard !pendingRelays.isEmpty else { return }
+        let pending = pendingRelays
+        pendingRelays = []
+        for (fd, message, since) in pending {
+            if now - since > 30_000 {
+                logger.error("no live worker took a handed-off connection for 30 s; closing it")
+                Sys.close(fd)
+                droppedRelays += 1
+                continue
+            }
+            let before = pendingRelays.count
+            relay(fd, message: message)
+            if pendingRelays.count > before { pendingRelays[pendingRelays.count - 1].since = since }
         }
     }
 

@@ -123,6 +123,11 @@ public struct MasterCore<Effects: MasterEffects> {
     public static func statsCapacity(maxWorkers: Int) -> Int { maxWorkers * 3 + 2 }
 
     public var isReloading: Bool { reload != nil }
+
+    /// Workers that may take a handed-off connection: ready, of the serving generation.
+    public var liveWorkers: [ProcessID] {
+        workers.values.filter { $0.generation == generation && $0.state == .ready }.map(\.pid).sorted()
+    }
     public var currentListenerSet: Int { generationSets[generation] ?? 0 }
 
     // MARK: - Start
@@ -320,7 +325,7 @@ public struct MasterCore<Effects: MasterEffects> {
             target = wanted
             steer()  // first steer new connections away from the slots that retire
             for (pid, worker) in workers where worker.generation == generation && worker.slot >= wanted && worker.state != .draining {
-                drain(pid)
+                drain(pid, .retire)
             }
             for slot in wanted..<slots.count { slots[slot].respawnAt = nil }
         }
@@ -382,7 +387,7 @@ public struct MasterCore<Effects: MasterEffects> {
         for slot in 0..<slots.count { slots[slot] = SlotRecord() }
         steer()
         for (pid, worker) in workers where worker.generation < generation && worker.state != .draining {
-            drain(pid)
+            drain(pid, replacement(for: worker.generation))
         }
         effects.log(.notice, "reload complete: generation \(generation) serving with \(target) workers; generation \(old) draining")
         effects.notify("READY=1\nSTATUS=\(statusLine)")
@@ -396,7 +401,7 @@ public struct MasterCore<Effects: MasterEffects> {
         guard let r = reload else { return }
         reload = nil
         for (pid, worker) in workers where worker.generation == r.generation {
-            if worker.state == .ready { drain(pid) } else if worker.escalation < 2 {
+            if worker.state == .ready { drain(pid, replacement(for: worker.generation)) } else if worker.escalation < 2 {
                 effects.signal(SignalNumber.kill, to: pid)
                 workers[pid]!.escalation = 2
                 workers[pid]!.state = .draining
@@ -426,7 +431,7 @@ public struct MasterCore<Effects: MasterEffects> {
         if let requester { effects.reply(requester, ControlResponse.ok(["stopping": true])) }
         for (pid, worker) in workers {
             if graceful {
-                if worker.state != .draining { drain(pid) }
+                if worker.state != .draining { drain(pid, .drain) }
             } else if worker.escalation == 0 {
                 effects.signal(SignalNumber.interrupt, to: pid)
                 workers[pid]!.state = .draining
@@ -461,12 +466,19 @@ public struct MasterCore<Effects: MasterEffects> {
         }
     }
 
-    mutating func drain(_ pid: ProcessID) {
+    /// Tells a worker to leave: `.retire` when its listeners will close, `.replace` when another
+    /// generation takes them over, `.drain` when the daemon stops.
+    mutating func drain(_ pid: ProcessID, _ how: MasterToWorker) {
         guard var worker = workers[pid] else { return }
         worker.state = .draining
         worker.drainSince = now
         workers[pid] = worker
-        effects.send(.drain, to: pid)
+        effects.send(how, to: pid)
+    }
+
+    /// How a worker of `generation` leaves when `generation` is replaced by the serving one.
+    func replacement(for gen: Int) -> MasterToWorker {
+        generationSets[gen] == currentListenerSet ? .replace : .retire
     }
 
     func allSlotsReady(generation gen: Int, count: Int) -> Bool {

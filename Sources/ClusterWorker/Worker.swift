@@ -24,6 +24,14 @@ enum Token {
 public final class HTTPWorker<Handler: HTTPHandler> {
     enum RunState { case running, draining, stopping }
 
+    /// How a draining worker treats its keep-alive connections.
+    public enum DrainMode: Sendable {
+        /// Close them (the daemon stops).
+        case close
+        /// Hand them to a live worker through the master (reload, scale-down).
+        case handOff
+    }
+
     let epoll: Epoll
     let handler: Handler
     let parser: HTTPParser
@@ -47,6 +55,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     var acceptResumeAt: Int64? = nil
     var signals: SignalFd?
     var drainDeadline: Int64? = nil
+    var drainMode = DrainMode.close
+    /// While retiring, accept until this time (a handshake that raced the BPF steering completes).
+    var acceptUntil: Int64? = nil
+    /// Connections waiting for room on the channel to be handed off.
+    var handoffQueue: [Int32] = []
+    var channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
     /// Called on USR1 / "reopen-logs".
     public var onReopenLogs: () -> Void = {}
 
@@ -72,6 +86,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         scratchOut.release()
         parser.release()
         dateLine.deallocate()
+        channelBuffer.deallocate()
     }
 
     /// Runs until drained or stopped. Returns the process exit code.
@@ -117,7 +132,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     }
 
     var context: ResponseContext {
-        ResponseContext(dateLine: UnsafeRawBufferPointer(rebasing: dateLine[0..<dateCache.line.count]), closeConnections: state != .running)
+        ResponseContext(
+            dateLine: UnsafeRawBufferPointer(rebasing: dateLine[0..<dateCache.line.count]),
+            closeConnections: state == .stopping || (state == .draining && drainMode == .close))
     }
 
     func flushCounters() {
@@ -173,7 +190,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     }
 
     func acceptConnections(_ listener: Int32) {
-        guard state == .running else { return }
+        guard state == .running || acceptUntil != nil else { return }
         for _ in 0..<settings.acceptBatch {
             if openCount >= settings.maxConnections {
                 // At the cap: leave the rest in the backlog (nothing is refused) until one closes.
@@ -213,7 +230,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         do { try registerListeners() } catch { logger.error("re-registering listeners: \(error)") }
     }
 
-    func opened(_ fd: Int32) {
+    func opened(_ fd: Int32, handedOver: Bool = false) {
         Socket.setNoDelay(fd)
         let index = Int(fd)
         if index >= connections.count {
@@ -233,7 +250,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         }
         connections[index] = c
         openCount += 1
-        stats.add(.accepted, 1)
+        if !handedOver { stats.add(.accepted, 1) }
     }
 
     func connectionEvent(_ fd: Int32, _ events: UInt32) {
@@ -325,6 +342,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             if c.fd < 0 { return }
             switch outcome {
             case .needInput:
+                if state == .draining && drainMode == .handOff { handOffIfIdle(&c, fd) }
                 return
             case .close:
                 if c.output.readableBytes > 0 {
@@ -431,6 +449,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 if c.input.readableBytes > 0 {
                     // Pipelined requests waited for the output to drain.
                     serve(&c, fd, fromScratch: false)
+                } else if state == .draining && drainMode == .handOff {
+                    handOffIfIdle(&c, fd)
                 }
             }
         }
@@ -503,6 +523,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
 
     func sweep() {
         if let at = acceptResumeAt, now >= at { resumeAcceptingIfPossible() }
+        if let until = acceptUntil, now >= until {
+            for fd in listeners where acceptingRegistered { acceptConnections(fd) }
+            acceptUntil = nil
+            unregisterListeners()
+        }
+        if !handoffQueue.isEmpty { flushHandoffs() }
         if state == .draining, let deadline = drainDeadline, now >= deadline {
             logger.warning("drain timeout: closing \(openCount) busy connection(s)")
             stats.add(.connectionsClosedOnDrain, UInt64(openCount))
@@ -542,22 +568,97 @@ public final class HTTPWorker<Handler: HTTPHandler> {
 
     func channelReadable() {
         guard let channel else { return }
-        var buffer = [UInt8](repeating: 0, count: 512)
         while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.recv(channel, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if n == 0 {
+            let received: IOResult<(count: Int, fd: Int32)>
+            do { received = try Socket.receiveDescriptor(channel, channelBuffer) } catch {
+                logger.error("master channel: \(error)")
+                return
+            }
+            guard case .processed(let (n, passed)) = received else { return }
+            if n == 0 && passed < 0 {
                 // The master is gone: finish what is in flight and leave.
                 logger.warning("master channel closed; draining")
                 epoll.remove(channel)
-                beginDrain(timeout: 10_000)
+                beginDrain(mode: .close, timeout: 10_000)
                 return
             }
-            if n < 0 { return }
-            switch MasterToWorker.decode(buffer[0..<n]) {
-            case .drain: beginDrain(timeout: nil)
+            let message = UnsafeRawBufferPointer(rebasing: channelBuffer[0..<n])
+            if passed >= 0 {
+                if ConnectionHandoff.isHandoff(message) {
+                    adopt(passed, pending: UnsafeRawBufferPointer(rebasing: message[ConnectionHandoff.prefix.count...]))
+                } else {
+                    Sys.close(passed)
+                }
+                continue
+            }
+            switch MasterToWorker.decode(message) {
+            case .drain: beginDrain(mode: .close, timeout: nil)
+            case .replace: beginDrain(mode: .handOff, timeout: nil)
+            case .retire: beginDrain(mode: .handOff, timeout: nil, acceptGrace: 300)
             case .reopenLogs: onReopenLogs()
             case nil: logger.warning("unknown message from master")
             }
+        }
+    }
+
+    /// A connection handed over by a retiring worker: serve it as if it had been accepted here, with
+    /// the bytes the other worker had already read.
+    func adopt(_ fd: Int32, pending: UnsafeRawBufferPointer) {
+        do { try Sys.setNonBlocking(fd) } catch {
+            Sys.close(fd)
+            return
+        }
+        opened(fd, handedOver: true)
+        let index = Int(fd)
+        guard index < connections.count, connections[index].fd == fd else { return }
+        var c = connections[index]
+        c.deadline = now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        if pending.count > 0 {
+            c.input.write(pending)
+            serve(&c, fd, fromScratch: false)
+        } else if state == .draining && drainMode == .handOff {
+            handOffIfIdle(&c, fd)
+        }
+        connections[index] = c
+        if c.fd < 0 { finishClose(fd) }
+    }
+
+    /// Moves an idle keep-alive connection to the master, which passes it to a live worker. The
+    /// socket (with whatever the kernel still buffers) travels as SCM_RIGHTS; bytes this worker
+    /// already read travel in the message. The client notices nothing.
+    func handOffIfIdle(_ c: inout Connection, _ fd: Int32) {
+        guard let channel, c.fd >= 0, !c.http.isMidRequest, c.output.readableBytes == 0, !c.lingering, !c.closeWhenFlushed,
+            c.input.readableBytes <= ConnectionHandoff.maxPendingBytes
+        else { return }
+        var message = ConnectionHandoff.prefix
+        message += c.input.readableView
+        let sent: IOResult<Int>
+        do {
+            sent = try message.withUnsafeBytes { (p) throws(SystemError) -> IOResult<Int> in try Socket.sendDescriptor(channel, fd, p) }
+        } catch {
+            logger.warning("handing off a connection: \(error); closing it")
+            closeNow(fd, &c)
+            return
+        }
+        switch sent {
+        case .processed:
+            stats.add(.connectionsHandedOff, 1)
+            epoll.remove(fd)
+            closeNow(fd, &c)
+        case .wouldBlock:
+            // The channel is full: try again on the next turn of the loop.
+            if !handoffQueue.contains(fd) { handoffQueue.append(fd) }
+        }
+    }
+
+    func flushHandoffs() {
+        let queued = handoffQueue
+        handoffQueue = []
+        for fd in queued where Int(fd) < connections.count && connections[Int(fd)].fd == fd {
+            var c = connections[Int(fd)]
+            handOffIfIdle(&c, fd)
+            connections[Int(fd)] = c
+            if c.fd < 0 { finishClose(fd) }
         }
     }
 
@@ -565,7 +666,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         guard let signals else { return }
         while let signal = try? signals.next() {
             switch signal {
-            case SIGTERM: beginDrain(timeout: nil)
+            case SIGTERM: beginDrain(mode: .close, timeout: nil)
             case SIGINT, SIGQUIT: state = .stopping
             case SIGUSR1: onReopenLogs()
             default: break  // HUP: the master's business
@@ -573,22 +674,24 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         }
     }
 
-    /// Stop accepting; let in-flight requests finish (their responses close the connection); close
-    /// idle keep-alive connections now. The loop ends when no connection is left.
-    public func beginDrain(timeout: Int64?) {
+    /// Stop accepting (after `acceptGrace` ms of taking what is already queued); let in-flight
+    /// requests finish; idle keep-alive connections are handed off (`.handOff`) or closed (`.close`).
+    /// The loop ends when no connection is left.
+    public func beginDrain(mode: DrainMode, timeout: Int64?, acceptGrace: Int64 = 0) {
         guard state == .running else { return }
-        // Take what is already queued on our listeners before stopping: a retiring slot's listener
-        // is closed after we exit, and nothing in its backlog may be lost with it.
+        // Take what is already queued on our listeners first.
         for fd in listeners where acceptingRegistered { acceptConnections(fd) }
         state = .draining
+        drainMode = channel == nil ? .close : mode
         if let timeout { drainDeadline = now + timeout }
-        unregisterListeners()
+        if acceptGrace > 0 { acceptUntil = now + acceptGrace } else { unregisterListeners() }
         stats[.state] = WorkerState.draining.rawValue
         send(.draining)
         for i in connections.indices where connections[i].isOpen {
             var c = connections[i]
+            let fd = c.fd
             if !c.http.isMidRequest && !c.writeBlocked && !c.lingering && c.input.readableBytes == 0 {
-                closeNow(c.fd, &c)
+                if drainMode == .handOff { handOffIfIdle(&c, fd) } else { closeNow(fd, &c) }
                 connections[i] = c
             }
         }

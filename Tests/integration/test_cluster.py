@@ -343,3 +343,76 @@ def test_control_group_may_use_it(daemon_factory):
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ok"] is True
+
+
+def keepalive_request(s, path="/"):
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = s.recv(4096)
+        assert b, "server closed a keep-alive connection"
+        data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+    while len(body) < length:
+        b = s.recv(4096)
+        assert b, "server closed mid-response"
+        body += b
+    assert b"Connection: close" not in head
+    return statuses(head)[0], body
+
+
+def test_reload_hands_idle_keepalive_connections_over(daemon_factory):
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2)
+    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(20)]
+    try:
+        for s in socks:
+            assert keepalive_request(s) == (200, b"Hello world!")
+        d.config["routes"] = [{"path": "/", "body": "after reload"}]
+        d.write_config()
+        d.ctl("reload", "--wait", check=True)
+        wait_ready(d, 2, generation=2)
+        # The same connections, now served by the new generation: none was closed.
+        for s in socks:
+            assert keepalive_request(s) == (200, b"after reload")
+        assert status(d)["handedOff"] == 20
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_scale_down_hands_connections_over(daemon_factory):
+    d = daemon_factory({"workers": 4})
+    wait_ready(d, 4)
+    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(40)]
+    try:
+        for s in socks:
+            assert keepalive_request(s)[0] == 200
+        d.ctl("scale", "1", check=True)
+        wait_ready(d, 1)
+        wait_until(lambda: len(children(d.proc.pid)) == 1, what="retired workers to exit")
+        for s in socks:
+            assert keepalive_request(s)[0] == 200
+        assert listener_count(d.port) == 2
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_request_racing_the_handoff_is_served(daemon_factory):
+    """A request sent right as its connection moves is read by the new worker (bytes stay in the socket)."""
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(30)]
+    try:
+        for s in socks:
+            keepalive_request(s)
+        threading.Thread(target=lambda: d.ctl("reload", "--wait", check=True)).start()
+        for _ in range(5):
+            for s in socks:
+                assert keepalive_request(s)[0] == 200
+            time.sleep(0.05)
+    finally:
+        for s in socks:
+            s.close()

@@ -18,6 +18,7 @@ class NotifyRecorder:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.settimeout(0.2)
         self.messages = []  # (pid, {key: value})
+        self.timed = []  # (time.monotonic(), {key: value})
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -34,6 +35,7 @@ class NotifyRecorder:
                     pid, _, _ = struct.unpack("iII", payload[:12])
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             self.messages.append((pid, fields))
+            self.timed.append((time.monotonic(), fields))
 
     def close(self):
         self.stop.set()

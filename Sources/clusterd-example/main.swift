@@ -1,0 +1,42 @@
+// An example of clusterd as a library: a small JSON API in front of the stock handler. Build it with
+// `swift build --product clusterd-example`, run it with the same config and clusterctl as clusterd.
+//
+//   GET  /api/hello?name=Ada   → {"hello":"Ada"}
+//   POST /api/echo             → the request body, byte for byte
+//   POST /api/sum  {"numbers":[1,2,3]} → {"count":3,"sum":6}
+//   anything else              → the stock handler (config routes, /healthz, 404)
+import Cluster
+import ClusterConfig
+import ClusterHTTP
+import ClusterJSON
+
+struct ExampleAPI: HTTPHandler {
+    let fallback: StockHandler
+    let notJSON = PreparedResponse(status: 400, contentType: "application/json", body: #"{"error":"body must be {\"numbers\":[...]}"}"#)
+
+    func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
+        switch (request.method, request.path) {
+        case (.GET, "/api/hello"):
+            // Allocating here is fine: this is the user's code, not the server's hot path.
+            let name = request.query.string.split(separator: "&").first { $0.hasPrefix("name=") }.map { String($0.dropFirst(5)) } ?? "world"
+            let body = JSON.object(["hello": .string(name)]).serialized
+            response.respond(status: 200, contentType: "application/json", body: body)
+        case (.POST, "/api/echo"):
+            let type = request.header("content-type")?.string ?? "application/octet-stream"
+            response.respond(status: 200, contentType: type, body: request.body.buffer)
+        case (.POST, "/api/sum"):
+            guard let json = try? JSONParser.parse(request.body.array), let numbers = json["numbers"]?.arrayValue,
+                numbers.allSatisfy({ $0.doubleValue != nil })
+            else { return response.respond(notJSON) }
+            let sum = numbers.reduce(0.0) { $0 + $1.doubleValue! }
+            let body = JSON.object(["count": .integer(Int64(numbers.count)), "sum": sum.rounded() == sum ? .integer(Int64(sum)) : .number(sum)])
+            response.respond(status: 200, contentType: "application/json", body: body.serialized)
+        case (_, "/api/hello"), (_, "/api/echo"), (_, "/api/sum"):
+            response.respond(status: 405, headers: [HTTPField("Allow", request.path == "/api/hello" ? "GET" : "POST")], body: "method not allowed\n" as StaticString)
+        default:
+            fallback.handle(request, &response)
+        }
+    }
+}
+
+Cluster.main { config in ExampleAPI(fallback: StockHandler(config: config)) }
