@@ -6,7 +6,7 @@ RELEASE_FLAGS = -c release --static-swift-stdlib
 # Python with pytest: the one on PATH if it has pytest, else Debian's.
 PYTHON = $(shell python3 -c 'import pytest' 2>/dev/null && echo python3 || echo /usr/bin/python3)
 
-.PHONY: all build debug run test unit integration bench chaos install uninstall clean
+.PHONY: all build debug run test unit integration bench chaos fuzz install uninstall clean
 
 all: build
 
@@ -43,6 +43,10 @@ chaos:
 	$(SWIFT) build $(RELEASE_FLAGS)
 	mkdir -p bench-results
 	python3 scripts/chaos.py --duration $${CHAOS_DURATION:-120} --json bench-results/chaos.json
+
+# The libFuzzer target over the HTTP engine: FUZZ_SECONDS (default 300).
+fuzz:
+	./scripts/fuzz.sh $${FUZZ_SECONDS:-300}
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/clusterd $(DESTDIR)/lib/systemd/system

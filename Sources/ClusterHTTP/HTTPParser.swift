@@ -85,30 +85,32 @@ public struct HTTPParser {
     /// Parses the head at the start of `bytes`. `scan` carries the search state between calls for
     /// the same request (reset it for a new request).
     public func parseHead(_ bytes: UnsafeRawBufferPointer, scan: inout HeadScanState) -> HeadParseResult {
+        // Every check is made byte by byte, as if the input ended there, so the first error in the
+        // stream is the one reported however the bytes were split into reads.
         let end = bytes.count
+        let lineLimit = limits.maxRequestLine
+        let headLimit = limits.maxHeaderBytes
         var i = scan.scanned
-        var headEnd = -1
         while i < end {
             if bytes[i] == 0x0A {
                 if i == 0 || bytes[i - 1] != 0x0D { return .failed(.bareLF) }
-                if scan.firstLineEnd < 0 { scan.firstLineEnd = i }
-                if i >= 3 && bytes[i - 2] == 0x0A && bytes[i - 3] == 0x0D {
-                    headEnd = i + 1
-                    break
+                if scan.firstLineEnd < 0 {
+                    scan.firstLineEnd = i
+                    if i + 1 > lineLimit { return .failed(.uriTooLong) }
                 }
+                if i >= 3 && bytes[i - 2] == 0x0A && bytes[i - 3] == 0x0D {
+                    if i + 1 > headLimit { return .failed(.headTooLarge) }
+                    scan.scanned = i + 1
+                    return parseCompleteHead(bytes, headEnd: i + 1, firstLineEnd: scan.firstLineEnd)
+                }
+            } else if scan.firstLineEnd < 0 && i + 1 > lineLimit {
+                return .failed(.uriTooLong)
             }
+            if i + 1 > headLimit { return .failed(.headTooLarge) }
             i += 1
         }
-        if headEnd < 0 {
-            scan.scanned = end
-            if scan.firstLineEnd > limits.maxRequestLine || (scan.firstLineEnd < 0 && end > limits.maxRequestLine) { return .failed(.uriTooLong) }
-            if end > limits.maxHeaderBytes { return .failed(.headTooLarge) }
-            return .incomplete
-        }
-        if scan.firstLineEnd > limits.maxRequestLine { return .failed(.uriTooLong) }
-        if headEnd > limits.maxHeaderBytes { return .failed(.headTooLarge) }
-        scan.scanned = headEnd
-        return parseCompleteHead(bytes, headEnd: headEnd, firstLineEnd: scan.firstLineEnd)
+        scan.scanned = end
+        return .incomplete
     }
 
     // MARK: - The head, known to be complete and CRLF-terminated

@@ -1,0 +1,43 @@
+import ClusterHTTP
+import Foundation
+import Testing
+
+/// Every input the fuzzer ever failed on (Fuzz/crashers/) is replayed with the fuzzer's invariants:
+/// no trap, the same final responses for one read and for the fuzzer's piece size and for one byte
+/// at a time, and a refused request that says it closes.
+@Suite struct FuzzRegressions {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../Fuzz/crashers").standardized
+
+    static var files: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+    }
+
+    @Test func crashersDirectoryIsNotEmpty() {
+        #expect(!Self.files.isEmpty)
+    }
+
+    @Test(arguments: files)
+    func replay(_ name: String) throws {
+        let data = try [UInt8](Data(contentsOf: Self.directory.appendingPathComponent(name)))
+        guard data.count > 1 else { return }
+        var limits = HTTPLimits()
+        limits.maxHeaderBytes = 1024 + Int(data[0] & 0x3F) * 16
+        limits.maxHeaderCount = 8
+        limits.maxBodyBytes = 2048
+        limits.maxRequestLine = 512
+        limits.maxPendingOutput = 4096
+        limits.maxKeepAliveRequests = Int(data[0] >> 6)
+        let stream = Array(data[2...])
+        let whole = exchange(stream, limits: limits)
+        for piece in [Int(data[1] % 23) + 1, 1, 7] {
+            let split = exchange(stream, pieceSize: piece, limits: limits)
+            #expect(split.output.replacingOccurrences(of: "HTTP/1.1 100 Continue\r\n\r\n", with: "")
+                == whole.output.replacingOccurrences(of: "HTTP/1.1 100 Continue\r\n\r\n", with: ""), "\(name), pieces of \(piece)")
+            #expect(split.outcome == whole.outcome)
+        }
+        if whole.outcome == .close && !whole.output.isEmpty {
+            #expect(whole.output.contains("Connection: close\r\n"))
+        }
+    }
+}
