@@ -1,5 +1,6 @@
 import ClusterConfig
 import ClusterHTTP
+import ClusterSystem
 
 /// The stock application of `clusterd`: the config's fixed routes, `/healthz`, and 404/405 for
 /// everything else. Every response is rendered once, when the config is loaded; serving one is a
@@ -15,7 +16,11 @@ public struct StockHandler: HTTPHandler {
     let notFound = PreparedResponse(status: 404, body: "not found\n")
     let methodNotAllowed = PreparedResponse(status: 405, headers: [HTTPField("Allow", "GET, HEAD")], body: "method not allowed\n")
 
-    public init(config: ClusterConfiguration) {
+    /// Throws a `ConfigError` for a config this handler cannot serve (a static root it cannot read).
+    public init(config: ClusterConfiguration) throws {
+        for (i, root) in config.staticRoots.enumerated() where !FileIO.isReadableDirectory(root.root) {
+            throw ConfigError(file: config.source, keyPath: "static[\(i)].root", message: "\(root.root) is not a readable directory")
+        }
         routes = config.routes.map { r in
             Route(
                 path: Array(r.path.utf8),

@@ -18,6 +18,7 @@ extension ClusterConfiguration {
 
     public static func decode(_ json: JSON, file: String) throws(ConfigError) -> ClusterConfiguration {
         var config = ClusterConfiguration()
+        config.source = file
         var top = try ObjectReader(file: file, path: "", value: json)
 
         config.maxWorkers = try top.int("maxWorkers", default: 256, range: 1...4096)

@@ -23,6 +23,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
         }
     }
 
+    /// The file this config was read from (for messages).
+    public var source: String = ""
     /// Number of worker processes: a number or `"auto"` (online CPUs). Default `auto`.
     public var workers: WorkerCount = .auto
     /// Upper bound for `workers` and for `clusterctl scale`. Default 256.

@@ -76,4 +76,11 @@ public enum FileIO {
     }
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// A directory this process may list and read from.
+    public static func isReadableDirectory(_ path: String) -> Bool {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return false }
+        return access(path, R_OK | X_OK) == 0
+    }
 }

@@ -39,4 +39,4 @@ struct ExampleAPI: HTTPHandler {
     }
 }
 
-Cluster.main { config in ExampleAPI(fallback: StockHandler(config: config)) }
+Cluster.main { config in ExampleAPI(fallback: try StockHandler(config: config)) }
