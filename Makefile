@@ -4,7 +4,7 @@ CONFIG ?= config/clusterd.json
 PREFIX ?= /usr/local
 RELEASE_FLAGS = -c release --static-swift-stdlib
 # Python with pytest: the one on PATH if it has pytest, else Debian's.
-PYTHON = $(shell python3 -c 'import pytest' 2>/dev/null && echo python3 || echo /usr/bin/python3)
+PYTHON = $(shell python3 -c 'import pytest, prometheus_client' 2>/dev/null && echo python3 || echo /usr/bin/python3)
 
 .PHONY: all build debug run test unit integration bench chaos fuzz install uninstall clean
 

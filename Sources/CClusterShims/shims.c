@@ -8,6 +8,8 @@
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 
 int ccluster_errno(void) { return errno; }
 void ccluster_set_errno(int value) { errno = value; }
@@ -81,3 +83,10 @@ int ccluster_memfd_create(const char *name, unsigned int flags) { return memfd_c
 int ccluster_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
 int ccluster_pending_input(int fd) { int n = 0; if (ioctl(fd, FIONREAD, &n) < 0) return 0; return n; }
 int ccluster_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+int ccluster_openat2(int dirfd, const char *path, int flags, int beneath) {
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = (unsigned long long)flags;
+    how.resolve = beneath ? (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) : RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}

@@ -20,6 +20,13 @@ public enum ExitCode {
     public static let config: Int32 = 78
 }
 
+/// What a worker knows about the cluster it belongs to.
+public enum ClusterRuntime {
+    /// The shared stats segment (every worker's slot plus the master's), set in a worker before the
+    /// handler is made; nil in the master and in tests.
+    public nonisolated(unsafe) static var segment: StatsSegment? = nil
+}
+
 /// The library's one entry point: a Swift program calls `Cluster.main` with a factory for its
 /// handler and becomes a full clusterd — master, workers, control socket, systemd, reload, scale —
 /// configured from the same JSON file.
@@ -138,10 +145,12 @@ public enum Cluster {
             let configBytes = try FileIO.readAll(fd: configFD, name: "config memfd")
             Sys.close(configFD)
             let config = try ClusterConfiguration.decode(configBytes, file: Sys.environment(WorkerEnvironment.configPath) ?? "config")
-            let base = try FileIO.map(fd: statsFD, size: statsSlots * StatsSlot.size)
+            let base = try FileIO.map(fd: statsFD, size: StatsSegment.byteCount(workerSlots: statsSlots))
             Sys.close(statsFD)
+            ClusterRuntime.segment = StatsSegment(base: base, workerSlots: statsSlots)
             let stats = StatsSlot(base: base + statsSlot * StatsSlot.size)
             stats[.generation] = UInt64(Sys.environment(WorkerEnvironment.generation).flatMap { UInt64($0) } ?? 0)
+            stats[.slot] = UInt64(max(0, slot))
             let listeners = (0..<listenCount).map { Int32(3 + $0) }
             for fd in listeners { try Sys.setNonBlocking(fd) ; try Sys.setCloseOnExec(fd, true) }
             try Sys.setCloseOnExec(channel, true)

@@ -12,6 +12,8 @@ public struct StockHandler: HTTPHandler {
     }
 
     let routes: [Route]
+    let staticRoots: [StaticFiles]
+    let metricsPath: [UInt8]?
     let health = PreparedResponse(status: 200, body: "ok\n")
     let notFound = PreparedResponse(status: 404, body: "not found\n")
     let methodNotAllowed = PreparedResponse(status: 405, headers: [HTTPField("Allow", "GET, HEAD")], body: "method not allowed\n")
@@ -21,6 +23,9 @@ public struct StockHandler: HTTPHandler {
         for (i, root) in config.staticRoots.enumerated() where !FileIO.isReadableDirectory(root.root) {
             throw ConfigError(file: config.source, keyPath: "static[\(i)].root", message: "\(root.root) is not a readable directory")
         }
+        let types = MimeTypes(overrides: config.mimeTypes)
+        staticRoots = config.staticRoots.map { StaticFiles($0, types: types) }
+        metricsPath = config.metricsPath.map { Array($0.utf8) }
         routes = config.routes.map { r in
             Route(
                 path: Array(r.path.utf8),
@@ -38,6 +43,14 @@ public struct StockHandler: HTTPHandler {
             guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
             return response.respond(health)
         }
+        if let metricsPath, metricsPath.withUnsafeBytes({ path.equals($0) }), let segment = ClusterRuntime.segment {
+            guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
+            return response.respond(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: MetricsRenderer.render(segment))
+        }
+        // The longest matching prefix serves.
+        var best: StaticFiles? = nil
+        for root in staticRoots where root.matches(path) && root.prefix.count > (best?.prefix.count ?? -1) { best = root }
+        if let best { return best.handle(request, &response) }
         response.respond(notFound)
     }
 

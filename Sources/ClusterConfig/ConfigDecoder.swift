@@ -113,8 +113,15 @@ extension ClusterConfiguration {
                 guard prefix.hasPrefix("/"), prefix.hasSuffix("/") else { throw r.fail("prefix", "must start and end with '/', got \"\(prefix)\"") }
                 guard let root = try r.string("root") else { throw r.fail("root", "is required") }
                 guard root.hasPrefix("/") else { throw r.fail("root", "must be an absolute path, got \"\(root)\"") }
+                var entry = StaticRoot(prefix: prefix, root: root)
+                if let index = try r.string("index") {
+                    guard !index.isEmpty, !index.contains("/"), index != ".", index != ".." else { throw r.fail("index", "must be a file name, got \"\(index)\"") }
+                    entry.index = index
+                }
+                entry.allowSymlinksOutside = try r.bool("allowSymlinksOutside", default: false)
+                if config.staticRoots.contains(where: { $0.prefix == prefix }) { throw r.fail("prefix", "\"\(prefix)\" is used twice") }
                 try r.finish()
-                config.staticRoots.append(StaticRoot(prefix: prefix, root: root))
+                config.staticRoots.append(entry)
             }
         }
 
@@ -131,6 +138,27 @@ extension ClusterConfiguration {
             config.accessLog = access
         }
 
+        if top.object["metricsPath"] != nil {
+            let v = top.take("metricsPath")
+            switch v {
+            case nil: config.metricsPath = nil
+            case .string(let path)? where path.hasPrefix("/") && !path.contains("?"): config.metricsPath = path
+            default: throw top.fail("metricsPath", "must be a path like \"/metrics\", or null to turn it off")
+            }
+        }
+        if let types = top.take("mimeTypes") {
+            let r = try ObjectReader(file: file, path: "mimeTypes", value: types)
+            for entry in r.object.entries {
+                guard !entry.key.isEmpty, entry.key.utf8.allSatisfy({ isTokenByte($0) && $0 != UInt8(ascii: ".") }) else {
+                    throw r.fail(entry.key, "must be a file extension without the dot")
+                }
+                guard let type = entry.value.stringValue, isFieldValue(type), type.contains("/") else {
+                    throw r.fail(entry.key, "must be a media type like \"text/html\"")
+                }
+                config.mimeTypes[entry.key.lowercased()] = type
+            }
+        }
+
         try top.finish()
         return config
     }
@@ -141,6 +169,13 @@ extension ClusterConfiguration {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
             default: return Array("!#$%&'*+-.^_`|~".utf8).contains(b)
             }
+        }
+    }
+
+    static func isTokenByte(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        default: return Array("!#$%&'*+-.^_`|~".utf8).contains(b)
         }
     }
 

@@ -48,6 +48,11 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var staticRoots: [StaticRoot] = []
     /// The access log; nil when off.
     public var accessLog: AccessLog? = nil
+    /// Path of the Prometheus endpoint (the whole cluster's numbers, from any worker); nil when off.
+    /// Default `/metrics`.
+    public var metricsPath: String? = "/metrics"
+    /// Extra or overriding Content-Types by file extension (lowercase, without the dot).
+    public var mimeTypes: [String: String] = [:]
 
     public init() {}
 
@@ -103,10 +108,16 @@ public struct ClusterConfiguration: Equatable, Sendable {
         public var prefix: String
         /// Directory served under the prefix.
         public var root: String
+        /// File served for a directory. Default `index.html`.
+        public var index: String = "index.html"
+        /// Follow symlinks that point outside the root. Default false (the kernel refuses them).
+        public var allowSymlinksOutside = false
 
-        public init(prefix: String, root: String) {
+        public init(prefix: String, root: String, index: String = "index.html", allowSymlinksOutside: Bool = false) {
             self.prefix = prefix
             self.root = root
+            self.index = index
+            self.allowSymlinksOutside = allowSymlinksOutside
         }
     }
 

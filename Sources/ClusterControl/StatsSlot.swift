@@ -21,6 +21,23 @@ public struct StatsSlot {
         case state  // WorkerState raw value
         case connectionsHandedOff
         case connectionsClosedOnDrain
+        /// Request latency histogram: counts of requests at or under each of `latencyBoundsMicros`,
+        /// non-cumulative; the last counts the rest.
+        case latency0, latency1, latency2, latency3, latency4, latency5, latency6, latency7, latency8, latency9, latencyOver
+        case latencySumMicros
+        /// The worker slot (not the stats slot) the worker serves.
+        case slot
+    }
+
+    /// Upper bounds (µs) of the latency buckets: 100 µs … 5 s.
+    public static let latencyBoundsMicros: [UInt64] = [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000]
+
+    /// The bucket field for a latency.
+    @inlinable
+    public static func latencyField(micros: UInt64) -> Field {
+        var i = 0
+        while i < 10 && micros > latencyBoundsMicros[i] { i += 1 }
+        return Field(rawValue: Field.latency0.rawValue + i)!
     }
 
     public let base: UnsafeMutableRawPointer
@@ -64,5 +81,52 @@ public enum WorkerState: UInt64, Sendable, CustomStringConvertible {
         case .draining: return "draining"
         case .exited: return "exited"
         }
+    }
+}
+
+/// The whole shared stats segment: `workerSlots` worker slots, then one slot of totals folded in
+/// from workers that exited (same layout as a worker's), then one slot of master gauges.
+public struct StatsSegment {
+    public let base: UnsafeMutableRawPointer
+    public let workerSlots: Int
+
+    public init(base: UnsafeMutableRawPointer, workerSlots: Int) {
+        self.base = base
+        self.workerSlots = workerSlots
+    }
+
+    public static func byteCount(workerSlots: Int) -> Int { (workerSlots + 2) * StatsSlot.size }
+
+    public func worker(_ index: Int) -> StatsSlot { StatsSlot(base: base + index * StatsSlot.size) }
+    public var retired: StatsSlot { StatsSlot(base: base + workerSlots * StatsSlot.size) }
+    public var master: MasterGauges { MasterGauges(base: base + (workerSlots + 1) * StatsSlot.size) }
+
+    /// Counters that add up across workers (the rest are gauges or identities).
+    public static let summable: [StatsSlot.Field] = StatsSlot.Field.allCases.filter {
+        ![.pid, .generation, .heartbeatMilliseconds, .startedAtMilliseconds, .state, .openConnections].contains($0)
+    }
+
+    /// Live workers' slots (pid set).
+    public var liveWorkers: [StatsSlot] {
+        (0..<workerSlots).map(worker).filter { $0[.pid] != 0 }
+    }
+
+    /// Cluster totals: exited workers' counters plus the live ones'.
+    public func total(_ field: StatsSlot.Field) -> UInt64 {
+        liveWorkers.reduce(field == .openConnections ? 0 : retired[field]) { $0 &+ $1[field] }
+    }
+}
+
+/// Gauges the master publishes for `/metrics` (any worker serves the whole cluster's numbers).
+public struct MasterGauges {
+    public enum Field: Int, CaseIterable, Sendable {
+        case pid = 0, workers, generation, reloads, failedReloads, restarts, handedOff, lostWithCrashedWorkers, startedAtMilliseconds
+    }
+
+    public let base: UnsafeMutableRawPointer
+
+    public subscript(field: Field) -> UInt64 {
+        get { base.load(fromByteOffset: field.rawValue * 8, as: UInt64.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: field.rawValue * 8, as: UInt64.self) }
     }
 }

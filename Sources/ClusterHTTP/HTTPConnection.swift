@@ -64,6 +64,8 @@ public struct HTTPConnectionState: Sendable {
     }
 
     var state: State = .idle
+    /// A file body to send (after the output bytes) before anything else happens on the connection.
+    public var pendingFile: FileBody? = nil
     /// Requests answered on this connection.
     public private(set) var requestsServed = 0
 
@@ -91,6 +93,17 @@ public struct HTTPConnectionState: Sendable {
         _ input: inout ByteBuffer, output: inout ByteBuffer, parser: HTTPParser, context: ResponseContext,
         handler: H, counters: inout HTTPCounters
     ) -> Outcome {
+        var observer = NoObserver()
+        return process(&input, output: &output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
+    }
+
+    /// `process` that reports each answered request to `observer`. When a response has a file body,
+    /// it stops after that response (`flushFirst`, or `close`) with `pendingFile` set.
+    public mutating func process<H: HTTPHandler, O: HTTPObserver>(
+        _ input: inout ByteBuffer, output: inout ByteBuffer, parser: HTTPParser, context: ResponseContext,
+        handler: H, counters: inout HTTPCounters, observer: inout O
+    ) -> Outcome {
+        precondition(pendingFile == nil, "send the pending file before processing more")
         while true {
             switch state {
             case .closing:
@@ -103,7 +116,7 @@ public struct HTTPConnectionState: Sendable {
                     input.moveReaderIndex(forwardBy: 2)
                 }
                 if input.readableBytes == 0 { return .needInput }
-                if input.readableView[0] == 0x0A { return fail(.bareLF, &output, context, &counters) }
+                if input.readableView[0] == 0x0A { return fail(.bareLF, &output, context, &counters, &observer) }
                 if input.readableBytes == 1 && input.readableView[0] == 0x0D { return .needInput }
                 state = .head(HeadScanState())
             case .head(var scan):
@@ -113,29 +126,29 @@ public struct HTTPConnectionState: Sendable {
                     state = .head(scan)
                     return .needInput
                 case .failed(let error):
-                    return fail(error, &output, context, &counters)
+                    return fail(error, &output, context, &counters, &observer)
                 case .complete(let head):
                     if head.hasBody {
                         let decoder: ChunkedDecoder? = head.isChunked ? ChunkedDecoder() : nil
                         state = .body(BodyProgress(head: head, decoder: decoder, raw: head.headLength, decoded: head.headLength))
-                        if let outcome = continueBody(&input, &output, parser, context, handler, &counters, headIsFresh: true) { return outcome }
+                        if let outcome = continueBody(&input, &output, parser, context, handler, &counters, &observer, headIsFresh: true) { return outcome }
                     } else {
-                        if let outcome = dispatch(head, body: .empty, consumed: head.headLength, &input, &output, parser, context, handler, &counters) {
+                        if let outcome = dispatch(head, body: .empty, consumed: head.headLength, &input, &output, parser, context, handler, &counters, &observer) {
                             return outcome
                         }
                     }
                 }
             case .body:
-                if let outcome = continueBody(&input, &output, parser, context, handler, &counters, headIsFresh: false) { return outcome }
+                if let outcome = continueBody(&input, &output, parser, context, handler, &counters, &observer, headIsFresh: false) { return outcome }
             }
         }
     }
 
     /// Moves the body on with what is buffered. Returns nil when a request was answered and the loop
     /// should go on.
-    mutating func continueBody<H: HTTPHandler>(
+    mutating func continueBody<H: HTTPHandler, O: HTTPObserver>(
         _ input: inout ByteBuffer, _ output: inout ByteBuffer, _ parser: HTTPParser, _ context: ResponseContext,
-        _ handler: H, _ counters: inout HTTPCounters, headIsFresh: Bool
+        _ handler: H, _ counters: inout HTTPCounters, _ observer: inout O, headIsFresh: Bool
     ) -> Outcome? {
         guard case .body(var progress) = state else { return nil }
         let available = input.readableBytes
@@ -147,7 +160,7 @@ public struct HTTPConnectionState: Sendable {
             progress.decoder = decoder
             switch result {
             case .failed(let error):
-                return fail(error, &output, context, &counters)
+                return fail(error, &output, context, &counters, &observer)
             case .needMore:
                 sendContinueIfExpected(&progress, &output, bodyBytesSeen: available > progress.head.headLength)
                 state = .body(progress)
@@ -155,7 +168,7 @@ public struct HTTPConnectionState: Sendable {
             case .done:
                 let span = ByteSpan(start: progress.head.headLength, count: progress.decoded - progress.head.headLength)
                 let head = headIsFresh ? progress.head : reparse(input, parser, progress.head)
-                return dispatch(head, body: span, consumed: progress.raw, &input, &output, parser, context, handler, &counters)
+                return dispatch(head, body: span, consumed: progress.raw, &input, &output, parser, context, handler, &counters, &observer)
             }
         } else {
             let total = progress.head.headLength + progress.head.contentLength
@@ -166,7 +179,7 @@ public struct HTTPConnectionState: Sendable {
             }
             let span = ByteSpan(start: progress.head.headLength, count: progress.head.contentLength)
             let head = headIsFresh ? progress.head : reparse(input, parser, progress.head)
-            return dispatch(head, body: span, consumed: total, &input, &output, parser, context, handler, &counters)
+            return dispatch(head, body: span, consumed: total, &input, &output, parser, context, handler, &counters, &observer)
         }
     }
 
@@ -188,9 +201,9 @@ public struct HTTPConnectionState: Sendable {
         }
     }
 
-    mutating func dispatch<H: HTTPHandler>(
+    mutating func dispatch<H: HTTPHandler, O: HTTPObserver>(
         _ head: HTTPRequestHead, body: ByteSpan, consumed: Int, _ input: inout ByteBuffer, _ output: inout ByteBuffer,
-        _ parser: HTTPParser, _ context: ResponseContext, _ handler: H, _ counters: inout HTTPCounters
+        _ parser: HTTPParser, _ context: ResponseContext, _ handler: H, _ counters: inout HTTPCounters, _ observer: inout O
     ) -> Outcome? {
         requestsServed += 1
         counters.requests += 1
@@ -198,28 +211,31 @@ public struct HTTPConnectionState: Sendable {
         let keepAlive = limits.keepAlive && head.wantsKeepAlive && !context.closeConnections
             && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
         let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body)
-        let (status, keep) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool) in
+        let (status, keep, bodyBytes, file) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool, Int, FileBody?) in
             var writer = HTTPResponseWriter(output: out, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: keepAlive)
             handler.handle(request, &writer)
             if !writer.hasResponded {
                 writer.keepAlive = false
                 writer.respond(status: 500, body: "handler did not respond\n" as StaticString)
             }
-            return (writer.status, writer.keepAlive)
+            return (writer.status, writer.keepAlive, writer.bodyBytes, writer.fileBody)
         }
         counters.count(status: status)
+        observer.completed(request, status: status, bodyBytes: bodyBytes)
         input.moveReaderIndex(forwardBy: consumed)
+        pendingFile = file
         if !keep {
             state = .closing
             return .close
         }
         state = .idle
-        if output.readableBytes > limits.maxPendingOutput { return .flushFirst }
+        if file != nil || output.readableBytes > limits.maxPendingOutput { return .flushFirst }
         return nil
     }
 
-    mutating func fail(_ error: HTTPError, _ output: inout ByteBuffer, _ context: ResponseContext, _ counters: inout HTTPCounters) -> Outcome {
+    mutating func fail<O: HTTPObserver>(_ error: HTTPError, _ output: inout ByteBuffer, _ context: ResponseContext, _ counters: inout HTTPCounters, _ observer: inout O) -> Outcome {
         counters.parseErrors += 1
+        observer.rejected(error)
         counters.count(status: error.status)
         HTTPResponseWriter.writeError(&output, error, dateLine: context.dateLine)
         state = .closing

@@ -47,6 +47,20 @@ public struct PreparedResponse: Sendable {
     }
 }
 
+/// A response body that is a region of an open file, sent with sendfile(2) by the worker. The
+/// writer takes ownership of the descriptor: the worker closes it once sent (or at once for HEAD).
+public struct FileBody: Sendable, Equatable {
+    public var fd: Int32
+    public var offset: Int
+    public var count: Int
+
+    public init(fd: Int32, offset: Int, count: Int) {
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+    }
+}
+
 /// Per-request facts the connection gives the writer.
 public struct ResponseContext {
     /// The cached `Date: ...\r\n` line.
@@ -73,6 +87,8 @@ public struct HTTPResponseWriter: ~Copyable {
     public var status: Int = 0
     /// Body bytes written.
     public var bodyBytes: Int = 0
+    /// A file body the worker sends after the head.
+    public var fileBody: FileBody? = nil
 
     @usableFromInline
     init(output: UnsafeMutablePointer<ByteBuffer>, dateLine: UnsafeRawBufferPointer, isHead: Bool, versionMinor: UInt8, keepAlive: Bool) {
@@ -157,6 +173,49 @@ public struct HTTPResponseWriter: ~Copyable {
         respond(status: status, contentType: contentType, headers: headers, body: UnsafeRawBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount))
     }
 
+    /// Writes a head whose body is a region of an open file (sent with sendfile). Takes ownership of
+    /// `file.fd` in every case.
+    public mutating func respond(status: Int, contentType: String?, headers: [HTTPField] = [], file: FileBody) {
+        precondition(self.status == 0, "a handler must respond once")
+        self.status = status
+        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
+        output.pointee.write("Server: clusterd\r\n")
+        if let contentType {
+            output.pointee.write("Content-Type: ")
+            output.pointee.write(string: contentType)
+            output.pointee.write("\r\n")
+        }
+        for field in headers {
+            output.pointee.write(string: field.name)
+            output.pointee.write(": ")
+            output.pointee.write(string: field.value)
+            output.pointee.write("\r\n")
+        }
+        output.pointee.write("Content-Length: ")
+        output.pointee.writeDecimal(file.count)
+        output.pointee.write("\r\n")
+        writeTrailingHeaders()
+        var body = file
+        if isHead { body.count = 0 }
+        fileBody = body
+        bodyBytes = body.count
+    }
+
+    /// Writes a response with no body (304, or 204), with the given headers.
+    public mutating func respond(status: Int, headers: [HTTPField]) {
+        precondition(self.status == 0, "a handler must respond once")
+        self.status = status
+        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
+        output.pointee.write("Server: clusterd\r\n")
+        for field in headers {
+            output.pointee.write(string: field.name)
+            output.pointee.write(": ")
+            output.pointee.write(string: field.value)
+            output.pointee.write("\r\n")
+        }
+        writeTrailingHeaders()
+    }
+
     static func writeStatusLine(_ out: inout ByteBuffer, _ status: Int) {
         out.write("HTTP/1.1 ")
         out.writeDecimal(status)
@@ -182,4 +241,18 @@ public struct HTTPResponseWriter: ~Copyable {
 /// calls are direct.
 public protocol HTTPHandler {
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter)
+}
+
+/// Sees every answered request (the access log). The worker is generic over it too, so the default
+/// `NoObserver` costs nothing.
+public protocol HTTPObserver {
+    mutating func completed(_ request: HTTPRequest, status: Int, bodyBytes: Int)
+    /// A request the engine refused (malformed, over a limit, timed out) before a handler saw it.
+    mutating func rejected(_ error: HTTPError)
+}
+
+public struct NoObserver: HTTPObserver {
+    @inlinable public init() {}
+    @inlinable public mutating func completed(_ request: HTTPRequest, status: Int, bodyBytes: Int) {}
+    @inlinable public mutating func rejected(_ error: HTTPError) {}
 }

@@ -72,7 +72,6 @@ public final class Master: MasterEffects {
     let statsFD: Int32
     let statsBase: UnsafeMutableRawPointer
     let statsSlots: Int
-    var retired = [UInt64](repeating: 0, count: StatsSlot.Field.allCases.count)
     var exitCode: Int32? = nil
     let startedAt: Int64
     var lastRateSample: (time: Int64, requests: UInt64) = (0, 0)
@@ -95,7 +94,7 @@ public final class Master: MasterEffects {
         self.controlPath = config.controlSocket
         epoll = try Epoll(capacity: 256)
         statsSlots = MasterCore<Master>.statsCapacity(maxWorkers: config.maxWorkers)
-        (statsFD, statsBase) = try FileIO.sharedMemory(name: "clusterd-stats", size: statsSlots * StatsSlot.size)
+        (statsFD, statsBase) = try FileIO.sharedMemory(name: "clusterd-stats", size: StatsSegment.byteCount(workerSlots: statsSlots))
         startedAt = Clock.monotonicMilliseconds()
     }
 
@@ -169,6 +168,7 @@ public final class Master: MasterEffects {
 
     func periodic(_ now: Int64) {
         retryRelays(now)
+        publishGauges()
         if now - lastRateSample.time >= 1000 {
             let total = totals()[StatsSlot.Field.requests.rawValue]
             if lastRateSample.time > 0 {
@@ -418,12 +418,27 @@ public final class Master: MasterEffects {
         Int64(StatsSlot(base: statsBase + statsSlot * StatsSlot.size)[.heartbeatMilliseconds])
     }
 
+    var segment: StatsSegment { StatsSegment(base: statsBase, workerSlots: statsSlots) }
+
     public func retireStats(statsSlot: Int) {
-        let slot = StatsSlot(base: statsBase + statsSlot * StatsSlot.size)
-        for field in [StatsSlot.Field.requests, .status1xx, .status2xx, .status3xx, .status4xx, .status5xx, .accepted, .parseErrors, .bytesIn, .bytesOut, .connectionsHandedOff, .connectionsClosedOnDrain] {
-            retired[field.rawValue] &+= slot[field]
-        }
+        let slot = segment.worker(statsSlot)
+        let retired = segment.retired
+        for field in StatsSegment.summable { retired[field] = retired[field] &+ slot[field] }
         slot.reset()
+    }
+
+    /// The master's gauges in the shared segment, for `/metrics`.
+    func publishGauges() {
+        let g = segment.master
+        g[.pid] = UInt64(Sys.pid)
+        g[.workers] = UInt64(core.target)
+        g[.generation] = UInt64(core.generation)
+        g[.reloads] = UInt64(core.reloads)
+        g[.failedReloads] = UInt64(core.failedReloads)
+        g[.restarts] = UInt64(core.restarts)
+        g[.handedOff] = UInt64(relayed)
+        g[.lostWithCrashedWorkers] = UInt64(lostConnections)
+        g[.startedAtMilliseconds] = UInt64(startedAt)
     }
 
     public func releaseGeneration(_ generation: Int) {
@@ -508,13 +523,6 @@ public final class Master: MasterEffects {
     // MARK: - Totals
 
     func totals() -> [UInt64] {
-        var sum = retired
-        for w in core.workers.values {
-            let slot = StatsSlot(base: statsBase + w.statsSlot * StatsSlot.size)
-            for field in StatsSlot.Field.allCases where field != .pid && field != .generation && field != .heartbeatMilliseconds && field != .startedAtMilliseconds && field != .state {
-                sum[field.rawValue] &+= slot[field]
-            }
-        }
-        return sum
+        StatsSlot.Field.allCases.map { segment.total($0) }
     }
 }

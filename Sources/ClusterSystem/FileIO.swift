@@ -77,6 +77,32 @@ public enum FileIO {
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// Metadata of an open file (fstat).
+    public struct FileInfo: Sendable {
+        public var size: Int
+        public var modified: Int64
+        public var isDirectory: Bool
+        public var isRegular: Bool
+    }
+
+    public static func info(fd: Int32) throws(SystemError) -> FileInfo {
+        var st = stat()
+        _ = try syscall("fstat") { fstat(fd, &st) }
+        let type = st.st_mode & S_IFMT
+        return FileInfo(size: Int(st.st_size), modified: Int64(st.st_mtim.tv_sec), isDirectory: type == S_IFDIR, isRegular: type == S_IFREG)
+    }
+
+    /// Opens `path` relative to the directory `dirfd` for reading; with `beneath`, the kernel refuses
+    /// any resolution that leaves the directory (openat2 RESOLVE_BENEATH).
+    public static func openBeneath(_ dirfd: Int32, _ path: UnsafePointer<CChar>, beneath: Bool) throws(SystemError) -> Int32 {
+        try syscall("openat2") { ccluster_openat2(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, beneath ? 1 : 0) }
+    }
+
+    /// Opens a directory to resolve paths under (O_PATH).
+    public static func openDirectory(_ path: String) throws(SystemError) -> Int32 {
+        try syscall(named: "open(\(path))") { Glibc.open(path, 0o10000000 /* O_PATH */ | O_DIRECTORY | O_CLOEXEC) }
+    }
+
     /// A directory this process may list and read from.
     public static func isReadableDirectory(_ path: String) -> Bool {
         var st = stat()

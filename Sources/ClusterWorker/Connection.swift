@@ -21,5 +21,13 @@ struct Connection {
     /// Close as soon as the output is flushed.
     var closeWhenFlushed = false
 
+    /// The peer's address, kept only when there is an access log.
+    var peer: String? = nil
+    /// CLOCK_MONOTONIC ns at which the current request's first byte was read.
+    var requestStart: UInt64 = 0
+
     var isOpen: Bool { fd >= 0 }
+
+    /// Bytes or a file body still to send.
+    var hasPendingOutput: Bool { output.readableBytes > 0 || http.pendingFile != nil }
 }

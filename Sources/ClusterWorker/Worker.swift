@@ -61,8 +61,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// Connections waiting for room on the channel to be handed off.
     var handoffQueue: [Int32] = []
     var channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
-    /// Called on USR1 / "reopen-logs".
+    /// Called on USR1 / "reopen-logs" (after the access log is reopened).
     public var onReopenLogs: () -> Void = {}
+    let accessLog: AccessLog?
+    var wallSecond: Int64 = 0
+    var latencyCounts = [UInt64](repeating: 0, count: 11)
+    var latencySum: UInt64 = 0
 
     /// - Parameters:
     ///   - listeners: listening sockets (non-blocking); the worker never closes them.
@@ -78,6 +82,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         self.epoll = try Epoll(capacity: 1024)
         dateLine = .allocate(byteCount: 64, alignment: 8)
         connections.reserveCapacity(1024)
+        accessLog = settings.accessLog.map { AccessLog(path: $0.path, format: $0.format, logger: logger) }
     }
 
     deinit {
@@ -124,6 +129,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     func tick() {
         now = Clock.monotonicMilliseconds()
         let wall = Clock.wallSeconds()
+        wallSecond = wall
         if wall != dateCache.second {
             dateCache.update(epochSeconds: wall)
             dateCache.line.withUnsafeBytes { dateLine.copyMemory(from: $0) }
@@ -138,6 +144,15 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     }
 
     func flushCounters() {
+        accessLog?.flush()
+        if latencySum != 0 || latencyCounts.contains(where: { $0 != 0 }) {
+            for i in 0..<11 where latencyCounts[i] != 0 {
+                stats.add(StatsSlot.Field(rawValue: StatsSlot.Field.latency0.rawValue + i)!, latencyCounts[i])
+                latencyCounts[i] = 0
+            }
+            stats.add(.latencySumMicros, latencySum)
+            latencySum = 0
+        }
         if counters.requests != 0 || counters.parseErrors != 0 {
             stats.add(.requests, UInt64(counters.requests))
             stats.add(.status1xx, UInt64(counters.statusClasses.1))
@@ -240,6 +255,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         var c = Connection()
         c.fd = fd
         c.generation = nextGeneration & 0xFF_FFFF
+        if accessLog != nil { c.peer = Socket.peerAddress(fd) }
         c.deadline = now + settings.headerTimeout
         do {
             try epoll.add(fd, events: Epoll.readable, data: Token.make(Token.connection, c.generation, fd))
@@ -305,7 +321,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         case .processed(0):
             // EOF. Whatever complete requests came before were answered already.
             connections[index] = c
-            if c.http.isMidRequest || c.output.readableBytes == 0 {
+            if c.http.isMidRequest || !c.hasPendingOutput {
                 closeNow(fd)
             } else {
                 connections[index].closeWhenFlushed = true
@@ -314,6 +330,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         case .processed(let n):
             stats.add(.bytesIn, UInt64(n))
         }
+        if c.http.phase == .idle { c.requestStart = Clock.monotonicNanoseconds() }
         serve(&c, fd, fromScratch: !useOwnBuffer)
         connections[index] = c
         if c.fd < 0 { finishClose(fd) }
@@ -322,11 +339,13 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// Runs the HTTP state machine over the buffered input and writes what it produced.
     func serve(_ c: inout Connection, _ fd: Int32, fromScratch: Bool) {
         var fromScratch = fromScratch
+        var observer = AccessLogObserver(log: accessLog, peer: c.peer, wall: wallSecond)
         while true {
             let phaseBefore = c.http.phase
+            let answeredBefore = counters.requests
             let outcome: HTTPConnectionState.Outcome
             if fromScratch {
-                outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters)
+                outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
                 if scratchIn.readableBytes > 0 {
                     // A partial request stays with the connection; the scratch buffer is shared.
                     c.input.write(scratchIn.readableView)
@@ -334,18 +353,26 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 scratchIn.clear()
                 fromScratch = false
             } else {
-                outcome = c.http.process(&c.input, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters)
+                outcome = c.http.process(&c.input, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
                 if c.input.readableBytes == 0 { c.input.release() }
             }
             updateDeadline(&c, phaseBefore: phaseBefore)
             flush(&c, fd)
+            let answered = counters.requests - answeredBefore
+            if answered > 0 {
+                // From the first byte of the (first) request to its answer handed to the kernel.
+                let micros = (Clock.monotonicNanoseconds() &- c.requestStart) / 1000
+                let bucket = StatsSlot.latencyField(micros: micros).rawValue - StatsSlot.Field.latency0.rawValue
+                latencyCounts[bucket] &+= UInt64(answered)
+                latencySum &+= micros &* UInt64(answered)
+            }
             if c.fd < 0 { return }
             switch outcome {
             case .needInput:
                 if state == .draining && drainMode == .handOff { handOffIfIdle(&c, fd) }
                 return
             case .close:
-                if c.output.readableBytes > 0 {
+                if c.hasPendingOutput {
                     c.closeWhenFlushed = true
                 } else {
                     beginClose(&c, fd)
@@ -370,8 +397,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         }
     }
 
-    /// Writes the scratch output (and anything already pending) to the socket; keeps what the socket
-    /// does not take and waits for EPOLLOUT.
+    /// Writes the scratch output (and anything already pending, then a pending file body) to the
+    /// socket; keeps what the socket does not take and waits for EPOLLOUT.
     func flush(_ c: inout Connection, _ fd: Int32) {
         if scratchOut.readableBytes > 0 {
             if c.output.readableBytes > 0 {
@@ -396,7 +423,10 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             }
             c.output.moveReaderIndex(forwardBy: written)
         }
-        if c.output.readableBytes > 0 {
+        if c.output.readableBytes == 0 && c.http.pendingFile != nil && !c.writeBlocked {
+            guard sendFileSome(&c, fd) else { return }
+        }
+        if c.hasPendingOutput {
             if !c.writeBlocked {
                 c.writeBlocked = true
                 c.deadline = now + settings.sendTimeout
@@ -405,6 +435,35 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         } else if c.output.isAllocated {
             c.output.release()
         }
+    }
+
+    /// sendfile(2) of the pending file body as far as the socket takes it. Returns false when the
+    /// connection was closed on an error.
+    func sendFileSome(_ c: inout Connection, _ fd: Int32) -> Bool {
+        guard var file = c.http.pendingFile else { return true }
+        while file.count > 0 {
+            let result: IOResult<Int>
+            do { result = try Sys.sendfile(fd, file.fd, offset: &file.offset, count: min(file.count, 1 << 30)) } catch {
+                closeNow(fd, &c)
+                return false
+            }
+            switch result {
+            case .wouldBlock:
+                c.http.pendingFile = file
+                return true
+            case .processed(0):
+                // The file shrank under us: the promised length cannot be sent; end the connection.
+                logger.warning("static file shrank while being sent; closing the connection")
+                closeNow(fd, &c)
+                return false
+            case .processed(let n):
+                file.count -= n
+                stats.add(.bytesOut, UInt64(n))
+            }
+        }
+        Sys.close(file.fd)
+        c.http.pendingFile = nil
+        return true
     }
 
     /// write(2) as much as the socket takes. -1 when the connection failed.
@@ -429,16 +488,25 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         let index = Int(fd)
         var c = connections[index]
         guard c.writeBlocked else { return }
-        let written = writeSome(fd, c.output.readableView)
-        if written < 0 {
-            closeNow(fd, &c)
-            connections[index] = c
-            finishClose(fd)
-            return
+        if c.output.readableBytes > 0 {
+            let written = writeSome(fd, c.output.readableView)
+            if written < 0 {
+                closeNow(fd, &c)
+                connections[index] = c
+                finishClose(fd)
+                return
+            }
+            c.output.moveReaderIndex(forwardBy: written)
         }
-        c.output.moveReaderIndex(forwardBy: written)
+        if c.output.readableBytes == 0 && c.http.pendingFile != nil {
+            guard sendFileSome(&c, fd) else {
+                connections[index] = c
+                finishClose(fd)
+                return
+            }
+        }
         c.deadline = now + settings.sendTimeout
-        if c.output.readableBytes == 0 {
+        if !c.hasPendingOutput {
             c.output.release()
             c.writeBlocked = false
             try? epoll.modify(fd, events: Epoll.readable, data: Token.make(Token.connection, c.generation, fd))
@@ -506,6 +574,10 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     func closeNow(_ fd: Int32, _ c: inout Connection) {
         guard c.fd >= 0 else { return }
         Sys.close(fd)
+        if let file = c.http.pendingFile {
+            Sys.close(file.fd)
+            c.http.pendingFile = nil
+        }
         c.input.release()
         c.output.release()
         c.fd = -1
@@ -546,9 +618,10 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 let error: HTTPError = c.http.phase == .head ? .headerTimeout : .bodyTimeout
                 _ = c.http.abandon(with: error, output: &scratchOut, context: context)
                 counters.count(status: error.status)
+                accessLog?.appendRejected(error, peer: c.peer, wall: wallSecond)
                 flush(&c, fd)
                 if c.fd >= 0 {
-                    if c.output.readableBytes > 0 { c.closeWhenFlushed = true } else { beginClose(&c, fd) }
+                    if c.hasPendingOutput { c.closeWhenFlushed = true } else { beginClose(&c, fd) }
                 }
             } else {
                 closeNow(fd, &c)
@@ -595,7 +668,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             case .drain: beginDrain(mode: .close, timeout: nil)
             case .replace: beginDrain(mode: .handOff, timeout: nil)
             case .retire: beginDrain(mode: .handOff, timeout: nil, acceptGrace: 300)
-            case .reopenLogs: onReopenLogs()
+            case .reopenLogs:
+                accessLog?.reopen()
+                onReopenLogs()
             case nil: logger.warning("unknown message from master")
             }
         }
@@ -615,6 +690,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         c.deadline = now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
         if pending.count > 0 {
             c.input.write(pending)
+            c.requestStart = Clock.monotonicNanoseconds()
             serve(&c, fd, fromScratch: false)
         } else if state == .draining && drainMode == .handOff {
             handOffIfIdle(&c, fd)
@@ -627,7 +703,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// socket (with whatever the kernel still buffers) travels as SCM_RIGHTS; bytes this worker
     /// already read travel in the message. The client notices nothing.
     func handOffIfIdle(_ c: inout Connection, _ fd: Int32) {
-        guard let channel, c.fd >= 0, !c.http.isMidRequest, c.output.readableBytes == 0, !c.lingering, !c.closeWhenFlushed,
+        guard let channel, c.fd >= 0, !c.http.isMidRequest, !c.hasPendingOutput, !c.lingering, !c.closeWhenFlushed,
             c.input.readableBytes <= ConnectionHandoff.maxPendingBytes
         else { return }
         var message = ConnectionHandoff.prefix
@@ -668,7 +744,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             switch signal {
             case SIGTERM: beginDrain(mode: .close, timeout: nil)
             case SIGINT, SIGQUIT: state = .stopping
-            case SIGUSR1: onReopenLogs()
+            case SIGUSR1:
+                accessLog?.reopen()
+                onReopenLogs()
             default: break  // HUP: the master's business
             }
         }

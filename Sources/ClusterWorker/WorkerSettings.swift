@@ -18,6 +18,8 @@ public struct WorkerSettings: Sendable {
     public var acceptBatch = 64
     /// Back-off after EMFILE/ENFILE on accept.
     public var acceptBackoff: Int64 = 100
+    /// The access log, nil when off.
+    public var accessLog: ClusterConfiguration.AccessLog? = nil
 
     public init() {}
 
@@ -34,5 +36,6 @@ public struct WorkerSettings: Sendable {
         bodyTimeout = Int64(http.bodyTimeout * 1000)
         sendTimeout = max(bodyTimeout, 10_000)
         maxConnections = http.maxConnections
+        accessLog = config.accessLog
     }
 }

@@ -39,7 +39,7 @@ struct Clusterctl: ParsableCommand {
             reached, 4 the daemon's answer made no sense, 64 bad usage.
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Workers.self, Scale.self, Reload.self, Stop.self, ReopenLogs.self])
+        subcommands: [Status.self, Workers.self, Top.self, Scale.self, Reload.self, Stop.self, ReopenLogs.self])
 }
 
 /// Options every subcommand takes.

@@ -243,3 +243,14 @@ func both(_ text: String, limits: HTTPLimits = HTTPLimits()) -> Exchange {
         }
     }
 }
+
+@Suite struct DateParsing {
+    @Test func roundTrip() {
+        for t: Int64 in [0, 784111777, 951782400, 1_700_000_000, 4102444799] {
+            let text = HTTPDate.format(epochSeconds: t)
+            #expect(text.withUnsafeBytes { HTTPDate.parse($0) } == t)
+        }
+        #expect(Array("Sun, 06 Nov 1994 08:49:37 XXX".utf8).withUnsafeBytes { HTTPDate.parse($0) } == nil)
+        #expect(Array("Sunday, 06-Nov-94 08:49:37 GMT".utf8).withUnsafeBytes { HTTPDate.parse($0) } == nil)
+    }
+}

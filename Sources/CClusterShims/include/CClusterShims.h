@@ -20,6 +20,9 @@
 int ccluster_accept4(int fd, int flags);
 int ccluster_pipe2(int fds[2], int flags);
 int ccluster_memfd_create(const char *name, unsigned int flags);
+/// openat2(2) (no glibc wrapper on Debian 12). `beneath`: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+/// so the path can never leave `dirfd` (no "..", absolute paths or symlinks pointing out).
+int ccluster_openat2(int dirfd, const char *path, int flags, int beneath);
 /// prctl(PR_SET_PDEATHSIG) (prctl is variadic).
 int ccluster_set_parent_death_signal(int signal);
 /// ioctl(FIONREAD) (ioctl is variadic).

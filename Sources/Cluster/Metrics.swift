@@ -1,0 +1,87 @@
+import ClusterControl
+import ClusterHTTP
+
+/// The whole cluster's numbers in the Prometheus text format (version 0.0.4), read by whichever
+/// worker got the request from the shared stats segment: totals (including exited workers), one
+/// series per live worker, the master's gauges, and a request latency histogram.
+public enum MetricsRenderer {
+    public static func render(_ segment: StatsSegment) -> String {
+        var out = ""
+        out.reserveCapacity(8192)
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        func sample(_ name: String, _ labels: String = "", _ value: UInt64) {
+            out += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n"
+        }
+        let master = segment.master
+        let workers = segment.liveWorkers
+
+        family("clusterd_requests_total", "counter", "Requests answered by all workers, including exited ones.")
+        sample("clusterd_requests_total", "", value(segment, .requests))
+        family("clusterd_responses_total", "counter", "Responses by status class.")
+        for (cls, field) in [("1xx", StatsSlot.Field.status1xx), ("2xx", .status2xx), ("3xx", .status3xx), ("4xx", .status4xx), ("5xx", .status5xx)] {
+            sample("clusterd_responses_total", "class=\"\(cls)\"", value(segment, field))
+        }
+        family("clusterd_received_bytes_total", "counter", "Bytes read from clients.")
+        sample("clusterd_received_bytes_total", "", value(segment, .bytesIn))
+        family("clusterd_sent_bytes_total", "counter", "Bytes written to clients.")
+        sample("clusterd_sent_bytes_total", "", value(segment, .bytesOut))
+        family("clusterd_connections_accepted_total", "counter", "Connections accepted.")
+        sample("clusterd_connections_accepted_total", "", value(segment, .accepted))
+        family("clusterd_connections_open", "gauge", "Connections open now.")
+        sample("clusterd_connections_open", "", value(segment, .openConnections))
+        family("clusterd_request_errors_total", "counter", "Requests refused as malformed or over a limit.")
+        sample("clusterd_request_errors_total", "", value(segment, .parseErrors))
+        family("clusterd_connections_handed_off_total", "counter", "Keep-alive connections moved from a retiring worker to a live one.")
+        sample("clusterd_connections_handed_off_total", "", UInt64(master[.handedOff]))
+        family("clusterd_connections_closed_on_drain_total", "counter", "Connections still busy when a drain timed out.")
+        sample("clusterd_connections_closed_on_drain_total", "", value(segment, .connectionsClosedOnDrain))
+        family("clusterd_connections_lost_total", "counter", "Connections open on workers that crashed.")
+        sample("clusterd_connections_lost_total", "", master[.lostWithCrashedWorkers])
+
+        family("clusterd_request_duration_seconds", "histogram", "From a request's first byte to its answer handed to the kernel.")
+        var cumulative: UInt64 = 0
+        for (i, bound) in StatsSlot.latencyBoundsMicros.enumerated() {
+            cumulative &+= value(segment, StatsSlot.Field(rawValue: StatsSlot.Field.latency0.rawValue + i)!)
+            sample("clusterd_request_duration_seconds_bucket", "le=\"\(seconds(bound))\"", cumulative)
+        }
+        cumulative &+= value(segment, .latencyOver)
+        sample("clusterd_request_duration_seconds_bucket", "le=\"+Inf\"", cumulative)
+        out += "clusterd_request_duration_seconds_sum \(seconds(value(segment, .latencySumMicros)))\n"
+        sample("clusterd_request_duration_seconds_count", "", cumulative)
+
+        family("clusterd_workers", "gauge", "Workers the serving generation should have.")
+        sample("clusterd_workers", "", master[.workers])
+        family("clusterd_generation", "gauge", "The serving generation.")
+        sample("clusterd_generation", "", master[.generation])
+        family("clusterd_reloads_total", "counter", "Completed reloads.")
+        sample("clusterd_reloads_total", "", master[.reloads])
+        family("clusterd_reload_failures_total", "counter", "Reloads that failed (the old generation kept serving).")
+        sample("clusterd_reload_failures_total", "", master[.failedReloads])
+        family("clusterd_worker_restarts_total", "counter", "Workers restarted after a crash or a missed heartbeat.")
+        sample("clusterd_worker_restarts_total", "", master[.restarts])
+
+        family("clusterd_worker_requests_total", "counter", "Requests answered, per live worker.")
+        for w in workers { sample("clusterd_worker_requests_total", labels(w), w[.requests]) }
+        family("clusterd_worker_connections_open", "gauge", "Open connections, per live worker.")
+        for w in workers { sample("clusterd_worker_connections_open", labels(w), w[.openConnections]) }
+        family("clusterd_worker_state", "gauge", "0 starting, 1 ready, 2 draining.")
+        for w in workers { sample("clusterd_worker_state", labels(w), w[.state]) }
+        return out
+    }
+
+    static func value(_ segment: StatsSegment, _ field: StatsSlot.Field) -> UInt64 { segment.total(field) }
+
+    static func labels(_ w: StatsSlot) -> String {
+        "slot=\"\(w[.slot])\",pid=\"\(w[.pid])\",generation=\"\(w[.generation])\""
+    }
+
+    static func seconds(_ micros: UInt64) -> String {
+        let whole = micros / 1_000_000
+        var frac = String(micros % 1_000_000)
+        frac = String(repeating: "0", count: 6 - frac.count) + frac
+        while frac.hasSuffix("0") { frac.removeLast() }
+        return frac.isEmpty ? "\(whole)" : "\(whole).\(frac)"
+    }
+}
