@@ -106,9 +106,11 @@ public struct StatsSegment {
         ![.pid, .generation, .heartbeatMilliseconds, .startedAtMilliseconds, .state, .openConnections].contains($0)
     }
 
-    /// Live workers' slots (pid set).
+    /// Live workers' slots (pid set). Only slots below the master's high-water mark are read, so
+    /// the untouched rest of the segment is never faulted in.
     public var liveWorkers: [StatsSlot] {
-        (0..<workerSlots).map(worker).filter { $0[.pid] != 0 }
+        let used = min(workerSlots, Int(master[.slotsHighWater]))
+        return (0..<used).map(worker).filter { $0[.pid] != 0 }
     }
 
     /// Cluster totals: exited workers' counters plus the live ones'.
@@ -121,6 +123,8 @@ public struct StatsSegment {
 public struct MasterGauges {
     public enum Field: Int, CaseIterable, Sendable {
         case pid = 0, workers, generation, reloads, failedReloads, restarts, handedOff, lostWithCrashedWorkers, startedAtMilliseconds
+        /// One past the highest worker stats slot ever handed out.
+        case slotsHighWater
     }
 
     public let base: UnsafeMutableRawPointer

@@ -329,6 +329,8 @@ public final class Master: MasterEffects {
         guard let data = generations[generation] else { throw MasterFailure("no config for generation \(generation)") }
         let slotStats = StatsSlot(base: statsBase + statsSlot * StatsSlot.size)
         slotStats.reset()
+        let gauges = segment.master
+        gauges[.slotsHighWater] = max(gauges[.slotsHighWater], UInt64(statsSlot + 1))
         let listeners = listenerTable.fds(set: data.listenerSet, slot: slot)
         let (masterEnd, workerEnd): (Int32, Int32)
         let configFD: Int32
