@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <sched.h>
 #include "CClusterShims.h"
 #include <errno.h>
 #include <unistd.h>
@@ -89,4 +90,22 @@ int ccluster_openat2(int dirfd, const char *path, int flags, int beneath) {
     how.flags = (unsigned long long)flags;
     how.resolve = beneath ? (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) : RESOLVE_NO_MAGICLINKS;
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+int ccluster_attach_reuseport_cbpf_cpu(int fd, uint32_t active) {
+    if (active == 0) active = 1;
+    struct sock_filter code[] = {
+        { BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU) },
+        { BPF_ALU | BPF_MOD | BPF_K, 0, 0, active },
+        { BPF_RET | BPF_A, 0, 0, 0 },
+    };
+    struct sock_fprog prog = { .len = 3, .filter = code };
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
+}
+
+int ccluster_pin_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set);
 }

@@ -155,6 +155,9 @@ public enum Cluster {
             for fd in listeners { try Sys.setNonBlocking(fd) ; try Sys.setCloseOnExec(fd, true) }
             try Sys.setCloseOnExec(channel, true)
             try Sys.setNonBlocking(channel)
+            if let cpu = config.cpuAffinity.cpu(forSlot: slot, onlineCPUs: Sys.onlineCPUs) {
+                do { try Sys.pinToCPU(cpu) } catch { logger.warning("cpuAffinity: cannot pin to CPU \(cpu): \(error)") }
+            }
             let handler = try makeHandler(config)
             let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners, channel: channel, stats: stats, logger: logger)
             return try worker.run()

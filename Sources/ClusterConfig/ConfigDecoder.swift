@@ -146,6 +146,28 @@ extension ClusterConfiguration {
             default: throw top.fail("metricsPath", "must be a path like \"/metrics\", or null to turn it off")
             }
         }
+        if let affinity = top.take("cpuAffinity") {
+            switch affinity {
+            case .string("off"): config.cpuAffinity = .off
+            case .string("auto"): config.cpuAffinity = .auto
+            case .array(let items):
+                var cpus: [Int] = []
+                for (i, item) in items.enumerated() {
+                    guard let cpu = item.intValue, (0...4095).contains(cpu) else {
+                        throw ConfigError(file: file, keyPath: "cpuAffinity[\(i)]", message: "must be a CPU number 0...4095")
+                    }
+                    cpus.append(cpu)
+                }
+                guard !cpus.isEmpty else { throw top.fail("cpuAffinity", "must list at least one CPU") }
+                config.cpuAffinity = .list(cpus)
+            default:
+                throw top.fail("cpuAffinity", "must be \"off\", \"auto\" or a list of CPU numbers")
+            }
+        }
+        if let steering = try top.string("reusePortSteering") {
+            guard let s = Steering(rawValue: steering) else { throw top.fail("reusePortSteering", "must be \"random\" or \"cpu\", got \"\(steering)\"") }
+            config.reusePortSteering = s
+        }
         if let types = top.take("mimeTypes") {
             let r = try ObjectReader(file: file, path: "mimeTypes", value: types)
             for entry in r.object.entries {

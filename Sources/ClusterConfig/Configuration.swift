@@ -51,6 +51,30 @@ public struct ClusterConfiguration: Equatable, Sendable {
     /// Path of the Prometheus endpoint (the whole cluster's numbers, from any worker); nil when off.
     /// Default `/metrics`.
     public var metricsPath: String? = "/metrics"
+    /// Worker CPU pinning: off, `auto` (worker slot i on CPU i mod online CPUs), or a list of CPUs
+    /// (slot i on list[i mod count]).
+    public var cpuAffinity: CPUAffinity = .off
+    /// How the reuseport group's BPF program spreads new connections over the active workers:
+    /// `random` (default) or `cpu` (by the CPU that received the SYN; pair with cpuAffinity).
+    public var reusePortSteering: Steering = .random
+
+    public enum CPUAffinity: Equatable, Sendable {
+        case off
+        case auto
+        case list([Int])
+
+        /// The CPU for a worker slot, or nil when not pinned.
+        public func cpu(forSlot slot: Int, onlineCPUs: Int) -> Int? {
+            switch self {
+            case .off: return nil
+            case .auto: return slot % max(1, onlineCPUs)
+            case .list(let cpus): return cpus.isEmpty ? nil : cpus[slot % cpus.count]
+            }
+        }
+    }
+
+    public enum Steering: String, Equatable, Sendable { case random, cpu }
+
     /// Extra or overriding Content-Types by file extension (lowercase, without the dot).
     public var mimeTypes: [String: String] = [:]
 

@@ -72,10 +72,13 @@ final class ListenerTable {
         return orphans
     }
 
+    /// Steer by the receiving CPU instead of at random.
+    var steerByCPU = false
+
     func steer(set: Int, active: Int) throws(SystemError) {
         for address in addresses(of: set) {
             guard let first = listeners[address]?.first else { continue }
-            try Socket.steerReusePortGroup(first, active: active)
+            try Socket.steerReusePortGroup(first, active: active, byCPU: steerByCPU)
         }
     }
 

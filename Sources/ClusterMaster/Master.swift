@@ -115,6 +115,7 @@ public final class Master: MasterEffects {
         if let usec = notifier.watchdogIntervalMicroseconds() { watchdogInterval = Int64(usec / 2000) }
 
         let workers = config.workers.resolved(onlineCPUs: Sys.onlineCPUs)
+        listenerTable.steerByCPU = config.reusePortSteering == .cpu
         let set = listenerTable.set(for: config.listen)
         generations[1] = GenerationData(config: config, configBytes: configBytes, listenerSet: set)
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(workers) workers (pid \(Sys.pid), control socket \(controlPath))")
@@ -280,6 +281,9 @@ public final class Master: MasterEffects {
             try options.validate(newConfig)
             if newConfig.controlSocket != config.controlSocket {
                 throw ConfigError(file: options.configPath, keyPath: "controlSocket", message: "cannot change on reload (restart instead)")
+            }
+            if newConfig.reusePortSteering != config.reusePortSteering {
+                throw ConfigError(file: options.configPath, keyPath: "reusePortSteering", message: "cannot change on reload (restart instead)")
             }
             if newConfig.maxWorkers != config.maxWorkers {
                 throw ConfigError(file: options.configPath, keyPath: "maxWorkers", message: "cannot change on reload (restart instead)")

@@ -91,8 +91,12 @@ public enum Socket {
 
     /// Restrict the reuseport group that `fd` belongs to so that new connections go only to the
     /// first `active` listeners (SO_ATTACH_REUSEPORT_CBPF, `ld rand; mod #active; ret a`).
-    public static func steerReusePortGroup(_ fd: Int32, active: Int) throws(SystemError) {
-        _ = try syscall("setsockopt(SO_ATTACH_REUSEPORT_CBPF)") { ccluster_attach_reuseport_cbpf(fd, UInt32(active)) }
+    public static func steerReusePortGroup(_ fd: Int32, active: Int, byCPU: Bool = false) throws(SystemError) {
+        if byCPU {
+            _ = try syscall("setsockopt(SO_ATTACH_REUSEPORT_CBPF, cpu)") { ccluster_attach_reuseport_cbpf_cpu(fd, UInt32(active)) }
+        } else {
+            _ = try syscall("setsockopt(SO_ATTACH_REUSEPORT_CBPF)") { ccluster_attach_reuseport_cbpf(fd, UInt32(active)) }
+        }
     }
 
     private static func withUnixAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {

@@ -129,6 +129,11 @@ public enum Sys {
     public static var pid: pid_t { Glibc.getpid() }
     public static var uid: uid_t { Glibc.getuid() }
 
+    /// Pins the calling process to one CPU (sched_setaffinity).
+    public static func pinToCPU(_ cpu: Int) throws(SystemError) {
+        _ = try syscall("sched_setaffinity") { ccluster_pin_to_cpu(Int32(cpu)) }
+    }
+
     /// Number of online CPUs (sysconf(_SC_NPROCESSORS_ONLN)).
     public static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 

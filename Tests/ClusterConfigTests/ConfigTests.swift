@@ -75,3 +75,23 @@ import Testing
         #expect((try? ListenAddress.parse("256.1.1.1:80").get()) == nil)
     }
 }
+
+@Suite struct AffinityConfig {
+    @Test func parses() throws {
+        let c = try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"cpuAffinity":[2,3],"reusePortSteering":"cpu"}"#, file: "f")
+        #expect(c.cpuAffinity == .list([2, 3]))
+        #expect(c.cpuAffinity.cpu(forSlot: 3, onlineCPUs: 8) == 3)
+        #expect(c.reusePortSteering == .cpu)
+        #expect(ClusterConfiguration.CPUAffinity.auto.cpu(forSlot: 5, onlineCPUs: 4) == 1)
+        #expect(ClusterConfiguration.CPUAffinity.off.cpu(forSlot: 0, onlineCPUs: 4) == nil)
+    }
+
+    @Test func rejects() {
+        #expect(throws: ConfigError(file: "f", keyPath: "cpuAffinity", message: "must be \"off\", \"auto\" or a list of CPU numbers")) {
+            try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"cpuAffinity":"all"}"#, file: "f")
+        }
+        #expect(throws: ConfigError(file: "f", keyPath: "cpuAffinity[1]", message: "must be a CPU number 0...4095")) {
+            try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"cpuAffinity":[0,-1]}"#, file: "f")
+        }
+    }
+}

@@ -416,3 +416,23 @@ def test_request_racing_the_handoff_is_served(daemon_factory):
     finally:
         for s in socks:
             s.close()
+
+
+def cpus_allowed(pid):
+    return [l.split(":")[1].strip() for l in open(f"/proc/{pid}/status") if l.startswith("Cpus_allowed_list")][0]
+
+
+def test_cpu_affinity(daemon_factory):
+    ncpu = os.cpu_count()
+    d = daemon_factory({"workers": 2, "cpuAffinity": "auto", "reusePortSteering": "cpu"})
+    wait_ready(d, 2)
+    slots = {w["slot"]: w["pid"] for w in json.loads(d.ctl("workers", "--json").stdout)["workers"]}
+    assert cpus_allowed(slots[0]) == "0"
+    assert cpus_allowed(slots[1]) == str(1 % ncpu)
+    for _ in range(20):
+        assert get(d.port) == (200, b"Hello world!")
+    d.config["cpuAffinity"] = [0]
+    d.write_config()
+    d.ctl("reload", "--wait", check=True)
+    wait_ready(d, 2, generation=2)
+    assert {cpus_allowed(w["pid"]) for w in json.loads(d.ctl("workers", "--json").stdout)["workers"]} == {"0"}

@@ -42,6 +42,11 @@ ssize_t ccluster_recv_fd(int socket, int *received_fd, void *data, size_t length
 /// Attach the classic BPF program `ld rand; mod #active; ret a` to a reuseport group
 /// (SO_ATTACH_REUSEPORT_CBPF): new connections go only to the first `active` listeners.
 int ccluster_attach_reuseport_cbpf(int fd, uint32_t active);
+/// The same, steering by the CPU that received the packet: `ld cpu; mod #active; ret a`. With one
+/// worker pinned per CPU, a connection is accepted on the CPU whose softirq handled it.
+int ccluster_attach_reuseport_cbpf_cpu(int fd, uint32_t active);
+/// sched_setaffinity(0) to one CPU.
+int ccluster_pin_to_cpu(int cpu);
 
 /// SO_PEERCRED of a connected Unix socket.
 int ccluster_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
