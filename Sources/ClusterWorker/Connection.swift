@@ -14,6 +14,10 @@ struct Connection {
     var output = ByteBuffer()
     /// CLOCK_MONOTONIC ms at which the current phase times out.
     var deadline: Int64 = 0
+    /// TCP_NODELAY is set (once the connection is kept alive).
+    var noDelay = false
+    /// Added to epoll (after the optimistic first read).
+    var registered = false
     /// Waiting for EPOLLOUT.
     var writeBlocked = false
     /// Write side shut, discarding input until EOF or the linger deadline.

@@ -246,7 +246,6 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     }
 
     func opened(_ fd: Int32, handedOver: Bool = false) {
-        Socket.setNoDelay(fd)
         let index = Int(fd)
         if index >= connections.count {
             connections.append(contentsOf: repeatElement(Connection(), count: index - connections.count + 1 + connections.count / 2))
@@ -257,16 +256,28 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         c.generation = nextGeneration & 0xFF_FFFF
         if accessLog != nil { c.peer = Socket.peerAddress(fd) }
         c.deadline = now + settings.headerTimeout
-        do {
-            try epoll.add(fd, events: Epoll.readable, data: Token.make(Token.connection, c.generation, fd))
-        } catch {
-            logger.error("registering connection: \(error)")
-            Sys.close(fd)
-            return
-        }
         connections[index] = c
         openCount += 1
-        if !handedOver { stats.add(.accepted, 1) }
+        if handedOver { return }  // adopt() serves what came with it, then registers
+        stats.add(.accepted, 1)
+        // Most clients send their request right after the handshake: read it now. A connection
+        // answered and closed here (Connection: close) never costs an epoll_ctl.
+        readable(fd)
+        register(fd)
+    }
+
+    /// Adds a connection to epoll once its first, optimistic read is done (if it is still open).
+    func register(_ fd: Int32) {
+        let index = Int(fd)
+        guard index < connections.count, connections[index].fd == fd, !connections[index].registered else { return }
+        let c = connections[index]
+        do {
+            try epoll.add(fd, events: c.writeBlocked ? Epoll.writable : Epoll.readable, data: Token.make(Token.connection, c.generation, fd))
+            connections[index].registered = true
+        } catch {
+            logger.error("registering connection: \(error)")
+            closeNow(fd)
+        }
     }
 
     func connectionEvent(_ fd: Int32, _ events: UInt32) {
@@ -369,6 +380,13 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             if c.fd < 0 { return }
             switch outcome {
             case .needInput:
+                if !c.noDelay && c.http.requestsServed > 0 {
+                    // Kept alive after its first answer: from now on several writes may be in
+                    // flight (pipelining), so turn off Nagle. A connection answered once and closed
+                    // never pays for the setsockopt (nginx sets tcp_nodelay at keep-alive too).
+                    Socket.setNoDelay(fd)
+                    c.noDelay = true
+                }
                 if state == .draining && drainMode == .handOff { handOffIfIdle(&c, fd) }
                 return
             case .close:
@@ -430,7 +448,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             if !c.writeBlocked {
                 c.writeBlocked = true
                 c.deadline = now + settings.sendTimeout
-                try? epoll.modify(fd, events: Epoll.writable, data: Token.make(Token.connection, c.generation, fd))
+                if c.registered { try? epoll.modify(fd, events: Epoll.writable, data: Token.make(Token.connection, c.generation, fd)) }
             }
         } else if c.output.isAllocated {
             c.output.release()
@@ -532,8 +550,10 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// write side and discarding input for a while (lingering close), so the client reads the
     /// response instead of a reset.
     func beginClose(_ c: inout Connection, _ fd: Int32) {
-        let unread = c.input.readableBytes > 0 || c.http.isMidRequest
-        if !unread && Sys.pendingInput(fd) == 0 {
+        // Unread input (pipelined requests after a `Connection: close`, or a refused request's
+        // body) would make close() send a reset that can destroy the response in flight: linger.
+        // Otherwise close at once, as nginx does (no FIONREAD probe per connection).
+        if c.input.readableBytes == 0 && !c.http.isMidRequest {
             closeNow(fd, &c)
             return
         }
@@ -687,6 +707,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         let index = Int(fd)
         guard index < connections.count, connections[index].fd == fd else { return }
         var c = connections[index]
+        Socket.setNoDelay(fd)
+        c.noDelay = true
         c.deadline = now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
         if pending.count > 0 {
             c.input.write(pending)
@@ -696,7 +718,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             handOffIfIdle(&c, fd)
         }
         connections[index] = c
-        if c.fd < 0 { finishClose(fd) }
+        if c.fd < 0 { finishClose(fd) } else { register(fd) }
     }
 
     /// Moves an idle keep-alive connection to the master, which passes it to a live worker. The
@@ -719,7 +741,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         switch sent {
         case .processed:
             stats.add(.connectionsHandedOff, 1)
-            epoll.remove(fd)
+            if c.registered { epoll.remove(fd) }
             closeNow(fd, &c)
         case .wouldBlock:
             // The channel is full: try again on the next turn of the loop.
