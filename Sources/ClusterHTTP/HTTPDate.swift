@@ -57,20 +57,9 @@ public enum HTTPDate {
 
     /// "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes).
     public static func format(epochSeconds t: Int64) -> [UInt8] {
-        let days = t >= 0 ? t / 86400 : (t - 86399) / 86400
-        let secs = Int(t - days * 86400)
-        let weekday = Int((days + 4) % 7 + 7) % 7  // 1970-01-01 was a Thursday
-        // Civil-from-days (Howard Hinnant's algorithm).
-        let z = days + 719468
-        let era = (z >= 0 ? z : z - 146096) / 146097
-        let doe = z - era * 146097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
-        var year = yoe + era * 400
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = Int(doy - (153 * mp + 2) / 5 + 1)
-        let month = Int(mp < 10 ? mp + 3 : mp - 9)
-        if month <= 2 { year += 1 }
+        let c = civil(epochSeconds: t)
+        let (weekday, day, month, year) = (c.weekday, c.day, c.month, c.year)
+        let secs = c.hour * 3600 + c.minute * 60 + c.second
         let names: [UInt8] = Array("SunMonTueWedThuFriSat".utf8)
         let months: [UInt8] = Array("JanFebMarAprMayJunJulAugSepOctNovDec".utf8)
         var out: [UInt8] = []

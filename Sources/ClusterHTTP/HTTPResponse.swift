@@ -104,6 +104,28 @@ public struct HTTPResponseWriter: ~Copyable {
     /// Ask the server to close the connection after this response.
     public mutating func closeConnection() { keepAlive = false }
 
+    /// Status line, Server, Content-Type (if any), the given fields, Content-Length (if any).
+    mutating func writeHead(status: Int, contentType: String?, headers: [HTTPField], contentLength: Int?) {
+        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
+        output.pointee.write("Server: clusterd\r\n")
+        if let contentType {
+            output.pointee.write("Content-Type: ")
+            output.pointee.write(string: contentType)
+            output.pointee.write("\r\n")
+        }
+        for field in headers {
+            output.pointee.write(string: field.name)
+            output.pointee.write(": ")
+            output.pointee.write(string: field.value)
+            output.pointee.write("\r\n")
+        }
+        if let contentLength {
+            output.pointee.write("Content-Length: ")
+            output.pointee.writeDecimal(contentLength)
+            output.pointee.write("\r\n")
+        }
+    }
+
     @inlinable
     mutating func writeTrailingHeaders() {
         output.pointee.write(dateLine)
@@ -134,25 +156,8 @@ public struct HTTPResponseWriter: ~Copyable {
         precondition(status == 0 || self.status == 0, "a handler must respond once")
         precondition((100...999).contains(status), "status must be three digits")
         self.status = status
-        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
-        output.pointee.write("Server: clusterd\r\n")
         let bodyAllowed = !HTTPStatus.forbidsBody(status)
-        if let contentType, bodyAllowed {
-            output.pointee.write("Content-Type: ")
-            output.pointee.write(string: contentType)
-            output.pointee.write("\r\n")
-        }
-        for field in headers {
-            output.pointee.write(string: field.name)
-            output.pointee.write(": ")
-            output.pointee.write(string: field.value)
-            output.pointee.write("\r\n")
-        }
-        if bodyAllowed {
-            output.pointee.write("Content-Length: ")
-            output.pointee.writeDecimal(body.count)
-            output.pointee.write("\r\n")
-        }
+        writeHead(status: status, contentType: bodyAllowed ? contentType : nil, headers: headers, contentLength: bodyAllowed ? body.count : nil)
         writeTrailingHeaders()
         if bodyAllowed && !isHead {
             output.pointee.write(body)
@@ -178,22 +183,7 @@ public struct HTTPResponseWriter: ~Copyable {
     public mutating func respond(status: Int, contentType: String?, headers: [HTTPField] = [], file: FileBody) {
         precondition(self.status == 0, "a handler must respond once")
         self.status = status
-        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
-        output.pointee.write("Server: clusterd\r\n")
-        if let contentType {
-            output.pointee.write("Content-Type: ")
-            output.pointee.write(string: contentType)
-            output.pointee.write("\r\n")
-        }
-        for field in headers {
-            output.pointee.write(string: field.name)
-            output.pointee.write(": ")
-            output.pointee.write(string: field.value)
-            output.pointee.write("\r\n")
-        }
-        output.pointee.write("Content-Length: ")
-        output.pointee.writeDecimal(file.count)
-        output.pointee.write("\r\n")
+        writeHead(status: status, contentType: contentType, headers: headers, contentLength: file.count)
         writeTrailingHeaders()
         var body = file
         if isHead { body.count = 0 }
@@ -205,14 +195,7 @@ public struct HTTPResponseWriter: ~Copyable {
     public mutating func respond(status: Int, headers: [HTTPField]) {
         precondition(self.status == 0, "a handler must respond once")
         self.status = status
-        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
-        output.pointee.write("Server: clusterd\r\n")
-        for field in headers {
-            output.pointee.write(string: field.name)
-            output.pointee.write(": ")
-            output.pointee.write(string: field.value)
-            output.pointee.write("\r\n")
-        }
+        writeHead(status: status, contentType: nil, headers: headers, contentLength: nil)
         writeTrailingHeaders()
     }
 
