@@ -30,6 +30,11 @@ final class StaticFiles {
         pathBuffer.reserveCapacity(512)
     }
 
+    /// The last normalised path (tests).
+    var normalisedPath: String {
+        String(decoding: pathBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     func matches(_ path: HTTPBytes) -> Bool {
         prefix.withUnsafeBytes { path.hasPrefix($0) } || (path.count == prefix.count - 1 && prefix.withUnsafeBytes { path.equals(UnsafeRawBufferPointer(rebasing: $0.dropLast())) })
     }
