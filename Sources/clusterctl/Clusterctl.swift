@@ -34,7 +34,9 @@ struct Clusterctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clusterctl",
         abstract: "Control a running clusterd through its control socket.",
+        usage: "clusterctl [--socket <path>] [--timeout <seconds>] <subcommand>",
         discussion: """
+            The socket is --socket, else $CLUSTERD_SOCKET, else /run/clusterd/control.sock.
             Exit codes: 0 done, 1 the daemon refused or the command failed, 3 the daemon cannot be
             reached, 4 the daemon's answer made no sense, 64 bad usage.
             """,

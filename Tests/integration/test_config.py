@@ -49,3 +49,14 @@ def test_bad_argument():
     r = subprocess.run([CLUSTERD, "--frobnicate"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 64
     assert "unknown argument" in r.stderr
+
+
+def test_help_texts_match_golden_files():
+    import os as _os
+    golden = _os.path.join(_os.path.dirname(__file__), "golden")
+    from conftest import CLUSTERCTL
+    env = dict(_os.environ, COLUMNS="100")
+    for args, name in [([CLUSTERCTL, "--help"], "clusterctl-help.txt"), ([CLUSTERCTL, "scale", "--help"], "clusterctl-scale-help.txt"),
+                       ([CLUSTERD, "--help"], "clusterd-help.txt")]:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10, env=env).stdout
+        assert out == open(_os.path.join(golden, name)).read(), f"{name} changed: update the golden file if intended"
