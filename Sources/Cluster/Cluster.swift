@@ -57,8 +57,9 @@ public enum Cluster {
             exit(ExitCode.success)
         }
         let config: ClusterConfiguration
+        let configBytes: [UInt8]
         do {
-            config = try loadConfig(path: options.configPath)
+            (config, configBytes) = try loadConfigAndBytes(path: options.configPath)
             _ = try makeHandler(config)
         } catch {
             printError("clusterd: \(error)")
@@ -68,18 +69,23 @@ public enum Cluster {
             print("clusterd: \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
             exit(ExitCode.success)
         }
-        exit(runMaster(options: options, config: config, makeHandler: makeHandler))
+        exit(runMaster(options: options, config: config, configBytes: configBytes, makeHandler: makeHandler))
     }
 
     /// Reads and validates a config file.
     public static func loadConfig(path: String) throws -> ClusterConfiguration {
+        try loadConfigAndBytes(path: path).0
+    }
+
+    /// The validated config and the exact bytes it came from (what the workers get).
+    static func loadConfigAndBytes(path: String) throws -> (ClusterConfiguration, [UInt8]) {
         let bytes: [UInt8]
         do {
             bytes = try FileIO.readAll(path: path, limit: 4 * 1024 * 1024)
         } catch {
             throw ConfigError(file: path, keyPath: "", message: "cannot read: \(error.reason)")
         }
-        return try ClusterConfiguration.decode(bytes, file: path)
+        return (try ClusterConfiguration.decode(bytes, file: path), bytes)
     }
 
     static func bootstrapLogging() {
@@ -105,10 +111,9 @@ public enum Cluster {
     }
 
     /// The master: owns listeners, spawns and supervises workers, serves the control socket.
-    static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, makeHandler: @escaping (ClusterConfiguration) throws -> H) -> Int32 {
+    static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, configBytes: [UInt8], makeHandler: @escaping (ClusterConfiguration) throws -> H) -> Int32 {
         let logger = Logger(label: "clusterd")
         do {
-            let configBytes = try FileIO.readAll(path: options.configPath, limit: 4 * 1024 * 1024)
             let master = try Master(
                 options: Master.Options(
                     configPath: options.configPath, executable: ProcessControl.currentExecutable(),
