@@ -242,16 +242,10 @@ public struct HTTPConnectionState: Sendable {
         return .close
     }
 
-    /// Answers a request that timed out (408) or could not be served, and marks the connection
-    /// closing. Returns false when nothing should be sent (an idle connection just closes).
-    public mutating func abandon(with error: HTTPError, output: inout ByteBuffer, context: ResponseContext) -> Bool {
-        defer { state = .closing }
-        switch state {
-        case .head, .body:
-            HTTPResponseWriter.writeError(&output, error, dateLine: context.dateLine)
-            return true
-        default:
-            return false
-        }
+    /// Answers a request that timed out (408) with an error response and marks the connection
+    /// closing. An idle connection (no request started) just closes: nothing is written.
+    public mutating func abandon(with error: HTTPError, output: inout ByteBuffer, context: ResponseContext) {
+        if isMidRequest { HTTPResponseWriter.writeError(&output, error, dateLine: context.dateLine) }
+        state = .closing
     }
 }

@@ -303,9 +303,11 @@ public final class Master: MasterEffects {
         core.settings.heartbeatTimeout = Int64(newConfig.heartbeatTimeout * 1000)
         core.beginReload(workers: count, listenerSet: set, requester: requester, wait: wait)
         if !core.isReloading && pendingGeneration != nil {
-            // Failed before any worker started: keep the old config.
+            // Failed before any worker started: keep the old config, and close whatever listeners
+            // were opened for a new address list no generation uses.
             config = previous
             pendingGeneration = nil
+            releaseListenerSetIfUnused(set)
         }
     }
 
@@ -449,9 +451,12 @@ public final class Master: MasterEffects {
 
     public func releaseGeneration(_ generation: Int) {
         guard let data = generations.removeValue(forKey: generation) else { return }
-        if !generations.values.contains(where: { $0.listenerSet == data.listenerSet }) && pendingGeneration?.listenerSet != data.listenerSet {
-            for fd in listenerTable.release(set: data.listenerSet) { relay(fd, message: ConnectionHandoff.prefix) }
-        }
+        releaseListenerSetIfUnused(data.listenerSet)
+    }
+
+    func releaseListenerSetIfUnused(_ set: Int) {
+        guard !generations.values.contains(where: { $0.listenerSet == set }), pendingGeneration?.listenerSet != set else { return }
+        for fd in listenerTable.release(set: set) { relay(fd, message: ConnectionHandoff.prefix) }
     }
 
     public func exit(code: Int32) {

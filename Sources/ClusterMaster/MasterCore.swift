@@ -274,23 +274,14 @@ public struct MasterCore<Effects: MasterEffects> {
         }
     }
 
+    /// Starts the workers of slots whose backoff ran out (never while stopping).
     mutating func respawnDue() {
-        guard case .running = phase else {
-            if case .starting = phase {} else { return }
-            return respawnSlots()
-        }
-        respawnSlots()
-    }
-
-    mutating func respawnSlots() {
+        if case .stopping = phase { return }
         for slotIndex in 0..<target {
             guard let at = slots[slotIndex].respawnAt, at <= now else { continue }
-            if workers.values.contains(where: { $0.slot == slotIndex && $0.generation == generation && $0.state != .draining }) {
-                slots[slotIndex].respawnAt = nil
-                continue
-            }
             slots[slotIndex].respawnAt = nil
-            spawn(slot: slotIndex, generation: generation)
+            let occupied = workers.values.contains { $0.slot == slotIndex && $0.generation == generation && $0.state != .draining }
+            if !occupied { spawn(slot: slotIndex, generation: generation) }
         }
     }
 
@@ -360,9 +351,7 @@ public struct MasterCore<Effects: MasterEffects> {
         }
         let newGeneration = generationSets.keys.max().map { $0 + 1 } ?? generation + 1
         do { try effects.ensureListeners(set: listenerSet, count: count) } catch {
-            generationSets[newGeneration] = listenerSet
-            effects.releaseGeneration(newGeneration)
-            generationSets[newGeneration] = nil
+            // Nothing started; the executor closes listeners of a set no generation uses.
             return reloadFailed("\(error)", requester: requester)
         }
         generationSets[newGeneration] = listenerSet
@@ -487,26 +476,23 @@ public struct MasterCore<Effects: MasterEffects> {
         return ready.allSatisfy { $0 }
     }
 
-    /// New connections go to slots 0..<k where every slot below k has had a ready worker (a slot
-    /// whose worker crashed stays steered: its backlog waits for the replacement).
+    /// Steers new connections to slots 0..<k of the target: the range ends at the first slot whose
+    /// new worker has not reported ready yet (a scale-up widens as workers come up). A slot whose
+    /// worker crashed stays in the range: its backlog waits in the master's socket for the
+    /// replacement, nothing is lost. If slot 0 itself is starting, all target slots stay steered.
     mutating func steer() {
-        let active = target
-        if active != steeredActive || active > 0 {
-            // Only widen to slots whose first worker reported ready.
-            var k = 0
-            while k < active && slotHasStarted(k) { k += 1 }
-            let wanted = max(1, min(active, k == 0 ? active : k))
-            if wanted != steeredActive {
-                steeredActive = wanted
-                effects.steer(set: currentListenerSet, active: wanted)
-            }
-        }
+        var k = 0
+        while k < target && !isStarting(slot: k) { k += 1 }
+        let active = max(1, k == 0 ? target : k)
+        guard active != steeredActive else { return }
+        steeredActive = active
+        effects.steer(set: currentListenerSet, active: active)
     }
 
-    func slotHasStarted(_ slot: Int) -> Bool {
-        workers.values.contains { $0.slot == slot && $0.generation == generation && ($0.state == .ready || $0.state == .draining) }
-            || slots[slot].respawnAt != nil
-            || !workers.values.contains { $0.slot == slot && $0.generation == generation }
+    /// The slot's only workers of the serving generation are new ones that have not said ready.
+    func isStarting(slot: Int) -> Bool {
+        let mine = workers.values.filter { $0.slot == slot && $0.generation == generation }
+        return !mine.isEmpty && mine.allSatisfy { $0.state == .starting } && slots[slot].respawnAt == nil
     }
 
     /// Closes listeners no live worker and no slot below the target needs, highest first.

@@ -19,8 +19,8 @@ enum Token {
 }
 
 
-/// One worker process: a single-threaded epoll loop over its own SO_REUSEPORT listeners (inherited
-/// from the master, or created by itself when it runs alone) and the connections it accepts.
+/// One worker process: a single-threaded epoll loop over the SO_REUSEPORT listeners it inherited
+/// from the master, the connections it accepts, its channel to the master and a signalfd.
 public final class HTTPWorker<Handler: HTTPHandler> {
     enum RunState { case running, draining, stopping }
 
@@ -61,8 +61,6 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// Connections waiting for room on the channel to be handed off.
     var handoffQueue: [Int32] = []
     var channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
-    /// Called on USR1 / "reopen-logs" (after the access log is reopened).
-    public var onReopenLogs: () -> Void = {}
     let accessLog: AccessLog?
     var wallSecond: Int64 = 0
     var latencyCounts = [UInt64](repeating: 0, count: 11)
@@ -119,7 +117,6 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             flushCounters()
         }
         flushCounters()
-        stats[.openConnections] = UInt64(openCount)
         return 0
     }
 
@@ -415,13 +412,13 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         }
     }
 
-    /// Writes the scratch output (and anything already pending, then a pending file body) to the
+    /// Writes the scratch output (after anything already pending, then a pending file body) to the
     /// socket; keeps what the socket does not take and waits for EPOLLOUT.
     func flush(_ c: inout Connection, _ fd: Int32) {
+        var socketFull = c.writeBlocked
         if scratchOut.readableBytes > 0 {
-            if c.output.readableBytes > 0 {
-                c.output.write(scratchOut.readableView)
-            } else {
+            if c.output.readableBytes == 0 && !socketFull {
+                // The common case: straight from the shared buffer, no copy.
                 let written = writeSome(fd, scratchOut.readableView)
                 guard written >= 0 else {
                     scratchOut.clear()
@@ -430,20 +427,14 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 }
                 if written < scratchOut.readableBytes {
                     c.output.write(UnsafeRawBufferPointer(rebasing: scratchOut.readableView[written...]))
+                    socketFull = true
                 }
+            } else {
+                c.output.write(scratchOut.readableView)
             }
             scratchOut.clear()
-        } else if c.output.readableBytes > 0 && !c.writeBlocked {
-            let written = writeSome(fd, c.output.readableView)
-            guard written >= 0 else {
-                closeNow(fd, &c)
-                return
-            }
-            c.output.moveReaderIndex(forwardBy: written)
         }
-        if c.output.readableBytes == 0 && c.http.pendingFile != nil && !c.writeBlocked {
-            guard sendFileSome(&c, fd) else { return }
-        }
+        if !socketFull { guard writePending(&c, fd) else { return } }
         if c.hasPendingOutput {
             if !c.writeBlocked {
                 c.writeBlocked = true
@@ -453,6 +444,21 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         } else if c.output.isAllocated {
             c.output.release()
         }
+    }
+
+    /// Writes the connection's own pending bytes, then its pending file body, as far as the socket
+    /// takes them. Returns false when the connection was closed on an error.
+    func writePending(_ c: inout Connection, _ fd: Int32) -> Bool {
+        if c.output.readableBytes > 0 {
+            let written = writeSome(fd, c.output.readableView)
+            guard written >= 0 else {
+                closeNow(fd, &c)
+                return false
+            }
+            c.output.moveReaderIndex(forwardBy: written)
+        }
+        if c.output.readableBytes == 0 && c.http.pendingFile != nil { return sendFileSome(&c, fd) }
+        return true
     }
 
     /// sendfile(2) of the pending file body as far as the socket takes it. Returns false when the
@@ -506,22 +512,10 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         let index = Int(fd)
         var c = connections[index]
         guard c.writeBlocked else { return }
-        if c.output.readableBytes > 0 {
-            let written = writeSome(fd, c.output.readableView)
-            if written < 0 {
-                closeNow(fd, &c)
-                connections[index] = c
-                finishClose(fd)
-                return
-            }
-            c.output.moveReaderIndex(forwardBy: written)
-        }
-        if c.output.readableBytes == 0 && c.http.pendingFile != nil {
-            guard sendFileSome(&c, fd) else {
-                connections[index] = c
-                finishClose(fd)
-                return
-            }
+        guard writePending(&c, fd) else {
+            connections[index] = c
+            finishClose(fd)
+            return
         }
         c.deadline = now + settings.sendTimeout
         if !c.hasPendingOutput {
@@ -636,7 +630,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 closeNow(fd, &c)
             } else if c.http.isMidRequest {
                 let error: HTTPError = c.http.phase == .head ? .headerTimeout : .bodyTimeout
-                _ = c.http.abandon(with: error, output: &scratchOut, context: context)
+                c.http.abandon(with: error, output: &scratchOut, context: context)
                 counters.count(status: error.status)
                 accessLog?.appendRejected(error, peer: c.peer, wall: wallSecond)
                 flush(&c, fd)
@@ -688,9 +682,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             case .drain: beginDrain(mode: .close, timeout: nil)
             case .replace: beginDrain(mode: .handOff, timeout: nil)
             case .retire: beginDrain(mode: .handOff, timeout: nil, acceptGrace: 300)
-            case .reopenLogs:
-                accessLog?.reopen()
-                onReopenLogs()
+            case .reopenLogs: accessLog?.reopen()
             case nil: logger.warning("unknown message from master")
             }
         }
@@ -765,13 +757,21 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         while let signal = try? signals.next() {
             switch signal {
             case SIGTERM: beginDrain(mode: .close, timeout: nil)
-            case SIGINT, SIGQUIT: state = .stopping
-            case SIGUSR1:
-                accessLog?.reopen()
-                onReopenLogs()
+            case SIGINT, SIGQUIT: stopNow()
+            case SIGUSR1: accessLog?.reopen()
             default: break  // HUP: the master's business
             }
         }
+    }
+
+    /// Fast stop (INT/QUIT, which is also what the master sends when a drain times out): whatever
+    /// is still open is closed with the process, and counted and logged as such.
+    func stopNow() {
+        if openCount > 0 {
+            logger.warning("stopping with \(openCount) connection(s) still open; they are closed")
+            stats.add(.connectionsClosedOnDrain, UInt64(openCount))
+        }
+        state = .stopping
     }
 
     /// Stop accepting (after `acceptGrace` ms of taking what is already queued); let in-flight

@@ -1,4 +1,5 @@
 """Fixtures that run the real clusterd/clusterctl binaries on loopback and always clean up."""
+import contextlib
 import json
 import re
 import os
@@ -226,3 +227,16 @@ def get(port, path="/", host="127.0.0.1", timeout=5.0):
     head, _, body = raw.partition(b"\r\n\r\n")
     codes = statuses(head)
     return (codes[0] if codes else None), body
+
+
+@contextlib.contextmanager
+def connections(port, count, host="127.0.0.1"):
+    """`count` open client sockets, closed however the block ends."""
+    socks = []
+    try:
+        for _ in range(count):
+            socks.append(socket.create_connection((host, port), timeout=10))
+        yield socks
+    finally:
+        for s in socks:
+            s.close()

@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from conftest import (children, get, listener_count, raw_exchange, status, statuses, wait_ready, wait_until)
+from conftest import (children, connections, get, listener_count, raw_exchange, status, statuses, wait_ready, wait_until)
 
 
 def test_starts_n_workers_each_with_its_own_listeners(daemon_factory):
@@ -109,19 +109,24 @@ def test_reload_with_bad_config_keeps_serving(daemon_factory):
 
 
 def test_reload_to_unbindable_address_fails_cleanly(daemon_factory):
+    from conftest import free_port
     d = daemon_factory({"workers": 1})
     wait_ready(d, 1)
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
     taken = blocker.getsockname()[1]
+    fresh = free_port()
     try:
-        d.config["listen"] = [f"127.0.0.1:{taken}"]
+        d.config["listen"] = [f"127.0.0.1:{fresh}", f"127.0.0.1:{taken}"]
         d.write_config()
         r = d.ctl("reload", "--wait")
         assert r.returncode == 1
         assert f"cannot listen on 127.0.0.1:{taken}" in r.stderr
         assert get(d.port) == (200, b"Hello world!")
+        # The listener opened for the other new address before the failure is closed again.
+        assert listener_count(fresh) == 0
+        assert status(d)["listeners"] == 2
     finally:
         blocker.close()
 
@@ -365,8 +370,7 @@ def keepalive_request(s, path="/"):
 def test_reload_hands_idle_keepalive_connections_over(daemon_factory):
     d = daemon_factory({"workers": 2})
     wait_ready(d, 2)
-    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(20)]
-    try:
+    with connections(d.port, 20) as socks:
         for s in socks:
             assert keepalive_request(s) == (200, b"Hello world!")
         d.config["routes"] = [{"path": "/", "body": "after reload"}]
@@ -377,16 +381,12 @@ def test_reload_hands_idle_keepalive_connections_over(daemon_factory):
         for s in socks:
             assert keepalive_request(s) == (200, b"after reload")
         assert status(d)["handedOff"] == 20
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_scale_down_hands_connections_over(daemon_factory):
     d = daemon_factory({"workers": 4})
     wait_ready(d, 4)
-    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(40)]
-    try:
+    with connections(d.port, 40) as socks:
         for s in socks:
             assert keepalive_request(s)[0] == 200
         d.ctl("scale", "1", check=True)
@@ -395,27 +395,42 @@ def test_scale_down_hands_connections_over(daemon_factory):
         for s in socks:
             assert keepalive_request(s)[0] == 200
         assert listener_count(d.port) == 2
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_request_racing_the_handoff_is_served(daemon_factory):
     """A request sent right as its connection moves is read by the new worker (bytes stay in the socket)."""
     d = daemon_factory({"workers": 1})
     wait_ready(d, 1)
-    socks = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(30)]
-    try:
+    with connections(d.port, 30) as socks:
         for s in socks:
             keepalive_request(s)
-        threading.Thread(target=lambda: d.ctl("reload", "--wait", check=True)).start()
+        reload = {}
+        t = threading.Thread(target=lambda: reload.update(r=d.ctl("reload", "--wait")))
+        t.start()
         for _ in range(5):
             for s in socks:
                 assert keepalive_request(s)[0] == 200
             time.sleep(0.05)
-    finally:
+        t.join(timeout=30)
+        assert reload["r"].returncode == 0, reload["r"].stderr
+        wait_ready(d, 1, generation=2)
+        # Every connection survived the move and is now on the new generation's worker.
         for s in socks:
-            s.close()
+            assert keepalive_request(s)[0] == 200
+        assert status(d)["handedOff"] == 30
+
+
+def test_busy_connection_at_drain_timeout_is_closed_and_counted(daemon_factory):
+    d = daemon_factory({"workers": 1, "drainTimeout": 1})
+    wait_ready(d, 1)
+    with connections(d.port, 1) as (busy,):
+        busy.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhel")  # never finished
+        time.sleep(0.2)
+        d.ctl("reload", "--wait", check=True)
+        wait_ready(d, 1, generation=2)
+        assert busy.recv(4096) == b""  # closed once the old worker's drain timed out
+        assert status(d)["closedOnDrainTimeout"] == 1
+        assert "still open; they are closed" in d.log_text()
 
 
 def cpus_allowed(pid):
