@@ -14,6 +14,8 @@ final class StaticFiles {
     let prefix: [UInt8]
     let root: String
     let index: String
+    /// `index` as a C string, made once.
+    let indexPath: [CChar]
     let beneath: Bool
     let types: MimeTypes
     /// The root, opened on first use (in a worker; the master only validates).
@@ -25,6 +27,7 @@ final class StaticFiles {
         prefix = Array(config.prefix.utf8)
         root = config.root
         index = config.index
+        indexPath = Array(config.index.utf8CString)
         beneath = !config.allowSymlinksOutside
         self.types = types
         pathBuffer.reserveCapacity(512)
@@ -122,8 +125,8 @@ final class StaticFiles {
             Sys.close(fd)
             return response.respond(status: 500, body: "stat failed\n" as StaticString)
         }
-        var extensionSource = pathBuffer
-        if info.isDirectory {
+        let servesIndex = info.isDirectory
+        if servesIndex {
             // A directory: its index, after making sure the URL ends with a slash (as nginx does).
             if path.last != UInt8(ascii: "/") {
                 Sys.close(fd)
@@ -134,18 +137,20 @@ final class StaticFiles {
             let dir = fd
             defer { Sys.close(dir) }
             do {
-                fd = try FileIO.openBeneath(dir, index, beneath: beneath)
-                info = try FileIO.info(fd: fd)
+                fd = try indexPath.withUnsafeBufferPointer { (p) throws(SystemError) -> Int32 in try FileIO.openBeneath(dir, p.baseAddress!, beneath: beneath) }
             } catch {
                 return response.respond(status: 403, body: "directory has no index\n" as StaticString)
             }
-            extensionSource = Array(index.utf8CString)
+            do { info = try FileIO.info(fd: fd) } catch {
+                Sys.close(fd)
+                return response.respond(status: 500, body: "stat failed\n" as StaticString)
+            }
         }
         guard info.isRegular else {
             Sys.close(fd)
             return response.respond(status: 403, body: "forbidden\n" as StaticString)
         }
-        serve(fd, info, contentType: types.type(forPath: extensionSource), request, &response)
+        serve(fd, info, contentType: types.type(forPath: servesIndex ? indexPath : pathBuffer), request, &response)
     }
 
     func respondOpenError(_ error: SystemError, _ response: inout HTTPResponseWriter) {
