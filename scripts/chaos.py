@@ -100,68 +100,80 @@ class Chaos:
     def check_get(self, status, body):
         return status == 200 and body in self.bodies
 
-    async def keepalive_client(self, rng):
-        reader = writer = None
+    @staticmethod
+    def failure_kind(e):
+        """How a failed exchange failed, for the report."""
+        if isinstance(e, asyncio.IncompleteReadError):
+            return "truncated" if e.partial else "closed-without-answer"
+        if isinstance(e, asyncio.TimeoutError):
+            return "timeout"
+        if isinstance(e, ValueError):
+            return "malformed"
+        return "reset"  # ConnectionError / OSError
+
+    async def connect(self):
+        """A new connection, or None (counted as a refused connect) after a short pause."""
+        try:
+            return await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            self.stats.fail("connect-refused", time.monotonic())
+            await asyncio.sleep(0.05)
+            return None
+
+    async def persistent_client(self, rng, make_batch):
+        """Keep-alive and pipelining clients: one connection, batches of requests, every answer
+        checked; a connection the server closes or breaks is a failure, then replaced."""
+        conn = None
         while not self.stop:
-            if writer is None:
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    self.stats.fail("connect-refused", time.monotonic())
-                    await asyncio.sleep(0.05)
+            if conn is None:
+                conn = await self.connect()
+                if conn is None:
                     continue
-            post = rng.random() < 0.5
-            payload = rng.randbytes(rng.randint(1, 20000)) if post else b""
-            if post:
-                req = b"POST /api/echo HTTP/1.1\r\nHost: c\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
-            else:
-                req = b"GET / HTTP/1.1\r\nHost: c\r\n\r\n"
+            reader, writer = conn
+            data, checks = make_batch(rng)
             started = time.monotonic()
-            self.stats.sent += 1
+            self.stats.sent += len(checks)
             try:
-                writer.write(req)
+                writer.write(data)
                 await writer.drain()
-                status, body, close = await asyncio.wait_for(self.read_response(reader), 15)
-            except asyncio.IncompleteReadError as e:
-                self.stats.fail("keepalive-closed" if not e.partial else "truncated", started)
-                writer = None
-                continue
-            except (ConnectionError, OSError):
-                self.stats.fail("reset", started)
-                writer = None
-                continue
-            except asyncio.TimeoutError:
-                self.stats.fail("timeout", started)
+                for check in checks:
+                    status, body, close = await asyncio.wait_for(self.read_response(reader), 15)
+                    if close:
+                        self.stats.fail("server-closed-keepalive", started)
+                    elif check(status, body):
+                        self.stats.ok(started)
+                    else:
+                        self.stats.fail("wrong-body" if status == 200 else f"status-{status}", started)
+                if close:
+                    writer.close()
+                    conn = None
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, ConnectionError, OSError) as e:
+                kind = self.failure_kind(e)
+                self.stats.fail("keepalive-closed" if kind == "closed-without-answer" else kind, started)
                 writer.close()
-                writer = None
-                continue
-            except ValueError:
-                self.stats.fail("malformed", started)
-                writer.close()
-                writer = None
-                continue
-            good = (status == 200 and body == payload) if post else self.check_get(status, body)
-            if not good:
-                self.stats.fail("wrong-body" if status == 200 else f"status-{status}", started)
-            else:
-                self.stats.ok(started)
-            if close:
-                self.stats.fail("server-closed-keepalive", started)
-                writer.close()
-                writer = None
-        if writer:
-            writer.close()
+                conn = None
+        if conn:
+            conn[1].close()
+
+    def keepalive_batch(self, rng):
+        """GET / or POST /api/echo with a random body of 1-20,000 bytes (echoed byte for byte)."""
+        if rng.random() < 0.5:
+            payload = rng.randbytes(rng.randint(1, 20000))
+            req = b"POST /api/echo HTTP/1.1\r\nHost: c\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
+            return req, [lambda status, body, p=payload: status == 200 and body == p]
+        return b"GET / HTTP/1.1\r\nHost: c\r\n\r\n", [self.check_get]
+
+    def pipeline_batch(self, rng):
+        return b"GET / HTTP/1.1\r\nHost: c\r\n\r\n" * 8, [self.check_get] * 8
 
     async def close_client(self, rng):
         while not self.stop:
             started = time.monotonic()
             self.stats.sent += 1
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                self.stats.fail("connect-refused", started)
-                await asyncio.sleep(0.05)
+            conn = await self.connect()
+            if conn is None:
                 continue
+            reader, writer = conn
             try:
                 writer.write(b"GET / HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n")
                 await writer.drain()
@@ -171,50 +183,11 @@ class Chaos:
                     self.stats.ok(started)
                 else:
                     self.stats.fail("wrong-body", started)
-            except asyncio.IncompleteReadError as e:
-                self.stats.fail("truncated" if e.partial else "empty-response", started)
-            except (ConnectionError, OSError):
-                self.stats.fail("reset", started)
-            except asyncio.TimeoutError:
-                self.stats.fail("timeout", started)
-            except ValueError:
-                self.stats.fail("malformed", started)
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, ConnectionError, OSError) as e:
+                kind = self.failure_kind(e)
+                self.stats.fail("empty-response" if kind == "closed-without-answer" else kind, started)
             finally:
                 writer.close()
-
-    async def pipeline_client(self, rng):
-        reader = writer = None
-        while not self.stop:
-            if writer is None:
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    self.stats.fail("connect-refused", time.monotonic())
-                    await asyncio.sleep(0.05)
-                    continue
-            started = time.monotonic()
-            self.stats.sent += 8
-            try:
-                writer.write(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n" * 8)
-                await writer.drain()
-                for _ in range(8):
-                    status, body, close = await asyncio.wait_for(self.read_response(reader), 15)
-                    if self.check_get(status, body) and not close:
-                        self.stats.ok(started)
-                    else:
-                        self.stats.fail("wrong-body" if not close else "server-closed-keepalive", started)
-            except asyncio.IncompleteReadError as e:
-                self.stats.fail("keepalive-closed" if not e.partial else "truncated", started)
-                writer = None
-            except (ConnectionError, OSError):
-                self.stats.fail("reset", started)
-                writer = None
-            except (asyncio.TimeoutError, ValueError) as e:
-                self.stats.fail("timeout" if isinstance(e, asyncio.TimeoutError) else "malformed", started)
-                writer.close()
-                writer = None
-        if writer:
-            writer.close()
 
     # ---- events
 
@@ -292,9 +265,9 @@ class Chaos:
             if not self.wait_workers(2):
                 raise RuntimeError("cluster did not start:\n" + open(os.path.join(self.tmp, "log")).read())
             rng = random.Random(42)
-            tasks = [asyncio.create_task(self.keepalive_client(random.Random(rng.random()))) for _ in range(self.args.keepalive)]
+            tasks = [asyncio.create_task(self.persistent_client(random.Random(rng.random()), self.keepalive_batch)) for _ in range(self.args.keepalive)]
             tasks += [asyncio.create_task(self.close_client(random.Random(rng.random()))) for _ in range(self.args.close)]
-            tasks += [asyncio.create_task(self.pipeline_client(random.Random(rng.random()))) for _ in range(self.args.pipeline)]
+            tasks += [asyncio.create_task(self.persistent_client(random.Random(rng.random()), self.pipeline_batch)) for _ in range(self.args.pipeline)]
             events = asyncio.create_task(self.events_loop())
             await asyncio.sleep(self.args.duration)
             self.stop = True
