@@ -16,6 +16,8 @@ public enum MetricsRenderer {
         }
         let master = segment.master
         let workers = segment.liveWorkers
+        let sums = segment.totals()
+        func value(_ segment: StatsSegment, _ field: StatsSlot.Field) -> UInt64 { sums[field.rawValue] }
 
         family("clusterd_requests_total", "counter", "Requests answered by all workers, including exited ones.")
         sample("clusterd_requests_total", "", value(segment, .requests))
@@ -70,8 +72,6 @@ public enum MetricsRenderer {
         for w in workers { sample("clusterd_worker_state", labels(w), w[.state]) }
         return out
     }
-
-    static func value(_ segment: StatsSegment, _ field: StatsSlot.Field) -> UInt64 { segment.total(field) }
 
     static func labels(_ w: StatsSlot) -> String {
         "slot=\"\(w[.slot])\",pid=\"\(w[.pid])\",generation=\"\(w[.generation])\""

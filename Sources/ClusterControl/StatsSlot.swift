@@ -113,9 +113,15 @@ public struct StatsSegment {
         return (0..<used).map(worker).filter { $0[.pid] != 0 }
     }
 
-    /// Cluster totals: exited workers' counters plus the live ones'.
-    public func total(_ field: StatsSlot.Field) -> UInt64 {
-        liveWorkers.reduce(field == .openConnections ? 0 : retired[field]) { $0 &+ $1[field] }
+    /// Cluster totals of every field, indexed by `Field.rawValue`: exited workers' counters plus
+    /// the live ones' (one scan of the segment).
+    public func totals() -> [UInt64] {
+        var sums = StatsSlot.Field.allCases.map { StatsSegment.summable.contains($0) ? retired[$0] : 0 }
+        for w in liveWorkers {
+            for field in StatsSegment.summable { sums[field.rawValue] &+= w[field] }
+            sums[StatsSlot.Field.openConnections.rawValue] &+= w[.openConnections]
+        }
+        return sums
     }
 }
 

@@ -533,7 +533,5 @@ public final class Master: MasterEffects {
 
     // MARK: - Totals
 
-    func totals() -> [UInt64] {
-        StatsSlot.Field.allCases.map { segment.total($0) }
-    }
+    func totals() -> [UInt64] { segment.totals() }
 }
