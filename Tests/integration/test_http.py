@@ -144,3 +144,26 @@ def test_many_connections_then_more(daemon):
     finally:
         for s in socks:
             s.close()
+
+
+def test_date_header_is_current_imf_fixdate(daemon):
+    import email.utils
+    raw = raw_exchange(daemon.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    date = [l for l in raw.split(b"\r\n") if l.startswith(b"Date: ")][0][6:].decode()
+    assert len(date) == 29 and date.endswith(" GMT")
+    assert abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time()) < 3
+
+
+def test_slow_body_times_out_with_408(daemon_factory):
+    d = daemon_factory({"http": {"bodyTimeout": 1, "headerTimeout": 30}})
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome")
+        start = time.time()
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+    assert statuses(data) == [408] and b"request body timeout" in data
+    assert 0.5 < time.time() - start < 4
