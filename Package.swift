@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Arrows only point down: clusterd/clusterctl → Cluster → ClusterMaster | ClusterWorker → ClusterControl,
-// ClusterSystemd, ClusterEventLoop → ClusterSystem → CClusterShims. ClusterHTTP, ClusterJSON and
+// ClusterSystemd → ClusterSystem → CClusterShims. ClusterHTTP, ClusterJSON and
 // ClusterConfig (over ClusterJSON) know nothing of processes or syscalls.
 let package = Package(
     name: "clusterd",
@@ -21,7 +21,6 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(name: "CClusterShims"),
         .target(name: "ClusterSystem", dependencies: ["CClusterShims"]),
-        .target(name: "ClusterEventLoop", dependencies: ["ClusterSystem"]),
         .target(name: "ClusterJSON"),
         .target(name: "ClusterHTTP"),
         .target(name: "ClusterConfig", dependencies: ["ClusterJSON"]),
@@ -30,13 +29,13 @@ let package = Package(
         .target(
             name: "ClusterWorker",
             dependencies: [
-                "ClusterSystem", "ClusterEventLoop", "ClusterHTTP", "ClusterConfig", "ClusterControl",
+                "ClusterSystem", "ClusterHTTP", "ClusterConfig", "ClusterControl",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "ClusterMaster",
             dependencies: [
-                "ClusterSystem", "ClusterEventLoop", "ClusterConfig", "ClusterControl", "ClusterSystemd",
+                "ClusterSystem", "ClusterConfig", "ClusterControl", "ClusterSystemd",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(

@@ -215,6 +215,41 @@ def summarise(results, scenario, a="clusterd", b="nginx"):
             "clusterd_cpu_us_per_req": med(x["cpu_us_per_req"] for x in c), "nginx_cpu_us_per_req": med(x["cpu_us_per_req"] for x in n)}
 
 
+IDLE_WAIT = float(os.environ.get("BENCH_IDLE_WAIT", "12"))
+
+
+def stock_memory(tmp):
+    """PSS with stock settings (clusterd's defaults, nginx with Debian's worker_connections 768; nginx
+    preallocates its connection table, clusterd grows its own on demand), both started together:
+    0.5 s after start, right after 1 s of load, and after IDLE_WAIT seconds of quiet (past clusterd's
+    default releaseMemoryAfterIdle of 10 s): what an idle server holds."""
+    stock = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd0"), extra={"http": {}}),
+             "nginx": Nginx("nginx", os.path.join(tmp, "ngx0"), connections=768)}
+    out = {}
+    try:
+        for srv in stock.values():
+            srv.start()
+        time.sleep(0.5)
+        out["worker_fresh"] = {name: [pss_kb(p) for p in srv.workers()] for name, srv in stock.items()}
+        for srv in stock.values():
+            wrk(srv.port, [], duration="1s", connections=16)
+        out["worker_loaded"] = {name: [pss_kb(p) for p in srv.workers()] for name, srv in stock.items()}
+        time.sleep(IDLE_WAIT)
+        out["worker_idle"] = {name: [pss_kb(p) for p in srv.workers()] for name, srv in stock.items()}
+        out["master_idle"] = {name: pss_kb(srv.proc.pid) for name, srv in stock.items()}
+    finally:
+        for srv in stock.values():
+            srv.stop()
+    return out
+
+
+def print_memory(m):
+    for key, what in (("worker_fresh", "0.5 s after start"), ("worker_loaded", "right after 1 s of load"),
+                      ("worker_idle", f"after {IDLE_WAIT:g} s idle")):
+        print(f"worker PSS {what} (KiB): clusterd {m[key]['clusterd']}  nginx {m[key]['nginx']}", flush=True)
+    print(f"master PSS after {IDLE_WAIT:g} s idle (KiB): clusterd {m['master_idle']['clusterd']}  nginx {m['master_idle']['nginx']}", flush=True)
+
+
 def idle_connection_cost(server, count=10000):
     """User memory (anonymous RSS of the worker) per idle keep-alive connection, with `count` open."""
     worker = server.workers()[0]
@@ -300,19 +335,12 @@ def main():
     report = {"rounds": ROUNDS, "duration": DURATION, "date": time.strftime("%Y-%m-%d")}
     scenarios = [("keepalive", {}, None), ("pipelined16", {}, PIPELINE_LUA),
                  ("close", {"extra": ["-H", "Connection: close"]}, None)]
-    # Idle memory with stock settings: clusterd's defaults, nginx with Debian's worker_connections 768
-    # (nginx preallocates its connection table; clusterd grows its own on demand).
-    stock = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd0"), extra={"http": {}}),
-             "nginx": Nginx("nginx", os.path.join(tmp, "ngx0"), connections=768)}
-    try:
-        for srv in stock.values():
-            srv.start()
-        time.sleep(0.5)
-        idle = {name: [pss_kb(p) for p in srv.workers()] for name, srv in stock.items()}
-        masters = {name: pss_kb(srv.proc.pid) for name, srv in stock.items()}
-    finally:
-        for srv in stock.values():
-            srv.stop()
+    memory = stock_memory(tmp)
+    print_memory(memory)
+    if os.environ.get("BENCH_ONLY") == "memory":
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    idle, masters = memory["worker_idle"], memory["master_idle"]
     pinned = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd1")), "nginx": Nginx("nginx", os.path.join(tmp, "ngx1"))}
     try:
         for srv in pinned.values():
@@ -346,7 +374,7 @@ def main():
     summary = {sc: summarise(results, sc) for sc, _, _ in scenarios + [("2workers", {}, None)]}
     aff = statistics.median(x["rps"] for x in results["clusterd+affinity"]["2workers"])
     summary["2workers"]["clusterd_affinity_rps"] = aff
-    report.update({"summary": summary, "runs": results, "pss_idle_kb": idle, "pss_master_kb": masters})
+    report.update({"summary": summary, "runs": results, "pss_idle_kb": idle, "pss_master_kb": masters, "memory": memory})
 
     print()
     print(f"{'scenario':14s} {'clusterd req/s':>15s} {'nginx req/s':>13s} {'ratio':>7s} {'cd p99 us':>10s} {'ngx p99 us':>11s} {'cd cpu/req':>11s} {'ngx cpu/req':>12s}")
@@ -356,8 +384,7 @@ def main():
         print(f"{scenario:14s} {v['clusterd_rps']:>15,.0f} {v['nginx_rps']:>13,.0f} {v['ratio']:>7.2f} {lat(v['clusterd_p99_us'])} {lat(v['nginx_p99_us'])} {v['clusterd_cpu_us_per_req']:>11.2f} {v['nginx_cpu_us_per_req']:>12.2f}")
     print(f"2 workers, clusterd with cpuAffinity auto + CPU steering: {aff:,.0f} req/s ({aff / summary['2workers']['clusterd_rps']:.2f}x plain)")
     print()
-    print(f"worker PSS idle (KiB): clusterd {idle['clusterd']}  nginx {idle['nginx']}")
-    print(f"master PSS idle (KiB): clusterd {masters['clusterd']}  nginx {masters['nginx']}")
+    print_memory(memory)
     for name, v in report["idle_connections"].items():
         print(f"{name}: {v['connections']} idle keep-alive connections cost {v['bytes_per_connection']:.0f} bytes each of worker anonymous memory (worker PSS {v['worker_pss_kb_with_connections']} KiB)")
     st = report["startup"]

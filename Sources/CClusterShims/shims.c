@@ -2,6 +2,7 @@
 #include <sched.h>
 #include "CClusterShims.h"
 #include <errno.h>
+#include <malloc.h>
 #include <unistd.h>
 #include <string.h>
 #include <linux/filter.h>
@@ -83,6 +84,7 @@ int ccluster_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int ccluster_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
 int ccluster_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
 int ccluster_pending_input(int fd) { int n = 0; if (ioctl(fd, FIONREAD, &n) < 0) return 0; return n; }
+int ccluster_malloc_trim(void) { return malloc_trim(0); }
 int ccluster_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 int ccluster_openat2(int dirfd, const char *path, int flags, int beneath) {
     struct open_how how;

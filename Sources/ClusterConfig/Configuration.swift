@@ -40,6 +40,10 @@ public struct ClusterConfiguration: Equatable, Sendable {
     /// Seconds a worker may go without a heartbeat (a turn of its loop) before the master kills and
     /// replaces it. Default 10.
     public var heartbeatTimeout: Double = 10
+    /// Seconds without a request after which a worker gives back memory it does not need: the clean
+    /// pages of code and read-only data it mapped while starting or serving, and free heap pages.
+    /// 0: never. Default 10.
+    public var releaseMemoryAfterIdle: Double = 10
     /// HTTP engine limits and timeouts.
     public var http = HTTPSettings()
     /// Fixed responses by exact path.

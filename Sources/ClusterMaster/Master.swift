@@ -59,6 +59,9 @@ public final class Master: MasterEffects {
     var core: MasterCore<Master>!
     var config: ClusterConfiguration
     var configBytes: [UInt8]
+    var lastBusy: Int64 = 0
+    var memoryReleased = false
+    var releaseFailed = false
     let listenerTable = ListenerTable()
     var generations: [Int: GenerationData] = [:]
     var pendingGeneration: GenerationData? = nil
@@ -122,8 +125,9 @@ public final class Master: MasterEffects {
         core.start(workers: workers, listenerSet: set, now: Clock.monotonicMilliseconds())
 
         while exitCode == nil {
+            let events: Int
             do {
-                _ = try epoll.wait(timeoutMilliseconds: 100) { events, data in self.dispatch(events, data) }
+                events = try epoll.wait(timeoutMilliseconds: 100) { events, data in self.dispatch(events, data) }
             } catch {
                 logger.critical("\(error)")
                 exitCode = 1
@@ -132,9 +136,31 @@ public final class Master: MasterEffects {
             let now = Clock.monotonicMilliseconds()
             core.tick(now: now)
             periodic(now)
+            releaseIdleMemory(now, busy: events > 0)
         }
         shutdown()
         return exitCode ?? 0
+    }
+
+    /// Like a worker, the master gives back the clean file pages and free heap pages it does not
+    /// need once `releaseMemoryAfterIdle` passes without an event (start-up, a reload, a burst of
+    /// control commands map plenty). A failure turns it off with one warning.
+    func releaseIdleMemory(_ now: Int64, busy: Bool) {
+        if busy {
+            lastBusy = now
+            memoryReleased = false
+            return
+        }
+        let after = Int64(config.releaseMemoryAfterIdle * 1000)
+        guard !memoryReleased, !releaseFailed, after > 0, now - lastBusy >= after else { return }
+        memoryReleased = true
+        do {
+            _ = MemoryRelease.trimHeap()
+            try MemoryRelease.release(try MemoryRelease.plan())
+        } catch {
+            releaseFailed = true
+            logger.warning("cannot release idle memory (\(error)); not trying again")
+        }
     }
 
     func applySettings(_ settings: inout MasterCore<Master>.Settings, _ config: ClusterConfiguration) {

@@ -35,7 +35,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     let epoll: Epoll
     let handler: Handler
     let parser: HTTPParser
-    let settings: WorkerSettings
+    var settings: WorkerSettings
     let listeners: [Int32]
     let channel: Int32?
     let stats: StatsSlot
@@ -65,6 +65,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     var wallSecond: Int64 = 0
     var latencyCounts = [UInt64](repeating: 0, count: 11)
     var latencySum: UInt64 = 0
+    /// When the loop last had an event; memory is given back once `releaseMemoryAfterIdle` passes
+    /// without one (and again after each busy spell). Zero at start: what start-up mapped (config
+    /// parsing, logging set-up, the runtime's initialisation, lazy symbol binding) goes at the
+    /// first quiet turn of the loop.
+    var lastBusy: Int64 = 0
+    var memoryReleased = false
 
     /// - Parameters:
     ///   - listeners: listening sockets (non-blocking); the worker never closes them.
@@ -109,10 +115,16 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         while true {
             if state == .stopping { break }
             if state == .draining && openCount == 0 { break }
-            _ = try epoll.wait(timeoutMilliseconds: state == .running ? 500 : 100) { events, data in
+            let events = try epoll.wait(timeoutMilliseconds: state == .running ? 500 : 100) { events, data in
                 self.dispatch(events, data)
             }
             tick()
+            if events > 0 {
+                lastBusy = now
+                memoryReleased = false
+            } else if !memoryReleased && settings.releaseMemoryAfterIdle > 0 && now - lastBusy >= settings.releaseMemoryAfterIdle {
+                releaseIdleMemory()
+            }
             sweep()
             flushCounters()
         }
@@ -132,6 +144,22 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             dateCache.line.withUnsafeBytes { dateLine.copyMemory(from: $0) }
         }
         stats[.heartbeatMilliseconds] = UInt64(now)
+    }
+
+    /// Gives back clean file pages and free heap pages (`MemoryRelease`); a failure (no /proc, say)
+    /// turns the feature off for this worker with one warning.
+    func releaseIdleMemory() {
+        guard settings.releaseMemoryAfterIdle > 0 else { return }
+        memoryReleased = true
+        do {
+            let trimmed = MemoryRelease.trimHeap()
+            let plan = try MemoryRelease.plan()
+            logger.debug("releasing \(plan.pages) clean file pages from \(plan.mappings) mappings; heap trimmed: \(trimmed)")
+            try MemoryRelease.release(plan)
+        } catch {
+            logger.warning("cannot release idle memory (\(error)); not trying again")
+            settings.releaseMemoryAfterIdle = 0
+        }
     }
 
     var context: ResponseContext {

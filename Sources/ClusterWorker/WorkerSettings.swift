@@ -20,6 +20,8 @@ public struct WorkerSettings: Sendable {
     public var acceptBackoff: Int64 = 100
     /// The access log, nil when off.
     public var accessLog: ClusterConfiguration.AccessLog? = nil
+    /// Milliseconds without a request before idle memory is given back; 0: never.
+    public var releaseMemoryAfterIdle: Int64 = 10_000
 
     public init() {}
 
@@ -37,5 +39,6 @@ public struct WorkerSettings: Sendable {
         sendTimeout = max(bodyTimeout, 10_000)
         maxConnections = http.maxConnections
         accessLog = config.accessLog
+        releaseMemoryAfterIdle = Int64(config.releaseMemoryAfterIdle * 1000)
     }
 }

@@ -30,6 +30,9 @@ int ccluster_pending_input(int fd);
 /// fcntl with an int argument (fcntl is variadic in C).
 int ccluster_fcntl(int fd, int cmd, int arg);
 
+/// malloc_trim(0): gives free heap pages back to the kernel (<malloc.h> is not in the Glibc module).
+int ccluster_malloc_trim(void);
+
 /// Current thread's errno (the macro is not importable).
 int ccluster_errno(void);
 void ccluster_set_errno(int value);
