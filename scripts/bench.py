@@ -130,9 +130,9 @@ class Clusterd(Server):
 
 
 class Nginx(Server):
-    def __init__(self, name, tmp, workers=1, pinned=True, connections=30000):
+    def __init__(self, name, tmp, workers=1, pinned=True, connections=30000, deferred=False):
         super().__init__(name, tmp)
-        self.workers_n, self.pinned, self.connections = workers, pinned, connections
+        self.workers_n, self.pinned, self.connections, self.deferred = workers, pinned, connections, deferred
 
     def start(self):
         os.makedirs(self.tmp, exist_ok=True)
@@ -149,7 +149,7 @@ http {{
   keepalive_requests 1000000;
   default_type text/plain;
   server {{
-    listen 127.0.0.1:{self.port} reuseport;
+    listen 127.0.0.1:{self.port} reuseport{" deferred" if self.deferred else ""};
     location / {{ return 200 "{BODY}"; }}
   }}
 }}
@@ -357,6 +357,17 @@ def main():
     finally:
         for srv in pinned.values():
             srv.stop()
+    # Connection: close with TCP_DEFER_ACCEPT on both sides (clusterd's deferAccept, nginx's
+    # `listen … deferred`): like against like, each with its option for this traffic.
+    deferred = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd4"), extra={"deferAccept": True}),
+                "nginx": Nginx("nginx", os.path.join(tmp, "ngx4"), deferred=True)}
+    try:
+        for srv in deferred.values():
+            srv.start()
+        run_pairs(deferred, [("close-deferred", {"extra": ["-H", "Connection: close"]}, None)], results, tmp)
+    finally:
+        for srv in deferred.values():
+            srv.stop()
     # Two workers, nothing pinned; clusterd also with cpuAffinity auto + CPU steering.
     two = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd2"), workers=2, pinned=False),
            "nginx": Nginx("nginx", os.path.join(tmp, "ngx2"), workers=2, pinned=False),
@@ -371,7 +382,7 @@ def main():
             srv.stop()
     report["startup"] = startup_and_reload(tmp)
 
-    summary = {sc: summarise(results, sc) for sc, _, _ in scenarios + [("2workers", {}, None)]}
+    summary = {sc: summarise(results, sc) for sc, _, _ in scenarios + [("close-deferred", {}, None), ("2workers", {}, None)]}
     aff = statistics.median(x["rps"] for x in results["clusterd+affinity"]["2workers"])
     summary["2workers"]["clusterd_affinity_rps"] = aff
     report.update({"summary": summary, "runs": results, "pss_idle_kb": idle, "pss_master_kb": masters, "memory": memory})

@@ -169,6 +169,7 @@ extension ClusterConfiguration {
             guard let s = Steering(rawValue: steering) else { throw top.fail("reusePortSteering", "must be \"random\" or \"cpu\", got \"\(steering)\"") }
             config.reusePortSteering = s
         }
+        config.deferAccept = try top.bool("deferAccept", default: false)
         if let types = top.take("mimeTypes") {
             let r = try ObjectReader(file: file, path: "mimeTypes", value: types)
             for entry in r.object.entries {

@@ -61,6 +61,12 @@ public struct ClusterConfiguration: Equatable, Sendable {
     /// How the reuseport group's BPF program spreads new connections over the active workers:
     /// `random` (default) or `cpu` (by the CPU that received the SYN; pair with cpuAffinity).
     public var reusePortSteering: Steering = .random
+    /// TCP_DEFER_ACCEPT on the listeners (nginx's `listen … deferred`): a connection is accepted
+    /// only once its first data has arrived, which saves a wake-up and an epoll registration per
+    /// connection. A connection that completed its handshake but has sent nothing is not yet in any
+    /// accept queue, so closing a listener (scale-down, a reload that drops an address) resets it
+    /// unless `net.ipv4.tcp_migrate_req` is 1. Default false.
+    public var deferAccept = false
 
     public enum CPUAffinity: Equatable, Sendable {
         case off

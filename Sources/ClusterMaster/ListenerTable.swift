@@ -33,7 +33,7 @@ final class ListenerTable {
             var list = listeners[address] ?? []
             while list.count < count {
                 do {
-                    list.append(try Socket.tcpListener(host: address.host, port: address.port))
+                    list.append(try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept))
                 } catch {
                     listeners[address] = list
                     throw MasterFailure("cannot listen on \(address): \(error.reason)")
@@ -74,6 +74,8 @@ final class ListenerTable {
 
     /// Steer by the receiving CPU instead of at random.
     var steerByCPU = false
+    /// TCP_DEFER_ACCEPT on new listeners (the config's `deferAccept`, fixed until restart).
+    var deferAccept = false
 
     func steer(set: Int, active: Int) throws(SystemError) {
         for address in addresses(of: set) {

@@ -119,6 +119,7 @@ public final class Master: MasterEffects {
 
         let workers = config.workers.resolved(onlineCPUs: Sys.onlineCPUs)
         listenerTable.steerByCPU = config.reusePortSteering == .cpu
+        listenerTable.deferAccept = config.deferAccept
         let set = listenerTable.set(for: config.listen)
         generations[1] = GenerationData(config: config, configBytes: configBytes, listenerSet: set)
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(workers) workers (pid \(Sys.pid), control socket \(controlPath))")
@@ -310,6 +311,9 @@ public final class Master: MasterEffects {
             }
             if newConfig.reusePortSteering != config.reusePortSteering {
                 throw ConfigError(file: options.configPath, keyPath: "reusePortSteering", message: "cannot change on reload (restart instead)")
+            }
+            if newConfig.deferAccept != config.deferAccept {
+                throw ConfigError(file: options.configPath, keyPath: "deferAccept", message: "cannot change on reload (restart instead)")
             }
             if newConfig.maxWorkers != config.maxWorkers {
                 throw ConfigError(file: options.configPath, keyPath: "maxWorkers", message: "cannot change on reload (restart instead)")

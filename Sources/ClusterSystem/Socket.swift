@@ -8,7 +8,7 @@ public enum Socket {
     /// A TCP listener bound to `host:port` with SO_REUSEADDR and SO_REUSEPORT (so that every worker
     /// slot gets its own listener in the port's reuseport group). `host` is a numeric IPv4 or IPv6
     /// address; IPv6 listeners are IPV6_V6ONLY so `0.0.0.0` and `[::]` can share a port.
-    public static func tcpListener(host: String, port: UInt16, backlog: Int32 = 4096, reusePort: Bool = true) throws(SystemError) -> Int32 {
+    public static func tcpListener(host: String, port: UInt16, backlog: Int32 = 4096, reusePort: Bool = true, deferAccept: Bool = false) throws(SystemError) -> Int32 {
         let isIPv6 = host.contains(":")
         let fd = try Sys.socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
         do throws(SystemError) {
@@ -37,6 +37,11 @@ public enum Socket {
                         try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
                     }
                 }
+            }
+            if deferAccept {
+                // Woken (and accept4 returns) only once the client has sent data; a client that
+                // sends nothing is accepted after about a second anyway.
+                try Sys.setsockopt(fd, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, Int32(1), call: "setsockopt(TCP_DEFER_ACCEPT)")
             }
             try Sys.listen(fd, backlog: backlog)
             return fd

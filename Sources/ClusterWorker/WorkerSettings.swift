@@ -14,7 +14,8 @@ public struct WorkerSettings: Sendable {
     /// would destroy the response on the client's side).
     public var lingerTimeout: Int64 = 2_000
     public var maxConnections = 10_000
-    /// Connections accepted per listener wake-up.
+    /// Most connections taken at once when a draining worker empties its listeners' queues (in
+    /// normal running a worker accepts one connection per readiness report).
     public var acceptBatch = 64
     /// Back-off after EMFILE/ENFILE on accept.
     public var acceptBackoff: Int64 = 100

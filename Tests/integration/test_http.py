@@ -3,7 +3,9 @@ import socket
 import subprocess
 import time
 
-from conftest import raw_exchange, statuses
+import pytest
+
+from conftest import raw_exchange, status, statuses, wait_ready, wait_until
 
 
 def test_curl_get_ipv4_and_ipv6(daemon):
@@ -167,3 +169,22 @@ def test_slow_body_times_out_with_408(daemon_factory):
             data += b
     assert statuses(data) == [408] and b"request body timeout" in data
     assert 0.5 < time.time() - start < 4
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_defer_accept(daemon_factory, defer):
+    """With deferAccept a connection that has sent nothing is not accepted yet (TCP_DEFER_ACCEPT);
+    either way the request it then sends is served."""
+    d = daemon_factory({"deferAccept": defer})
+    wait_ready(d, 1)
+    time.sleep(0.6)
+    before = status(d)["accepted"]
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        time.sleep(0.6)
+        assert status(d)["accepted"] - before == (0 if defer else 1)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"Hello world!")
+    assert wait_until(lambda: status(d)["accepted"] - before == 1, timeout=3, what="one accepted connection")
