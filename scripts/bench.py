@@ -335,9 +335,25 @@ def main():
     report = {"rounds": ROUNDS, "duration": DURATION, "date": time.strftime("%Y-%m-%d")}
     scenarios = [("keepalive", {}, None), ("pipelined16", {}, PIPELINE_LUA),
                  ("close", {"extra": ["-H", "Connection: close"]}, None)]
+    only = os.environ.get("BENCH_ONLY")
+    if only in {name for name, _, _ in scenarios}:
+        # One pinned scenario alone (for A/B work while changing code): no report, no baseline.
+        pair = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd1")), "nginx": Nginx("nginx", os.path.join(tmp, "ngx1"))}
+        try:
+            for srv in pair.values():
+                srv.start()
+            run_pairs(pair, [sc for sc in scenarios if sc[0] == only], results, tmp)
+        finally:
+            for srv in pair.values():
+                srv.stop()
+        v = summarise(results, only)
+        print(f"{only}: ratio {v['ratio']:.3f}  clusterd {v['clusterd_rps']:,.0f} req/s p50 {v['clusterd_p50_us']:.0f} p99 {v['clusterd_p99_us']:.0f} us cpu/req {v['clusterd_cpu_us_per_req']:.2f}"
+              f"  nginx {v['nginx_rps']:,.0f} req/s p50 {v['nginx_p50_us']:.0f} p99 {v['nginx_p99_us']:.0f} us cpu/req {v['nginx_cpu_us_per_req']:.2f}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     memory = stock_memory(tmp)
     print_memory(memory)
-    if os.environ.get("BENCH_ONLY") == "memory":
+    if only == "memory":
         shutil.rmtree(tmp, ignore_errors=True)
         return
     idle, masters = memory["worker_idle"], memory["master_idle"]

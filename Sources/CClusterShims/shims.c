@@ -105,6 +105,17 @@ int ccluster_attach_reuseport_cbpf_cpu(int fd, uint32_t active) {
     return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
 }
 
+int ccluster_allowed_cpus(int *cpus, int max) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) < 0) return -1;
+    int n = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && n < max; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[n++] = cpu;
+    }
+    return n;
+}
+
 int ccluster_pin_to_cpu(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);

@@ -160,7 +160,7 @@ public enum Cluster {
             for fd in listeners { try Sys.setNonBlocking(fd) ; try Sys.setCloseOnExec(fd, true) }
             try Sys.setCloseOnExec(channel, true)
             try Sys.setNonBlocking(channel)
-            if let cpu = config.cpuAffinity.cpu(forSlot: slot, onlineCPUs: Sys.onlineCPUs) {
+            if let cpu = config.cpuAffinity.cpu(forSlot: slot, allowed: Sys.allowedCPUs) {
                 do { try Sys.pinToCPU(cpu) } catch { logger.warning("cpuAffinity: cannot pin to CPU \(cpu): \(error)") }
             }
             let handler = try makeHandler(config)

@@ -8,9 +8,10 @@ public struct ClusterConfiguration: Equatable, Sendable {
         case auto
         case fixed(Int)
 
-        public func resolved(onlineCPUs: Int) -> Int {
+        /// - Parameter cpus: how many CPUs the process may run on (its affinity mask).
+        public func resolved(cpus: Int) -> Int {
             switch self {
-            case .auto: return max(1, onlineCPUs)
+            case .auto: return max(1, cpus)
             case .fixed(let n): return n
             }
         }
@@ -25,7 +26,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
 
     /// The file this config was read from (for messages).
     public var source: String = ""
-    /// Number of worker processes: a number or `"auto"` (online CPUs). Default `auto`.
+    /// Number of worker processes: a number or `"auto"` (the CPUs the daemon may run on: its
+    /// affinity mask, so a container's cpuset or `taskset` counts). Default `auto`.
     public var workers: WorkerCount = .auto
     /// Upper bound for `workers` and for `clusterctl scale`. Default 256.
     public var maxWorkers: Int = 256
@@ -55,7 +57,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
     /// Path of the Prometheus endpoint (the whole cluster's numbers, from any worker); nil when off.
     /// Default `/metrics`.
     public var metricsPath: String? = "/metrics"
-    /// Worker CPU pinning: off, `auto` (worker slot i on CPU i mod online CPUs), or a list of CPUs
+    /// Worker CPU pinning: off, `auto` (worker slot i on the i-th CPU the daemon may run on, modulo
+    /// their number), or a list of CPUs
     /// (slot i on list[i mod count]).
     public var cpuAffinity: CPUAffinity = .off
     /// How the reuseport group's BPF program spreads new connections over the active workers:
@@ -73,11 +76,12 @@ public struct ClusterConfiguration: Equatable, Sendable {
         case auto
         case list([Int])
 
-        /// The CPU for a worker slot, or nil when not pinned.
-        public func cpu(forSlot slot: Int, onlineCPUs: Int) -> Int? {
+        /// The CPU for a worker slot, or nil when not pinned. `allowed`: the CPUs the process may
+        /// run on, ascending; `auto` takes the slot's place in that list.
+        public func cpu(forSlot slot: Int, allowed: [Int]) -> Int? {
             switch self {
             case .off: return nil
-            case .auto: return slot % max(1, onlineCPUs)
+            case .auto: return allowed.isEmpty ? nil : allowed[slot % allowed.count]
             case .list(let cpus): return cpus.isEmpty ? nil : cpus[slot % cpus.count]
             }
         }

@@ -117,7 +117,7 @@ public final class Master: MasterEffects {
         core = MasterCore(effects: self, settings: settings)
         if let usec = notifier.watchdogIntervalMicroseconds() { watchdogInterval = Int64(usec / 2000) }
 
-        let workers = config.workers.resolved(onlineCPUs: Sys.onlineCPUs)
+        let workers = config.workers.resolved(cpus: Sys.allowedCPUs.count)
         listenerTable.steerByCPU = config.reusePortSteering == .cpu
         listenerTable.deferAccept = config.deferAccept
         let set = listenerTable.set(for: config.listen)
@@ -323,7 +323,7 @@ public final class Master: MasterEffects {
             return
         }
         // The config's `workers` wins only when it changed; otherwise a runtime scale is kept.
-        let count = newConfig.workers != config.workers ? newConfig.workers.resolved(onlineCPUs: Sys.onlineCPUs) : core.target
+        let count = newConfig.workers != config.workers ? newConfig.workers.resolved(cpus: Sys.allowedCPUs.count) : core.target
         let set = listenerTable.set(for: newConfig.listen)
         pendingGeneration = GenerationData(config: newConfig, configBytes: bytes, listenerSet: set)
         let previous = config

@@ -137,6 +137,17 @@ public enum Sys {
     /// Number of online CPUs (sysconf(_SC_NPROCESSORS_ONLN)).
     public static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
+    /// The CPUs this process may run on (sched_getaffinity: taskset, a container's cpuset,
+    /// systemd's CPUAffinity=), ascending. Falls back to 0..<onlineCPUs if the call fails.
+    public static var allowedCPUs: [Int] {
+        let capacity = 4096
+        let buffer = UnsafeMutablePointer<Int32>.allocate(capacity: capacity)
+        defer { buffer.deallocate() }
+        let n = Int(ccluster_allowed_cpus(buffer, Int32(capacity)))
+        guard n > 0 else { return Array(0..<onlineCPUs) }
+        return (0..<n).map { Int(buffer[$0]) }
+    }
+
     /// Ask the kernel to send `signal` to this process when its parent dies (prctl PR_SET_PDEATHSIG).
     public static func dieWithParent(signal: Int32 = SIGKILL) {
         _ = ccluster_set_parent_death_signal(signal)

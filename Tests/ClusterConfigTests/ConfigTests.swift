@@ -84,10 +84,14 @@ import Testing
     @Test func parses() throws {
         let c = try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"cpuAffinity":[2,3],"reusePortSteering":"cpu"}"#, file: "f")
         #expect(c.cpuAffinity == .list([2, 3]))
-        #expect(c.cpuAffinity.cpu(forSlot: 3, onlineCPUs: 8) == 3)
+        #expect(c.cpuAffinity.cpu(forSlot: 3, allowed: Array(0..<8)) == 3)
         #expect(c.reusePortSteering == .cpu)
-        #expect(ClusterConfiguration.CPUAffinity.auto.cpu(forSlot: 5, onlineCPUs: 4) == 1)
-        #expect(ClusterConfiguration.CPUAffinity.off.cpu(forSlot: 0, onlineCPUs: 4) == nil)
+        #expect(ClusterConfiguration.CPUAffinity.auto.cpu(forSlot: 5, allowed: [0, 1, 2, 3]) == 1)
+        // In a cpuset (a container, taskset) auto walks the allowed CPUs, not 0...n-1.
+        #expect(ClusterConfiguration.CPUAffinity.auto.cpu(forSlot: 0, allowed: [4, 6]) == 4)
+        #expect(ClusterConfiguration.CPUAffinity.auto.cpu(forSlot: 3, allowed: [4, 6]) == 6)
+        #expect(ClusterConfiguration.CPUAffinity.off.cpu(forSlot: 0, allowed: [0, 1]) == nil)
+        #expect(ClusterConfiguration.WorkerCount.auto.resolved(cpus: 2) == 2)
     }
 
     @Test func rejects() {

@@ -47,3 +47,13 @@ import Testing
         #expect(try FileIO.readAll(fd: fd) == Array("hello".utf8))
     }
 }
+
+@Suite struct CPUs {
+    /// The affinity mask, not the machine: what `workers: "auto"` counts.
+    @Test func allowedCPUsFollowTheAffinityMask() {
+        let allowed = Sys.allowedCPUs
+        #expect(!allowed.isEmpty)
+        #expect(allowed == allowed.sorted())
+        #expect(allowed.count <= Sys.onlineCPUs)
+    }
+}

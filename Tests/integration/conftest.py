@@ -47,8 +47,9 @@ def wait_for_port(port, host="127.0.0.1", timeout=15.0, proc=None):
 class Daemon:
     """One clusterd master (or single process) started by a test, stopped by PID at teardown."""
 
-    def __init__(self, tmp, config_overrides=None, env=None):
+    def __init__(self, tmp, config_overrides=None, env=None, prefix=None):
         self.tmp = tmp
+        self.prefix = prefix or []  # e.g. ["taskset", "-c", "1"]
         self.port = free_port()
         self.socket_path = os.path.join(tmp, "control.sock")
         self.config_path = os.path.join(tmp, "clusterd.json")
@@ -73,7 +74,7 @@ class Daemon:
         self.write_config()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [CLUSTERD, "--config", self.config_path],
+            self.prefix + [CLUSTERD, "--config", self.config_path],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.proc.stderr_text = self.log_text
         if wait:
@@ -130,8 +131,8 @@ def tmpdir_short():
 def daemon_factory(tmpdir_short):
     started = []
 
-    def make(config_overrides=None, env=None, start=True, wait=True):
-        d = Daemon(tmpdir_short, config_overrides, env)
+    def make(config_overrides=None, env=None, start=True, wait=True, prefix=None):
+        d = Daemon(tmpdir_short, config_overrides, env, prefix)
         started.append(d)
         if start:
             d.start(wait=wait)

@@ -451,3 +451,15 @@ def test_cpu_affinity(daemon_factory):
     d.ctl("reload", "--wait", check=True)
     wait_ready(d, 2, generation=2)
     assert {cpus_allowed(w["pid"]) for w in json.loads(d.ctl("workers", "--json").stdout)["workers"]} == {"0"}
+
+
+def test_auto_follows_the_affinity_mask(daemon_factory):
+    """In a cpuset (taskset here; a container's cpuset alike) `workers: auto` counts the CPUs the
+    daemon may use, and `cpuAffinity: auto` pins to those, not to CPU 0..n-1 of the machine."""
+    last = max(os.sched_getaffinity(0))
+    d = daemon_factory({"workers": "auto", "cpuAffinity": "auto"}, prefix=["taskset", "-c", str(last)])
+    wait_ready(d, 1)
+    workers = json.loads(d.ctl("workers", "--json").stdout)["workers"]
+    assert len(workers) == 1
+    assert cpus_allowed(workers[0]["pid"]) == str(last)
+    assert get(d.port) == (200, b"Hello world!")

@@ -48,6 +48,8 @@ int ccluster_attach_reuseport_cbpf(int fd, uint32_t active);
 /// The same, steering by the CPU that received the packet: `ld cpu; mod #active; ret a`. With one
 /// worker pinned per CPU, a connection is accepted on the CPU whose softirq handled it.
 int ccluster_attach_reuseport_cbpf_cpu(int fd, uint32_t active);
+/// The CPUs this process may run on (sched_getaffinity), ascending, at most `max`; -1 on error.
+int ccluster_allowed_cpus(int *cpus, int max);
 /// sched_setaffinity(0) to one CPU.
 int ccluster_pin_to_cpu(int cpu);
 
