@@ -28,8 +28,10 @@ extension IOResult: Equatable where Value: Equatable {}
 
 /// The one door to the kernel: runs `body`, retries on EINTR, traps on EBADF/EFAULT (those are our
 /// bugs, never the outside world's), and throws `SystemError` naming `call` on any other failure.
+/// Inlinable, like the wrappers over it: a generic called across modules without its body runs
+/// unspecialised (witness-table calls for `>=` on every read and write).
+@inlinable
 @inline(__always)
-@usableFromInline
 func syscall<T: FixedWidthInteger>(_ call: StaticString, _ body: () -> T) throws(SystemError) -> T {
     while true {
         let result = body()
@@ -42,8 +44,8 @@ func syscall<T: FixedWidthInteger>(_ call: StaticString, _ body: () -> T) throws
 }
 
 /// Like `syscall`, but EAGAIN/EWOULDBLOCK come back as `.wouldBlock`.
+@inlinable
 @inline(__always)
-@usableFromInline
 func nonBlockingSyscall<T: FixedWidthInteger>(_ call: StaticString, _ body: () -> T) throws(SystemError) -> IOResult<T> {
     while true {
         let result = body()
