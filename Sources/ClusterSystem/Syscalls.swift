@@ -22,6 +22,13 @@ public enum Sys {
         try nonBlockingSyscall("writev") { Glibc.writev(fd, iov, count) }
     }
 
+    /// send(2) with MSG_MORE: the kernel holds the bytes for more to come, so the FIN of a close()
+    /// or shutdown() that follows at once leaves in the same segment as the last data.
+    @inlinable
+    public static func writeMore(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(SystemError) -> IOResult<Int> {
+        try nonBlockingSyscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_MORE | MSG_NOSIGNAL)) }
+    }
+
     /// sendfile(2) from `file` at `offset` to socket `fd`.
     public static func sendfile(_ fd: Int32, _ file: Int32, offset: inout Int, count: Int) throws(SystemError) -> IOResult<Int> {
         var off = off_t(offset)

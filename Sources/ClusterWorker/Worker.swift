@@ -412,7 +412,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 if c.input.readableBytes == 0 { c.input.release() }
             }
             updateDeadline(&c, phaseBefore: phaseBefore)
-            flush(&c, fd)
+            flush(&c, fd, closing: outcome == .close)
             let answered = counters.requests - answeredBefore
             if answered > 0 {
                 // From the first byte of the (first) request to its answer handed to the kernel.
@@ -461,12 +461,16 @@ public final class HTTPWorker<Handler: HTTPHandler> {
 
     /// Writes the scratch output (after anything already pending, then a pending file body) to the
     /// socket; keeps what the socket does not take and waits for EPOLLOUT.
-    func flush(_ c: inout Connection, _ fd: Int32) {
+    ///
+    /// `closing`: the connection is closed (or shut down for writing) right after this, so the last
+    /// bytes go with MSG_MORE and the FIN rides in their segment: one packet and one wake-up of the
+    /// client fewer per `Connection: close` response.
+    func flush(_ c: inout Connection, _ fd: Int32, closing: Bool = false) {
         var socketFull = c.writeBlocked
         if scratchOut.readableBytes > 0 {
             if c.output.readableBytes == 0 && !socketFull {
                 // The common case: straight from the shared buffer, no copy.
-                let written = writeSome(fd, scratchOut.readableView)
+                let written = writeSome(fd, scratchOut.readableView, more: closing && c.http.pendingFile == nil)
                 guard written >= 0 else {
                     scratchOut.clear()
                     closeNow(fd, &c)
@@ -539,11 +543,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
 
     /// write(2) as much as the socket takes. -1 when the connection failed.
     @inline(__always)
-    func writeSome(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+    func writeSome(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, more: Bool = false) -> Int {
         var offset = 0
         while offset < bytes.count {
             do {
-                switch try Sys.write(fd, bytes.baseAddress! + offset, bytes.count - offset) {
+                let pointer = bytes.baseAddress! + offset
+                switch try more ? Sys.writeMore(fd, pointer, bytes.count - offset) : Sys.write(fd, pointer, bytes.count - offset) {
                 case .wouldBlock: stats.add(.bytesOut, UInt64(offset)); return offset
                 case .processed(let n): offset += n
                 }

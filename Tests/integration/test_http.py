@@ -188,3 +188,25 @@ def test_defer_accept(daemon_factory, defer):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"Hello world!")
     assert wait_until(lambda: status(d)["accepted"] - before == 1, timeout=3, what="one accepted connection")
+
+
+def test_last_response_is_not_held_back(daemon):
+    """A response after which the connection closes is sent with MSG_MORE so the FIN rides along;
+    it must still arrive at once (a response left corked would wait 200 ms), on every close path:
+    Connection: close, HTTP/1.0, an error that closes, and a refusal with unread input (lingering)."""
+    cases = [b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+             b"GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+             b"GET / HTTP/1.0\r\n\r\n",
+             b"GET / HTTP/1.1\r\n\r\n",  # no Host: 400, then close
+             b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n"]
+    for raw in cases:
+        start = time.monotonic()
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as s:
+                s.sendall(raw)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                assert statuses(data), (raw, data)
+        # Ten exchanges; one corked response alone would take 200 ms.
+        assert time.monotonic() - start < 1.0, raw
