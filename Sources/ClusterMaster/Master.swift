@@ -59,9 +59,10 @@ public final class Master: MasterEffects {
     var core: MasterCore<Master>!
     var config: ClusterConfiguration
     var configBytes: [UInt8]
-    var lastBusy: Int64 = 0
-    var memoryReleased = false
-    var releaseFailed = false
+    /// Like a worker, the master gives back the clean file pages and free heap pages it does not
+    /// need after `releaseMemoryAfterIdle` without an event (start-up, a reload, a burst of control
+    /// commands map plenty).
+    var idleRelease: MemoryRelease.IdleSchedule
     let listenerTable = ListenerTable()
     var generations: [Int: GenerationData] = [:]
     var pendingGeneration: GenerationData? = nil
@@ -92,6 +93,7 @@ public final class Master: MasterEffects {
     public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger) throws(SystemError) {
         self.options = options
         self.config = config
+        idleRelease = MemoryRelease.IdleSchedule(after: Int64(config.releaseMemoryAfterIdle * 1000))
         self.configBytes = configBytes
         self.logger = logger
         self.controlPath = config.controlSocket
@@ -137,31 +139,12 @@ public final class Master: MasterEffects {
             let now = Clock.monotonicMilliseconds()
             core.tick(now: now)
             periodic(now)
-            releaseIdleMemory(now, busy: events > 0)
+            do { try idleRelease.turn(now: now, busy: events > 0) } catch {
+                logger.warning("cannot release idle memory (\(error)); not trying again")
+            }
         }
         shutdown()
         return exitCode ?? 0
-    }
-
-    /// Like a worker, the master gives back the clean file pages and free heap pages it does not
-    /// need once `releaseMemoryAfterIdle` passes without an event (start-up, a reload, a burst of
-    /// control commands map plenty). A failure turns it off with one warning.
-    func releaseIdleMemory(_ now: Int64, busy: Bool) {
-        if busy {
-            lastBusy = now
-            memoryReleased = false
-            return
-        }
-        let after = Int64(config.releaseMemoryAfterIdle * 1000)
-        guard !memoryReleased, !releaseFailed, after > 0, now - lastBusy >= after else { return }
-        memoryReleased = true
-        do {
-            _ = MemoryRelease.trimHeap()
-            try MemoryRelease.release(try MemoryRelease.plan())
-        } catch {
-            releaseFailed = true
-            logger.warning("cannot release idle memory (\(error)); not trying again")
-        }
     }
 
     func applySettings(_ settings: inout MasterCore<Master>.Settings, _ config: ClusterConfiguration) {
@@ -329,6 +312,7 @@ public final class Master: MasterEffects {
         let previous = config
         config = newConfig
         configBytes = bytes
+        idleRelease.after = Int64(newConfig.releaseMemoryAfterIdle * 1000)
         core.settings.drainTimeout = Int64(newConfig.drainTimeout * 1000)
         core.settings.heartbeatTimeout = Int64(newConfig.heartbeatTimeout * 1000)
         core.beginReload(workers: count, listenerSet: set, requester: requester, wait: wait)

@@ -148,6 +148,43 @@ public enum MemoryRelease {
 
     /// malloc_trim(0): free heap pages back to the kernel. True when some were.
     public static func trimHeap() -> Bool { ccluster_malloc_trim() != 0 }
+
+    /// When a single-threaded event loop gives memory back: once per quiet spell, after `after`
+    /// milliseconds without an event. The first quiet spell counts from start, so what start-up
+    /// mapped (config parsing, logging set-up, the runtime's initialisation, lazy symbol binding)
+    /// goes at the first quiet turn.
+    public struct IdleSchedule: Sendable {
+        /// Milliseconds without an event; 0: never.
+        public var after: Int64
+        /// A release failed (no /proc, say): it stays off.
+        public private(set) var failed = false
+        /// Releases done so far.
+        public private(set) var releases = 0
+        var lastBusy: Int64 = 0
+        var released = false
+
+        public init(after: Int64) { self.after = after }
+
+        /// Call once per turn of the loop. Releases when `after` has passed since the last busy
+        /// turn; throws the error of a failed release, after which it is off for good.
+        public mutating func turn(now: Int64, busy: Bool) throws(SystemError) {
+            if busy {
+                lastBusy = now
+                released = false
+                return
+            }
+            guard !released, !failed, after > 0, now - lastBusy >= after else { return }
+            released = true
+            do {
+                _ = MemoryRelease.trimHeap()
+                try MemoryRelease.release(try MemoryRelease.plan())
+                releases += 1
+            } catch {
+                failed = true
+                throw error
+            }
+        }
+    }
 }
 
 extension Sys {

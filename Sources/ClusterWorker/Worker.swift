@@ -35,7 +35,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     let epoll: Epoll
     let handler: Handler
     let parser: HTTPParser
-    var settings: WorkerSettings
+    let settings: WorkerSettings
     let listeners: [Int32]
     let channel: Int32?
     let stats: StatsSlot
@@ -65,12 +65,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     var wallSecond: Int64 = 0
     var latencyCounts = [UInt64](repeating: 0, count: 11)
     var latencySum: UInt64 = 0
-    /// When the loop last had an event; memory is given back once `releaseMemoryAfterIdle` passes
-    /// without one (and again after each busy spell). Zero at start: what start-up mapped (config
-    /// parsing, logging set-up, the runtime's initialisation, lazy symbol binding) goes at the
-    /// first quiet turn of the loop.
-    var lastBusy: Int64 = 0
-    var memoryReleased = false
+    /// Gives back clean file pages and free heap pages after `releaseMemoryAfterIdle` without an
+    /// event (`MemoryRelease`).
+    var idleRelease: MemoryRelease.IdleSchedule
     /// How the optimistic read at accept has been doing, -8...8: each read that found the request
     /// already there counts up, each that found nothing counts down. Below zero the read is skipped
     /// (epoll says when the request arrives), except every 16th connection, which probes.
@@ -83,6 +80,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     public init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger) throws(SystemError) {
         self.handler = handler
         self.settings = settings
+        self.idleRelease = MemoryRelease.IdleSchedule(after: settings.releaseMemoryAfterIdle)
         self.parser = HTTPParser(limits: settings.limits)
         self.listeners = listeners
         self.channel = channel
@@ -124,11 +122,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 self.dispatch(events, data)
             }
             tick()
-            if events > 0 {
-                lastBusy = now
-                memoryReleased = false
-            } else if !memoryReleased && settings.releaseMemoryAfterIdle > 0 && now - lastBusy >= settings.releaseMemoryAfterIdle {
-                releaseIdleMemory()
+            do { try idleRelease.turn(now: now, busy: events > 0) } catch {
+                logger.warning("cannot release idle memory (\(error)); not trying again")
             }
             sweep()
             flushCounters()
@@ -149,22 +144,6 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             dateCache.line.withUnsafeBytes { dateLine.copyMemory(from: $0) }
         }
         stats[.heartbeatMilliseconds] = UInt64(now)
-    }
-
-    /// Gives back clean file pages and free heap pages (`MemoryRelease`); a failure (no /proc, say)
-    /// turns the feature off for this worker with one warning.
-    func releaseIdleMemory() {
-        guard settings.releaseMemoryAfterIdle > 0 else { return }
-        memoryReleased = true
-        do {
-            let trimmed = MemoryRelease.trimHeap()
-            let plan = try MemoryRelease.plan()
-            logger.debug("releasing \(plan.pages) clean file pages from \(plan.mappings) mappings; heap trimmed: \(trimmed)")
-            try MemoryRelease.release(plan)
-        } catch {
-            logger.warning("cannot release idle memory (\(error)); not trying again")
-            settings.releaseMemoryAfterIdle = 0
-        }
     }
 
     var context: ResponseContext {

@@ -74,3 +74,27 @@ import Testing
         #expect(relocated.load(fromByteOffset: 3 * page, as: UInt8.self) == 0x43)
     }
 }
+
+@Suite struct IdleScheduleTests {
+    @Test func releasesOncePerQuietSpell() throws {
+        var schedule = MemoryRelease.IdleSchedule(after: 1000)
+        try schedule.turn(now: 500, busy: false)
+        #expect(schedule.releases == 0)
+        try schedule.turn(now: 1000, busy: false)  // start counts as the last busy moment
+        #expect(schedule.releases == 1)
+        try schedule.turn(now: 5000, busy: false)
+        #expect(schedule.releases == 1)  // once per quiet spell
+        try schedule.turn(now: 5100, busy: true)
+        try schedule.turn(now: 6000, busy: false)
+        #expect(schedule.releases == 1)
+        try schedule.turn(now: 6100, busy: false)
+        #expect(schedule.releases == 2)
+        #expect(!schedule.failed)
+    }
+
+    @Test func zeroMeansNever() throws {
+        var schedule = MemoryRelease.IdleSchedule(after: 0)
+        try schedule.turn(now: 1_000_000, busy: false)
+        #expect(schedule.releases == 0)
+    }
+}
