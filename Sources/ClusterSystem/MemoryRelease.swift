@@ -173,8 +173,15 @@ public enum MemoryRelease {
                 released = false
                 return
             }
-            guard !released, !failed, after > 0, now - lastBusy >= after else { return }
+            guard !released, now - lastBusy >= after else { return }
             released = true
+            try releaseNow()
+        }
+
+        /// Releases now (when enabled), whatever the clock says: a worker does it once it is ready,
+        /// so that a server that is never quiet for `after` still drops what start-up mapped.
+        public mutating func releaseNow() throws(SystemError) {
+            guard !failed, after > 0 else { return }
             do {
                 _ = MemoryRelease.trimHeap()
                 try MemoryRelease.release(try MemoryRelease.plan())

@@ -114,6 +114,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         try registerListeners()
         stats[.state] = WorkerState.ready.rawValue
         send(.ready)
+        // What start-up mapped goes now, not only after the first quiet spell: a worker that starts
+        // under load may never see one. The first quiet turn releases again (lazily bound symbols,
+        // the loop's first turns).
+        do { try idleRelease.releaseNow() } catch {
+            logger.warning("cannot release idle memory (\(error)); not trying again")
+        }
 
         while true {
             if state == .stopping { break }

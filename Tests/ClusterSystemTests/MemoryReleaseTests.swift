@@ -2,7 +2,9 @@ import ClusterSystem
 import Glibc
 import Testing
 
-@Suite struct MemoryReleaseTests {
+/// Serialized: the schedule tests release this whole process's clean pages, which would race the
+/// pagemap checks of `releasesOnlyCleanFilePages`.
+@Suite(.serialized) struct MemoryReleaseTests {
     @Test func parsesProcMaps() {
         let text = """
             55b4a1877000-55b4a1edc000 r-xp 00000000 fe:00 5317373                    /usr/bin/clusterd
@@ -73,9 +75,7 @@ import Testing
         #expect(relocated.load(fromByteOffset: page, as: UInt8.self) == 0x99)
         #expect(relocated.load(fromByteOffset: 3 * page, as: UInt8.self) == 0x43)
     }
-}
 
-@Suite struct IdleScheduleTests {
     @Test func releasesOncePerQuietSpell() throws {
         var schedule = MemoryRelease.IdleSchedule(after: 1000)
         try schedule.turn(now: 500, busy: false)
@@ -95,6 +95,16 @@ import Testing
     @Test func zeroMeansNever() throws {
         var schedule = MemoryRelease.IdleSchedule(after: 0)
         try schedule.turn(now: 1_000_000, busy: false)
+        try schedule.releaseNow()
         #expect(schedule.releases == 0)
+    }
+
+    /// At ready: released at once, and the first quiet spell still releases again.
+    @Test func releaseNowLeavesTheQuietSpellAlone() throws {
+        var schedule = MemoryRelease.IdleSchedule(after: 1000)
+        try schedule.releaseNow()
+        #expect(schedule.releases == 1)
+        try schedule.turn(now: 1000, busy: false)
+        #expect(schedule.releases == 2)
     }
 }
