@@ -146,6 +146,16 @@ public enum MemoryRelease {
         }
     }
 
+    /// Threads in this process (`Threads:` of /proc/self/status); nil if it cannot be read.
+    public static func threadCount() -> Int? {
+        guard let bytes = try? FileIO.readAll(path: "/proc/self/status", limit: 64 * 1024) else { return nil }
+        let text = String(decoding: bytes, as: UTF8.self)
+        for line in text.split(separator: "\n") where line.hasPrefix("Threads:") {
+            return Int(line.dropFirst("Threads:".count).trimmingPrefix(while: { $0 == " " || $0 == "\t" }))
+        }
+        return nil
+    }
+
     /// malloc_trim(0): free heap pages back to the kernel. True when some were.
     public static func trimHeap() -> Bool { ccluster_malloc_trim() != 0 }
 
@@ -163,7 +173,15 @@ public enum MemoryRelease {
         var lastBusy: Int64 = 0
         var released = false
 
-        public init(after: Int64) { self.after = after }
+        /// Skip a release while the process has other threads: one of them could unmap a range
+        /// between `plan()` and `release(_:)` and map fresh memory there (a library handler that
+        /// starts threads and loads or unloads a library, say). clusterd's own processes have one.
+        var singleThreadedOnly: Bool
+
+        public init(after: Int64, singleThreadedOnly: Bool = true) {
+            self.after = after
+            self.singleThreadedOnly = singleThreadedOnly
+        }
 
         /// Call once per turn of the loop. Releases when `after` has passed since the last busy
         /// turn; throws the error of a failed release, after which it is off for good.
@@ -182,6 +200,7 @@ public enum MemoryRelease {
         /// so that a server that is never quiet for `after` still drops what start-up mapped.
         public mutating func releaseNow() throws(SystemError) {
             guard !failed, after > 0 else { return }
+            if singleThreadedOnly && MemoryRelease.threadCount() != 1 { return }
             do {
                 _ = MemoryRelease.trimHeap()
                 try MemoryRelease.release(try MemoryRelease.plan())

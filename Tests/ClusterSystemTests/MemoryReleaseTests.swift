@@ -77,7 +77,7 @@ import Testing
     }
 
     @Test func releasesOncePerQuietSpell() throws {
-        var schedule = MemoryRelease.IdleSchedule(after: 1000)
+        var schedule = MemoryRelease.IdleSchedule(after: 1000, singleThreadedOnly: false)
         try schedule.turn(now: 500, busy: false)
         #expect(schedule.releases == 0)
         try schedule.turn(now: 1000, busy: false)  // start counts as the last busy moment
@@ -93,7 +93,7 @@ import Testing
     }
 
     @Test func zeroMeansNever() throws {
-        var schedule = MemoryRelease.IdleSchedule(after: 0)
+        var schedule = MemoryRelease.IdleSchedule(after: 0, singleThreadedOnly: false)
         try schedule.turn(now: 1_000_000, busy: false)
         try schedule.releaseNow()
         #expect(schedule.releases == 0)
@@ -101,10 +101,18 @@ import Testing
 
     /// At ready: released at once, and the first quiet spell still releases again.
     @Test func releaseNowLeavesTheQuietSpellAlone() throws {
-        var schedule = MemoryRelease.IdleSchedule(after: 1000)
+        var schedule = MemoryRelease.IdleSchedule(after: 1000, singleThreadedOnly: false)
         try schedule.releaseNow()
         #expect(schedule.releases == 1)
         try schedule.turn(now: 1000, busy: false)
         #expect(schedule.releases == 2)
+    }
+
+    /// The test process has several threads: a schedule that requires one thread does nothing.
+    @Test func skipsWhileOtherThreadsRun() throws {
+        #expect((MemoryRelease.threadCount() ?? 0) >= 1)
+        var schedule = MemoryRelease.IdleSchedule(after: 1000)
+        try schedule.releaseNow()
+        #expect(schedule.releases == (MemoryRelease.threadCount() == 1 ? 1 : 0))
     }
 }
