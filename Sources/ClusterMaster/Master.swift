@@ -320,6 +320,8 @@ public final class Master: MasterEffects {
             // Failed before any worker started: keep the old config, and close whatever listeners
             // were opened for a new address list no generation uses.
             config = previous
+            applySettings(&core.settings, previous)
+            idleRelease.after = Int64(previous.releaseMemoryAfterIdle * 1000)
             pendingGeneration = nil
             releaseListenerSetIfUnused(set)
         }
