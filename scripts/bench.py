@@ -404,11 +404,11 @@ def main():
     report.update({"summary": summary, "runs": results, "pss_idle_kb": idle, "pss_master_kb": masters, "memory": memory})
 
     print()
-    print(f"{'scenario':14s} {'clusterd req/s':>15s} {'nginx req/s':>13s} {'ratio':>7s} {'cd p99 us':>10s} {'ngx p99 us':>11s} {'cd cpu/req':>11s} {'ngx cpu/req':>12s}")
+    print(f"{'scenario':14s} {'clusterd req/s':>15s} {'nginx req/s':>13s} {'ratio':>7s} {'cd p50 us':>10s} {'ngx p50 us':>11s} {'cd p99 us':>10s} {'ngx p99 us':>11s} {'cd cpu/req':>11s} {'ngx cpu/req':>12s}")
     for scenario, v in summary.items():
-        def lat(x):
-            return f"{x:>10.0f}" if x and "pipelined" not in scenario else f"{'n/a':>10s}"
-        print(f"{scenario:14s} {v['clusterd_rps']:>15,.0f} {v['nginx_rps']:>13,.0f} {v['ratio']:>7.2f} {lat(v['clusterd_p99_us'])} {lat(v['nginx_p99_us'])} {v['clusterd_cpu_us_per_req']:>11.2f} {v['nginx_cpu_us_per_req']:>12.2f}")
+        def lat(x, width=10):
+            return f"{x:>{width}.0f}" if x and "pipelined" not in scenario else f"{'n/a':>{width}s}"
+        print(f"{scenario:14s} {v['clusterd_rps']:>15,.0f} {v['nginx_rps']:>13,.0f} {v['ratio']:>7.2f} {lat(v['clusterd_p50_us'])} {lat(v['nginx_p50_us'], 11)} {lat(v['clusterd_p99_us'])} {lat(v['nginx_p99_us'], 11)} {v['clusterd_cpu_us_per_req']:>11.2f} {v['nginx_cpu_us_per_req']:>12.2f}")
     print(f"2 workers, clusterd with cpuAffinity auto + CPU steering: {aff:,.0f} req/s ({aff / summary['2workers']['clusterd_rps']:.2f}x plain)")
     print()
     print_memory(memory)
