@@ -66,9 +66,10 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var reusePortSteering: Steering = .random
     /// TCP_DEFER_ACCEPT on the listeners (nginx's `listen … deferred`): a connection is accepted
     /// only once its first data has arrived, which saves a wake-up and an epoll registration per
-    /// connection. A connection that completed its handshake but has sent nothing is not yet in any
-    /// accept queue, so closing a listener (scale-down, a reload that drops an address) resets it
-    /// unless `net.ipv4.tcp_migrate_req` is 1. Default false.
+    /// connection. A client that completed its handshake but has sent nothing is in no accept
+    /// queue yet, so a listener taken out of use (scale-down, a reload that drops an address)
+    /// stays open 2.5 s, until the kernel has made such clients connections, which the master
+    /// hands on. Default false.
     public var deferAccept = false
 
     public enum CPUAffinity: Equatable, Sendable {

@@ -32,6 +32,13 @@ final class ListenerTable {
         for address in addresses(of: set) {
             var list = listeners[address] ?? []
             while list.count < count {
+                // A listener waiting to close (deferAccept) is still in the reuseport group at the
+                // next index: take it back rather than join a new one behind it. The last one set
+                // aside is the lowest of them.
+                if let i = closing.lastIndex(where: { $0.address == address }) {
+                    list.append(closing.remove(at: i).fd)
+                    continue
+                }
                 do {
                     list.append(try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept))
                 } catch {
@@ -45,18 +52,27 @@ final class ListenerTable {
 
     /// Keep `count` slots for `set`; close, highest slot first, what no set needs any more.
     /// Returns connections that were still queued on closed listeners (for a live worker).
-    func trim(set: Int, keep count: Int) -> [Int32] {
+    func trim(set: Int, keep count: Int, now: Int64) -> [Int32] {
         keep[set] = count
-        return closeUnneeded()
+        return closeUnneeded(now: now)
     }
 
-    func release(set: Int) -> [Int32] {
+    func release(set: Int, now: Int64) -> [Int32] {
         keep[set] = nil
         sets[set] = nil
-        return closeUnneeded()
+        return closeUnneeded(now: now)
     }
 
-    private func closeUnneeded() -> [Int32] {
+    /// With `deferAccept`, how long a listener out of use stays open. A client that completed its
+    /// handshake but has sent nothing is a request socket, in no accept queue, and closing the
+    /// listener would reset it; the kernel makes it a connection at its SYN-ACK retransmit (1 s
+    /// after the SYN, with TCP_DEFER_ACCEPT at 1 s) once the client acknowledges again. New
+    /// connections were steered away before the listener was trimmed.
+    static let deferredCloseMilliseconds: Int64 = 2500
+    /// Listeners out of use, closed at `at` (deferAccept only), in the order they were set aside.
+    private var closing: [(address: ListenAddress, fd: Int32, at: Int64)] = []
+
+    private func closeUnneeded(now: Int64) -> [Int32] {
         var orphans: [Int32] = []
         for (address, var list) in listeners {
             let needed = sets.filter { $0.value.contains(address) }.map { keep[$0.key] ?? 0 }.max() ?? 0
@@ -64,12 +80,34 @@ final class ListenerTable {
                 let fd = list.removeLast()
                 // A connection that completed its handshake on this listener after its worker left
                 // must not be reset by the close: take it, and let the master pass it on.
-                while case .processed(let conn)? = try? Sys.accept(fd) { orphans.append(conn) }
-                Sys.close(fd)
+                orphans += Self.acceptAll(fd)
+                if deferAccept {
+                    closing.append((address, fd, now + Self.deferredCloseMilliseconds))
+                } else {
+                    Sys.close(fd)
+                }
             }
             listeners[address] = list.isEmpty ? nil : list
         }
         return orphans
+    }
+
+    /// Takes what is queued on listeners set aside, and closes those whose time has come.
+    /// Returns the connections taken (for a live worker).
+    func closeDue(now: Int64) -> [Int32] {
+        var orphans: [Int32] = []
+        for entry in closing { orphans += Self.acceptAll(entry.fd) }
+        while let first = closing.first, first.at <= now {
+            Sys.close(first.fd)
+            closing.removeFirst()
+        }
+        return orphans
+    }
+
+    private static func acceptAll(_ fd: Int32) -> [Int32] {
+        var taken: [Int32] = []
+        while case .processed(let conn)? = try? Sys.accept(fd) { taken.append(conn) }
+        return taken
     }
 
     /// Steer by the receiving CPU instead of at random.
@@ -87,7 +125,10 @@ final class ListenerTable {
     func closeAll() {
         for list in listeners.values { list.forEach(Sys.close) }
         listeners = [:]
+        for entry in closing { Sys.close(entry.fd) }
+        closing = []
     }
 
+    /// Listeners in use (those set aside to close later are not counted).
     var totalOpen: Int { listeners.values.reduce(0) { $0 + $1.count } }
 }

@@ -178,6 +178,7 @@ public final class Master: MasterEffects {
     }
 
     func periodic(_ now: Int64) {
+        for fd in listenerTable.closeDue(now: now) { relay(fd, message: ConnectionHandoff.prefix) }
         retryRelays(now)
         publishGauges()
         if now - lastRateSample.time >= 1000 {
@@ -334,7 +335,7 @@ public final class Master: MasterEffects {
     }
 
     public func trimListeners(set: Int, keep: Int) {
-        for fd in listenerTable.trim(set: set, keep: keep) { relay(fd, message: ConnectionHandoff.prefix) }
+        for fd in listenerTable.trim(set: set, keep: keep, now: Clock.monotonicMilliseconds()) { relay(fd, message: ConnectionHandoff.prefix) }
     }
 
     public func steer(set: Int, active: Int) {
@@ -472,7 +473,7 @@ public final class Master: MasterEffects {
 
     func releaseListenerSetIfUnused(_ set: Int) {
         guard !generations.values.contains(where: { $0.listenerSet == set }), pendingGeneration?.listenerSet != set else { return }
-        for fd in listenerTable.release(set: set) { relay(fd, message: ConnectionHandoff.prefix) }
+        for fd in listenerTable.release(set: set, now: Clock.monotonicMilliseconds()) { relay(fd, message: ConnectionHandoff.prefix) }
     }
 
     public func exit(code: Int32) {

@@ -463,3 +463,37 @@ def test_auto_follows_the_affinity_mask(daemon_factory):
     assert len(workers) == 1
     assert cpus_allowed(workers[0]["pid"]) == str(last)
     assert get(d.port) == (200, b"Hello world!")
+
+
+def test_scale_down_with_defer_accept_keeps_silent_connections(daemon_factory):
+    """With deferAccept, a client that connected but has not sent anything yet is in no accept queue.
+    Scaling down must not reset it: the retired listener stays open until the kernel has turned such
+    connections into accepted ones (its SYN-ACK retransmit, ~1 s), and the master hands them on."""
+    d = daemon_factory({"workers": 4, "deferAccept": True})
+    wait_ready(d, 4)
+    with connections(d.port, 40) as socks:
+        time.sleep(0.2)
+        d.ctl("scale", "1", check=True)
+        wait_ready(d, 1)
+        wait_until(lambda: len(children(d.proc.pid)) == 1, what="retired workers to exit")
+        wait_until(lambda: listener_count(d.port) == 2, timeout=10, what="retired listeners to close")
+        for s in socks:
+            assert keepalive_request(s)[0] == 200
+
+
+def test_defer_accept_listener_set_aside_is_taken_back(daemon_factory):
+    """Scaling back up while retired listeners wait to close reuses them (their place in the
+    reuseport group is the next slot's), instead of opening new ones behind them."""
+    d = daemon_factory({"workers": 3, "deferAccept": True})
+    wait_ready(d, 3)
+    d.ctl("scale", "1", check=True)
+    wait_ready(d, 1)
+    d.ctl("scale", "3", check=True)
+    wait_ready(d, 3)
+    assert listener_count(d.port) == 6  # 3 slots × (127.0.0.1, ::1)
+    time.sleep(3)  # past the set-aside listeners' close time
+    assert listener_count(d.port) == 6
+    for _ in range(60):
+        assert get(d.port) == (200, b"Hello world!")
+    per_worker = [w["accepted"] for w in json.loads(d.ctl("workers", "--json").stdout)["workers"]]
+    assert len(per_worker) == 3 and all(n > 0 for n in per_worker), per_worker
