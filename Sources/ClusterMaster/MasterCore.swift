@@ -68,6 +68,8 @@ public struct MasterCore<Effects: MasterEffects> {
         public var state: WorkerState
         public var startedAt: Int64
         public var drainSince: Int64? = nil
+        /// The worker said `draining`: it has stopped accepting.
+        public var drainAcknowledged = false
         /// 0: none, 1: INT sent (fast stop), 2: KILL sent.
         public var escalation = 0
     }
@@ -84,6 +86,13 @@ public struct MasterCore<Effects: MasterEffects> {
         var requesters: [RequestID]
         var startedAt: Int64
     }
+
+    /// `reload --wait` requesters of a completed reload, answered once every worker of the older
+    /// generations has said it stopped accepting (or exited): from then on every new connection
+    /// meets the new config. Answered anyway after `drainAckTimeout` (a stuck worker is the drain
+    /// escalation's business, not the requester's).
+    var awaitingDrainAcks: (generation: Int, target: Int, requesters: [RequestID], since: Int64)? = nil
+    static var drainAckTimeout: Int64 { 2000 }
 
     public enum Phase: Equatable, Sendable {
         case starting
@@ -173,8 +182,10 @@ public struct MasterCore<Effects: MasterEffects> {
             if worker.state != .draining {
                 worker.state = .draining
                 worker.drainSince = worker.drainSince ?? now
-                workers[pid] = worker
             }
+            worker.drainAcknowledged = true
+            workers[pid] = worker
+            answerReloadWhenOldGenerationStopped()
         case .error(let text):
             effects.log(.error, "worker \(pid) (slot \(worker.slot)): \(text)")
         }
@@ -184,7 +195,10 @@ public struct MasterCore<Effects: MasterEffects> {
         guard let worker = workers.removeValue(forKey: pid) else { return }
         effects.retireStats(statsSlot: worker.statsSlot)
         freeStats.append(worker.statsSlot)
-        defer { releaseUnusedGenerations() }
+        defer {
+            releaseUnusedGenerations()
+            answerReloadWhenOldGenerationStopped()
+        }
 
         if case .stopping = phase {
             effects.log(.info, "worker \(pid) (slot \(worker.slot)) \(status)")
@@ -253,6 +267,9 @@ public struct MasterCore<Effects: MasterEffects> {
         }
         if let r = reload, now - r.startedAt > settings.startTimeout {
             abortReload("new workers did not report ready within \(settings.startTimeout / 1000) s")
+        }
+        if let waiting = awaitingDrainAcks, now - waiting.since > Self.drainAckTimeout {
+            answerReloadWhenOldGenerationStopped(force: true)
         }
     }
 
@@ -380,10 +397,21 @@ public struct MasterCore<Effects: MasterEffects> {
         }
         effects.log(.notice, "reload complete: generation \(generation) serving with \(target) workers; generation \(old) draining")
         effects.notify("READY=1\nSTATUS=\(statusLine)")
-        for id in r.requesters {
-            effects.reply(id, ControlResponse.ok(["generation": .integer(Int64(generation)), "workers": .integer(Int64(target))]))
+        if !r.requesters.isEmpty {
+            awaitingDrainAcks = (generation, target, r.requesters, now)
+            answerReloadWhenOldGenerationStopped()
         }
         trimListeners()
+    }
+
+    mutating func answerReloadWhenOldGenerationStopped(force: Bool = false) {
+        guard let waiting = awaitingDrainAcks else { return }
+        let stillAccepting = workers.values.contains { $0.generation < waiting.generation && !$0.drainAcknowledged && $0.state != .exited }
+        guard !stillAccepting || force else { return }
+        awaitingDrainAcks = nil
+        for id in waiting.requesters {
+            effects.reply(id, ControlResponse.ok(["generation": .integer(Int64(waiting.generation)), "workers": .integer(Int64(waiting.target))]))
+        }
     }
 
     mutating func abortReload(_ reason: String) {
@@ -415,6 +443,7 @@ public struct MasterCore<Effects: MasterEffects> {
             reload = nil
             for id in r.requesters { effects.reply(id, ControlResponse.error("reload abandoned: the daemon is stopping")) }
         }
+        answerReloadWhenOldGenerationStopped(force: true)
         effects.log(.notice, graceful ? "graceful stop: draining \(workers.count) workers (timeout \(settings.drainTimeout / 1000) s)" : "fast stop")
         effects.notify("STOPPING=1\nSTATUS=stopping (\(graceful ? "graceful" : "fast"))")
         if let requester { effects.reply(requester, ControlResponse.ok(["stopping": true])) }

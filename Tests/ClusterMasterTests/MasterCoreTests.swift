@@ -188,7 +188,22 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(core.generation == 2)
         #expect(Set(fx.sent.map(\.1)) == Set(old))
         #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=2 workers, generation 2") == true)
+        // `reload --wait` is answered once the old generation has stopped accepting, not before.
+        #expect(!fx.replies.contains { $0.0 == 5 })
+        core.workerSaid(.draining, pid: old[0])
+        #expect(!fx.replies.contains { $0.0 == 5 })
+        core.workerExited(pid: old[1], status: .exited(0))
         #expect(fx.replies.contains { $0.0 == 5 && $0.1["ok"] == true })
+    }
+
+    @Test func reloadWaitIsAnsweredEvenIfAnOldWorkerNeverAcknowledges() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.beginReload(workers: 1, listenerSet: 0, requester: 7, wait: true)
+        readyAll(&core, fx)
+        #expect(!fx.replies.contains { $0.0 == 7 })
+        core.tick(now: 100_000)
+        #expect(fx.replies.contains { $0.0 == 7 && $0.1["ok"] == true })
     }
 
     @Test func reloadAbortsWhenANewWorkerDies() {
