@@ -68,7 +68,7 @@ class Chaos:
     def write_config(self, workers, body):
         self.bodies.add(body.encode())
         cfg = {"workers": workers, "maxWorkers": 16, "listen": [f"127.0.0.1:{self.port}"], "controlSocket": self.sock,
-               "drainTimeout": 10, "routes": [{"path": "/", "body": body}]}
+               "drainTimeout": 10, "deferAccept": self.args.defer_accept, "routes": [{"path": "/", "body": body}]}
         with open(self.config_path, "w") as f:
             json.dump(cfg, f)
 
@@ -327,6 +327,7 @@ def main():
     ap.add_argument("--pipeline", type=int, default=4)
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between events")
     ap.add_argument("--json", help="write the report here")
+    ap.add_argument("--defer-accept", action="store_true", help="run the cluster with deferAccept (TCP_DEFER_ACCEPT)")
     args = ap.parse_args()
     chaos = Chaos(args)
     asyncio.run(chaos.run())

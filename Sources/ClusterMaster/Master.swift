@@ -335,7 +335,8 @@ public final class Master: MasterEffects {
     }
 
     public func trimListeners(set: Int, keep: Int) {
-        for fd in listenerTable.trim(set: set, keep: keep, now: Clock.monotonicMilliseconds()) { relay(fd, message: ConnectionHandoff.prefix) }
+        let now = Clock.monotonicMilliseconds()
+        for fd in listenerTable.trim(set: set, keep: keep, now: now) { relayLater(fd, message: ConnectionHandoff.prefix, now: now) }
     }
 
     public func steer(set: Int, active: Int) {
@@ -473,7 +474,8 @@ public final class Master: MasterEffects {
 
     func releaseListenerSetIfUnused(_ set: Int) {
         guard !generations.values.contains(where: { $0.listenerSet == set }), pendingGeneration?.listenerSet != set else { return }
-        for fd in listenerTable.release(set: set, now: Clock.monotonicMilliseconds()) { relay(fd, message: ConnectionHandoff.prefix) }
+        let now = Clock.monotonicMilliseconds()
+        for fd in listenerTable.release(set: set, now: now) { relayLater(fd, message: ConnectionHandoff.prefix, now: now) }
     }
 
     public func exit(code: Int32) {
@@ -529,6 +531,13 @@ public final class Master: MasterEffects {
         // No live worker can take it now (all channels full, or none ready yet): keep it and retry
         // on the next tick.
         pendingRelays.append((connection, message, Clock.monotonicMilliseconds()))
+    }
+
+    /// For effects the core calls while it is changing (trimming listeners, releasing a
+    /// generation): `relay` asks the core for its live workers, which would be a second access to
+    /// it mid-change (a fatal exclusivity violation). The next turn of the loop relays these.
+    func relayLater(_ connection: Int32, message: [UInt8], now: Int64) {
+        pendingRelays.append((connection, message, now))
     }
 
     func retryRelays(_ now: Int64) {
