@@ -190,9 +190,9 @@ def wrk(port, extra, lua=None, tmp=None, connections=64, threads=1, pinned=True,
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
-def run_pairs(servers, scenarios, results, tmp, label_prefix=""):
+def run_pairs(servers, scenarios, results, tmp, label_prefix="", rounds=None):
     for scenario, kwargs, lua in scenarios:
-        for r in range(ROUNDS):
+        for r in range(rounds or ROUNDS):
             for name in servers:  # A B A B ...
                 srv = servers[name]
                 pids = srv.workers()
@@ -323,6 +323,24 @@ def startup_and_reload(tmp, workers=16):
         sock.close()
 
 
+def pinned_alone(tmp, scenario, rounds):
+    """One pinned scenario on a fresh clusterd/nginx pair; prints and returns its summary."""
+    name = scenario[0]
+    results = {}
+    pair = {"clusterd": Clusterd("clusterd", os.path.join(tmp, f"cd-{name}")), "nginx": Nginx("nginx", os.path.join(tmp, f"ngx-{name}"))}
+    try:
+        for srv in pair.values():
+            srv.start()
+        run_pairs(pair, [scenario], results, tmp, rounds=rounds)
+    finally:
+        for srv in pair.values():
+            srv.stop()
+    v = summarise(results, name)
+    print(f"{name}: ratio {v['ratio']:.3f}  clusterd {v['clusterd_rps']:,.0f} req/s p50 {v['clusterd_p50_us']:.0f} p99 {v['clusterd_p99_us']:.0f} us cpu/req {v['clusterd_cpu_us_per_req']:.2f}"
+          f"  nginx {v['nginx_rps']:,.0f} req/s p50 {v['nginx_p50_us']:.0f} p99 {v['nginx_p99_us']:.0f} us cpu/req {v['nginx_cpu_us_per_req']:.2f}", flush=True)
+    return v
+
+
 def main():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -338,17 +356,7 @@ def main():
     only = os.environ.get("BENCH_ONLY")
     if only in {name for name, _, _ in scenarios}:
         # One pinned scenario alone (for A/B work while changing code): no report, no baseline.
-        pair = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd1")), "nginx": Nginx("nginx", os.path.join(tmp, "ngx1"))}
-        try:
-            for srv in pair.values():
-                srv.start()
-            run_pairs(pair, [sc for sc in scenarios if sc[0] == only], results, tmp)
-        finally:
-            for srv in pair.values():
-                srv.stop()
-        v = summarise(results, only)
-        print(f"{only}: ratio {v['ratio']:.3f}  clusterd {v['clusterd_rps']:,.0f} req/s p50 {v['clusterd_p50_us']:.0f} p99 {v['clusterd_p99_us']:.0f} us cpu/req {v['clusterd_cpu_us_per_req']:.2f}"
-              f"  nginx {v['nginx_rps']:,.0f} req/s p50 {v['nginx_p50_us']:.0f} p99 {v['nginx_p99_us']:.0f} us cpu/req {v['nginx_cpu_us_per_req']:.2f}")
+        v = pinned_alone(tmp, [sc for sc in scenarios if sc[0] == only][0], ROUNDS)
         shutil.rmtree(tmp, ignore_errors=True)
         return
     memory = stock_memory(tmp)
@@ -424,11 +432,25 @@ def main():
         base = json.load(open(baseline_path))["summary"]
         print()
         print("against the recorded figures (Docs/bench-baseline.json): ratio now / then")
+        flagged = []
         for scenario, v in summary.items():
             if scenario in base:
                 then, now = base[scenario]["ratio"], v["ratio"]
                 flag = "  <-- REGRESSION (more than 10% below the recorded ratio)" if now < then * 0.9 else ""
+                if flag:
+                    flagged.append((scenario, then))
                 print(f"  {scenario:14s} {now:6.2f} / {then:6.2f}{flag}")
+        # This machine swings by a quarter within minutes: a flagged pinned scenario is measured
+        # again, 5 rounds on a fresh pair, and that figure (the better data) replaces the first.
+        pinned_scenarios = {sc[0]: sc for sc in scenarios}
+        for scenario, then in flagged:
+            if scenario not in pinned_scenarios:
+                continue
+            print(f"re-measuring {scenario} (5 rounds, fresh servers) to confirm the regression:", flush=True)
+            again = pinned_alone(tmp, pinned_scenarios[scenario], 5)
+            verdict = "CONFIRMED" if again["ratio"] < then * 0.9 else "not confirmed (the machine's noise)"
+            print(f"  {scenario}: {again['ratio']:.2f} / {then:.2f}  regression {verdict}")
+            summary[scenario] = dict(again, remeasured=True)
     os.makedirs(os.path.join(ROOT, "bench-results"), exist_ok=True)
     out = os.path.join(ROOT, "bench-results/latest.json")
     with open(out, "w") as f:
