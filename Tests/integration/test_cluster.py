@@ -497,3 +497,29 @@ def test_defer_accept_listener_set_aside_is_taken_back(daemon_factory):
         assert get(d.port) == (200, b"Hello world!")
     per_worker = [w["accepted"] for w in json.loads(d.ctl("workers", "--json").stdout)["workers"]]
     assert len(per_worker) == 3 and all(n > 0 for n in per_worker), per_worker
+
+
+def test_failed_reload_keeps_the_old_drain_timeout(daemon_factory):
+    """A reload that fails before any worker starts changes nothing, timeouts included: a graceful
+    stop afterwards still gives a busy connection the old drainTimeout (30 s), not the failed file's."""
+    d = daemon_factory({"workers": 1, "drainTimeout": 30})
+    wait_ready(d, 1)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        d.config["drainTimeout"] = 1
+        d.config["listen"] = d.config["listen"] + [f"127.0.0.1:{blocker.getsockname()[1]}"]
+        d.write_config()
+        assert d.ctl("reload", "--wait").returncode == 1
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as busy:
+            busy.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # mid-request: the worker must wait for it
+            time.sleep(0.3)
+            d.signal(signal.SIGTERM)
+            time.sleep(2.5)  # past the failed file's 1 s drain (and nowhere near the old 30 s)
+            assert d.proc.poll() is None, "the master applied the failed reload's drainTimeout"
+            busy.sendall(b"\r\n")
+            assert busy.recv(4096).startswith(b"HTTP/1.1 200 ")
+        d.proc.wait(timeout=10)
+    finally:
+        blocker.close()
