@@ -90,6 +90,17 @@ class Server:
         self.port = free_port()
         self.proc = None
 
+    def launch(self, command):
+        """Starts `command` (pinned to the server CPU if asked) and waits for its port and workers."""
+        pin = ["taskset", "-c", SERVER_CPU] if self.pinned else []
+        self.proc = subprocess.Popen(pin + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_port(self.port)
+        end = time.time() + 10
+        while len(children(self.proc.pid)) < self.workers_n and time.time() < end:
+            time.sleep(0.05)
+        time.sleep(0.3)
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -115,14 +126,7 @@ class Clusterd(Server):
         config.update(self.extra)
         with open(cfg, "w") as f:
             json.dump(config, f)
-        pin = ["taskset", "-c", SERVER_CPU] if self.pinned else []
-        self.proc = subprocess.Popen(pin + [CLUSTERD, "--config", cfg],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_port(self.port)
-        end = time.time() + 10
-        while len(children(self.proc.pid)) < self.workers_n and time.time() < end:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        self.launch([CLUSTERD, "--config", cfg])
 
     def workers(self):
         kids = children(self.proc.pid)
@@ -154,14 +158,7 @@ http {{
   }}
 }}
 """)
-        pin = ["taskset", "-c", SERVER_CPU] if self.pinned else []
-        self.proc = subprocess.Popen(pin + ["nginx", "-c", conf, "-p", self.tmp, "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_port(self.port)
-        end = time.time() + 10
-        while len(children(self.proc.pid)) < self.workers_n and time.time() < end:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        self.launch(["nginx", "-c", conf, "-p", self.tmp, "-g", "daemon off;"])
 
     def workers(self):
         return children(self.proc.pid)
