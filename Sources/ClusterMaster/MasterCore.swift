@@ -398,6 +398,9 @@ public struct MasterCore<Effects: MasterEffects> {
         effects.log(.notice, "reload complete: generation \(generation) serving with \(target) workers; generation \(old) draining")
         effects.notify("READY=1\nSTATUS=\(statusLine)")
         if !r.requesters.isEmpty {
+            // Requesters of an earlier reload still waiting: their generation has been replaced
+            // in turn, so what they waited for is settled.
+            answerReloadWhenOldGenerationStopped(force: true)
             awaitingDrainAcks = (generation, target, r.requesters, now)
             answerReloadWhenOldGenerationStopped()
         }

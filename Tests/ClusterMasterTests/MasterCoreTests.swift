@@ -196,6 +196,19 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(fx.replies.contains { $0.0 == 5 && $0.1["ok"] == true })
     }
 
+    /// A second reload completing before the first one's requester was answered answers it too.
+    @Test func backToBackReloadsAnswerEveryRequester() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.beginReload(workers: 1, listenerSet: 0, requester: 8, wait: true)
+        readyAll(&core, fx)
+        core.beginReload(workers: 1, listenerSet: 0, requester: 9, wait: true)
+        readyAll(&core, fx)
+        #expect(fx.replies.contains { $0.0 == 8 && $0.1["ok"] == true })
+        for s in fx.spawned where core.workers[s.pid]?.generation ?? 3 < 3 { core.workerSaid(.draining, pid: s.pid) }
+        #expect(fx.replies.contains { $0.0 == 9 && $0.1["ok"] == true })
+    }
+
     @Test func reloadWaitIsAnsweredEvenIfAnOldWorkerNeverAcknowledges() {
         var (core, fx) = makeCore(workers: 1)
         readyAll(&core, fx)
