@@ -58,7 +58,9 @@ public final class Master: MasterEffects {
     var signals: SignalFd!
     var core: MasterCore<Master>!
     var config: ClusterConfiguration
-    var configBytes: [UInt8]
+    /// The config file's bytes as clusterd started (generation 1's; later ones keep their own in
+    /// `GenerationData`).
+    let startConfigBytes: [UInt8]
     /// Like a worker, the master gives back the clean file pages and free heap pages it does not
     /// need after `releaseMemoryAfterIdle` without an event (start-up, a reload, a burst of control
     /// commands map plenty).
@@ -93,8 +95,8 @@ public final class Master: MasterEffects {
     public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger) throws(SystemError) {
         self.options = options
         self.config = config
+        startConfigBytes = configBytes
         idleRelease = MemoryRelease.IdleSchedule(after: Int64(config.releaseMemoryAfterIdle * 1000))
-        self.configBytes = configBytes
         self.logger = logger
         self.controlPath = config.controlSocket
         epoll = try Epoll(capacity: 256)
@@ -123,7 +125,7 @@ public final class Master: MasterEffects {
         listenerTable.steerByCPU = config.reusePortSteering == .cpu
         listenerTable.deferAccept = config.deferAccept
         let set = listenerTable.set(for: config.listen)
-        generations[1] = GenerationData(config: config, configBytes: configBytes, listenerSet: set)
+        generations[1] = GenerationData(config: config, configBytes: startConfigBytes, listenerSet: set)
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(workers) workers (pid \(Sys.pid), control socket \(controlPath))")
         core.start(workers: workers, listenerSet: set, now: Clock.monotonicMilliseconds())
 
@@ -151,6 +153,14 @@ public final class Master: MasterEffects {
         settings.maxWorkers = config.maxWorkers
         settings.drainTimeout = Int64(config.drainTimeout * 1000)
         settings.heartbeatTimeout = Int64(config.heartbeatTimeout * 1000)
+    }
+
+    /// The master's own use of a config (a reload's, or the old one back after a reload failed
+    /// before any worker started): the core's timeouts and the idle release period with it.
+    func adopt(_ newConfig: ClusterConfiguration) {
+        config = newConfig
+        applySettings(&core.settings, newConfig)
+        idleRelease.after = Int64(newConfig.releaseMemoryAfterIdle * 1000)
     }
 
     func shutdown() {
@@ -311,18 +321,12 @@ public final class Master: MasterEffects {
         let set = listenerTable.set(for: newConfig.listen)
         pendingGeneration = GenerationData(config: newConfig, configBytes: bytes, listenerSet: set)
         let previous = config
-        config = newConfig
-        configBytes = bytes
-        idleRelease.after = Int64(newConfig.releaseMemoryAfterIdle * 1000)
-        core.settings.drainTimeout = Int64(newConfig.drainTimeout * 1000)
-        core.settings.heartbeatTimeout = Int64(newConfig.heartbeatTimeout * 1000)
+        adopt(newConfig)
         core.beginReload(workers: count, listenerSet: set, requester: requester, wait: wait)
         if !core.isReloading && pendingGeneration != nil {
             // Failed before any worker started: keep the old config, and close whatever listeners
             // were opened for a new address list no generation uses.
-            config = previous
-            applySettings(&core.settings, previous)
-            idleRelease.after = Int64(previous.releaseMemoryAfterIdle * 1000)
+            adopt(previous)
             pendingGeneration = nil
             releaseListenerSetIfUnused(set)
         }
