@@ -148,6 +148,15 @@ def daemon(daemon_factory):
     return daemon_factory()
 
 
+def read_to_eof(s):
+    """Everything a connected socket receives until the server closes it (the socket's timeout
+    bounds the wait)."""
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def raw_exchange(port, data, host="127.0.0.1", read_timeout=3.0, shutdown_write=False, family=socket.AF_INET):
     """Send bytes, read until the server closes or goes quiet."""
     with socket.socket(family, socket.SOCK_STREAM) as s:

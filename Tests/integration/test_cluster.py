@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from conftest import (children, connections, get, listener_count, raw_exchange, status, statuses, wait_ready, wait_until)
+from conftest import (children, connections, get, listener_count, raw_exchange, read_to_eof, status, statuses, wait_ready, wait_until)
 
 
 def test_starts_n_workers_each_with_its_own_listeners(daemon_factory):
@@ -188,12 +188,7 @@ def test_backlog_survives_a_dead_worker(daemon_factory):
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         socks.append(s)
     for s in socks:
-        data = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
+        data = read_to_eof(s)
         s.close()
         assert statuses(data) == [200]
 
@@ -209,12 +204,7 @@ def test_term_drains_in_flight_request(daemon_factory):
         assert d.proc.poll() is None, "must wait for the in-flight request"
         # A new connection is no longer accepted once the master is stopping... but this one finishes.
         s.sendall(b"world")
-        data = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
+        data = read_to_eof(s)
     assert statuses(data) == [405]
     assert b"Connection: close" in data
     assert d.proc.wait(timeout=10) == 0

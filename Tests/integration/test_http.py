@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import raw_exchange, status, statuses, wait_ready, wait_until
+from conftest import raw_exchange, read_to_eof, status, statuses, wait_ready, wait_until
 
 
 def test_curl_get_ipv4_and_ipv6(daemon):
@@ -39,12 +39,7 @@ def test_pipelining_answers_all_in_order_in_one_write(daemon):
         s.sendall(reqs)
         time.sleep(0.2)
         first = s.recv(65536)  # one write for the batch: all five arrive together
-        rest = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            rest += b
+        rest = read_to_eof(s)
     assert statuses(first + rest) == [200, 200, 404, 200, 200]
     assert statuses(first) == [200, 200, 404, 200, 200]
 
@@ -105,12 +100,7 @@ def test_slow_header_times_out_with_408(daemon_factory):
     with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHo")
         start = time.time()
-        data = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
+        data = read_to_eof(s)
         elapsed = time.time() - start
     assert statuses(data) == [408]
     assert 0.5 < elapsed < 4
@@ -161,12 +151,7 @@ def test_slow_body_times_out_with_408(daemon_factory):
     with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
         s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome")
         start = time.time()
-        data = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
+        data = read_to_eof(s)
     assert statuses(data) == [408] and b"request body timeout" in data
     assert 0.5 < time.time() - start < 4
 
@@ -183,9 +168,7 @@ def test_defer_accept(daemon_factory, defer):
         time.sleep(0.6)
         assert status(d)["accepted"] - before == (0 if defer else 1)
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
+        data = read_to_eof(s)
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"Hello world!")
     assert wait_until(lambda: status(d)["accepted"] - before == 1, timeout=3, what="one accepted connection")
 
@@ -204,9 +187,7 @@ def test_last_response_is_not_held_back(daemon):
         for _ in range(10):
             with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as s:
                 s.sendall(raw)
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
+                data = read_to_eof(s)
                 assert statuses(data), (raw, data)
         # Ten exchanges; one corked response alone would take 200 ms.
         assert time.monotonic() - start < 1.0, raw
