@@ -8,6 +8,7 @@ wrk's -d. Results go to stdout and bench-results/latest.json; Docs/benchmarks.md
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -50,6 +51,12 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"port {port} never opened")
+
+
+def out_segments():
+    with open("/proc/net/snmp") as f:
+        tcp = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(tcp[1][tcp[0].index("OutSegs")])
 
 
 def children(pid):
@@ -172,7 +179,14 @@ def wrk(port, extra, lua=None, tmp=None, connections=64, threads=1, pinned=True,
             f.write(lua)
         args += ["-s", script]
     args += extra + [f"http://127.0.0.1:{port}/"]
+    # wrk's own CPU and the TCP segments sent (both directions: loopback counts each once). On
+    # loopback the kernel's receive work, waking the server included, is billed to the sender, so
+    # a server that costs its client less shows up here before it shows up in requests/s.
+    segments_before, children_before = out_segments(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (children_after.ru_utime - children_before.ru_utime) + (children_after.ru_stime - children_before.ru_stime)
+    segments = out_segments() - segments_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {}
     for q in ("50", "99"):
@@ -182,7 +196,9 @@ def wrk(port, extra, lua=None, tmp=None, connections=64, threads=1, pinned=True,
             lat[q] = v
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     return {"rps": rps, "p50_us": lat.get("50"), "p99_us": lat.get("99"),
+            "client_cpu_us_per_req": client_cpu * 1e6 / max(1, requests), "segments_per_req": segments / max(1, requests),
             "non2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
@@ -209,7 +225,10 @@ def summarise(results, scenario, a="clusterd", b="nginx"):
             "ratio": med(x["rps"] for x in c) / med(x["rps"] for x in n),
             "clusterd_p50_us": med(x["p50_us"] or 0 for x in c), "nginx_p50_us": med(x["p50_us"] or 0 for x in n),
             "clusterd_p99_us": med(x["p99_us"] or 0 for x in c), "nginx_p99_us": med(x["p99_us"] or 0 for x in n),
-            "clusterd_cpu_us_per_req": med(x["cpu_us_per_req"] for x in c), "nginx_cpu_us_per_req": med(x["cpu_us_per_req"] for x in n)}
+            "clusterd_cpu_us_per_req": med(x["cpu_us_per_req"] for x in c), "nginx_cpu_us_per_req": med(x["cpu_us_per_req"] for x in n),
+            "clusterd_client_cpu_us_per_req": med(x["client_cpu_us_per_req"] for x in c),
+            "nginx_client_cpu_us_per_req": med(x["client_cpu_us_per_req"] for x in n),
+            "clusterd_segments_per_req": med(x["segments_per_req"] for x in c), "nginx_segments_per_req": med(x["segments_per_req"] for x in n)}
 
 
 IDLE_WAIT = float(os.environ.get("BENCH_IDLE_WAIT", "12"))
@@ -335,11 +354,12 @@ def pinned_alone(tmp, scenario, rounds):
     v = summarise(results, name)
     print(f"{name}: ratio {v['ratio']:.3f}  clusterd {v['clusterd_rps']:,.0f} req/s p50 {v['clusterd_p50_us']:.0f} p99 {v['clusterd_p99_us']:.0f} us cpu/req {v['clusterd_cpu_us_per_req']:.2f}"
           f"  nginx {v['nginx_rps']:,.0f} req/s p50 {v['nginx_p50_us']:.0f} p99 {v['nginx_p99_us']:.0f} us cpu/req {v['nginx_cpu_us_per_req']:.2f}", flush=True)
+    print(f"{name}: wrk CPU/req clusterd {v['clusterd_client_cpu_us_per_req']:.2f} nginx {v['nginx_client_cpu_us_per_req']:.2f} us;"
+          f" segments/req clusterd {v['clusterd_segments_per_req']:.2f} nginx {v['nginx_segments_per_req']:.2f}", flush=True)
     return v
 
 
 def main():
-    import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 40000), hard))
     for tool in ("wrk", "nginx", "taskset"):
@@ -414,6 +434,11 @@ def main():
         def lat(x, width=10):
             return f"{x:>{width}.0f}" if x and "pipelined" not in scenario else f"{'n/a':>{width}s}"
         print(f"{scenario:14s} {v['clusterd_rps']:>15,.0f} {v['nginx_rps']:>13,.0f} {v['ratio']:>7.2f} {lat(v['clusterd_p50_us'])} {lat(v['nginx_p50_us'], 11)} {lat(v['clusterd_p99_us'])} {lat(v['nginx_p99_us'], 11)} {v['clusterd_cpu_us_per_req']:>11.2f} {v['nginx_cpu_us_per_req']:>12.2f}")
+    print()
+    print("client side (wrk's CPU per request, TCP segments per request):")
+    for scenario, v in summary.items():
+        print(f"  {scenario:14s} wrk CPU/req clusterd {v['clusterd_client_cpu_us_per_req']:6.2f} us, nginx {v['nginx_client_cpu_us_per_req']:6.2f} us;"
+              f" segments/req clusterd {v['clusterd_segments_per_req']:5.2f}, nginx {v['nginx_segments_per_req']:5.2f}")
     print(f"2 workers, clusterd with cpuAffinity auto + CPU steering: {aff:,.0f} req/s ({aff / summary['2workers']['clusterd_rps']:.2f}x plain)")
     print()
     print_memory(memory)

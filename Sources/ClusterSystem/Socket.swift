@@ -94,6 +94,15 @@ public enum Socket {
         _ = Glibc.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// Turn TCP quick-ACK mode on or off on a connection (TCP_QUICKACK; not a lasting setting: the
+    /// kernel switches modes by itself later). Off, the ACK of the next data the connection
+    /// receives is delayed and rides on the answer; turning it back on sends a held ACK at once.
+    @inlinable
+    public static func setQuickAck(_ fd: Int32, _ on: Bool) {
+        var value: Int32 = on ? 1 : 0
+        _ = Glibc.setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &value, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Restrict the reuseport group that `fd` belongs to so that new connections go only to the
     /// first `active` listeners (SO_ATTACH_REUSEPORT_CBPF, `ld rand; mod #active; ret a`).
     public static func steerReusePortGroup(_ fd: Int32, active: Int, byCPU: Bool = false) throws(SystemError) {

@@ -16,6 +16,9 @@ struct Connection {
     var deadline: Int64 = 0
     /// TCP_NODELAY is set (once the connection is kept alive).
     var noDelay = false
+    /// Quick ACK was turned off at accept, so the request's ACK rides on the answer; turned back
+    /// on if the first request arrives in pieces (a client waiting for that ACK is not kept waiting).
+    var ackHeld = false
     /// Added to epoll (after the optimistic first read).
     var registered = false
     /// Waiting for EPOLLOUT.

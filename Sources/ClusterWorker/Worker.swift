@@ -285,9 +285,19 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         // here (Connection: close) never costs an epoll_ctl. When it usually is not (the request
         // follows the handshake by a round trip), that read is a wasted syscall: skip it.
         acceptedCount &+= 1
+        var found = false
         if optimisticReadScore >= 0 || acceptedCount & 15 == 0 {
-            let found = readable(fd)
+            found = readable(fd)
             optimisticReadScore = found ? min(8, optimisticReadScore + 1) : max(-8, optimisticReadScore - 1)
+        }
+        if !found {
+            // The request is still to come. A new connection is in quick-ACK mode, so the kernel
+            // would acknowledge the request on its own at once and the answer would follow in a
+            // second packet a few microseconds later, both handled on the client's CPU; turn that
+            // off for the first request so the ACK rides on the answer (HAProxy's
+            // `tcp-smart-accept` does the same).
+            Socket.setQuickAck(fd, false)
+            connections[index].ackHeld = true
         }
         register(fd)
     }
@@ -409,6 +419,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             if c.fd < 0 { return }
             switch outcome {
             case .needInput:
+                if c.ackHeld {
+                    // Answered (the ACK went with it), or a request that came in part: then send
+                    // its ACK now, as a client that waits for it (Nagle) would otherwise stall.
+                    if c.http.isMidRequest || c.input.readableBytes > 0 { Socket.setQuickAck(fd, true) }
+                    c.ackHeld = false
+                }
                 if !c.noDelay && c.http.requestsServed > 0 {
                     // Kept alive after its first answer: from now on several writes may be in
                     // flight (pipelining), so turn off Nagle. A connection answered once and closed
