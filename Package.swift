@@ -58,6 +58,6 @@ let package = Package(
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
         .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterControl", "ClusterJSON", "ClusterSystem"]),
         .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "ClusterControl"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "ClusterControl", "ClusterWorker"]),
     ]
 )

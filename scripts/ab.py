@@ -8,7 +8,8 @@ CPU per request (wrk's own rusage: on loopback the kernel's receive work, includ
 server, is billed to the sender, so this is where packets and wake-ups show up) and TCP segments
 sent per request (/proc/net/snmp OutSegs, both directions: loopback counts each segment once).
 Medians at the end. Environment: R rounds (default 4), D seconds per run (default 4),
-MODE close|keepalive (default close), NGINX=1 to add nginx as a third server.
+MODE close|keepalive (default close), C connections (default 64), NGINX=1 to add nginx as a third
+server.
 The server runs on CPU 0, wrk on CPU 1, as in scripts/bench.py.
 """
 import json
@@ -38,6 +39,7 @@ def main():
         sys.exit(__doc__)
     rounds, duration = int(os.environ.get("R", "4")), os.environ.get("D", "4")
     mode = os.environ.get("MODE", "close")
+    connections = int(os.environ.get("C", "64"))
     tmp = tempfile.mkdtemp(prefix="clusterd-ab-")
     servers = {}
     try:
@@ -65,7 +67,7 @@ def main():
             for name, (proc, port) in servers.items():  # A B (nginx) A B ...
                 workers = children(proc.pid) or [proc.pid]
                 t0, s0 = cpu_ticks(workers), out_segments()
-                wrk = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d", duration + "s"] + extra
+                wrk = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", "-d", duration + "s"] + extra
                                        + [f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
                 _, _, usage = os.wait4(wrk.pid, 0)
                 out = wrk.stdout.read()

@@ -42,6 +42,10 @@ public enum MetricsRenderer {
         family("clusterd_connections_lost_total", "counter", "Connections open on workers that crashed.")
         sample("clusterd_connections_lost_total", "", master[.lostWithCrashedWorkers])
 
+        family("clusterd_busy_polls_total", "counter", "Polls for the next event before sleeping (busyPoll), by whether one came in the window.")
+        sample("clusterd_busy_polls_total", "result=\"event\"", value(segment, .busyPollHits))
+        sample("clusterd_busy_polls_total", "result=\"timeout\"", value(segment, .busyPollMisses))
+
         family("clusterd_request_duration_seconds", "histogram", "From a request's first byte to its answer handed to the kernel.")
         var cumulative: UInt64 = 0
         for (i, bound) in StatsSlot.latencyBoundsMicros.enumerated() {

@@ -58,6 +58,7 @@ extension ClusterConfiguration {
         config.drainTimeout = try top.seconds("drainTimeout", default: 30, range: 0...3600)
         config.heartbeatTimeout = try top.seconds("heartbeatTimeout", default: 10, range: 1...3600)
         config.releaseMemoryAfterIdle = try top.seconds("releaseMemoryAfterIdle", default: 10, range: 0...86400)
+        config.busyPoll = try top.int("busyPoll", default: 20, range: 0...1000)
 
         if let http = top.take("http") {
             var r = try ObjectReader(file: file, path: "http", value: http)

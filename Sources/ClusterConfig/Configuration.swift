@@ -46,6 +46,9 @@ public struct ClusterConfiguration: Equatable, Sendable {
     /// pages of code and read-only data it mapped while starting or serving, and free heap pages.
     /// 0: never. Default 10.
     public var releaseMemoryAfterIdle: Double = 10
+    /// Microseconds a worker that just served something may poll for its next event before it
+    /// sleeps, while such polls usually find one (a busy worker); 0: never. Default 20.
+    public var busyPoll: Int = 20
     /// HTTP engine limits and timeouts.
     public var http = HTTPSettings()
     /// Fixed responses by exact path.

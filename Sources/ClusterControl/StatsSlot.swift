@@ -1,9 +1,9 @@
 /// The layout of one worker's slot in the shared stats segment (a memfd the master creates and every
-/// worker maps). Each slot is 256 bytes (cache-line aligned, no false sharing); the owning worker is
+/// worker maps). Each slot is 320 bytes (cache-line aligned, no false sharing); the owning worker is
 /// the only writer of its slot, the master and other workers only read. Values are 64-bit words
 /// written with plain aligned stores, which x86-64 and arm64 make atomic for readers.
 public struct StatsSlot {
-    public static let size = 256
+    public static let size = 320
 
     /// Word indexes inside a slot.
     public enum Field: Int, CaseIterable, Sendable {
@@ -27,6 +27,8 @@ public struct StatsSlot {
         case latencySumMicros
         /// The worker slot (not the stats slot) the worker serves.
         case slot
+        /// Polls before sleeping (`busyPoll`) that found an event / that ran out their window.
+        case busyPollHits, busyPollMisses
     }
 
     /// Upper bounds (µs) of the latency buckets: 100 µs … 5 s.

@@ -38,6 +38,12 @@ public enum Sys {
     }
 
     /// close(2). Never retried.
+    /// sched_yield: let anything else runnable on this CPU go first (it cannot fail on Linux).
+    @inlinable
+    public static func yieldCPU() {
+        _ = sched_yield()
+    }
+
     public static func close(_ fd: Int32) {
         let rc = Glibc.close(fd)
         if rc < 0 {

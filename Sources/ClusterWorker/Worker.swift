@@ -73,6 +73,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// (epoll says when the request arrives), except every 16th connection, which probes.
     var optimisticReadScore: Int8 = 0
     var acceptedCount: UInt32 = 0
+    /// Polls briefly before sleeping while that pays (`BusyPollPolicy`).
+    var busyPoll: BusyPollPolicy
+    var lastTurnBusy = false
 
     /// - Parameters:
     ///   - listeners: listening sockets (non-blocking); the worker never closes them.
@@ -81,6 +84,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         self.handler = handler
         self.settings = settings
         self.idleRelease = MemoryRelease.IdleSchedule(after: settings.releaseMemoryAfterIdle)
+        self.busyPoll = BusyPollPolicy(windowMicroseconds: settings.busyPollMicroseconds)
         self.parser = HTTPParser(limits: settings.limits)
         self.listeners = listeners
         self.channel = channel
@@ -124,9 +128,16 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         while true {
             if state == .stopping { break }
             if state == .draining && openCount == 0 { break }
-            let events = try epoll.wait(timeoutMilliseconds: state == .running ? 500 : 100) { events, data in
-                self.dispatch(events, data)
+            var events = 0
+            if lastTurnBusy && busyPoll.shouldPoll() {
+                events = try pollBriefly()
             }
+            if events == 0 {
+                events = try epoll.wait(timeoutMilliseconds: state == .running ? 500 : 100) { events, data in
+                    self.dispatch(events, data)
+                }
+            }
+            lastTurnBusy = events > 0
             tick()
             do { try idleRelease.turn(now: now, busy: events > 0) } catch {
                 logger.warning("cannot release idle memory (\(error)); not trying again")
@@ -156,6 +167,27 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         ResponseContext(
             dateLine: UnsafeRawBufferPointer(rebasing: dateLine[0..<dateCache.line.count]),
             closeConnections: state == .stopping || (state == .draining && drainMode == .close))
+    }
+
+    /// Polls epoll without sleeping for up to the busy-poll window, yielding the CPU between polls
+    /// to anything else runnable on it. Returns the events handled (0: the window ran out).
+    func pollBriefly() throws(SystemError) -> Int {
+        var clock = Clock.monotonicNanoseconds()
+        let until = clock &+ busyPoll.windowNanoseconds
+        var events = 0
+        repeat {
+            events = try epoll.wait(timeoutMilliseconds: 0) { events, data in self.dispatch(events, data) }
+            if events > 0 { break }
+            Sys.yieldCPU()
+            let after = Clock.monotonicNanoseconds()
+            // A yield that took this long ran something else: the CPU is shared (more runnable
+            // threads than CPUs), and polling only takes turns from them. Count it as a miss.
+            if after &- clock > 5_000 { break }
+            clock = after
+        } while clock < until
+        busyPoll.record(foundEvent: events > 0)
+        stats.add(events > 0 ? .busyPollHits : .busyPollMisses, 1)
+        return events
     }
 
     func flushCounters() {

@@ -23,6 +23,8 @@ public struct WorkerSettings: Sendable {
     public var accessLog: ClusterConfiguration.AccessLog? = nil
     /// Milliseconds without a request before idle memory is given back; 0: never.
     public var releaseMemoryAfterIdle: Int64 = 10_000
+    /// Longest poll for the next event before sleeping, in µs (`BusyPollPolicy`); 0: never.
+    public var busyPollMicroseconds = 20
 
     public init() {}
 
@@ -41,5 +43,6 @@ public struct WorkerSettings: Sendable {
         maxConnections = http.maxConnections
         accessLog = config.accessLog
         releaseMemoryAfterIdle = Int64(config.releaseMemoryAfterIdle * 1000)
+        busyPollMicroseconds = config.busyPoll
     }
 }

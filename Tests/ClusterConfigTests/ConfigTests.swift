@@ -30,6 +30,7 @@ import Testing
         #expect(c.drainTimeout == 30)
         #expect(c.releaseMemoryAfterIdle == 10)
         #expect(c.deferAccept == false)
+        #expect(c.busyPoll == 20)
         #expect(c.http == ClusterConfiguration.HTTPSettings())
         #expect(c.routes.isEmpty)
     }
@@ -56,6 +57,7 @@ import Testing
         (#"{"listen":["0.0.0.0:80"],"drainTimeout":-1}"#, "clusterd.json: drainTimeout: must be 0...3600 seconds, got -1"),
         (#"{"listen":["0.0.0.0:80"],"deferAccept":"yes"}"#, "clusterd.json: deferAccept: must be true or false, got a string"),
         (#"{"listen":["0.0.0.0:80"],"releaseMemoryAfterIdle":"soon"}"#, "clusterd.json: releaseMemoryAfterIdle: must be a number of seconds, got a string"),
+        (#"{"listen":["0.0.0.0:80"],"busyPoll":5000}"#, "clusterd.json: busyPoll: must be 0...1000, got 5000"),
         (#"{"listen":["0.0.0.0:80"],"http":{"maxBodyBytes":"big"}}"#, "clusterd.json: http.maxBodyBytes: must be a number, got a string"),
         ("{\"listen\":[\"0.0.0.0:80\"],}", "clusterd.json: not valid JSON: line 1, column 26: expected a string key"),
     ]

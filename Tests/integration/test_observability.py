@@ -3,8 +3,11 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+
+import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -107,3 +110,34 @@ def test_clusterctl_top(daemon_factory):
     r = d.ctl("top", "--iterations", "2", "--interval", "0.3", check=True)
     assert r.stdout.count("clusterd top — generation 1, 2 workers") == 2
     assert "REQ/S" in r.stdout and len([l for l in r.stdout.splitlines() if l.split()[:1] in (["0"], ["1"])]) == 4
+
+
+def busy_polls(port):
+    fams = metrics(port)
+    return value(fams, "clusterd_busy_polls_total", result="event") + value(fams, "clusterd_busy_polls_total", result="timeout")
+
+
+@pytest.mark.parametrize("busy_poll", [20, 0])
+def test_busy_poll_backs_off_for_a_slow_client(daemon_factory, busy_poll):
+    """After serving, a worker polls briefly for its next event before it sleeps (busyPoll), but
+    only while that pays: for a client that sends one request every 3 ms the polls run out, and
+    after the first misses the worker sleeps at once, probing every 32nd turn. busyPoll 0 never
+    polls. The counts are in /metrics."""
+    d = daemon_factory({"busyPoll": busy_poll})
+    wait_ready(d, 1)
+    before = busy_polls(d.port)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        for _ in range(200):
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            data = b""
+            while not data.endswith(b"Hello world!"):
+                chunk = s.recv(4096)
+                assert chunk
+                data += chunk
+            time.sleep(0.003)
+    polls = busy_polls(d.port) - before
+    if busy_poll == 0:
+        assert polls == 0
+    else:
+        # 200 requests and a few /metrics reads: one poll per turn would be 200 or more.
+        assert 1 <= polls <= 30, polls
