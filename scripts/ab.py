@@ -9,7 +9,8 @@ server, is billed to the sender, so this is where packets and wake-ups show up) 
 sent per request (/proc/net/snmp OutSegs, both directions: loopback counts each segment once).
 Medians at the end. Environment: R rounds (default 4), D seconds per run (default 4),
 MODE close|keepalive (default close), C connections (default 64), NGINX=1 to add nginx as a third
-server.
+server, CONFIG_A / CONFIG_B: JSON merged into that server's config (e.g. CONFIG_A='{"busyPoll": 0}'
+to compare a setting with one binary).
 The server runs on CPU 0, wrk on CPU 1, as in scripts/bench.py.
 """
 import json
@@ -47,9 +48,11 @@ def main():
             port = free_port()
             config = os.path.join(tmp, f"{name}.json")
             with open(config, "w") as f:
-                json.dump({"workers": 1, "listen": [f"127.0.0.1:{port}"],
-                           "controlSocket": os.path.join(tmp, f"{name}.sock"),
-                           "http": {"maxConnections": 30000}, "routes": [{"path": "/", "body": BODY}]}, f)
+                settings = {"workers": 1, "listen": [f"127.0.0.1:{port}"],
+                            "controlSocket": os.path.join(tmp, f"{name}.sock"),
+                            "http": {"maxConnections": 30000}, "routes": [{"path": "/", "body": BODY}]}
+                settings.update(json.loads(os.environ.get(f"CONFIG_{name}", "{}")))
+                json.dump(settings, f)
             servers[name] = (start([binary, "--config", config], port), port)
         if os.environ.get("NGINX"):
             port = free_port()

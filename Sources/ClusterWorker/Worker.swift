@@ -172,19 +172,21 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// Polls epoll without sleeping for up to the busy-poll window, yielding the CPU between polls
     /// to anything else runnable on it. Returns the events handled (0: the window ran out).
     func pollBriefly() throws(SystemError) -> Int {
-        var clock = Clock.monotonicNanoseconds()
-        let until = clock &+ busyPoll.windowNanoseconds
-        var events = 0
-        repeat {
-            events = try epoll.wait(timeoutMilliseconds: 0) { events, data in self.dispatch(events, data) }
-            if events > 0 { break }
-            Sys.yieldCPU()
-            let after = Clock.monotonicNanoseconds()
-            // A yield that took this long ran something else: the CPU is shared (more runnable
-            // threads than CPUs), and polling only takes turns from them. Count it as a miss.
-            if after &- clock > 5_000 { break }
-            clock = after
-        } while clock < until
+        // Under load the next event is usually there already: no clock read for that.
+        var events = try epoll.wait(timeoutMilliseconds: 0) { events, data in self.dispatch(events, data) }
+        if events == 0 {
+            var clock = Clock.monotonicNanoseconds()
+            let until = clock &+ busyPoll.windowNanoseconds
+            repeat {
+                Sys.yieldCPU()
+                let after = Clock.monotonicNanoseconds()
+                // A yield that took this long ran something else: the CPU is shared (more runnable
+                // threads than CPUs), and polling only takes turns from them. Count it as a miss.
+                if after &- clock > 5_000 { break }
+                clock = after
+                events = try epoll.wait(timeoutMilliseconds: 0) { events, data in self.dispatch(events, data) }
+            } while events == 0 && clock < until
+        }
         busyPoll.record(foundEvent: events > 0)
         stats.add(events > 0 ? .busyPollHits : .busyPollMisses, 1)
         return events
