@@ -37,13 +37,13 @@ public enum Sys {
         return result
     }
 
-    /// close(2). Never retried.
     /// sched_yield: let anything else runnable on this CPU go first (it cannot fail on Linux).
     @inlinable
     public static func yieldCPU() {
         _ = sched_yield()
     }
 
+    /// close(2). Never retried.
     public static func close(_ fd: Int32) {
         let rc = Glibc.close(fd)
         if rc < 0 {

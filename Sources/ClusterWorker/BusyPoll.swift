@@ -1,3 +1,37 @@
+/// A choice the worker makes again and again that pays only some of the time, such as reading a
+/// connection right after accepting it or polling before sleeping: each outcome is scored (`gain`
+/// when it paid, `loss` when it did not, within ±`bound`), the worker tries while the score is not
+/// negative, and below zero it still tries every `probeEvery`-th time, so it notices when the
+/// traffic changes. With gain 1 and loss 3 it keeps trying only while three tries in four pay.
+public struct AdaptiveChoice: Sendable {
+    public let gain: Int8
+    public let loss: Int8
+    public let bound: Int8
+    /// A power of two.
+    public let probeEvery: UInt32
+    public private(set) var score: Int8 = 0
+    private var turns: UInt32 = 0
+
+    public init(gain: Int8, loss: Int8, bound: Int8, probeEvery: UInt32) {
+        precondition(probeEvery > 0 && probeEvery & (probeEvery - 1) == 0, "probeEvery must be a power of two")
+        self.gain = gain
+        self.loss = loss
+        self.bound = bound
+        self.probeEvery = probeEvery
+    }
+
+    /// Whether to try this time.
+    public mutating func shouldTry() -> Bool {
+        turns &+= 1
+        return score >= 0 || turns & (probeEvery - 1) == 0
+    }
+
+    /// The outcome of a try.
+    public mutating func record(paid: Bool) {
+        score = paid ? min(bound, score + gain) : max(-bound, score - loss)
+    }
+}
+
 /// When a worker that just served something should poll for its next event a little before it
 /// goes to sleep in `epoll_wait` (`busyPoll` in the config).
 ///
@@ -13,9 +47,9 @@
 public struct BusyPollPolicy: Sendable {
     /// How long a poll may last, in nanoseconds; 0: never poll.
     public let windowNanoseconds: UInt64
+    private var choice = AdaptiveChoice(gain: 1, loss: 3, bound: 16, probeEvery: 32)
     /// -16...16; polls while >= 0.
-    public private(set) var score: Int8 = 0
-    private var turns: UInt32 = 0
+    public var score: Int8 { choice.score }
 
     public init(windowMicroseconds: Int) {
         windowNanoseconds = UInt64(max(0, windowMicroseconds)) * 1000
@@ -23,13 +57,11 @@ public struct BusyPollPolicy: Sendable {
 
     /// Whether to poll before sleeping, after a turn that handled events.
     public mutating func shouldPoll() -> Bool {
-        guard windowNanoseconds > 0 else { return false }
-        turns &+= 1
-        return score >= 0 || turns & 31 == 0
+        windowNanoseconds > 0 && choice.shouldTry()
     }
 
     /// The outcome of a poll: it found an event, or ran out its window.
     public mutating func record(foundEvent: Bool) {
-        score = foundEvent ? min(16, score + 1) : max(-16, score - 3)
+        choice.record(paid: foundEvent)
     }
 }

@@ -71,8 +71,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// How the optimistic read at accept has been doing, -8...8: each read that found the request
     /// already there counts up, each that found nothing counts down. Below zero the read is skipped
     /// (epoll says when the request arrives), except every 16th connection, which probes.
-    var optimisticReadScore: Int8 = 0
-    var acceptedCount: UInt32 = 0
+    var optimisticRead = AdaptiveChoice(gain: 1, loss: 1, bound: 8, probeEvery: 16)
     /// Polls briefly before sleeping while that pays (`BusyPollPolicy`).
     var busyPoll: BusyPollPolicy
     var lastTurnBusy = false
@@ -314,11 +313,10 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         // client that sends with its handshake): read it now, and a connection answered and closed
         // here (Connection: close) never costs an epoll_ctl. When it usually is not (the request
         // follows the handshake by a round trip), that read is a wasted syscall: skip it.
-        acceptedCount &+= 1
         var found = false
-        if optimisticReadScore >= 0 || acceptedCount & 15 == 0 {
+        if optimisticRead.shouldTry() {
             found = readable(fd)
-            optimisticReadScore = found ? min(8, optimisticReadScore + 1) : max(-8, optimisticReadScore - 1)
+            optimisticRead.record(paid: found)
         }
         if !found {
             // The request is still to come. A new connection is in quick-ACK mode, so the kernel

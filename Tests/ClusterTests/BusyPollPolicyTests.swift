@@ -56,4 +56,26 @@ import ClusterWorker
         }
         #expect(most.score >= 0)
     }
+
+    /// The optimistic read at accept: +1 / -1 within ±8, probing every 16th connection.
+    @Test func optimisticReadBacksOffAndComesBack() {
+        var read = AdaptiveChoice(gain: 1, loss: 1, bound: 8, probeEvery: 16)
+        var tried = 0
+        for _ in 0..<160 where read.shouldTry() {
+            tried += 1
+            read.record(paid: false)
+        }
+        #expect(read.score == -8)
+        #expect(tried == 1 + 10)  // the first, then the probes at turns 16, 32, … 160
+        // The requests start coming with the handshake: the probes pay and it reads every time again.
+        var turns = 0
+        while read.score < 0 {
+            turns += 1
+            if read.shouldTry() { read.record(paid: true) }
+        }
+        #expect(turns == 8 * 16)
+        let again = read.shouldTry()
+        #expect(again)
+    }
 }
+
