@@ -450,7 +450,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 if c.ackHeld {
                     // Answered (the ACK went with it), or a request that came in part: then send
                     // its ACK now, as a client that waits for it (Nagle) would otherwise stall.
-                    if c.http.isMidRequest || c.input.readableBytes > 0 { Socket.setQuickAck(fd, true) }
+                    if c.http.isMidRequest { Socket.setQuickAck(fd, true) }
                     c.ackHeld = false
                 }
                 if !c.noDelay && c.http.requestsServed > 0 {
