@@ -36,6 +36,9 @@ final class FakeEffects: MasterEffects {
     func signal(_ signal: Int32, to pid: ProcessID) { signals.append((signal, pid)) }
     func notify(_ state: String) { notifications.append(state) }
     func reply(_ id: RequestID, _ response: JSON) { replies.append((id, response)) }
+    /// Whether `id` got an answer at all, and whether it was ok.
+    func answered(_ id: RequestID) -> Bool { replies.contains { $0.0 == id } }
+    func answeredOK(_ id: RequestID) -> Bool { replies.contains { $0.0 == id && $0.1["ok"] == true } }
     func log(_ level: LogLevel, _ message: String) { log.append(message) }
     func heartbeat(statsSlot: Int) -> Int64 { heartbeats[statsSlot] ?? 0 }
     func retireStats(statsSlot: Int) {}
@@ -189,11 +192,11 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(Set(fx.sent.map(\.1)) == Set(old))
         #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=2 workers, generation 2") == true)
         // `reload --wait` is answered once the old generation has stopped accepting, not before.
-        #expect(!fx.replies.contains { $0.0 == 5 })
+        #expect(!fx.answered(5))
         core.workerSaid(.draining, pid: old[0])
-        #expect(!fx.replies.contains { $0.0 == 5 })
+        #expect(!fx.answered(5))
         core.workerExited(pid: old[1], status: .exited(0))
-        #expect(fx.replies.contains { $0.0 == 5 && $0.1["ok"] == true })
+        #expect(fx.answeredOK(5))
     }
 
     /// A second reload completing before the first one's requester was answered answers it too.
@@ -204,9 +207,9 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         readyAll(&core, fx)
         core.beginReload(workers: 1, listenerSet: 0, requester: 9, wait: true)
         readyAll(&core, fx)
-        #expect(fx.replies.contains { $0.0 == 8 && $0.1["ok"] == true })
+        #expect(fx.answeredOK(8))
         for s in fx.spawned where core.workers[s.pid]?.generation ?? 3 < 3 { core.workerSaid(.draining, pid: s.pid) }
-        #expect(fx.replies.contains { $0.0 == 9 && $0.1["ok"] == true })
+        #expect(fx.answeredOK(9))
     }
 
     @Test func reloadWaitIsAnsweredEvenIfAnOldWorkerNeverAcknowledges() {
@@ -214,9 +217,9 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         readyAll(&core, fx)
         core.beginReload(workers: 1, listenerSet: 0, requester: 7, wait: true)
         readyAll(&core, fx)
-        #expect(!fx.replies.contains { $0.0 == 7 })
+        #expect(!fx.answered(7))
         core.tick(now: 100_000)
-        #expect(fx.replies.contains { $0.0 == 7 && $0.1["ok"] == true })
+        #expect(fx.answeredOK(7))
     }
 
     @Test func reloadAbortsWhenANewWorkerDies() {
