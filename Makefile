@@ -44,7 +44,7 @@ chaos:
 	mkdir -p bench-results
 	python3 scripts/chaos.py --duration $${CHAOS_DURATION:-120} --json bench-results/chaos.json
 
-# The libFuzzer target over the HTTP engine: FUZZ_SECONDS (default 300).
+# The libFuzzer targets (Fuzz/*/): FUZZ_SECONDS each (default 300); FUZZ_TARGETS to pick some.
 fuzz:
 	./scripts/fuzz.sh $${FUZZ_SECONDS:-300}
 

@@ -2,12 +2,12 @@ import ClusterHTTP
 import Foundation
 import Testing
 
-/// Every input the fuzzer ever failed on (Fuzz/crashers/) is replayed with the fuzzer's invariants:
+/// Every input the fuzzer ever failed on (Fuzz/http/crashers/) is replayed with the fuzzer's invariants:
 /// no trap, the same final responses for one read and for the fuzzer's piece size and for one byte
 /// at a time, and a refused request that says it closes.
 @Suite struct FuzzRegressions {
     static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../Fuzz/crashers").standardized
+        .appendingPathComponent("../../Fuzz/http/crashers").standardized
 
     static var files: [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
