@@ -9,28 +9,45 @@ import ClusterSystem
 /// Content-Type by extension, index files, ETag/Last-Modified with 304, single Range with 206/416,
 /// 301 to add a directory's slash, 405 with Allow. Paths are percent-decoded and normalised, and
 /// the kernel resolves them with openat2(RESOLVE_BENEATH): `..`, encoded dots, absolute symlinks
-/// and symlinks pointing outside never leave the root (unless `allowSymlinksOutside`).
+/// and symlinks pointing outside never leave the root (unless `allowSymlinksOutside`). Hidden
+/// names (a segment starting with `.`, but `/.well-known/`) are not served unless `allowHidden`.
+/// The root path is checked on every request, so a deploy that swaps a symlink is followed at once.
 final class StaticFiles {
     let prefix: [UInt8]
     let root: String
+    /// `root` as a C string, made once (stat'ed per request).
+    let rootPath: [CChar]
     let index: String
     /// `index` as a C string, made once.
     let indexPath: [CChar]
     let beneath: Bool
+    let allowHidden: Bool
     let types: MimeTypes
-    /// The root, opened on first use (in a worker; the master only validates).
+    /// The root directory (O_PATH), opened on first use (in a worker; the master only validates)
+    /// and again whenever `root` names another directory (see `currentRoot`).
     private var rootFD: Int32 = -1
+    /// Which directory `rootFD` is.
+    private var rootIdentity = FileIO.FileIdentity(device: 0, inode: 0)
     /// Reused for the decoded path (no allocation per request once warm).
     private var pathBuffer: [CChar] = []
+    /// Set by `normalise`: the URL's last segment was empty, `.` or `..`, so it names a directory
+    /// (a regular file is not served at `/file/` or `/file/.`).
+    private(set) var namesDirectory = false
 
     init(_ config: ClusterConfiguration.StaticRoot, types: MimeTypes) {
         prefix = Array(config.prefix.utf8)
         root = config.root
+        rootPath = Array(config.root.utf8CString)
         index = config.index
         indexPath = Array(config.index.utf8CString)
         beneath = !config.allowSymlinksOutside
+        allowHidden = config.allowHidden
         self.types = types
         pathBuffer.reserveCapacity(512)
+    }
+
+    deinit {
+        if rootFD >= 0 { Sys.close(rootFD) }
     }
 
     /// The last normalised path (tests).
@@ -60,6 +77,7 @@ final class StaticFiles {
         }
         func endSegment() -> PathError? {
             let length = pathBuffer.count - segmentStart
+            namesDirectory = true
             if length == 0 { return nil }
             if length == 1 && pathBuffer[segmentStart] == 0x2E {
                 pathBuffer.removeLast()
@@ -71,6 +89,7 @@ final class StaticFiles {
                 while let last = pathBuffer.last, last != 0x2F { pathBuffer.removeLast() }
             } else {
                 pathBuffer.append(0x2F)
+                namesDirectory = false
             }
             segmentStart = pathBuffer.count
             return nil
@@ -98,6 +117,98 @@ final class StaticFiles {
         return nil
     }
 
+    /// Whether the normalised path has a hidden segment (one starting with `.`). `.well-known` as
+    /// the first segment is not hidden: RFC 8615's public directory (ACME challenges, security.txt).
+    var isHiddenPath: Bool {
+        let count = pathBuffer.count - 1  // the NUL
+        if count == 1 && pathBuffer[0] == 0x2E { return false }  // "." is the root itself
+        var start = 0
+        if Self.startsWithWellKnown(pathBuffer, count) { start = Self.wellKnown.count + 1 }
+        var i = start
+        while i < count {
+            if pathBuffer[i] == 0x2E && (i == 0 || pathBuffer[i - 1] == 0x2F) { return true }
+            i += 1
+        }
+        return false
+    }
+
+    static let wellKnown: [CChar] = Array(".well-known".utf8).map { CChar(bitPattern: $0) }
+
+    static func startsWithWellKnown(_ path: [CChar], _ count: Int) -> Bool {
+        guard count >= wellKnown.count, count == wellKnown.count || path[wellKnown.count] == 0x2F else { return false }
+        for i in 0..<wellKnown.count where path[i] != wellKnown[i] { return false }
+        return true
+    }
+
+    /// The root directory as `root` names it now. A deploy that swaps a symlink on the way
+    /// (`current -> releases/N`, renamed into place) is followed on the next request, as nginx
+    /// (which opens the whole path per request) follows it: one stat(2) of the configured path per
+    /// request, and the directory is opened again only when that names another inode than the one
+    /// held. Files are still opened beneath the directory just opened, so the containment of
+    /// `openat2(RESOLVE_BENEATH)` holds relative to the new target.
+    func currentRoot() throws(SystemError) -> Int32 {
+        do throws(SystemError) {
+            let now = try rootPath.withUnsafeBufferPointer { (p) throws(SystemError) -> FileIO.FileIdentity in try FileIO.identity(path: p.baseAddress!) }
+            if rootFD >= 0 && now == rootIdentity { return rootFD }
+            let fd = try FileIO.openDirectory(root)
+            let info: FileIO.FileInfo
+            do throws(SystemError) { info = try FileIO.info(fd: fd) } catch {
+                Sys.close(fd)
+                throw error
+            }
+            if rootFD >= 0 { Sys.close(rootFD) }
+            rootFD = fd
+            rootIdentity = info.identity
+            return fd
+        } catch {
+            // Gone or unreadable: never keep serving a directory the path no longer names.
+            if rootFD >= 0 { Sys.close(rootFD) }
+            rootFD = -1
+            throw error
+        }
+    }
+
+    /// Where a directory URL without its slash is sent: the prefix and the normalised path, so the
+    /// Location is always a single-slash, same-origin path (`//evil.example/..` and
+    /// `/\evil.example/..` collapse to the prefix), with everything outside RFC 3986's `pchar`
+    /// percent-encoded again.
+    func directoryLocation(query: HTTPBytes) -> String {
+        var bytes = prefix
+        let count = pathBuffer.count - 1
+        if !(count == 1 && pathBuffer[0] == 0x2E) {
+            for c in pathBuffer[0..<count] {
+                let b = UInt8(bitPattern: c)
+                if Self.isPathByte(b) {
+                    bytes.append(b)
+                } else {
+                    bytes.append(UInt8(ascii: "%"))
+                    bytes.append(Self.hexDigits[Int(b >> 4)])
+                    bytes.append(Self.hexDigits[Int(b & 15)])
+                }
+            }
+            bytes.append(UInt8(ascii: "/"))
+        }
+        if !query.isEmpty {
+            bytes.append(UInt8(ascii: "?"))
+            bytes.append(contentsOf: query.buffer)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
+
+    /// RFC 3986 `pchar` (unreserved, sub-delims, `:` and `@`) and `/`.
+    static func isPathByte(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "/"),
+             UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "@"):
+            return true
+        default: return false
+        }
+    }
+
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
         guard request.method == .GET || request.method == .HEAD else {
             return response.respond(status: 405, headers: [HTTPField("Allow", "GET, HEAD")], body: "method not allowed\n" as StaticString)
@@ -109,10 +220,15 @@ final class StaticFiles {
                 ? response.respond(status: 403, body: "forbidden\n" as StaticString)
                 : response.respond(status: 400, body: "bad path\n" as StaticString)
         }
-        if rootFD < 0 {
-            do { rootFD = try FileIO.openDirectory(root) } catch {
-                return response.respond(status: 500, body: "static root unavailable\n" as StaticString)
-            }
+        // Hidden names (.env, .git/, .htpasswd) answer as if absent, unless the root allows them.
+        if !allowHidden && isHiddenPath {
+            return response.respond(status: 404, body: "not found\n" as StaticString)
+        }
+        let rootFD: Int32
+        do { rootFD = try currentRoot() } catch {
+            return error.errno == ENOENT || error.errno == ENOTDIR
+                ? response.respond(status: 404, body: "not found\n" as StaticString)
+                : response.respond(status: 500, body: "static root unavailable\n" as StaticString)
         }
         var fd: Int32
         do {
@@ -130,9 +246,7 @@ final class StaticFiles {
             // A directory: its index, after making sure the URL ends with a slash (as nginx does).
             if path.last != UInt8(ascii: "/") {
                 Sys.close(fd)
-                var location = request.path.string + "/"
-                if !request.query.isEmpty { location += "?" + request.query.string }
-                return response.respond(status: 301, headers: [HTTPField("Location", location)], body: "moved\n")
+                return response.respond(status: 301, headers: [HTTPField("Location", directoryLocation(query: request.query))], body: "moved\n")
             }
             let dir = fd
             defer { Sys.close(dir) }
@@ -145,6 +259,10 @@ final class StaticFiles {
                 Sys.close(fd)
                 return response.respond(status: 500, body: "stat failed\n" as StaticString)
             }
+        } else if namesDirectory {
+            // `/file.txt/` or `/file.txt/.`: the kernel would say ENOTDIR (nginx answers 404).
+            Sys.close(fd)
+            return response.respond(status: 404, body: "not found\n" as StaticString)
         }
         guard info.isRegular else {
             Sys.close(fd)

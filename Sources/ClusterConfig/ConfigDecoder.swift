@@ -121,6 +121,7 @@ extension ClusterConfiguration {
                     entry.index = index
                 }
                 entry.allowSymlinksOutside = try r.bool("allowSymlinksOutside", default: false)
+                entry.allowHidden = try r.bool("allowHidden", default: false)
                 if config.staticRoots.contains(where: { $0.prefix == prefix }) { throw r.fail("prefix", "\"\(prefix)\" is used twice") }
                 try r.finish()
                 config.staticRoots.append(entry)

@@ -154,12 +154,16 @@ public struct ClusterConfiguration: Equatable, Sendable {
         public var index: String = "index.html"
         /// Follow symlinks that point outside the root. Default false (the kernel refuses them).
         public var allowSymlinksOutside = false
+        /// Serve hidden names (a path segment starting with `.`: `.env`, `.git/config`). Default
+        /// false: they answer 404. `/.well-known/` is served either way.
+        public var allowHidden = false
 
-        public init(prefix: String, root: String, index: String = "index.html", allowSymlinksOutside: Bool = false) {
+        public init(prefix: String, root: String, index: String = "index.html", allowSymlinksOutside: Bool = false, allowHidden: Bool = false) {
             self.prefix = prefix
             self.root = root
             self.index = index
             self.allowSymlinksOutside = allowSymlinksOutside
+            self.allowHidden = allowHidden
         }
     }
 

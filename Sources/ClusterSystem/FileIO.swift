@@ -77,19 +77,52 @@ public enum FileIO {
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// Which file an inode is (device and inode number): two opens of the same path name the same
+    /// file exactly when their identities are equal.
+    public struct FileIdentity: Equatable, Sendable {
+        public var device: UInt64
+        public var inode: UInt64
+
+        public init(device: UInt64, inode: UInt64) {
+            self.device = device
+            self.inode = inode
+        }
+    }
+
     /// Metadata of an open file (fstat).
     public struct FileInfo: Sendable {
         public var size: Int
         public var modified: Int64
         public var isDirectory: Bool
         public var isRegular: Bool
+        public var identity: FileIdentity
     }
 
     public static func info(fd: Int32) throws(SystemError) -> FileInfo {
         var st = stat()
         _ = try syscall("fstat") { fstat(fd, &st) }
         let type = st.st_mode & S_IFMT
-        return FileInfo(size: Int(st.st_size), modified: Int64(st.st_mtim.tv_sec), isDirectory: type == S_IFDIR, isRegular: type == S_IFREG)
+        return FileInfo(size: Int(st.st_size), modified: Int64(st.st_mtim.tv_sec), isDirectory: type == S_IFDIR, isRegular: type == S_IFREG,
+                        identity: FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
+    }
+
+    /// The identity of what `path` names now, every symlink on the way followed (stat(2)); no
+    /// allocation, for a per-request check.
+    public static func identity(path: UnsafePointer<CChar>) throws(SystemError) -> FileIdentity {
+        var st = stat()
+        _ = try syscall("stat") { stat(path, &st) }
+        return FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// The file offset of `fd` (lseek(fd, 0, SEEK_CUR)); after a write on an O_APPEND descriptor,
+    /// the end of what that write appended.
+    public static func offset(fd: Int32) throws(SystemError) -> Int {
+        Int(try syscall("lseek") { lseek(fd, 0, SEEK_CUR) })
+    }
+
+    /// Cuts the file to `size` bytes (ftruncate(2)).
+    public static func truncate(fd: Int32, size: Int) throws(SystemError) {
+        _ = try syscall("ftruncate") { ftruncate(fd, off_t(size)) }
     }
 
     /// Opens `path` relative to the directory `dirfd` for reading; with `beneath`, the kernel refuses

@@ -35,6 +35,15 @@ import Testing
         #expect(c.routes.isEmpty)
     }
 
+    /// Issue 12 item 18: hidden names are served only where a static root allows them.
+    @Test func staticAllowHidden() throws {
+        let c = try ClusterConfiguration.decode(#"{"listen":["127.0.0.1:9000"],"static":[{"prefix":"/a/","root":"/x"},{"prefix":"/b/","root":"/y","allowHidden":true}]}"#, file: "f.json")
+        #expect(c.staticRoots.map(\.allowHidden) == [false, true])
+        #expect(throws: ConfigError.self) {
+            try ClusterConfiguration.decode(#"{"listen":["127.0.0.1:9000"],"static":[{"prefix":"/a/","root":"/x","allowHidden":"yes"}]}"#, file: "f.json")
+        }
+    }
+
     static let errors: [(String, String)] = [
         (#"{"listen":["0.0.0.0:80"],"http":{"maxHeaderBytes":12}}"#, "clusterd.json: http.maxHeaderBytes: must be 1024...1048576, got 12"),
         (#"{"listen":["0.0.0.0:80"],"colour":"red"}"#, "clusterd.json: colour: unknown key"),

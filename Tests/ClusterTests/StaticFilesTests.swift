@@ -1,6 +1,7 @@
 @testable import Cluster
 import ClusterConfig
 import ClusterControl
+import ClusterHTTP
 import Testing
 
 @Suite struct StaticPaths {
@@ -16,6 +17,48 @@ import Testing
     ] as [(String, String?)])
     func normalise(_ input: String, _ expected: String?) {
         #expect(normalised(input) == expected, "\(input)")
+    }
+
+    /// The files of a normalised path: its relative path, whether the URL named a directory, and
+    /// whether a segment is hidden.
+    func parsed(_ path: String, root: ClusterConfiguration.StaticRoot = .init(prefix: "/", root: "/nonexistent")) -> (path: String, directory: Bool, hidden: Bool)? {
+        let files = StaticFiles(root, types: MimeTypes(overrides: [:]))
+        let error = Array(path.utf8).withUnsafeBytes { files.normalise($0) }
+        return error == nil ? (files.normalisedPath, files.namesDirectory, files.isHiddenPath) : nil
+    }
+
+    /// Issue 12 item 18: `/file/` and `/file/.` name a directory (a regular file there is 404).
+    @Test(arguments: [
+        ("a.txt", false), ("a.txt/", true), ("a.txt/.", true), ("a.txt/%2e", true), ("a/..", true), ("a.txt//", true),
+        ("", true), ("a/b", false), ("./a", false), ("a/./b", false),
+    ] as [(String, Bool)])
+    func namesDirectory(_ input: String, _ expected: Bool) {
+        #expect(parsed(input)?.directory == expected, "\(input)")
+    }
+
+    /// Issue 12 item 18: hidden segments are found after decoding; `.well-known` leading is public.
+    @Test(arguments: [
+        (".env", true), ("a/.git/config", true), ("a/.hidden/x", true), ("%2eenv", true), ("a/b.c", false), ("", false),
+        (".well-known/acme-challenge/t", false), (".well-known", false), (".well-known/.x", true), (".well-knownx", true),
+        ("a/.well-known/x", true), ("a/.x/../b", false), ("..a", true),
+    ] as [(String, Bool)])
+    func hiddenSegments(_ input: String, _ hidden: Bool) {
+        #expect(parsed(input)?.hidden == hidden, "\(input)")
+    }
+
+    /// Issue 12 item 3: a directory redirect is built from the prefix and the normalised path,
+    /// never from the raw target: no `//host` or `/\host` Location (an open redirect).
+    @Test(arguments: [
+        ("/", "/evil.example/..", "", "/"), ("/", "\\evil.example/..", "", "/"), ("/", "/evil.example/sub", "", "/evil.example/sub/"),
+        ("/", "a//b", "x=1", "/a/b/?x=1"), ("/s/", "sub", "", "/s/sub/"), ("/s/", "", "", "/s/"),
+        ("/", "a%20b/c%3Fd", "", "/a%20b/c%3Fd/"), ("/", "%5Cevil", "", "/%5Cevil/"), ("/", "x%0d%0aSet-Cookie:a", "", "/x%0D%0ASet-Cookie:a/"),
+    ] as [(String, String, String, String)])
+    func directoryRedirect(_ prefix: String, _ relative: String, _ query: String, _ location: String) {
+        let files = StaticFiles(.init(prefix: prefix, root: "/nonexistent"), types: MimeTypes(overrides: [:]))
+        #expect(Array(relative.utf8).withUnsafeBytes { files.normalise($0) } == nil)
+        let got = Array(query.utf8).withUnsafeBytes { files.directoryLocation(query: HTTPBytes($0)) }
+        #expect(got == location, "\(relative)")
+        #expect(!got.hasPrefix("//") && !got.hasPrefix("/\\"))
     }
 
     @Test func ranges() {
@@ -63,12 +106,15 @@ import Testing
         w[.requests] = 10
         w[.latency0] = 10
         segment.retired[.requests] = 5
+        w[.accessLogDroppedLines] = 3
+        segment.retired[.accessLogDroppedLines] = 4
         let text = MetricsRenderer.render(segment)
         #expect(text.contains("clusterd_requests_total 15\n"))
         #expect(text.contains("clusterd_worker_requests_total{slot=\"1\",pid=\"42\",generation=\"0\"} 10\n"))
         #expect(text.contains("clusterd_request_duration_seconds_bucket{le=\"0.0001\"} 10\n"))
         #expect(text.contains("clusterd_request_duration_seconds_bucket{le=\"+Inf\"} 10\n"))
         #expect(text.contains("clusterd_workers 2\n"))
+        #expect(text.contains("clusterd_access_log_dropped_lines_total 7\n"))
         #expect(MetricsRenderer.seconds(1_500_000) == "1.5")
         #expect(MetricsRenderer.seconds(100) == "0.0001")
     }

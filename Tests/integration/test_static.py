@@ -1,11 +1,12 @@
 """Static files as an nginx user expects them, over real sockets."""
 import os
+import re
 import socket
 import subprocess
 
 import pytest
 
-from conftest import CLUSTERD, raw_exchange, statuses, wait_ready
+from conftest import CLUSTERD, children, connections, raw_exchange, statuses, wait_ready
 
 
 def request(port, path, headers=b"", method=b"GET"):
@@ -155,3 +156,135 @@ def test_demo_page_assets_with_curl(daemon_factory):
         r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{content_type}", f"http://127.0.0.1:{d.port}{path}"],
                            capture_output=True, text=True, timeout=10)
         assert r.stdout.startswith("200 " + kind), (path, r.stdout)
+
+
+# --- Issue 12 items 3, 8, 18 ---------------------------------------------------------------------
+
+def test_directory_redirect_is_never_an_open_redirect(tmpdir_short, daemon_factory):
+    """Item 3: the 301 that adds a directory's slash is built from the prefix and the normalised
+    path, so `//evil.example/..` and `/\\evil.example/..` go to `/`, never to another host."""
+    root = os.path.join(tmpdir_short, "r")
+    os.makedirs(os.path.join(root, "sub"))
+    d = daemon_factory({"static": [{"prefix": "/", "root": root}, {"prefix": "/s/", "root": root}], "routes": []})
+    wait_ready(d, 1)
+    for path, location in [("//evil.example/..", "/"), ("/\\evil.example/..", "/"), ("//evil.example//..", "/"),
+                           ("///evil.example/../sub", "/sub/"), ("/sub//..//sub", "/sub/"), ("/s//evil.example/..", "/s/"),
+                           ("/s", "/s/"), ("/sub?q=1", "/sub/?q=1"), ("/%2fevil.example/..", None)]:
+        code, h, _ = request(d.port, path)
+        if location is None:
+            assert code == 400, path
+            continue
+        assert code == 301, (path, code)
+        assert h["location"] == location, (path, h["location"])
+
+
+def test_regular_file_is_not_served_as_a_directory(site):
+    """Item 18: `/file/` and `/file/.` are 404 (nginx: ENOTDIR), while `/dir/.` still leads to the index."""
+    for path in ["/static/index.html/", "/static/index.html/.", "/static/index.html/%2e", "/static/index.html//", "/static/sub/index.html/"]:
+        assert request(site.port, path)[0] == 404, path
+    code, h, _ = request(site.port, "/static/sub/.")
+    assert code == 301 and h["location"] == "/static/sub/"
+    assert request(site.port, "/static/index.html")[0] == 200
+
+
+@pytest.fixture
+def hidden_root(tmpdir_short):
+    root = os.path.join(tmpdir_short, "h")
+    for d in [".git", "a/.hidden", ".well-known/acme-challenge"]:
+        os.makedirs(os.path.join(root, d))
+    for name, text in [(".env", "SECRET=1"), (".git/config", "[core]"), ("a/.hidden/x", "x"), (".htpasswd", "u:p"),
+                       (".well-known/acme-challenge/tok", "challenge"), ("a/b.txt", "visible"), (".well-known/.x", "no")]:
+        with open(os.path.join(root, name), "w") as f:
+            f.write(text)
+    return root
+
+
+def test_hidden_names_are_not_served_by_default(hidden_root, daemon_factory):
+    """Item 18: `.env`, `.git/config` and `/a/.hidden/x` answer 404 (encoded too); `/.well-known/` is public."""
+    d = daemon_factory({"static": [{"prefix": "/", "root": hidden_root}], "routes": []})
+    wait_ready(d, 1)
+    for path in ["/.env", "/.git/config", "/.git/", "/.git", "/a/.hidden/x", "/.htpasswd", "/%2eenv", "/a/%2Ehidden/x", "/.well-known/.x"]:
+        code, _, body = request(d.port, path)
+        assert code == 404, path
+        assert b"SECRET" not in body and b"[core]" not in body
+    assert request(d.port, "/.well-known/acme-challenge/tok")[2] == b"challenge"
+    assert request(d.port, "/a/b.txt")[2] == b"visible"
+    # A hidden segment that `..` takes back out is not part of the path served.
+    assert request(d.port, "/a/.hidden/../b.txt")[2] == b"visible"
+
+
+def test_hidden_names_served_when_the_root_allows(hidden_root, daemon_factory):
+    d = daemon_factory({"static": [{"prefix": "/", "root": hidden_root, "allowHidden": True}], "routes": []})
+    wait_ready(d, 1)
+    assert request(d.port, "/.env")[2] == b"SECRET=1"
+    assert request(d.port, "/.git/config")[2] == b"[core]"
+    assert request(d.port, "/a/.hidden/x")[2] == b"x"
+
+
+def keepalive_get(sock, path):
+    """One request on an open keep-alive connection; returns (status, body)."""
+    sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        body += chunk
+    assert len(body) == length
+    return statuses(head + b" ")[0], body
+
+
+def established_owners(port):
+    """PIDs holding established server-side connections on `port`."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"sport = :{port}"], capture_output=True, text=True, timeout=10).stdout
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+
+def test_symlink_swap_deploy_is_followed_at_once(tmpdir_short, daemon_factory):
+    """Item 8: `current -> releases/N` swapped by renaming a new symlink over it: the very next
+    request on every connection of every worker serves the new release; deleting the old release
+    changes nothing; symlinks out of the new root are still refused."""
+    base = os.path.join(tmpdir_short, "deploy")
+    for n in (1, 2):
+        os.makedirs(os.path.join(base, "releases", str(n), "sub"))
+        for name in ("index.html", "v.txt", "sub/index.html"):
+            with open(os.path.join(base, "releases", str(n), name), "w") as f:
+                f.write(f"release {n}")
+    with open(os.path.join(tmpdir_short, "secret.txt"), "w") as f:
+        f.write("top secret")
+    os.symlink(os.path.join(tmpdir_short, "secret.txt"), os.path.join(base, "releases", "2", "escape.txt"))
+    current = os.path.join(base, "current")
+    os.symlink("releases/1", current)
+    d = daemon_factory({"workers": 2, "static": [{"prefix": "/", "root": current}], "routes": []})
+    wait_ready(d, 2)
+    workers = set(children(d.proc.pid))
+    assert len(workers) == 2
+    with connections(d.port, 24) as socks:
+        for s in socks:
+            assert keepalive_get(s, "/v.txt") == (200, b"release 1")
+        # Both workers hold some of the connections (the kernel spreads them by hash).
+        assert established_owners(d.port) == workers
+        new = os.path.join(base, "current.new")
+        os.symlink("releases/2", new)
+        os.rename(new, current)
+        for s in socks:
+            assert keepalive_get(s, "/v.txt") == (200, b"release 2")
+        subprocess.run(["rm", "-rf", os.path.join(base, "releases", "1")], check=True)
+        for s in socks:
+            assert keepalive_get(s, "/") == (200, b"release 2")
+            assert keepalive_get(s, "/sub/") == (200, b"release 2")
+            code, body = keepalive_get(s, "/escape.txt")
+            assert code == 403 and b"secret" not in body
+            assert keepalive_get(s, "/../secret.txt")[0] in (400, 403)
+        # The root gone altogether: 404, and back as soon as it is there again.
+        os.unlink(current)
+        for s in socks:
+            assert keepalive_get(s, "/v.txt")[0] == 404
+        os.symlink("releases/2", current)
+        for s in socks:
+            assert keepalive_get(s, "/v.txt") == (200, b"release 2")
