@@ -42,6 +42,9 @@ public enum MetricsRenderer {
         family("clusterd_connections_lost_total", "counter", "Connections open on workers that crashed.")
         sample("clusterd_connections_lost_total", "", master[.lostWithCrashedWorkers])
 
+        family("clusterd_access_log_dropped_lines_total", "counter", "Access log lines dropped because the file could not take them (a full disk).")
+        sample("clusterd_access_log_dropped_lines_total", "", value(segment, .accessLogDroppedLines))
+
         family("clusterd_busy_polls_total", "counter", "Polls for the next event before sleeping (busyPoll), by whether one came in the window.")
         sample("clusterd_busy_polls_total", "result=\"event\"", value(segment, .busyPollHits))
         sample("clusterd_busy_polls_total", "result=\"timeout\"", value(segment, .busyPollMisses))

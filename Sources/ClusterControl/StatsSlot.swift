@@ -29,6 +29,8 @@ public struct StatsSlot {
         case slot
         /// Polls before sleeping (`busyPoll`) that found an event / that ran out their window.
         case busyPollHits, busyPollMisses
+        /// Access log lines dropped because the file could not take them (a full disk).
+        case accessLogDroppedLines
     }
 
     /// Upper bounds (µs) of the latency buckets: 100 µs … 5 s.

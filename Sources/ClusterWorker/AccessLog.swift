@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ClusterConfig
+import ClusterControl
 import ClusterHTTP
 import ClusterSystem
 import Logging
@@ -9,6 +10,13 @@ import Logging
 /// A per-worker access log: lines are formatted into a buffer and written to the file (O_APPEND, so
 /// the workers' lines interleave whole) once per turn of the loop or when 64 KiB are waiting.
 /// Reopened on USR1 / `clusterctl reopen-logs` for logrotate.
+///
+/// When the file cannot take them (a full disk, a quota, EIO), whole lines are dropped, never part
+/// of one: a write that stops inside a line is completed, and if the rest cannot be written the
+/// part already written is cut off again (ftruncate), so the file never ends with a torn line.
+/// Dropped lines are counted (`accessLogDroppedLines` in the stats slot,
+/// `clusterd_access_log_dropped_lines_total` in /metrics) and the error is logged at most once per
+/// `reportInterval`, with the count since the last report, and once when writing works again.
 public final class AccessLog {
     public let path: String
     public let format: ClusterConfiguration.AccessLog.Format
@@ -18,11 +26,25 @@ public final class AccessLog {
     var second: Int64 = -1
     var combinedTime: [UInt8] = []
     var isoTime: [UInt8] = []
+    /// Where dropped lines are counted (the worker's slot).
+    let stats: StatsSlot?
+    /// Lines dropped by this log since it was made.
+    public private(set) var droppedLines: UInt64 = 0
+    /// Lines dropped since the error was last reported, and when that was (monotonic ms).
+    var droppedSinceReport: UInt64 = 0
+    var lastReportMilliseconds: Int64? = nil
+    /// A write failed and no working write has been reported since.
+    var failing = false
+    /// A torn line could not be cut off (not yet reported).
+    var tornLineLeft = false
+    /// The shortest time between two error reports.
+    public static let reportIntervalMilliseconds: Int64 = 10_000
 
-    public init(path: String, format: ClusterConfiguration.AccessLog.Format, logger: Logger) {
+    public init(path: String, format: ClusterConfiguration.AccessLog.Format, logger: Logger, stats: StatsSlot? = nil) {
         self.path = path
         self.format = format
         self.logger = logger
+        self.stats = stats
         open()
     }
 
@@ -49,21 +71,101 @@ public final class AccessLog {
         logger.info("access log reopened")
     }
 
-    /// Writes the buffered lines.
+    /// Writes the buffered lines (all whole: `append` adds whole lines only).
     public func flush() {
         guard buffer.readableBytes > 0 else { return }
         defer { buffer.clear() }
-        guard fd >= 0 else { return }
+        guard fd >= 0 else {
+            // Not open (the open failed and was logged): the lines are dropped, and counted.
+            count(dropped: Self.lines(in: buffer.readableView))
+            return
+        }
         var view = buffer.readableView
+        // Bytes of the line being written that are already in the file.
+        var torn = 0
         while view.count > 0 {
-            let n = Glibc.write(fd, view.baseAddress, view.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                logger.error("access log \(path): \(String(cString: strerror(errno)))")
+            let written: Int
+            do throws(SystemError) {
+                switch try Sys.write(fd, view.baseAddress!, view.count) {
+                case .processed(let n): written = n
+                case .wouldBlock: written = 0
+                }
+                // A regular file never takes nothing without an error; if one does, stop rather than spin.
+                if written == 0 { throw SystemError(call: "write", errno: ENOSPC) }
+            } catch {
+                failed(error, unwritten: view, torn: torn)
                 return
             }
-            view = UnsafeRawBufferPointer(rebasing: view[n...])
+            let chunk = UnsafeRawBufferPointer(rebasing: view[..<written])
+            if let newline = Self.lastNewline(in: chunk) {
+                torn = written - newline - 1
+            } else {
+                torn += written
+            }
+            view = UnsafeRawBufferPointer(rebasing: view[written...])
         }
+        // Working again: said once, within the same limit as the errors (a disk on the edge of full
+        // that takes one write and refuses the next must not make a line per turn either).
+        if failing, let now = mayReport() {
+            failing = false
+            logger.notice("access log \(path): writing again; \(droppedSinceReport) line(s) dropped since the last report")
+            droppedSinceReport = 0
+            lastReportMilliseconds = now
+        }
+    }
+
+    /// A write failed with `unwritten` still to go, `torn` bytes of its first line already in the file.
+    func failed(_ error: SystemError, unwritten: UnsafeRawBufferPointer, torn: Int) {
+        if torn > 0 && !cutTornLine(torn) { tornLineLeft = true }
+        failing = true
+        count(dropped: Self.lines(in: unwritten))
+        guard let now = mayReport() else { return }
+        logger.error("access log \(path): \(error.reason); \(droppedSinceReport) line(s) dropped\(lastReportMilliseconds == nil ? "" : " since the last report")\(tornLineLeft ? "; a line in the file may be incomplete" : "") (reported at most every \(Self.reportIntervalMilliseconds / 1000) s)")
+        droppedSinceReport = 0
+        tornLineLeft = false
+        lastReportMilliseconds = now
+    }
+
+    /// Now (monotonic ms) if a report may be logged now, else nil.
+    func mayReport() -> Int64? {
+        let now = Clock.monotonicMilliseconds()
+        if let last = lastReportMilliseconds, now - last < Self.reportIntervalMilliseconds { return nil }
+        return now
+    }
+
+    /// Takes the first `torn` bytes of a line back out of the file: the file ends where this
+    /// worker's last write ended (nobody appended since), so it is cut there minus those bytes.
+    /// Returns false when that could not be done safely.
+    func cutTornLine(_ torn: Int) -> Bool {
+        do throws(SystemError) {
+            let end = try FileIO.offset(fd: fd)
+            guard try FileIO.size(fd: fd) == end, end >= torn else { return false }
+            try FileIO.truncate(fd: fd, size: end - torn)
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    func count(dropped lines: UInt64) {
+        droppedLines &+= lines
+        droppedSinceReport &+= lines
+        stats?.add(.accessLogDroppedLines, lines)
+    }
+
+    static func lines(in bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var n: UInt64 = 0
+        for b in bytes where b == 0x0A { n &+= 1 }
+        return n
+    }
+
+    static func lastNewline(in bytes: UnsafeRawBufferPointer) -> Int? {
+        var i = bytes.count - 1
+        while i >= 0 {
+            if bytes[i] == 0x0A { return i }
+            i -= 1
+        }
+        return nil
     }
 
     func updateTime(_ wall: Int64) {

@@ -92,7 +92,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         self.epoll = try Epoll(capacity: 1024)
         dateLine = .allocate(byteCount: 64, alignment: 8)
         connections.reserveCapacity(1024)
-        accessLog = settings.accessLog.map { AccessLog(path: $0.path, format: $0.format, logger: logger) }
+        accessLog = settings.accessLog.map { AccessLog(path: $0.path, format: $0.format, logger: logger, stats: stats) }
     }
 
     deinit {

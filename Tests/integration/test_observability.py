@@ -2,6 +2,7 @@
 (checked with prometheus_client's own parser), clusterctl status/top reading the same numbers."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import get, raw_exchange, status, wait_ready, wait_until
+from conftest import get, raw_exchange, status, statuses, wait_ready, wait_until
 
 
 def metrics(port):
@@ -141,3 +142,70 @@ def test_busy_poll_backs_off_for_a_slow_client(daemon_factory, busy_poll):
     else:
         # 200 requests and a few /metrics reads: one poll per turn would be 200 or more.
         assert 1 <= polls <= 30, polls
+
+
+# --- Issue 12 item 13: the access log on a full disk ---------------------------------------------
+
+COMBINED_LINE = re.compile(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /full/\d+ HTTP/1\.1" 404 10 "-" "agent-\d+-x*"$')
+
+
+@pytest.fixture
+def full_disk_log(request, tmpdir_short):
+    """An access log path on a filesystem that fills up: a 64 KiB tmpfs (needs root; unmounted in
+    teardown whatever happened), or a symlink to /dev/full (every write ENOSPC)."""
+    if request.param == "tmpfs":
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        mnt = os.path.join(tmpdir_short, "full")
+        os.makedirs(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", mnt], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        try:
+            yield os.path.join(mnt, "access.log"), True
+        finally:
+            if subprocess.run(["umount", mnt]).returncode != 0:
+                subprocess.run(["umount", "-l", mnt])
+    else:
+        path = os.path.join(tmpdir_short, "access.log")
+        os.symlink("/dev/full", path)
+        yield path, False
+
+
+@pytest.mark.parametrize("full_disk_log", ["tmpfs", "devfull"], indirect=True)
+def test_access_log_on_a_full_disk(full_disk_log, daemon_factory):
+    """Whole lines only (a write that stops inside a line is cut back), the error reported a
+    bounded number of times (was one line per loop turn), and every line not written counted in
+    clusterd_access_log_dropped_lines_total: lines in the file + dropped = requests."""
+    log, readable = full_disk_log
+    d = daemon_factory({"workers": 2, "accessLog": {"path": log, "format": "combined"}})
+    wait_ready(d, 2)
+    sent = 0
+    started = time.time()
+    while time.time() - started < 3:
+        batch = b""
+        for _ in range(50):
+            # Lines of 100-1,600 bytes, so the disk fills up in the middle of one.
+            batch += b"GET /full/%d HTTP/1.1\r\nHost: t\r\nUser-Agent: agent-%d-%s\r\n\r\n" % (sent, sent, b"x" * (sent * 37 % 1500))
+            sent += 1
+        batch += b"GET /full/%d HTTP/1.1\r\nHost: t\r\nUser-Agent: agent-%d-x\r\nConnection: close\r\n\r\n" % (sent, sent)
+        sent += 1
+        assert statuses(raw_exchange(d.port, batch, read_timeout=10)).count(404) == 51
+    time.sleep(0.3)
+    dropped = value(metrics(d.port), "clusterd_access_log_dropped_lines_total")
+    if readable:
+        with open(log, "rb") as f:
+            text = f.read()
+        assert len(text) > 32 * 1024, len(text)
+        assert text.endswith(b"\n"), text[-200:]
+        lines = text.decode().split("\n")[:-1]
+        bad = [l for l in lines if not COMBINED_LINE.match(l)]
+        assert bad == [], bad[:3]
+        assert len(lines) + dropped == sent, (len(lines), dropped, sent)
+    else:
+        assert dropped == sent
+    assert sent > 1000
+    reports = [l for l in d.log_text().splitlines() if "access log" in l and "No space left on device" in l]
+    # One report per worker at the first failure, then at most one per 10 s (the run took ~3 s).
+    assert 1 <= len(reports) <= 2 * 2, reports[:5]
+    assert "line(s) dropped" in reports[0]

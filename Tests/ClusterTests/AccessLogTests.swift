@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ClusterControl
+import ClusterHTTP
+import ClusterSystem
+@testable import ClusterWorker
+import Logging
+import Testing
+
+/// Issue 12 item 13: an access log on a full disk drops whole lines, counts them, and says so a
+/// bounded number of times.
+@Suite struct AccessLogFullDisk {
+    /// Log messages kept for the test to read.
+    final class Lines: @unchecked Sendable {
+        var messages: [(Logger.Level, String)] = []
+    }
+
+    struct Capture: LogHandler {
+        let lines: Lines
+        var logLevel: Logger.Level = .trace
+        var metadata: Logger.Metadata = [:]
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            lines.messages.append((event.level, event.message.description))
+        }
+    }
+
+    func logger(_ lines: Lines) -> Logger {
+        Logger(label: "test") { _ in Capture(lines: lines) }
+    }
+
+    @Test func devFullDropsWholeLinesCountsThemAndReportsOnce() {
+        let lines = Lines()
+        let stats = StatsSlot.privateSlot()
+        defer { stats.base.deallocate() }
+        let log = AccessLog(path: "/dev/full", format: .combined, logger: logger(lines), stats: stats)
+        // 300 loop turns of 7 lines each: before the fix, one error line per turn.
+        for _ in 0..<300 {
+            for _ in 0..<7 { log.appendRejected(HTTPError(400, "bad"), peer: "127.0.0.1", wall: 1_800_000_000) }
+            log.flush()
+        }
+        #expect(log.droppedLines == 2100)
+        #expect(stats[.accessLogDroppedLines] == 2100)
+        let errors = lines.messages.filter { $0.0 == .error }
+        #expect(errors.count == 1, "\(errors)")
+        #expect(errors.first?.1.contains("No space left on device") == true)
+        #expect(errors.first?.1.contains("7 line(s) dropped") == true)
+    }
+
+    @Test func aTornLineIsCutOffAgain() throws {
+        var template = Array("/tmp/clusterd-accesslog-XXXXXX".utf8CString)
+        let tmp = mkstemp(&template)
+        #expect(tmp >= 0)
+        close(tmp)
+        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { unlink(path) }
+        let lines = Lines()
+        let log = AccessLog(path: path, format: .combined, logger: logger(lines))
+        // What a short write leaves: a whole line, then the start of the next.
+        let partial = Array("whole line\nthe start of".utf8)
+        #expect(partial.withUnsafeBytes { write(log.fd, $0.baseAddress, $0.count) } == partial.count)
+        #expect(log.cutTornLine(12))
+        let text = try FileIO.readAll(path: path)
+        #expect(String(decoding: text, as: UTF8.self) == "whole line\n")
+    }
+
+    @Test func newlineScans() {
+        let bytes = Array("a\nbc\nd".utf8)
+        bytes.withUnsafeBytes {
+            #expect(AccessLog.lines(in: $0) == 2)
+            #expect(AccessLog.lastNewline(in: $0) == 4)
+            #expect(AccessLog.lastNewline(in: UnsafeRawBufferPointer(rebasing: $0[..<1])) == nil)
+        }
+    }
+}
