@@ -513,3 +513,48 @@ def test_failed_reload_keeps_the_old_drain_timeout(daemon_factory):
         d.proc.wait(timeout=10)
     finally:
         blocker.close()
+
+
+def test_what_a_killed_worker_loses(daemon_factory):
+    """Issue 12 item 23, what README and zero-downtime.md state: a worker killed with SIGKILL loses
+    the connections it had accepted (idle keep-alive, a request half sent, one that sent nothing),
+    and the master counts and logs exactly those; connections queued on its listener meanwhile are
+    served by the replacement."""
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+    victim = children(d.proc.pid)[0]
+    with connections(d.port, 6) as held:
+        for s in held[:4]:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            got = b""
+            while not got.endswith(b"Hello world!"):
+                chunk = s.recv(4096)
+                assert chunk
+                got += chunk
+        held[4].sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        wait_until(lambda: (status(d) or {}).get("connections") == 6, what="6 open connections published")
+        os.kill(victim, signal.SIGKILL)
+
+        def dead():
+            try:
+                with open(f"/proc/{victim}/stat") as f:
+                    return f.read().split(")")[-1].split()[0] == "Z"
+            except OSError:
+                return True
+        wait_until(dead, what="the worker gone")
+        queued = []
+        for _ in range(10):
+            q = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            q.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            queued.append(q)
+        for s in held:
+            s.settimeout(5)
+            try:
+                assert s.recv(4096) == b""
+            except ConnectionResetError:
+                pass
+        for q in queued:
+            assert statuses(read_to_eof(q)) == [200]
+            q.close()
+    wait_until(lambda: (status(d) or {}).get("lostWithCrashedWorkers") == 6, what="6 lost connections counted")
+    assert "died with 6 open connection(s)" in d.log_text()
