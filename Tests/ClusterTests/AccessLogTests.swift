@@ -51,6 +51,32 @@ import Testing
         #expect(errors.first?.1.contains("7 line(s) dropped") == true)
     }
 
+    @Test func recoveryIsReportedWithinTheSameLimit() {
+        let lines = Lines()
+        let log = AccessLog(path: "/dev/full", format: .combined, logger: logger(lines))
+        log.appendRejected(HTTPError(400, "bad"), peer: nil, wall: 1_800_000_000)
+        log.flush()
+        // More drops within the interval: counted, not reported.
+        log.appendRejected(HTTPError(400, "bad"), peer: nil, wall: 1_800_000_000)
+        log.flush()
+        // The disk has room again (the descriptor now takes everything).
+        close(log.fd)
+        log.fd = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        log.appendRejected(HTTPError(400, "bad"), peer: nil, wall: 1_800_000_000)
+        log.flush()
+        #expect(lines.messages.count == 1, "\(lines.messages)")
+        // 10 s later: said once, with what was dropped since the error line.
+        log.lastReportMilliseconds = Clock.monotonicMilliseconds() - AccessLog.reportIntervalMilliseconds
+        log.appendRejected(HTTPError(400, "bad"), peer: nil, wall: 1_800_000_000)
+        log.flush()
+        log.appendRejected(HTTPError(400, "bad"), peer: nil, wall: 1_800_000_000)
+        log.flush()
+        #expect(lines.messages.count == 2, "\(lines.messages)")
+        #expect(lines.messages.last?.0 == .notice)
+        #expect(lines.messages.last?.1.contains("writing again; 1 line(s) dropped since the last report") == true)
+        #expect(log.droppedLines == 2)
+    }
+
     @Test func aTornLineIsCutOffAgain() throws {
         var template = Array("/tmp/clusterd-accesslog-XXXXXX".utf8CString)
         let tmp = mkstemp(&template)
