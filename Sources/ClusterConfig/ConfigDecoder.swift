@@ -113,6 +113,8 @@ extension ClusterConfiguration {
                 var r = try ObjectReader(file: file, path: "static[\(i)]", value: item)
                 guard let prefix = try r.string("prefix") else { throw r.fail("prefix", "is required") }
                 guard prefix.hasPrefix("/"), prefix.hasSuffix("/") else { throw r.fail("prefix", "must start and end with '/', got \"\(prefix)\"") }
+                // A prefix is sent back in redirects: `//host/` there would leave the site.
+                guard !prefix.contains("//"), !prefix.contains("\\") else { throw r.fail("prefix", "must not contain '//' or '\\', got \"\(prefix)\"") }
                 guard let root = try r.string("root") else { throw r.fail("root", "is required") }
                 guard root.hasPrefix("/") else { throw r.fail("root", "must be an absolute path, got \"\(root)\"") }
                 var entry = StaticRoot(prefix: prefix, root: root)

@@ -42,6 +42,12 @@ import Testing
         #expect(throws: ConfigError.self) {
             try ClusterConfiguration.decode(#"{"listen":["127.0.0.1:9000"],"static":[{"prefix":"/a/","root":"/x","allowHidden":"yes"}]}"#, file: "f.json")
         }
+        // Issue 12 item 3: a prefix is part of every directory redirect, so it cannot name another host.
+        for prefix in ["//evil.example/", "/\\\\evil/", "/a//b/"] {
+            #expect(throws: ConfigError.self, "\(prefix)") {
+                try ClusterConfiguration.decode(#"{"listen":["127.0.0.1:9000"],"static":[{"prefix":"\#(prefix)","root":"/x"}]}"#, file: "f.json")
+            }
+        }
     }
 
     static let errors: [(String, String)] = [
