@@ -290,7 +290,7 @@ final class StaticFiles {
                 Sys.close(fd)
                 return response.respond(status: 304, headers: headers)
             }
-        } else if let ims = request.header("if-modified-since"), let since = HTTPDate.parse(ims.buffer), info.modified <= since {
+        } else if let ims = request.header("if-modified-since"), let since = HTTPDate.parse(ims.buffer, now: Clock.wallSeconds()), info.modified <= since {
             Sys.close(fd)
             return response.respond(status: 304, headers: headers)
         }
@@ -298,8 +298,7 @@ final class StaticFiles {
         if request.method == .GET, let range = request.header("range") {
             let ifRangeOK: Bool
             if let ifRange = request.header("if-range") {
-                let text = ifRange.string
-                ifRangeOK = text == etag || HTTPDate.parse(ifRange.buffer).map { info.modified <= $0 } == true
+                ifRangeOK = HTTPDate.ifRangeAllows(ifRange.buffer, etag: etag, lastModified: info.modified, now: Clock.wallSeconds())
             } else {
                 ifRangeOK = true
             }

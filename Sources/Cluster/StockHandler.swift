@@ -33,6 +33,9 @@ public struct StockHandler: HTTPHandler {
         }
     }
 
+    /// Routes, health, metrics and static files answer GET and HEAD; OPTIONS * the engine answers.
+    public var allowedMethods: StaticString { "GET, HEAD, OPTIONS" }
+
     public func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
         let path = request.path
         if let i = routeIndex(for: path) {

@@ -72,6 +72,16 @@ public struct ByteBuffer {
         writerIndex = live
     }
 
+    /// Removes the readable bytes at offsets `start..<end` (relative to `readerIndex`), moving the
+    /// bytes after them down: a chunked body's framing, once decoded, is dropped this way.
+    public mutating func removeReadable(from start: Int, upTo end: Int) {
+        precondition(0 <= start && start <= end && end <= readableBytes)
+        guard start < end, let base = storage else { return }
+        let tail = readableBytes - end
+        if tail > 0 { (base + readerIndex + start).copyMemory(from: base + readerIndex + end, byteCount: tail) }
+        writerIndex -= end - start
+    }
+
     /// Drops all bytes, keeping the memory.
     @inlinable
     public mutating func clear() {

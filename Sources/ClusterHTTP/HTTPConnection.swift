@@ -53,7 +53,9 @@ public struct HTTPConnectionState: Sendable {
         var decoder: ChunkedDecoder?
         var raw: Int
         var decoded: Int
-        var sentContinue = false
+        /// A `100 Continue` was sent, or is no longer due because body bytes arrived (they may
+        /// since have been dropped as framing, so this is remembered rather than looked at again).
+        var continueSettled = false
     }
 
     enum State: Sendable {
@@ -156,13 +158,19 @@ public struct HTTPConnectionState: Sendable {
             let base = input.baseAddress! + input.readerIndex
             let result = decoder.decode(
                 base, raw: &progress.raw, end: available, decoded: &progress.decoded, bodyStart: progress.head.headLength,
-                maxBody: parser.limits.maxBodyBytes, maxTrailerBytes: parser.limits.maxHeaderBytes)
+                maxBody: parser.limits.maxBodyBytes, maxTrailerBytes: parser.limits.maxHeaderBytes,
+                maxExtensionBytes: parser.limits.maxChunkExtensionBytes)
             progress.decoder = decoder
             switch result {
             case .failed(let error):
                 return fail(error, &output, context, &counters, &observer)
             case .needMore:
                 sendContinueIfExpected(&progress, &output, bodyBytesSeen: available > progress.head.headLength)
+                // The framing decoded so far is dead: drop it, so that the buffer holds the head and
+                // the decoded body only (`HTTPLimits.maxInputBufferBytes`), not every chunk line
+                // since the body began.
+                input.removeReadable(from: progress.decoded, upTo: progress.raw)
+                progress.raw = progress.decoded
                 state = .body(progress)
                 return .needInput
             case .done:
@@ -195,9 +203,12 @@ public struct HTTPConnectionState: Sendable {
     }
 
     func sendContinueIfExpected(_ progress: inout BodyProgress, _ output: inout ByteBuffer, bodyBytesSeen: Bool) {
-        if progress.head.expectContinue && progress.head.versionMinor >= 1 && !progress.sentContinue && !bodyBytesSeen {
+        guard !progress.continueSettled else { return }
+        if bodyBytesSeen {
+            progress.continueSettled = true
+        } else if progress.head.expectContinue && progress.head.versionMinor >= 1 {
             output.write("HTTP/1.1 100 Continue\r\n\r\n")
-            progress.sentContinue = true
+            progress.continueSettled = true
         }
     }
 
@@ -213,7 +224,11 @@ public struct HTTPConnectionState: Sendable {
         let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body)
         let (status, keep, bodyBytes, file) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool, Int, FileBody?) in
             var writer = HTTPResponseWriter(output: out, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: keepAlive)
-            handler.handle(request, &writer)
+            if head.method == .OPTIONS && head.path.count == 0 {
+                writer.respondToServerOptions(allow: handler.allowedMethods)
+            } else {
+                handler.handle(request, &writer)
+            }
             if !writer.hasResponded {
                 writer.keepAlive = false
                 writer.respond(status: 500, body: "handler did not respond\n" as StaticString)

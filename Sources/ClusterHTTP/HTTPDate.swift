@@ -22,14 +22,17 @@ public enum HTTPDate {
     public static let monthNames = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
     public static let dayNames = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 
-    /// Parses an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") to epoch seconds, nil if malformed.
-    /// (The obsolete RFC 850 and asctime forms are not accepted; a conditional request with one is
-    /// treated as unconditional, which RFC 9110 allows.)
-    public static func parse(_ bytes: UnsafeRawBufferPointer) -> Int64? {
-        guard bytes.count == 29, bytes[3] == UInt8(ascii: ","), bytes[4] == 0x20, bytes[7] == 0x20, bytes[11] == 0x20,
-            bytes[16] == 0x20, bytes[19] == UInt8(ascii: ":"), bytes[22] == UInt8(ascii: ":"), bytes[25] == 0x20,
-            bytes[26] == UInt8(ascii: "G"), bytes[27] == UInt8(ascii: "M"), bytes[28] == UInt8(ascii: "T")
-        else { return nil }
+    /// Parses an HTTP-date (RFC 9110 §5.6.7) to epoch seconds, nil if malformed. All three forms are
+    /// accepted, as the RFC requires of recipients:
+    ///
+    ///     IMF-fixdate   Sun, 06 Nov 1994 08:49:37 GMT
+    ///     rfc850-date   Sunday, 06-Nov-94 08:49:37 GMT   (obsolete)
+    ///     asctime-date  Sun Nov  6 08:49:37 1994         (obsolete)
+    ///
+    /// An rfc850-date's two-digit year is taken in the century of `now` (epoch seconds), and a
+    /// century earlier when that is more than 50 years after `now`'s year; `now` is read only for
+    /// that form.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, now: @autoclosure () -> Int64) -> Int64? {
         func number(_ from: Int, _ count: Int) -> Int? {
             var n = 0
             for i in from..<from + count {
@@ -39,20 +42,87 @@ public enum HTTPDate {
             }
             return n
         }
-        let monthText = String(decoding: bytes[8..<11], as: UTF8.self)
-        guard let day = number(5, 2), let year = number(12, 4), let hour = number(17, 2), let minute = number(20, 2),
-            let second = number(23, 2), let monthIndex = monthNames.firstIndex(of: monthText),
-            (1...31).contains(day), hour < 24, minute < 60, second < 61
-        else { return nil }
+        func isShortDayName(_ at: Int) -> Bool {
+            (0..<7).contains { name(at, dayNamesPacked, $0) }
+        }
+        func month(_ at: Int) -> Int? {
+            (0..<12).first { name(at, monthNamesPacked, $0) }.map { $0 + 1 }
+        }
+        func name(_ at: Int, _ packed: StaticString, _ index: Int) -> Bool {
+            let p = packed.utf8Start + index * 3
+            return bytes[at] == p[0] && bytes[at + 1] == p[1] && bytes[at + 2] == p[2]
+        }
+        /// "HH:MM:SS" at `at`.
+        func time(_ at: Int) -> (Int, Int, Int)? {
+            guard bytes[at + 2] == UInt8(ascii: ":"), bytes[at + 5] == UInt8(ascii: ":"),
+                let h = number(at, 2), let m = number(at + 3, 2), let s = number(at + 6, 2), h < 24, m < 60, s < 61
+            else { return nil }
+            return (h, m, s)
+        }
+        func gmt(_ at: Int) -> Bool {
+            bytes[at] == UInt8(ascii: "G") && bytes[at + 1] == UInt8(ascii: "M") && bytes[at + 2] == UInt8(ascii: "T")
+        }
+        let n = bytes.count
+        var fields: (year: Int, month: Int, day: Int, time: (Int, Int, Int))? = nil
+        if n == 29 && bytes[3] == UInt8(ascii: ",") {
+            // IMF-fixdate: day-name "," SP day SP month SP year SP time-of-day SP "GMT"
+            if isShortDayName(0), bytes[4] == 0x20, bytes[7] == 0x20, bytes[11] == 0x20, bytes[16] == 0x20, bytes[25] == 0x20, gmt(26),
+                let day = number(5, 2), let m = month(8), let year = number(12, 4), let t = time(17)
+            {
+                fields = (year, m, day, t)
+            }
+        } else if n == 24 && bytes[3] == 0x20 {
+            // asctime-date: day-name SP month SP ( 2DIGIT / ( SP DIGIT ) ) SP time-of-day SP year
+            if isShortDayName(0), bytes[7] == 0x20, bytes[10] == 0x20, bytes[19] == 0x20, let m = month(4),
+                let day = bytes[8] == 0x20 ? number(9, 1) : number(8, 2), let t = time(11), let year = number(20, 4)
+            {
+                fields = (year, m, day, t)
+            }
+        } else if n >= 30 && n <= 33 {
+            // rfc850-date: day-name-l "," SP day "-" month "-" 2DIGIT SP time-of-day SP "GMT"
+            let comma = n - 24
+            let dayName = longDayNames.contains { s in
+                s.utf8CodeUnitCount == comma && (0..<comma).allSatisfy { bytes[$0] == s.utf8Start[$0] }
+            }
+            let d = comma + 2
+            if dayName, bytes[comma] == UInt8(ascii: ","), bytes[comma + 1] == 0x20, bytes[d + 2] == UInt8(ascii: "-"),
+                bytes[d + 6] == UInt8(ascii: "-"), bytes[d + 9] == 0x20, bytes[d + 18] == 0x20, gmt(d + 19),
+                let day = number(d, 2), let m = month(d + 3), let yy = number(d + 7, 2), let t = time(d + 10)
+            {
+                let thisYear = civil(epochSeconds: now()).year
+                var year = thisYear - thisYear % 100 + yy
+                if year > thisYear + 50 { year -= 100 }
+                fields = (year, m, day, t)
+            }
+        }
+        guard let f = fields, (1...31).contains(f.day) else { return nil }
         // Days from civil (Howard Hinnant's algorithm).
-        let m = monthIndex + 1
-        let y = m <= 2 ? year - 1 : year
+        let m = f.month
+        let y = m <= 2 ? f.year - 1 : f.year
         let era = (y >= 0 ? y : y - 399) / 400
         let yoe = y - era * 400
-        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + day - 1
+        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + f.day - 1
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
         let days = era * 146097 + doe - 719468
-        return Int64(days) * 86400 + Int64(hour * 3600 + minute * 60 + second)
+        return Int64(days) * 86400 + Int64(f.time.0 * 3600 + f.time.1 * 60 + f.time.2)
+    }
+
+    static let longDayNames: [StaticString] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+    static let dayNamesPacked: StaticString = "SunMonTueWedThuFriSat"
+    static let monthNamesPacked: StaticString = "JanFebMarAprMayJunJulAugSepOctNovDec"
+
+    /// RFC 9110 §13.1.5: whether an `If-Range` value lets a range be served for a representation
+    /// with this strong `etag` and `lastModified` (epoch seconds) at `now`. An entity tag must
+    /// match strongly (a weak `W/` tag never does); a date must equal Last-Modified exactly, and
+    /// only counts when it is a strong validator (§8.8.2.2): with one-second timestamps, a file
+    /// modified in the current second could change again within it, so the date is weak until
+    /// that second has passed.
+    public static func ifRangeAllows(_ value: UnsafeRawBufferPointer, etag: String, lastModified: Int64, now: Int64) -> Bool {
+        // "A valid entity-tag can be distinguished from a valid HTTP-date by examining the first
+        // three characters for a DQUOTE."
+        if value.prefix(3).contains(UInt8(ascii: "\"")) { return value.elementsEqual(etag.utf8) }
+        guard let date = parse(value, now: now) else { return false }
+        return date == lastModified && lastModified < now
     }
 
     /// "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes).

@@ -21,7 +21,8 @@ public struct HTTPRequestHead: Sendable {
     public var method: HTTPMethod = .GET
     public var methodSpan: ByteSpan = .empty
     public var target: ByteSpan = .empty
-    /// The path part of the target (no query); empty for `*`.
+    /// The path part of the target (no query); empty for `*` and `OPTIONS http://host` (the server
+    /// as a whole, answered by the engine).
     public var path: ByteSpan = .empty
     /// The query (after `?`, without it); empty if none.
     public var query: ByteSpan = .empty
@@ -146,8 +147,17 @@ public struct HTTPParser {
             head.path = ByteSpan(start: targetStart, count: 0)
         } else if head.method == .CONNECT {
             return .failed(.methodNotImplemented)
-        } else if let authorityEnd = Self.absoluteFormPathStart(b, targetStart, pathEnd) {
-            head.path = ByteSpan(start: authorityEnd, count: pathEnd - authorityEnd)
+        } else if let (authority, authorityEnd) = Self.absoluteFormAuthority(b, targetStart, pathEnd) {
+            if authorityEnd < pathEnd {
+                head.path = ByteSpan(start: authorityEnd, count: pathEnd - authorityEnd)
+            } else if head.method == .OPTIONS && queryStart < 0 {
+                // `OPTIONS http://host`: the server as a whole, as `OPTIONS *` (RFC 9112 §3.2.4).
+                head.path = ByteSpan(start: targetStart, count: 0)
+            } else {
+                // `http://host` (or `http://host?q`): an empty path is `/` (RFC 9110 §4.2.3). The
+                // second slash of `://` is such a `/`, so the path still lies in the request's bytes.
+                head.path = ByteSpan(start: authority - 1, count: 1)
+            }
         } else {
             return .failed(.badTarget)
         }
@@ -260,6 +270,10 @@ public struct HTTPParser {
         }
         if hostCount > 1 { return .failed(.duplicateHost) }
         if head.versionMinor >= 1 && hostCount == 0 { return .failed(.missingHost) }
+        // An http(s) URI never has an empty host (RFC 9110 §4.2.1), and RFC 9112 §3.3 lets a server
+        // refuse a request whose target would then have no authority: an empty Host is refused in
+        // HTTP/1.1, which requires Host; HTTP/1.0, where Host is optional, may send it empty.
+        if hostCount == 1 && hostValue.count == 0 && head.versionMinor >= 1 { return .failed(.emptyHost) }
         if hostCount == 1 && !Self.isValidHost(b, hostValue) { return .failed(.badHost) }
         if head.contentLength > limits.maxBodyBytes { return .failed(.bodyTooLarge) }
         return .complete(head)
@@ -331,7 +345,7 @@ public struct HTTPParser {
     /// Host = uri-host [ ":" port ] (RFC 9110 §7.2): reg-name, IPv4 or IP-literal characters only.
     static func isValidHost(_ b: UnsafeRawBufferPointer, _ span: ByteSpan) -> Bool {
         let start = Int(span.start), end = Int(span.start + span.count)
-        if start == end { return true }  // empty Host is allowed when the target has no authority
+        if start == end { return true }  // (an empty Host is judged by the caller)
         var bracket = false
         for k in start..<end {
             let c = b[k]
@@ -353,8 +367,9 @@ public struct HTTPParser {
         return true
     }
 
-    /// For an absolute-form target (`http://host/path`), the index where its path starts.
-    static func absoluteFormPathStart(_ b: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Int? {
+    /// For an absolute-form target (`http://host/path`) ending at `end` (its query excluded), where
+    /// its authority starts and ends (the path, possibly empty, runs from there to `end`).
+    static func absoluteFormAuthority(_ b: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> (start: Int, end: Int)? {
         var k = start
         while k < end && (isAlpha(b[k]) || isDigit(b[k]) || b[k] == 0x2B || b[k] == 0x2D || b[k] == 0x2E) { k += 1 }
         guard k > start, k + 3 <= end, b[k] == UInt8(ascii: ":"), b[k + 1] == UInt8(ascii: "/"), b[k + 2] == UInt8(ascii: "/") else { return nil }
@@ -362,7 +377,7 @@ public struct HTTPParser {
         let authority = k
         while k < end && b[k] != UInt8(ascii: "/") { k += 1 }
         guard k > authority else { return nil }
-        return k
+        return (authority, k)
     }
 }
 

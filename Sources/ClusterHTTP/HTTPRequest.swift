@@ -93,7 +93,8 @@ public struct HTTPRequest {
     @inlinable public var methodBytes: HTTPBytes { bytes(head.methodSpan) }
     /// The request target as sent.
     @inlinable public var target: HTTPBytes { bytes(head.target) }
-    /// The path, without the query, still percent-encoded.
+    /// The path, without the query, still percent-encoded. For an absolute-form target with an
+    /// empty path (`http://host`), `/`.
     @inlinable public var path: HTTPBytes { bytes(head.path) }
     /// The query string after `?` (empty when none).
     @inlinable public var query: HTTPBytes { bytes(head.query) }

@@ -199,6 +199,17 @@ public struct HTTPResponseWriter: ~Copyable {
         writeTrailingHeaders()
     }
 
+    /// The engine's answer to `OPTIONS *`: 200, `Allow`, an empty body.
+    mutating func respondToServerOptions(allow: StaticString) {
+        precondition(status == 0, "a handler must respond once")
+        status = 200
+        HTTPResponseWriter.writeStatusLine(&output.pointee, 200)
+        output.pointee.write("Server: clusterd\r\nAllow: ")
+        output.pointee.write(allow)
+        output.pointee.write("\r\nContent-Length: 0\r\n")
+        writeTrailingHeaders()
+    }
+
     static func writeStatusLine(_ out: inout ByteBuffer, _ status: Int) {
         out.write("HTTP/1.1 ")
         out.writeDecimal(status)
@@ -224,6 +235,16 @@ public struct HTTPResponseWriter: ~Copyable {
 /// calls are direct.
 public protocol HTTPHandler {
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter)
+    /// The methods this server answers, for the `Allow` field of the engine's own answer to
+    /// `OPTIONS *` (RFC 9110 §9.3.7): that request concerns the server, not a resource, and is
+    /// never passed to `handle`.
+    var allowedMethods: StaticString { get }
+}
+
+extension HTTPHandler {
+    /// The methods the engine knows by name, but TRACE (a handler that answers it says so) and
+    /// CONNECT (refused with 501).
+    public var allowedMethods: StaticString { "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH" }
 }
 
 /// Sees every answered request (the access log). The worker is generic over it too, so the default

@@ -48,6 +48,7 @@ public struct HTTPError: Error, Equatable, Sendable, CustomStringConvertible {
     static let missingHost = HTTPError(400, "missing Host header")
     static let duplicateHost = HTTPError(400, "duplicate Host header")
     static let badHost = HTTPError(400, "invalid Host header")
+    static let emptyHost = HTTPError(400, "empty Host header")
     static let badContentLength = HTTPError(400, "invalid Content-Length")
     static let duplicateContentLength = HTTPError(400, "duplicate Content-Length")
     static let contentLengthAndTransferEncoding = HTTPError(400, "both Content-Length and Transfer-Encoding")
@@ -58,6 +59,7 @@ public struct HTTPError: Error, Equatable, Sendable, CustomStringConvertible {
     static let expectationFailed = HTTPError(417, "unsupported expectation")
     static let bodyTooLarge = HTTPError(413, "request body too large")
     static let badChunk = HTTPError(400, "malformed chunked body")
+    static let chunkExtensionsTooLong = HTTPError(400, "chunk extensions too long")
     static let badTrailer = HTTPError(400, "malformed trailer section")
     public static let headerTimeout = HTTPError(408, "request header timeout")
     public static let bodyTimeout = HTTPError(408, "request body timeout")
@@ -128,6 +130,24 @@ public struct HTTPLimits: Sendable, Equatable {
     public var keepAlive: Bool = true
     /// Pipelined responses buffered before the connection stops parsing until they are written.
     public var maxPendingOutput: Int = 256 * 1024
+    /// Chunk-line bytes other than the size's significant digits and CRLF (extensions, whitespace,
+    /// leading zeros), summed over one request's chunks; more → 400. Well below `maxHeaderBytes`'s
+    /// default: extensions carry nothing clusterd uses.
+    public var maxChunkExtensionBytes: Int = 4096
 
     public init() {}
+
+    /// Room a worker makes in a connection's input buffer before each read into it.
+    public static let inputReadReserve = 16 * 1024
+    /// Size of the worker's shared buffer for a connection's first read (what is left of it, a
+    /// partial request, is copied into the connection's own buffer).
+    public static let scratchReadBytes = 64 * 1024
+
+    /// The most a connection's input buffer can hold (its allocated capacity): a partial request is
+    /// at most a head and a body (`maxHeaderBytes + maxBodyBytes`; a chunked body's framing is dropped
+    /// as it is decoded), a read makes room for `inputReadReserve` more, and the buffer at most
+    /// doubles when it grows; a first read's leftover is at most `scratchReadBytes`.
+    public var maxInputBufferBytes: Int {
+        max(Self.scratchReadBytes, 2 * (maxHeaderBytes + maxBodyBytes + Self.inputReadReserve))
+    }
 }

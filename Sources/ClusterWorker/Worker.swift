@@ -44,7 +44,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     var connections: [Connection] = []
     var openCount = 0
     var nextGeneration: UInt32 = 1
-    var scratchIn = ByteBuffer(capacity: 64 * 1024)
+    var scratchIn = ByteBuffer(capacity: HTTPLimits.scratchReadBytes)
     var scratchOut = ByteBuffer(capacity: 64 * 1024)
     var dateCache = DateLineCache()
     var dateLine: UnsafeMutableRawBufferPointer
@@ -377,7 +377,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         let result: IOResult<Int>
         do {
             if useOwnBuffer {
-                c.input.reserveWritable(16 * 1024)
+                c.input.reserveWritable(HTTPLimits.inputReadReserve)
                 result = try Sys.read(fd, c.input.writePointer, c.input.writableBytes)
                 if case .processed(let n) = result { c.input.moveWriterIndex(forwardBy: n) }
             } else {

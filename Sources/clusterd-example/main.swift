@@ -14,6 +14,9 @@ struct ExampleAPI: HTTPHandler {
     let fallback: StockHandler
     let notJSON = PreparedResponse(status: 400, contentType: "application/json", body: #"{"error":"body must be {\"numbers\":[...]}"}"#)
 
+    /// The API's GET and POST, and what the stock app answers.
+    var allowedMethods: StaticString { "GET, HEAD, POST, OPTIONS" }
+
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
         switch (request.method, request.path) {
         case (.GET, "/api/hello"):

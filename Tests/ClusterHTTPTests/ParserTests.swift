@@ -135,6 +135,9 @@ func both(_ text: String, limits: HTTPLimits = HTTPLimits()) -> Exchange {
         ("missing Host in HTTP/1.1 (§3.2)", "GET / HTTP/1.1\r\n\r\n", 400),
         ("duplicate Host (§3.2)", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ("invalid Host", "GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400),
+        ("empty Host in HTTP/1.1 (issue 12; RFC 9110 §4.2.1, 9112 §3.3)", "GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+        ("empty Host with whitespace", "GET / HTTP/1.1\r\nHost: \t \r\n\r\n", 400),
+        ("empty Host with OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost:\r\n\r\n", 400),
         ("space in target (§3.2)", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         ("fragment in target", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         ("relative target", "GET a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
@@ -248,9 +251,8 @@ func both(_ text: String, limits: HTTPLimits = HTTPLimits()) -> Exchange {
     @Test func roundTrip() {
         for t: Int64 in [0, 784111777, 951782400, 1_700_000_000, 4102444799] {
             let text = HTTPDate.format(epochSeconds: t)
-            #expect(text.withUnsafeBytes { HTTPDate.parse($0) } == t)
+            #expect(text.withUnsafeBytes { HTTPDate.parse($0, now: 1_700_000_000) } == t)
         }
-        #expect(Array("Sun, 06 Nov 1994 08:49:37 XXX".utf8).withUnsafeBytes { HTTPDate.parse($0) } == nil)
-        #expect(Array("Sunday, 06-Nov-94 08:49:37 GMT".utf8).withUnsafeBytes { HTTPDate.parse($0) } == nil)
+        #expect(Array("Sun, 06 Nov 1994 08:49:37 XXX".utf8).withUnsafeBytes { HTTPDate.parse($0, now: 1_700_000_000) } == nil)
     }
 }
