@@ -8,7 +8,10 @@ import Glibc
 // Invariants checked on every input:
 //  - nothing traps (bounds, overflow, preconditions) and ASan sees no memory error;
 //  - feeding the input in one read or in pieces of any size gives the same bytes out;
-//  - every response starts with a status line, and a refused request closes the connection.
+//  - every response starts with a status line, and a refused request closes the connection;
+//  - memory: whenever the connection waits for input, what it keeps buffered is a partial request,
+//    at most maxHeaderBytes + maxBodyBytes (a chunked body's framing is dropped as it is decoded,
+//    which is what bounds HTTPLimits.maxInputBufferBytes).
 
 struct FuzzHandler: HTTPHandler {
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
@@ -50,6 +53,9 @@ func runConnection(_ bytes: UnsafeRawBufferPointer, piece: Int, limits: HTTPLimi
                 collected += output.readableView
                 output.clear()
             } while outcome == .flushFirst
+            if outcome == .needInput && input.readableBytes > limits.maxHeaderBytes + limits.maxBodyBytes {
+                preconditionFailure("\(input.readableBytes) bytes kept waiting for input, over maxHeaderBytes + maxBodyBytes")
+            }
         } while outcome == .needInput && offset < bytes.count
     }
     return (collected, outcome)
@@ -81,6 +87,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     limits.maxRequestLine = 512
     limits.maxPendingOutput = 4096
     limits.maxKeepAliveRequests = Int(data[0] >> 6)
+    limits.maxChunkExtensionBytes = 256
     let piece = Int(data[1] % 23) + 1
     let bytes = UnsafeRawBufferPointer(start: data + 2, count: size - 2)
     let whole = runConnection(bytes, piece: max(bytes.count, 1), limits: limits)

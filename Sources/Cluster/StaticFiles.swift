@@ -284,7 +284,14 @@ final class StaticFiles {
         let lastModified = String(decoding: HTTPDate.format(epochSeconds: info.modified), as: UTF8.self)
         var headers = [HTTPField("ETag", etag), HTTPField("Last-Modified", lastModified), HTTPField("Accept-Ranges", "bytes")]
 
-        // RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since.
+        // RFC 9110 §13.2.2: If-Unmodified-Since first (If-Match, which would take its place, is not
+        // evaluated), then If-None-Match, which wins over If-Modified-Since.
+        if request.header("if-match") == nil, let ius = request.header("if-unmodified-since"),
+            let since = HTTPDate.parse(ius.buffer, now: Clock.wallSeconds()), info.modified > since
+        {
+            Sys.close(fd)
+            return response.respond(status: 412, headers: headers, body: "precondition failed\n" as StaticString)
+        }
         if let inm = request.header("if-none-match") {
             if Self.matches(etag: etag, list: inm.string) {
                 Sys.close(fd)

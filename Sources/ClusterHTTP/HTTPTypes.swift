@@ -92,6 +92,7 @@ public enum HTTPStatus {
         case 409: return "Conflict"
         case 410: return "Gone"
         case 411: return "Length Required"
+        case 412: return "Precondition Failed"
         case 413: return "Content Too Large"
         case 414: return "URI Too Long"
         case 415: return "Unsupported Media Type"

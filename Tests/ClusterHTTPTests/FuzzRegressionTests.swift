@@ -28,6 +28,7 @@ import Testing
         limits.maxRequestLine = 512
         limits.maxPendingOutput = 4096
         limits.maxKeepAliveRequests = Int(data[0] >> 6)
+        limits.maxChunkExtensionBytes = 256
         let stream = Array(data[2...])
         let whole = exchange(stream, limits: limits)
         for piece in [Int(data[1] % 23) + 1, 1, 7] {

@@ -272,3 +272,89 @@ def test_request_in_pieces_is_acknowledged_at_once(daemon):
             took += time.monotonic() - start
     # Twenty requests: a held ACK (40 ms each here) alone would take 0.8 s.
     assert took < 0.4
+
+
+CHUNKED_POST = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunks,code", [
+    (b"5;\r\nhello\r\n0\r\n\r\n", 400),                      # `;` without a name
+    (b"5 \r\nhello\r\n0\r\n\r\n", 400),                      # whitespace, no extension
+    (b"5;a=b c\r\nhello\r\n0\r\n\r\n", 400),                 # a second word after a value
+    (b'3;a="x\\"y"\r\nabc\r\n0\r\n\r\n', 405),               # quoted-string with a quoted-pair: read
+    (b"0000000000000000000003\r\nabc\r\n0\r\n\r\n", 405),    # leading zeros are not size digits
+])
+def test_chunk_line_grammar_on_the_wire(daemon, chunks, code):
+    # RFC 9112 §7.1.1 (issue 12). 405: the body was read in full and the request reached the
+    # route (which answers GET only); 400: the engine refused the chunk line.
+    raw = raw_exchange(daemon.port, CHUNKED_POST + chunks)
+    assert statuses(raw) == [code], raw[:200]
+    if code == 400:
+        assert b"malformed chunked body" in raw and b"Connection: close\r\n" in raw
+
+
+def test_absolute_form_with_empty_path_is_root(daemon):
+    # Issue 12: served as `/`, not redirected or 404.
+    raw = raw_exchange(daemon.port, b"GET http://example.com HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+    assert statuses(raw) == [200]
+    assert raw.endswith(b"Hello world!")
+
+
+def test_options_asterisk_is_answered_by_the_server(daemon_factory, tmpdir_short):
+    # Issue 12: whatever the routes and static roots would say, `OPTIONS *` gets 200 with Allow.
+    root = os.path.join(tmpdir_short, "www")
+    os.makedirs(root)
+    d = daemon_factory({"static": [{"prefix": "/", "root": root}]})
+    wait_ready(d, 1)
+    raw = raw_exchange(d.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nOPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nAllow: GET, HEAD, OPTIONS\r\n" in first and b"\r\nContent-Length: 0\r\n" in first
+    assert statuses(rest) == [405]  # OPTIONS on a resource is the application's answer
+
+
+def test_empty_host_is_refused_in_http11(daemon):
+    raw = raw_exchange(daemon.port, b"GET / HTTP/1.1\r\nHost:\r\n\r\n")
+    assert statuses(raw) == [400] and b"empty Host header" in raw
+    raw = raw_exchange(daemon.port, b"GET / HTTP/1.0\r\nHost:\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_if_range_date_must_match_exactly(daemon_factory, tmpdir_short):
+    # Issue 12: a date later than Last-Modified used to count as a match; the obsolete date forms
+    # were ignored. The file's time is an hour in the past, so its date is a strong validator.
+    root = os.path.join(tmpdir_short, "www")
+    os.makedirs(root)
+    path = os.path.join(root, "f.txt")
+    with open(path, "w") as f:
+        f.write("0123456789")
+    mtime = int(time.time()) - 3600
+    os.utime(path, (mtime, mtime))
+    d = daemon_factory({"static": [{"prefix": "/s/", "root": root}]})
+    wait_ready(d, 1)
+    imf = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(mtime))
+    rfc850 = time.strftime("%A, %d-%b-%y %H:%M:%S GMT", time.gmtime(mtime))
+    asctime = time.strftime("%a %b ", time.gmtime(mtime)) + f"{time.gmtime(mtime).tm_mday:2d}" + time.strftime(" %H:%M:%S %Y", time.gmtime(mtime))
+    later = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(mtime + 60))
+
+    def ranged(if_range):
+        raw = raw_exchange(d.port, b"GET /s/f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: bytes=2-4\r\nIf-Range: "
+                           + if_range.encode() + b"\r\n\r\n")
+        return statuses(raw)[0], raw.partition(b"\r\n\r\n")[2]
+
+    assert ranged(imf) == (206, b"234")
+    assert ranged(rfc850) == (206, b"234")
+    assert ranged(asctime) == (206, b"234")
+    assert ranged(later) == (200, b"0123456789")
+    # The obsolete forms in the other conditional headers too.
+    def conditional(field, date):
+        raw = raw_exchange(d.port, b"GET /s/f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + field + b": "
+                           + date.encode() + b"\r\n\r\n")
+        return statuses(raw)[0]
+
+    earlier = time.strftime("%A, %d-%b-%y %H:%M:%S GMT", time.gmtime(mtime - 60))
+    for date in (rfc850, asctime):
+        assert conditional(b"If-Modified-Since", date) == 304, date
+        assert conditional(b"If-Unmodified-Since", date) == 200, date
+    assert conditional(b"If-Modified-Since", earlier) == 200
+    assert conditional(b"If-Unmodified-Since", earlier) == 412
