@@ -380,6 +380,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 c.input.reserveWritable(HTTPLimits.inputReadReserve)
                 result = try Sys.read(fd, c.input.writePointer, c.input.writableBytes)
                 if case .processed(let n) = result { c.input.moveWriterIndex(forwardBy: n) }
+                // Docs/security.md's per-connection bound (checked in debug builds: the test suite).
+                assert(c.input.allocatedCapacity <= settings.limits.maxInputBufferBytes, "input buffer over HTTPLimits.maxInputBufferBytes")
             } else {
                 scratchIn.clear()
                 result = try Sys.read(fd, scratchIn.writePointer, scratchIn.writableBytes)
