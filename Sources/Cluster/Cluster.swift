@@ -60,7 +60,7 @@ public enum Cluster {
         let configBytes: [UInt8]
         do {
             (config, configBytes) = try loadConfigAndBytes(path: options.configPath)
-            _ = try makeHandler(config)
+            try ConfigCheck.validate(config, makeHandler: makeHandler)
         } catch {
             printError("clusterd: \(error)")
             exit(ExitCode.config)
@@ -117,7 +117,7 @@ public enum Cluster {
             let master = try Master(
                 options: Master.Options(
                     configPath: options.configPath, executable: ProcessControl.currentExecutable(),
-                    arguments: ["--config", options.configPath], validate: { _ = try makeHandler($0) }),
+                    arguments: ["--config", options.configPath], validate: { try ConfigCheck.validate($0, makeHandler: makeHandler) }),
                 config: config, configBytes: configBytes, logger: logger)
             return master.run()
         } catch {

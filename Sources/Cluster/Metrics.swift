@@ -71,17 +71,29 @@ public enum MetricsRenderer {
         family("clusterd_worker_restarts_total", "counter", "Workers restarted after a crash or a missed heartbeat.")
         sample("clusterd_worker_restarts_total", "", master[.restarts])
 
-        family("clusterd_worker_requests_total", "counter", "Requests answered, per live worker.")
-        for w in workers { sample("clusterd_worker_requests_total", labels(w), w[.requests]) }
-        family("clusterd_worker_connections_open", "gauge", "Open connections, per live worker.")
-        for w in workers { sample("clusterd_worker_connections_open", labels(w), w[.openConnections]) }
-        family("clusterd_worker_state", "gauge", "0 starting, 1 ready, 2 draining.")
-        for w in workers { sample("clusterd_worker_state", labels(w), w[.state]) }
+        // Per worker slot, not per process: a slot keeps its series across restarts and reloads
+        // (a new worker's counters start again at 0, which Prometheus reads as a counter reset).
+        // While a reload drains, a slot has two workers (old and new generation): their numbers
+        // are summed, and the state is the newest's.
+        let slots = bySlot(workers)
+        family("clusterd_worker_requests_total", "counter", "Requests answered, per worker slot (by its live workers).")
+        for (slot, ws) in slots { sample("clusterd_worker_requests_total", "slot=\"\(slot)\"", ws.reduce(0) { $0 &+ $1[.requests] }) }
+        family("clusterd_worker_connections_open", "gauge", "Open connections, per worker slot.")
+        for (slot, ws) in slots { sample("clusterd_worker_connections_open", "slot=\"\(slot)\"", ws.reduce(0) { $0 &+ $1[.openConnections] }) }
+        family("clusterd_worker_state", "gauge", "0 starting, 1 ready, 2 draining: the newest worker of each slot.")
+        for (slot, ws) in slots { sample("clusterd_worker_state", "slot=\"\(slot)\"", ws.last.map { $0[.state] } ?? 0) }
+        family("clusterd_worker_info", "gauge", "One per live worker process: its slot, pid and generation (changes on every restart and reload).")
+        for (slot, ws) in slots {
+            for w in ws { sample("clusterd_worker_info", "slot=\"\(slot)\",pid=\"\(w[.pid])\",generation=\"\(w[.generation])\"", 1) }
+        }
         return out
     }
 
-    static func labels(_ w: StatsSlot) -> String {
-        "slot=\"\(w[.slot])\",pid=\"\(w[.pid])\",generation=\"\(w[.generation])\""
+    /// Live workers grouped by slot, slots ascending, each slot's workers oldest generation first.
+    static func bySlot(_ workers: [StatsSlot]) -> [(slot: UInt64, workers: [StatsSlot])] {
+        var groups: [UInt64: [StatsSlot]] = [:]
+        for w in workers { groups[w[.slot], default: []].append(w) }
+        return groups.sorted { $0.key < $1.key }.map { ($0.key, $0.value.sorted { $0[.generation] < $1[.generation] }) }
     }
 
     static func seconds(_ micros: UInt64) -> String {

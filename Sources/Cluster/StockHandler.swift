@@ -14,6 +14,8 @@ public struct StockHandler: HTTPHandler {
     let routes: [Route]
     let staticRoots: [StaticFiles]
     let metricsPath: [UInt8]?
+    let metrics: ClusterConfiguration.Metrics?
+    let forbidden = PreparedResponse(status: 403, body: "forbidden\n")
     let health = PreparedResponse(status: 200, body: "ok\n")
     let notFound = PreparedResponse(status: 404, body: "not found\n")
     let methodNotAllowed = PreparedResponse(status: 405, headers: [HTTPField("Allow", "GET, HEAD")], body: "method not allowed\n")
@@ -25,7 +27,8 @@ public struct StockHandler: HTTPHandler {
         }
         let types = MimeTypes(overrides: config.mimeTypes)
         staticRoots = config.staticRoots.map { StaticFiles($0, types: types) }
-        metricsPath = config.metricsPath.map { Array($0.utf8) }
+        metrics = config.metrics
+        metricsPath = config.metrics.map { Array($0.path.utf8) }
         routes = config.routes.map { r in
             Route(
                 path: Array(r.path.utf8),
@@ -47,6 +50,9 @@ public struct StockHandler: HTTPHandler {
             return response.respond(health)
         }
         if let metricsPath, metricsPath.withUnsafeBytes({ path.equals($0) }), let segment = ClusterRuntime.segment {
+            // Only for the clients metrics.allow names (nginx's stub_status behind allow/deny): the
+            // peer is looked up here, for metrics requests only, not for every connection.
+            guard let metrics, Self.peer(of: request).map(metrics.allows) == true else { return response.respond(forbidden) }
             guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
             return response.respond(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: MetricsRenderer.render(segment))
         }
@@ -55,6 +61,11 @@ public struct StockHandler: HTTPHandler {
         for root in staticRoots where root.matches(path) && root.prefix.count > (best?.prefix.count ?? -1) { best = root }
         if let best { return best.handle(request, &response) }
         response.respond(notFound)
+    }
+
+    /// The client's address (getpeername on the request's connection).
+    static func peer(of request: HTTPRequest) -> IPAddress? {
+        Socket.peerAddressBytes(request.socket).flatMap { IPAddress(bytes: $0) }
     }
 
     /// Index of the route for `path` (by index: no copy of a route per request).

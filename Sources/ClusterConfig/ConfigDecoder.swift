@@ -5,7 +5,7 @@ extension ClusterConfiguration {
     public static func decode(_ bytes: [UInt8], file: String) throws(ConfigError) -> ClusterConfiguration {
         let json: JSON
         do {
-            json = try JSONParser.parse(bytes)
+            json = try JSONParser.parse(bytes, options: .config)
         } catch {
             throw ConfigError(file: file, keyPath: "", message: "not valid JSON: \(error)")
         }
@@ -19,16 +19,20 @@ extension ClusterConfiguration {
     public static func decode(_ json: JSON, file: String) throws(ConfigError) -> ClusterConfiguration {
         var config = ClusterConfiguration()
         config.source = file
-        var top = try ObjectReader(file: file, path: "", value: json)
+        var top = try ObjectReader(file: file, path: "", value: json, keys: topLevelKeys)
 
         config.maxWorkers = try top.int("maxWorkers", default: 256, range: 1...4096)
         if let w = top.take("workers") {
             switch w {
             case .string("auto"): config.workers = .auto
-            default:
-                guard let n = w.intValue else { throw top.fail("workers", "must be a number or \"auto\", got \(w.typeName == "a string" ? "\"\(w.stringValue!)\"" : w.typeName)") }
-                guard (1...config.maxWorkers).contains(n) else { throw top.fail("workers", "must be 1...\(config.maxWorkers) (maxWorkers), got \(n)") }
+            case .string(let s): throw top.fail("workers", "must be a whole number or \"auto\", got \"\(s)\"")
+            case .integer, .number:
+                if case .number(let d) = w, d.rounded() != d {
+                    throw top.fail("workers", "must be a whole number or \"auto\", got \(ObjectReader.describe(d))")
+                }
+                let n = try ObjectReader.int(w, range: 1...config.maxWorkers, suffix: " (maxWorkers)") { top.fail("workers", $0) }
                 config.workers = .fixed(n)
+            default: throw top.fail("workers", "must be a whole number or \"auto\", got \(w.typeName)")
             }
         }
 
@@ -40,10 +44,15 @@ extension ClusterConfiguration {
             guard let text = item.stringValue else { throw ConfigError(file: file, keyPath: path, message: "must be a string like \"0.0.0.0:8080\", got \(item.typeName)") }
             switch ListenAddress.parse(text) {
             case .success(let address):
-                if config.listen.contains(address) { throw ConfigError(file: file, keyPath: path, message: "\(text) is listed twice") }
+                for (j, earlier) in config.listen.enumerated() where earlier.overlaps(address) {
+                    let why = earlier.ip == address.ip
+                        ? "is the same address as listen[\(j)] (\(earlier))"
+                        : "overlaps listen[\(j)] (\(earlier)): \(earlier.ip?.isUnspecified == true ? earlier : address) already takes every \(address.isIPv6 ? "IPv6" : "IPv4") address on port \(address.port); list one or the other"
+                    throw ConfigError(file: file, keyPath: path, message: "\"\(text)\" \(why)")
+                }
                 config.listen.append(address)
             case .failure(let e):
-                throw ConfigError(file: file, keyPath: path, message: "\(e.reason), got \"\(text)\"")
+                throw ConfigError(file: file, keyPath: path, message: "\"\(text)\": \(e.reason)")
             }
         }
 
@@ -61,7 +70,9 @@ extension ClusterConfiguration {
         config.busyPoll = try top.int("busyPoll", default: 20, range: 0...1000)
 
         if let http = top.take("http") {
-            var r = try ObjectReader(file: file, path: "http", value: http)
+            var r = try ObjectReader(
+                file: file, path: "http", value: http,
+                keys: ["keepAliveTimeout", "headerTimeout", "bodyTimeout", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "maxConnections", "maxKeepAliveRequests"])
             var h = HTTPSettings()
             h.keepAliveTimeout = try r.seconds("keepAliveTimeout", default: 75, range: 0...3600)
             h.headerTimeout = try r.seconds("headerTimeout", default: 10, range: 0.1...3600)
@@ -75,15 +86,23 @@ extension ClusterConfiguration {
             config.http = h
         }
 
+        try decodeMetrics(&top, into: &config, file: file)
+
         if let routes = try top.array("routes") {
             for (i, item) in routes.enumerated() {
                 let path = "routes[\(i)]"
-                var r = try ObjectReader(file: file, path: path, value: item)
+                var r = try ObjectReader(file: file, path: path, value: item, keys: ["path", "status", "contentType", "body", "headers"])
                 guard let routePath = try r.string("path") else { throw r.fail("path", "is required") }
                 guard routePath.hasPrefix("/"), !routePath.contains("?"), !routePath.contains("#"),
                     routePath.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
                 else { throw r.fail("path", "must be an absolute path without query, spaces or control characters, got \"\(routePath)\"") }
                 if config.routes.contains(where: { $0.path == routePath }) { throw r.fail("path", "\"\(routePath)\" has two routes") }
+                if routePath == ClusterConfiguration.healthPath {
+                    throw r.fail("path", "\(routePath) is served by clusterd itself (the health check for load balancers): pick another path")
+                }
+                if let metrics = config.metrics, routePath == metrics.path {
+                    throw r.fail("path", "\(routePath) is the metrics endpoint (metrics.path): pick another path, or move or turn off metrics")
+                }
                 var route = Route(path: routePath)
                 route.status = try r.int("status", default: 200, range: 200...599)
                 if let ct = try r.string("contentType") {
@@ -97,8 +116,8 @@ extension ClusterConfiguration {
                         guard isToken(entry.key) else { throw hr.fail(entry.key, "is not a valid header name") }
                         guard let v = entry.value.stringValue, isFieldValue(v) else { throw hr.fail(entry.key, "must be a string without control characters") }
                         let lower = entry.key.lowercased()
-                        guard !["content-length", "transfer-encoding", "connection", "date", "content-type"].contains(lower) else {
-                            throw hr.fail(entry.key, "is set by the server (use contentType for Content-Type)")
+                        guard !ClusterConfiguration.serverHeaders.contains(lower) else {
+                            throw hr.fail(entry.key, lower == "content-type" ? "is set by the server: use the route's contentType" : "is set by the server itself (a second one would contradict it)")
                         }
                         route.headers.append((entry.key, v))
                     }
@@ -110,7 +129,7 @@ extension ClusterConfiguration {
 
         if let roots = try top.array("static") {
             for (i, item) in roots.enumerated() {
-                var r = try ObjectReader(file: file, path: "static[\(i)]", value: item)
+                var r = try ObjectReader(file: file, path: "static[\(i)]", value: item, keys: ["prefix", "root", "index", "allowSymlinksOutside"])
                 guard let prefix = try r.string("prefix") else { throw r.fail("prefix", "is required") }
                 guard prefix.hasPrefix("/"), prefix.hasSuffix("/") else { throw r.fail("prefix", "must start and end with '/', got \"\(prefix)\"") }
                 // A prefix is sent back in redirects: `//host/` there would leave the site.
@@ -131,7 +150,7 @@ extension ClusterConfiguration {
         }
 
         if let log = top.take("accessLog") {
-            var r = try ObjectReader(file: file, path: "accessLog", value: log)
+            var r = try ObjectReader(file: file, path: "accessLog", value: log, keys: ["path", "format"])
             guard let path = try r.string("path") else { throw r.fail("path", "is required (or remove accessLog to turn it off)") }
             guard path.hasPrefix("/") else { throw r.fail("path", "must be an absolute path, got \"\(path)\"") }
             var access = AccessLog(path: path)
@@ -143,14 +162,6 @@ extension ClusterConfiguration {
             config.accessLog = access
         }
 
-        if top.object["metricsPath"] != nil {
-            let v = top.take("metricsPath")
-            switch v {
-            case nil: config.metricsPath = nil
-            case .string(let path)? where path.hasPrefix("/") && !path.contains("?"): config.metricsPath = path
-            default: throw top.fail("metricsPath", "must be a path like \"/metrics\", or null to turn it off")
-            }
-        }
         if let affinity = top.take("cpuAffinity") {
             switch affinity {
             case .string("off"): config.cpuAffinity = .off
@@ -158,8 +169,8 @@ extension ClusterConfiguration {
             case .array(let items):
                 var cpus: [Int] = []
                 for (i, item) in items.enumerated() {
-                    guard let cpu = item.intValue, (0...4095).contains(cpu) else {
-                        throw ConfigError(file: file, keyPath: "cpuAffinity[\(i)]", message: "must be a CPU number 0...4095")
+                    let cpu = try ObjectReader.int(item, range: 0...4095, suffix: " (a CPU number)") {
+                        ConfigError(file: file, keyPath: "cpuAffinity[\(i)]", message: $0)
                     }
                     cpus.append(cpu)
                 }
@@ -189,6 +200,68 @@ extension ClusterConfiguration {
 
         try top.finish()
         return config
+    }
+
+    /// Every key the top level may have.
+    static let topLevelKeys = [
+        "workers", "maxWorkers", "listen", "controlSocket", "controlGroup", "drainTimeout", "heartbeatTimeout",
+        "releaseMemoryAfterIdle", "busyPoll", "http", "routes", "static", "accessLog", "metrics", "metricsPath",
+        "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes",
+    ]
+
+    /// The top-level key a misspelt `key` was probably meant to be (for messages and tools).
+    public static func suggestion(for key: String) -> String? {
+        ObjectReader.nearest(key, in: topLevelKeys)
+    }
+
+    /// `metrics: {"path": "/metrics", "allow": ["127.0.0.0/8", "::1/128"]}` or `null` (off); the
+    /// older `metricsPath` (a path or null) still sets the path.
+    static func decodeMetrics(_ top: inout ObjectReader, into config: inout ClusterConfiguration, file: String) throws(ConfigError) {
+        let hasObject = top.object["metrics"] != nil
+        if hasObject && top.object["metricsPath"] != nil {
+            throw top.fail("metricsPath", "is the older form of metrics.path: give metrics only")
+        }
+        if top.object["metricsPath"] != nil {
+            switch top.take("metricsPath") {
+            case nil: config.metrics = nil
+            case .string(let path)?: config.metrics?.path = try metricsPath(path) { top.fail("metricsPath", $0) }
+            case let other?: throw top.fail("metricsPath", "must be a path like \"/metrics\", or null to turn it off, got \(other.typeName)")
+            }
+            return
+        }
+        guard hasObject else { return }
+        guard let value = top.take("metrics") else {
+            config.metrics = nil
+            return
+        }
+        var r = try ObjectReader(file: file, path: "metrics", value: value, keys: ["path", "allow"])
+        var metrics = ClusterConfiguration.Metrics()
+        if let path = try r.string("path") { metrics.path = try metricsPath(path) { r.fail("path", $0) } }
+        if let allow = try r.array("allow") {
+            guard !allow.isEmpty else { throw r.fail("allow", "must list at least one network (to turn metrics off, set metrics to null)") }
+            guard allow.count <= 64 else { throw r.fail("allow", "at most 64 networks, got \(allow.count)") }
+            metrics.allow = []
+            for (i, item) in allow.enumerated() {
+                let path = "metrics.allow[\(i)]"
+                guard let text = item.stringValue else {
+                    throw ConfigError(file: file, keyPath: path, message: "must be a network like \"10.0.0.0/8\" or \"::1/128\", got \(item.typeName)")
+                }
+                switch IPNetwork.parse(text) {
+                case .success(let network): metrics.allow.append(network)
+                case .failure(let e): throw ConfigError(file: file, keyPath: path, message: "\"\(text)\": \(e.reason)")
+                }
+            }
+        }
+        try r.finish()
+        config.metrics = metrics
+    }
+
+    static func metricsPath(_ path: String, _ fail: (String) -> ConfigError) throws(ConfigError) -> String {
+        guard path.hasPrefix("/"), !path.contains("?"), !path.contains("#"), path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw fail("must be a path like \"/metrics\", got \"\(path)\"")
+        }
+        guard path != ClusterConfiguration.healthPath else { throw fail("\(path) is clusterd's own health check: pick another path") }
+        return path
     }
 
     static func isToken(_ s: String) -> Bool {

@@ -57,9 +57,37 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var staticRoots: [StaticRoot] = []
     /// The access log; nil when off.
     public var accessLog: AccessLog? = nil
-    /// Path of the Prometheus endpoint (the whole cluster's numbers, from any worker); nil when off.
-    /// Default `/metrics`.
-    public var metricsPath: String? = "/metrics"
+    /// The Prometheus endpoint (the whole cluster's numbers, from any worker), or nil when off.
+    /// Default: `/metrics`, for loopback clients only.
+    public var metrics: Metrics? = Metrics()
+
+    /// Where `/metrics` is served and to whom. It shows worker pids, generations and restart
+    /// counts, so like nginx's `stub_status` behind `allow`/`deny`, it answers only clients in
+    /// `allow` (others get 403), on any listener.
+    public struct Metrics: Equatable, Sendable {
+        /// Request path. Default `/metrics`.
+        public var path: String = "/metrics"
+        /// Client networks that may read it. Default loopback: `127.0.0.0/8`, `::1/128`.
+        public var allow: [IPNetwork] = Metrics.loopback
+
+        public static let loopback: [IPNetwork] = [
+            IPNetwork(address: IPAddress(validated: [127, 0, 0, 0]), prefixLength: 8)!,
+            IPNetwork(address: IPAddress(validated: [UInt8](repeating: 0, count: 15) + [1]), prefixLength: 128)!,
+        ]
+
+        public init(path: String = "/metrics", allow: [IPNetwork] = Metrics.loopback) {
+            self.path = path
+            self.allow = allow
+        }
+
+        /// Whether a client at `peer` may read the metrics.
+        public func allows(_ peer: IPAddress) -> Bool { allow.contains { $0.contains(peer) } }
+    }
+
+    /// The stock app's health check path; no route may take it (a route would silently replace it).
+    public static let healthPath = "/healthz"
+    /// Response headers the server writes itself; a route may not add a second one.
+    public static let serverHeaders: Set<String> = ["content-length", "transfer-encoding", "connection", "date", "content-type", "server", "keep-alive"]
     /// Worker CPU pinning: off, `auto` (worker slot i on the i-th CPU the daemon may run on, modulo
     /// their number), or a list of CPUs
     /// (slot i on list[i mod count]).
@@ -192,7 +220,11 @@ public struct ListenAddress: Equatable, Hashable, Sendable, CustomStringConverti
         self.port = port
     }
 
-    /// Parses the text form; nil with a reason on failure.
+    /// The parsed address (nil only for a value built by hand from a bad host).
+    public var ip: IPAddress? { IPAddress.parse(host) }
+
+    /// Parses the text form; the reason on failure. Accepts exactly what the master can bind:
+    /// `inet_pton(3)` syntax, and no IPv4-mapped IPv6 (the IPv6 listeners are v6-only).
     public static func parse(_ text: String) -> Result<ListenAddress, ListenAddressError> {
         let host: Substring
         let portText: Substring
@@ -202,31 +234,30 @@ public struct ListenAddress: Equatable, Hashable, Sendable, CustomStringConverti
             let rest = text[text.index(after: close)...]
             guard rest.hasPrefix(":") else { return .failure(.init("expected ':PORT' after ']'")) }
             portText = rest.dropFirst()
-            guard isIPv6Literal(host) else { return .failure(.init("'\(host)' is not a numeric IPv6 address")) }
+            if host.contains("%") { return .failure(.init("a zone ('%\(host.split(separator: "%", maxSplits: 1).last ?? "")') is not supported: listen on the address itself")) }
+            guard let ip = IPAddress.parseIPv6(host) else { return .failure(.init("'\(host)' is not a numeric IPv6 address")) }
+            if ip.isIPv4Mapped { return .failure(.init("'\(host)' is an IPv4-mapped address: write it as \(ip.unmapped):PORT")) }
         } else {
             guard let colon = text.lastIndex(of: ":") else { return .failure(.init("expected HOST:PORT, e.g. 0.0.0.0:8080")) }
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
-            guard isIPv4Literal(host) else {
+            guard IPAddress.parseIPv4(host) != nil else {
                 return .failure(.init("'\(host)' is not a numeric IPv4 address (write IPv6 as [::]:PORT)"))
             }
         }
-        guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = Int(portText), (1...65535).contains(port) else {
-            return .failure(.init("port must be 1...65535, got '\(portText)'"))
+        guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = Int(portText), (1...65535).contains(port) else {
+            let shown = portText.count <= 12 && portText.allSatisfy({ $0.isASCII && $0.isNumber }) ? ", got \(portText)" : ""
+            return .failure(.init("the port must be 1...65535\(shown)"))
         }
         return .success(ListenAddress(host: String(host), port: UInt16(port)))
     }
 
-    static func isIPv4Literal(_ s: Substring) -> Bool {
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { p in
-            !p.isEmpty && p.count <= 3 && p.allSatisfy { $0.isASCII && $0.isNumber } && Int(p)! <= 255
-        }
-    }
-
-    static func isIPv6Literal(_ s: Substring) -> Bool {
-        guard s.count >= 2, s.contains(":") else { return false }
-        return s.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+    /// Whether a listener on `self` and one on `other` would take the same connections: the same
+    /// port and family, and the same address or one of them the wildcard (`0.0.0.0`, `[::]`).
+    /// `0.0.0.0` and `[::]` do not overlap: the IPv6 listeners are IPV6_V6ONLY.
+    public func overlaps(_ other: ListenAddress) -> Bool {
+        guard port == other.port, let a = ip, let b = other.ip, a.isIPv6 == b.isIPv6 else { return false }
+        return a == b || a.isUnspecified || b.isUnspecified
     }
 }
 

@@ -221,7 +221,7 @@ public struct HTTPConnectionState: Sendable {
         let limits = parser.limits
         let keepAlive = limits.keepAlive && head.wantsKeepAlive && !context.closeConnections
             && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
-        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body)
+        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body, socket: context.socket)
         let (status, keep, bodyBytes, file) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool, Int, FileBody?) in
             var writer = HTTPResponseWriter(output: out, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: keepAlive)
             if head.method == .OPTIONS && head.path.count == 0 {

@@ -75,13 +75,18 @@ public struct HTTPRequest {
     @usableFromInline let base: UnsafeRawBufferPointer
     @usableFromInline let parser: HTTPParser
     @usableFromInline let bodySpan: ByteSpan
+    /// The connection's socket descriptor, for asking the kernel about the connection
+    /// (`getpeername`, `getsockname`); -1 where there is none (tests, the fuzzer). It belongs to
+    /// the worker: never read, write or close it.
+    public let socket: Int32
 
     @inlinable
-    init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, parser: HTTPParser, body: ByteSpan) {
+    init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, parser: HTTPParser, body: ByteSpan, socket: Int32 = -1) {
         self.head = head
         self.base = base
         self.parser = parser
         self.bodySpan = body
+        self.socket = socket
     }
 
     @inlinable func bytes(_ span: ByteSpan) -> HTTPBytes {

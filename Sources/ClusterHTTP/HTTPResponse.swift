@@ -67,10 +67,13 @@ public struct ResponseContext {
     public var dateLine: UnsafeRawBufferPointer
     /// Set while the worker retires: every response closes its connection.
     public var closeConnections: Bool
+    /// The connection's socket, handed to the handler as `HTTPRequest.socket`; -1 when none.
+    public var socket: Int32
 
-    public init(dateLine: UnsafeRawBufferPointer, closeConnections: Bool = false) {
+    public init(dateLine: UnsafeRawBufferPointer, closeConnections: Bool = false, socket: Int32 = -1) {
         self.dateLine = dateLine
         self.closeConnections = closeConnections
+        self.socket = socket
     }
 }
 

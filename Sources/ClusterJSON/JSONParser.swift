@@ -6,55 +6,110 @@ public struct JSONSyntaxError: Error, Equatable, CustomStringConvertible, Sendab
     public var description: String { "line \(line), column \(column): \(message)" }
 }
 
-/// A strict RFC 8259 parser: no comments, no trailing commas, no duplicate keys, depth-limited.
+/// A strict RFC 8259 parser: no trailing commas, no duplicate keys, depth-limited; comments only
+/// where the caller allows them (config files: `Options.config`), never on the control protocol.
 public struct JSONParser {
+    /// What the parser accepts beyond RFC 8259.
+    public struct Options: Sendable, Equatable {
+        /// `// to end of line` and `/* ... */` between tokens (not inside strings).
+        public var allowComments = false
+
+        public init(allowComments: Bool = false) { self.allowComments = allowComments }
+
+        /// RFC 8259 exactly: the control protocol and everything read from a peer.
+        public static let strict = Options()
+        /// Config files: strict JSON plus comments, which operators use to annotate them.
+        public static let config = Options(allowComments: true)
+    }
+
     private let bytes: [UInt8]
+    private let options: Options
     private var index = 0
     private var depth = 0
     public static let maxDepth = 64
 
-    public static func parse(_ text: String) throws(JSONSyntaxError) -> JSON {
-        try parse(Array(text.utf8))
+    public static func parse(_ text: String, options: Options = .strict) throws(JSONSyntaxError) -> JSON {
+        try parse(Array(text.utf8), options: options)
     }
 
-    public static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSON {
-        var parser = JSONParser(bytes: bytes)
+    public static func parse(_ bytes: [UInt8], options: Options = .strict) throws(JSONSyntaxError) -> JSON {
+        var parser = JSONParser(bytes: bytes, options: options)
         // A UTF-8 byte order mark is tolerated (some editors write one).
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { parser.index = 3 }
-        parser.skipWhitespace()
+        try parser.skipWhitespace()
+        guard parser.current != nil else { throw parser.error("unexpected end of input (the document is empty)") }
         let value = try parser.parseValue()
-        parser.skipWhitespace()
+        try parser.skipWhitespace()
         if parser.index != bytes.count { throw parser.error("unexpected text after the JSON value") }
         return value
     }
 
-    private init(bytes: [UInt8]) { self.bytes = bytes }
+    private init(bytes: [UInt8], options: Options) {
+        self.bytes = bytes
+        self.options = options
+    }
 
-    private func error(_ message: String) -> JSONSyntaxError {
+    private func error(_ message: String, at position: Int? = nil) -> JSONSyntaxError {
         var line = 1, column = 1
-        for b in bytes[0..<min(index, bytes.count)] {
+        for b in bytes[0..<min(position ?? index, bytes.count)] {
             if b == UInt8(ascii: "\n") { line += 1; column = 1 } else if b & 0xC0 != 0x80 { column += 1 }
         }
         return JSONSyntaxError(message: message, line: line, column: column)
     }
 
+    /// "unexpected end of input" at the end, else `message`: a truncated file says so.
+    private func expected(_ message: String) -> JSONSyntaxError {
+        current == nil ? error("unexpected end of input (\(message))") : error(message)
+    }
+
     private var current: UInt8? { index < bytes.count ? bytes[index] : nil }
 
-    private mutating func skipWhitespace() {
-        while let b = current, b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 { index += 1 }
+    /// Whitespace, and comments when the options allow them.
+    private mutating func skipWhitespace() throws(JSONSyntaxError) {
+        while let b = current {
+            if b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 {
+                index += 1
+            } else if b == UInt8(ascii: "/"), options.allowComments {
+                try skipComment()
+            } else {
+                return
+            }
+        }
+    }
+
+    private mutating func skipComment() throws(JSONSyntaxError) {
+        let start = index
+        let next = index + 1 < bytes.count ? bytes[index + 1] : nil
+        if next == UInt8(ascii: "/") {
+            index += 2
+            while let b = current, b != 0x0A { index += 1 }
+        } else if next == UInt8(ascii: "*") {
+            index += 2
+            while true {
+                guard let b = current else { throw error("unterminated /* comment (it starts here)", at: start) }
+                if b == UInt8(ascii: "*"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "/") {
+                    index += 2
+                    return
+                }
+                index += 1
+            }
+        } else {
+            throw error("a comment starts with // or /*")
+        }
     }
 
     private mutating func expect(_ literal: String, _ value: JSON) throws(JSONSyntaxError) -> JSON {
         let lit = Array(literal.utf8)
         guard index + lit.count <= bytes.count, Array(bytes[index..<index + lit.count]) == lit else {
-            throw error("invalid literal (expected \(literal))")
+            throw index + lit.count > bytes.count && bytes[index...].elementsEqual(lit.prefix(bytes.count - index))
+                ? error("unexpected end of input (in \(literal))") : error("invalid literal (expected \(literal))")
         }
         index += lit.count
         return value
     }
 
     private mutating func parseValue() throws(JSONSyntaxError) -> JSON {
-        guard let b = current else { throw error("unexpected end of input") }
+        guard let b = current else { throw error("unexpected end of input (expected a value)") }
         switch b {
         case UInt8(ascii: "{"): return try parseObject()
         case UInt8(ascii: "["): return try parseArray()
@@ -78,28 +133,32 @@ public struct JSONParser {
         index += 1
         var object = JSONObject()
         var seen = Set<String>()
-        skipWhitespace()
+        try skipWhitespace()
         if current == UInt8(ascii: "}") { index += 1; return .object(object) }
         while true {
-            skipWhitespace()
-            guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
+            try skipWhitespace()
+            guard current == UInt8(ascii: "\"") else { throw expected("expected a string key in double quotes") }
             let keyStart = index
             let key = try parseString()
             if !seen.insert(key).inserted {
                 index = keyStart
                 throw error("duplicate key \"\(key)\"")
             }
-            skipWhitespace()
-            guard current == UInt8(ascii: ":") else { throw error("expected ':' after key \"\(key)\"") }
+            try skipWhitespace()
+            guard current == UInt8(ascii: ":") else { throw expected("expected ':' after key \"\(key)\"") }
             index += 1
-            skipWhitespace()
+            try skipWhitespace()
             let value = try parseValue()
             object[key] = value
-            skipWhitespace()
+            try skipWhitespace()
             switch current {
-            case UInt8(ascii: ","): index += 1
+            case UInt8(ascii: ","):
+                let comma = index
+                index += 1
+                try skipWhitespace()
+                if current == UInt8(ascii: "}") { throw error("trailing comma before '}' (JSON allows none)", at: comma) }
             case UInt8(ascii: "}"): index += 1; return .object(object)
-            default: throw error("expected ',' or '}' in object")
+            default: throw expected("expected ',' or '}' after the value of \"\(key)\"")
             }
         }
     }
@@ -109,16 +168,20 @@ public struct JSONParser {
         defer { depth -= 1 }
         index += 1
         var items: [JSON] = []
-        skipWhitespace()
+        try skipWhitespace()
         if current == UInt8(ascii: "]") { index += 1; return .array(items) }
         while true {
-            skipWhitespace()
+            try skipWhitespace()
             items.append(try parseValue())
-            skipWhitespace()
+            try skipWhitespace()
             switch current {
-            case UInt8(ascii: ","): index += 1
+            case UInt8(ascii: ","):
+                let comma = index
+                index += 1
+                try skipWhitespace()
+                if current == UInt8(ascii: "]") { throw error("trailing comma before ']' (JSON allows none)", at: comma) }
             case UInt8(ascii: "]"): index += 1; return .array(items)
-            default: throw error("expected ',' or ']' in array")
+            default: throw expected("expected ',' or ']' in array")
             }
         }
     }
@@ -145,12 +208,12 @@ public struct JSONParser {
         index += 1
         var out: [UInt8] = []
         while true {
-            guard let b = current else { throw error("unterminated string") }
+            guard let b = current else { throw error("unexpected end of input (unterminated string)") }
             if b == UInt8(ascii: "\"") { index += 1; break }
             if b < 0x20 { throw error("control character in string") }
             if b == UInt8(ascii: "\\") {
                 index += 1
-                guard let e = current else { throw error("unterminated escape") }
+                guard let e = current else { throw error("unexpected end of input (unterminated escape)") }
                 index += 1
                 switch e {
                 case UInt8(ascii: "\""): out.append(0x22)
@@ -191,7 +254,7 @@ public struct JSONParser {
         let start = index
         var isInteger = true
         if current == UInt8(ascii: "-") { index += 1 }
-        guard let first = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else { throw error("invalid number") }
+        guard let first = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else { throw expected("invalid number") }
         if first == UInt8(ascii: "0") {
             index += 1
             if let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) { throw error("leading zero in number") }
@@ -201,14 +264,14 @@ public struct JSONParser {
         if current == UInt8(ascii: ".") {
             isInteger = false
             index += 1
-            guard let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) else { throw error("digit expected after '.'") }
+            guard let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) else { throw expected("digit expected after '.'") }
             while let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) { index += 1 }
         }
         if current == UInt8(ascii: "e") || current == UInt8(ascii: "E") {
             isInteger = false
             index += 1
             if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { index += 1 }
-            guard let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) else { throw error("digit expected in exponent") }
+            guard let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) else { throw expected("digit expected in exponent") }
             while let c = current, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) { index += 1 }
         }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)

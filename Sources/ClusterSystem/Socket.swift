@@ -87,6 +87,30 @@ public enum Socket {
         return String(cString: text)
     }
 
+    /// The peer's address as bytes in network order (4 for IPv4, 16 for IPv6; getpeername(2)), or
+    /// nil when the socket has no IP peer (a Unix socket, not connected).
+    public static func peerAddressBytes(_ fd: Int32) -> [UInt8]? {
+        guard fd >= 0 else { return nil }
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.getpeername(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        switch Int32(storage.ss_family) {
+        case AF_INET6:
+            return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                withUnsafeBytes(of: sin6.pointee.sin6_addr) { Array($0) }
+            } }
+        case AF_INET:
+            return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                withUnsafeBytes(of: sin.pointee.sin_addr) { Array($0) }
+            } }
+        default:
+            return nil
+        }
+    }
+
     /// Set TCP_NODELAY on an accepted connection.
     @inlinable
     public static func setNoDelay(_ fd: Int32) {

@@ -162,10 +162,14 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         stats[.heartbeatMilliseconds] = UInt64(now)
     }
 
-    var context: ResponseContext {
+    var context: ResponseContext { context(socket: -1) }
+
+    /// What the HTTP engine needs to answer on the connection `socket`.
+    @inline(__always)
+    func context(socket: Int32) -> ResponseContext {
         ResponseContext(
             dateLine: UnsafeRawBufferPointer(rebasing: dateLine[0..<dateCache.line.count]),
-            closeConnections: state == .stopping || (state == .draining && drainMode == .close))
+            closeConnections: state == .stopping || (state == .draining && drainMode == .close), socket: socket)
     }
 
     /// Polls epoll without sleeping for up to the busy-poll window, yielding the CPU between polls
@@ -425,7 +429,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             let answeredBefore = counters.requests
             let outcome: HTTPConnectionState.Outcome
             if fromScratch {
-                outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
+                outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context(socket: fd), handler: handler, counters: &counters, observer: &observer)
                 if scratchIn.readableBytes > 0 {
                     // A partial request stays with the connection; the scratch buffer is shared.
                     c.input.write(scratchIn.readableView)
@@ -433,7 +437,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 scratchIn.clear()
                 fromScratch = false
             } else {
-                outcome = c.http.process(&c.input, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
+                outcome = c.http.process(&c.input, output: &scratchOut, parser: parser, context: context(socket: fd), handler: handler, counters: &counters, observer: &observer)
                 if c.input.readableBytes == 0 { c.input.release() }
             }
             updateDeadline(&c, phaseBefore: phaseBefore)

@@ -54,18 +54,19 @@ import Testing
         (#"{"listen":["0.0.0.0:80"],"http":{"maxHeaderBytes":12}}"#, "clusterd.json: http.maxHeaderBytes: must be 1024...1048576, got 12"),
         (#"{"listen":["0.0.0.0:80"],"colour":"red"}"#, "clusterd.json: colour: unknown key"),
         (#"{"listen":["0.0.0.0:80"],"http":{"keepalive":5}}"#, "clusterd.json: http.keepalive: unknown key"),
-        (#"{"listen":["0.0.0.0:80"],"workers":"many"}"#, "clusterd.json: workers: must be a number or \"auto\", got \"many\""),
+        (#"{"listen":["0.0.0.0:80"],"workers":"many"}"#, "clusterd.json: workers: must be a whole number or \"auto\", got \"many\""),
         (#"{"listen":["0.0.0.0:80"],"workers":0}"#, "clusterd.json: workers: must be 1...256 (maxWorkers), got 0"),
-        (#"{"listen":["0.0.0.0:80"],"workers":2.5}"#, "clusterd.json: workers: must be a number or \"auto\", got a number"),
+        (#"{"listen":["0.0.0.0:80"],"workers":2.5}"#, "clusterd.json: workers: must be a whole number or \"auto\", got 2.5"),
         (#"{"workers":2}"#, "clusterd.json: listen: is required: the addresses to serve on, e.g. [\"0.0.0.0:8080\"]"),
         (#"{"listen":[]}"#, "clusterd.json: listen: must name at least one address"),
-        (#"{"listen":["localhost:80"]}"#, "clusterd.json: listen[0]: 'localhost' is not a numeric IPv4 address (write IPv6 as [::]:PORT), got \"localhost:80\""),
-        (#"{"listen":["0.0.0.0:99999"]}"#, "clusterd.json: listen[0]: port must be 1...65535, got '99999', got \"0.0.0.0:99999\""),
-        (#"{"listen":["0.0.0.0:80","0.0.0.0:80"]}"#, "clusterd.json: listen[1]: 0.0.0.0:80 is listed twice"),
+        (#"{"listen":["localhost:80"]}"#, "clusterd.json: listen[0]: \"localhost:80\": 'localhost' is not a numeric IPv4 address (write IPv6 as [::]:PORT)"),
+        (#"{"listen":["0.0.0.0:99999"]}"#, "clusterd.json: listen[0]: \"0.0.0.0:99999\": the port must be 1...65535, got 99999"),
+        (#"{"listen":["0.0.0.0:80","0.0.0.0:80"]}"#, "clusterd.json: listen[1]: \"0.0.0.0:80\" is the same address as listen[0] (0.0.0.0:80)"),
         (#"{"listen":"0.0.0.0:80"}"#, "clusterd.json: listen: must be an array, got a string"),
         (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"x"}]}"#, "clusterd.json: routes[0].path: must be an absolute path without query, spaces or control characters, got \"x\""),
         (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","status":99}]}"#, "clusterd.json: routes[0].status: must be 200...599, got 99"),
-        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"Content-Length":"3"}}]}"#, "clusterd.json: routes[0].headers.Content-Length: is set by the server (use contentType for Content-Type)"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"Content-Length":"3"}}]}"#, "clusterd.json: routes[0].headers.Content-Length: is set by the server itself (a second one would contradict it)"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"content-type":"a/b"}}]}"#, "clusterd.json: routes[0].headers.content-type: is set by the server: use the route's contentType"),
         (#"{"listen":["0.0.0.0:80"],"static":[{"prefix":"/a","root":"/x"}]}"#, "clusterd.json: static[0].prefix: must start and end with '/', got \"/a\""),
         (#"{"listen":["0.0.0.0:80"],"accessLog":{"path":"/x","format":"xml"}}"#, "clusterd.json: accessLog.format: must be \"combined\" or \"json\", got \"xml\""),
         (#"{"listen":["0.0.0.0:80"],"controlSocket":"relative.sock"}"#, "clusterd.json: controlSocket: must be an absolute path, got \"relative.sock\""),
@@ -74,7 +75,52 @@ import Testing
         (#"{"listen":["0.0.0.0:80"],"releaseMemoryAfterIdle":"soon"}"#, "clusterd.json: releaseMemoryAfterIdle: must be a number of seconds, got a string"),
         (#"{"listen":["0.0.0.0:80"],"busyPoll":5000}"#, "clusterd.json: busyPoll: must be 0...1000, got 5000"),
         (#"{"listen":["0.0.0.0:80"],"http":{"maxBodyBytes":"big"}}"#, "clusterd.json: http.maxBodyBytes: must be a number, got a string"),
-        ("{\"listen\":[\"0.0.0.0:80\"],}", "clusterd.json: not valid JSON: line 1, column 26: expected a string key"),
+        ("{\"listen\":[\"0.0.0.0:80\"],}", "clusterd.json: not valid JSON: line 1, column 25: trailing comma before '}' (JSON allows none)"),
+        // Issue 12 item 22: messages a newcomer can act on.
+        ("{\"listen\":[\"0.0.0.0:80\",\n ]}", "clusterd.json: not valid JSON: line 1, column 24: trailing comma before ']' (JSON allows none)"),
+        ("{\"listen\":[\"0.0.0.0:80\"]}\n/* note", "clusterd.json: not valid JSON: line 2, column 1: unterminated /* comment (it starts here)"),
+        ("{\"listen\":[\"0.0.0.0:80\"] / 1}", "clusterd.json: not valid JSON: line 1, column 26: a comment starts with // or /*"),
+        (#"{"listen":["0.0.0.0:80"],"http":{"maxBodyBytes":99999999999999999999999}}"#, "clusterd.json: http.maxBodyBytes: must be 0...1073741824, got a number out of range"),
+        (#"{"listen":["0.0.0.0:80"],"http":{"maxBodyBytes":1.5}}"#, "clusterd.json: http.maxBodyBytes: must be a whole number, got 1.5"),
+        (#"{"listen":["0.0.0.0:80"],"workers":1e300}"#, "clusterd.json: workers: must be 1...256 (maxWorkers), got a number out of range"),
+        (#"{"listen":["0.0.0.0:80"],"drainTimeout":1e300}"#, "clusterd.json: drainTimeout: must be 0...3600 seconds, got a number out of range"),
+        (#"{"listen":["0.0.0.0:80"],"drainTimeout":-0.5}"#, "clusterd.json: drainTimeout: must be 0...3600 seconds, got -0.5"),
+        (#"{"listen":["0.0.0.0:80"],"cpuAffinity":[0,2.5]}"#, "clusterd.json: cpuAffinity[1]: must be a whole number, got 2.5"),
+        ("{\"listen\":[\"0.0.0.0:80\"", "clusterd.json: not valid JSON: line 1, column 24: unexpected end of input (expected ',' or ']' in array)"),
+        ("{\"listen\":[\"0.0.0.0:80\"],", "clusterd.json: not valid JSON: line 1, column 26: unexpected end of input (expected a string key in double quotes)"),
+        ("{\"listen\":[\"0.0.0.0", "clusterd.json: not valid JSON: line 1, column 20: unexpected end of input (unterminated string)"),
+        ("{\"listen\":[\"0.0.0.0:80\"],\"deferAccept\":tr", "clusterd.json: not valid JSON: line 1, column 40: unexpected end of input (in true)"),
+        ("", "clusterd.json: not valid JSON: line 1, column 1: unexpected end of input (the document is empty)"),
+        (#"{"listn":["0.0.0.0:80"]}"#, "clusterd.json: listn: unknown key (did you mean listen?)"),
+        (#"{"listen":["0.0.0.0:80"],"Workers":2}"#, "clusterd.json: Workers: unknown key (did you mean workers?)"),
+        (#"{"listen":["0.0.0.0:80"],"http":{"keepaliveTimeout":5}}"#, "clusterd.json: http.keepaliveTimeout: unknown key (did you mean keepAliveTimeout?)"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","bdy":"x"}]}"#, "clusterd.json: routes[0].bdy: unknown key (did you mean body?)"),
+        (#"{"listen":["0.0.0.0:80"],"accessLog":{"path":"/x","fromat":"json"}}"#, "clusterd.json: accessLog.fromat: unknown key (did you mean format?)"),
+        // Issue 12 item 14: what start-up would fail on, refused by the check too.
+        (#"{"listen":["[:::::]:8080"]}"#, "clusterd.json: listen[0]: \"[:::::]:8080\": ':::::' is not a numeric IPv6 address"),
+        (#"{"listen":["[1:2:3:4:5:6:7:8:9]:8080"]}"#, "clusterd.json: listen[0]: \"[1:2:3:4:5:6:7:8:9]:8080\": '1:2:3:4:5:6:7:8:9' is not a numeric IPv6 address"),
+        (#"{"listen":["[fe80::1%eth0]:8080"]}"#, "clusterd.json: listen[0]: \"[fe80::1%eth0]:8080\": a zone ('%eth0') is not supported: listen on the address itself"),
+        (#"{"listen":["[::ffff:127.0.0.1]:8080"]}"#, "clusterd.json: listen[0]: \"[::ffff:127.0.0.1]:8080\": '::ffff:127.0.0.1' is an IPv4-mapped address: write it as 127.0.0.1:PORT"),
+        (#"{"listen":["127.0.0.01:8080"]}"#, "clusterd.json: listen[0]: \"127.0.0.01:8080\": '127.0.0.01' is not a numeric IPv4 address (write IPv6 as [::]:PORT)"),
+        (#"{"listen":["0.0.0.0:8080","127.0.0.1:8080"]}"#, "clusterd.json: listen[1]: \"127.0.0.1:8080\" overlaps listen[0] (0.0.0.0:8080): 0.0.0.0:8080 already takes every IPv4 address on port 8080; list one or the other"),
+        (#"{"listen":["127.0.0.1:8080","0.0.0.0:8080"]}"#, "clusterd.json: listen[1]: \"0.0.0.0:8080\" overlaps listen[0] (127.0.0.1:8080): 0.0.0.0:8080 already takes every IPv4 address on port 8080; list one or the other"),
+        (#"{"listen":["[::]:8080","[::1]:8080"]}"#, "clusterd.json: listen[1]: \"[::1]:8080\" overlaps listen[0] ([::]:8080): [::]:8080 already takes every IPv6 address on port 8080; list one or the other"),
+        (#"{"listen":["[::]:8080","[0:0::0]:8080"]}"#, "clusterd.json: listen[1]: \"[0:0::0]:8080\" is the same address as listen[0] ([::]:8080)"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/healthz","body":"x"}]}"#, "clusterd.json: routes[0].path: /healthz is served by clusterd itself (the health check for load balancers): pick another path"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/metrics","body":"x"}]}"#, "clusterd.json: routes[0].path: /metrics is the metrics endpoint (metrics.path): pick another path, or move or turn off metrics"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"path":"/m"},"routes":[{"path":"/m"}]}"#, "clusterd.json: routes[0].path: /m is the metrics endpoint (metrics.path): pick another path, or move or turn off metrics"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"Server":"x"}}]}"#, "clusterd.json: routes[0].headers.Server: is set by the server itself (a second one would contradict it)"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"date":"x"}}]}"#, "clusterd.json: routes[0].headers.date: is set by the server itself (a second one would contradict it)"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"Transfer-Encoding":"x"}}]}"#, "clusterd.json: routes[0].headers.Transfer-Encoding: is set by the server itself (a second one would contradict it)"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"CONNECTION":"x"}}]}"#, "clusterd.json: routes[0].headers.CONNECTION: is set by the server itself (a second one would contradict it)"),
+        // Issue 12 item 20: who may read /metrics.
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"allow":["10.0.0.1/8"]}}"#, "clusterd.json: metrics.allow[0]: \"10.0.0.1/8\": has bits set past the prefix length: did you mean 10.0.0.0/8?"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"allow":["10.0.0.0/33"]}}"#, "clusterd.json: metrics.allow[0]: \"10.0.0.0/33\": the prefix length must be 0...32 for IPv4"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"allow":["example.com"]}}"#, "clusterd.json: metrics.allow[0]: \"example.com\": 'example.com' is not a numeric IPv4 or IPv6 address"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"allow":[]}}"#, "clusterd.json: metrics.allow: must list at least one network (to turn metrics off, set metrics to null)"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"alow":["::1"]}}"#, "clusterd.json: metrics.alow: unknown key (did you mean allow?)"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"path":"/healthz"}}"#, "clusterd.json: metrics.path: /healthz is clusterd's own health check: pick another path"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{},"metricsPath":"/m"}"#, "clusterd.json: metricsPath: is the older form of metrics.path: give metrics only"),
     ]
 
     @Test(arguments: errors.indices)
@@ -115,8 +161,88 @@ import Testing
         #expect(throws: ConfigError(file: "f", keyPath: "cpuAffinity", message: "must be \"off\", \"auto\" or a list of CPU numbers")) {
             try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"cpuAffinity":"all"}"#, file: "f")
         }
-        #expect(throws: ConfigError(file: "f", keyPath: "cpuAffinity[1]", message: "must be a CPU number 0...4095")) {
+        #expect(throws: ConfigError(file: "f", keyPath: "cpuAffinity[1]", message: "must be 0...4095 (a CPU number), got -1")) {
             try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"cpuAffinity":[0,-1]}"#, file: "f")
         }
+    }
+}
+
+@Suite struct ConfigComments {
+    @Test func lineAndBlockCommentsAreAllowed() throws {
+        let c = try ClusterConfiguration.decode("""
+            // clusterd on the staging box
+            {
+              /* two workers: the box has 2 cores */
+              "workers": 2, // pinned below
+              "listen": ["127.0.0.1:8080" /* loopback only */],
+              "routes": [{ "path": "/", "body": "// not a comment /* nor this */" }]
+            }
+            // end
+            """, file: "f")
+        #expect(c.workers == .fixed(2))
+        #expect(c.routes.first?.body == "// not a comment /* nor this */")
+    }
+
+    @Test func unterminatedBlockCommentNamesWhereItStarts() {
+        #expect(throws: ConfigError(file: "f", keyPath: "", message: "not valid JSON: line 3, column 3: unterminated /* comment (it starts here)")) {
+            try ClusterConfiguration.decode("{\n  \"listen\": [\"0.0.0.0:1\"]\n  /* the rest\n}", file: "f")
+        }
+    }
+}
+
+@Suite struct ConfigChecks {
+    @Test func ipv4AndIPv6ListenersOnOnePortDoNotOverlap() throws {
+        // The IPv6 listeners are IPV6_V6ONLY: [::] takes no IPv4 connections.
+        let c = try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:8080","[::]:8080","127.0.0.1:9090","[::1]:9090","127.0.0.2:9090"]}"#, file: "f")
+        #expect(c.listen.count == 5)
+    }
+
+    @Test func ipv6Parsing() {
+        let valid = ["::", "::1", "1::", "fe80::1", "2001:db8::8:800:200c:417a", "1:2:3:4:5:6:7:8", "::ffff:10.0.0.1", "64:ff9b::192.0.2.33", "1:2:3:4:5:6:1.2.3.4"]
+        for text in valid { #expect(IPAddress.parseIPv6(text) != nil, "\(text)") }
+        let invalid = [":::::", ":::", "1:::2", "1::2::3", "1:2:3:4:5:6:7:8:9", "12345::", "g::", ":1", "1:", "1:2:3:4:5:6:7", "::1.2.3", "1.2.3.4::", "::1.2.3.04", "1::2:3:4:5:6:7:8", ""]
+        for text in invalid { #expect(IPAddress.parseIPv6(text) == nil, "\(text)") }
+        #expect(IPAddress.parseIPv6("2001:db8:0:0:0:0:0:1")?.description == "2001:db8::1")
+        #expect(IPAddress.parseIPv6("::ffff:10.0.0.1")?.unmapped.description == "10.0.0.1")
+        #expect(IPAddress.parseIPv4("256.0.0.1") == nil)
+        #expect(IPAddress.parseIPv4("1.2.3") == nil)
+    }
+
+    @Test func networks() throws {
+        let loopback = try IPNetwork.parse("127.0.0.0/8").get()
+        #expect(loopback.contains(IPAddress.parse("127.1.2.3")!))
+        #expect(!loopback.contains(IPAddress.parse("128.0.0.1")!))
+        #expect(loopback.contains(IPAddress.parse("::ffff:127.0.0.1")!))
+        #expect(!loopback.contains(IPAddress.parse("::1")!))
+        let v6 = try IPNetwork.parse("2001:db8::/32").get()
+        #expect(v6.contains(IPAddress.parse("2001:db8:ffff::1")!))
+        #expect(!v6.contains(IPAddress.parse("2001:db9::1")!))
+        #expect(try IPNetwork.parse("0.0.0.0/0").get().contains(IPAddress.parse("8.8.8.8")!))
+        #expect(try IPNetwork.parse("10.1.2.3").get().prefixLength == 32)
+        #expect(try IPNetwork.parse("10.0.0.0/12").get().contains(IPAddress.parse("10.15.255.255")!))
+        #expect(!(try IPNetwork.parse("10.0.0.0/12").get().contains(IPAddress.parse("10.16.0.0")!)))
+    }
+
+    @Test func metricsDefaultToLoopbackOnly() throws {
+        let c = try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"]}"#, file: "f")
+        let metrics = try #require(c.metrics)
+        #expect(metrics.path == "/metrics")
+        #expect(metrics.allows(IPAddress.parse("127.0.0.1")!))
+        #expect(metrics.allows(IPAddress.parse("::1")!))
+        #expect(!metrics.allows(IPAddress.parse("192.168.1.10")!))
+        #expect(!metrics.allows(IPAddress.parse("2001:db8::1")!))
+        let open = try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"metrics":{"path":"/stats","allow":["0.0.0.0/0","::/0"]}}"#, file: "f")
+        #expect(open.metrics?.path == "/stats")
+        #expect(open.metrics?.allows(IPAddress.parse("192.168.1.10")!) == true)
+        #expect(try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"metrics":null}"#, file: "f").metrics == nil)
+        #expect(try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"metricsPath":null}"#, file: "f").metrics == nil)
+        #expect(try ClusterConfiguration.decode(#"{"listen":["0.0.0.0:1"],"metricsPath":"/m"}"#, file: "f").metrics?.path == "/m")
+    }
+
+    @Test func suggestions() {
+        #expect(ClusterConfiguration.suggestion(for: "listn") == "listen")
+        #expect(ClusterConfiguration.suggestion(for: "drainTimout") == "drainTimeout")
+        #expect(ClusterConfiguration.suggestion(for: "colour") == nil)
+        #expect(ClusterConfiguration.suggestion(for: String(repeating: "x", count: 5000)) == nil)
     }
 }

@@ -39,4 +39,14 @@ import Testing
         let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
         #expect(throws: JSONSyntaxError.self) { try JSONParser.parse(deep) }
     }
+
+    /// Comments are a config-file option only: the control protocol (the default) stays RFC 8259.
+    @Test func commentsOnlyWhenAllowed() throws {
+        let text = "/* a */ {\"a\": 1, // b\n \"c\": \"/* d */\"} // e"
+        #expect(throws: JSONSyntaxError.self) { try JSONParser.parse(text) }
+        let v = try JSONParser.parse(text, options: .config)
+        #expect(v == ["a": 1, "c": "/* d */"])
+        #expect(throws: JSONSyntaxError.self) { try JSONParser.parse("{} /* open", options: .config) }
+        #expect(throws: JSONSyntaxError.self) { try JSONParser.parse("{} / 1", options: .config) }
+    }
 }

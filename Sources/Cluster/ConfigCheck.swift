@@ -1,0 +1,47 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ClusterConfig
+import ClusterSystem
+
+/// The one validation that `--check-config`, start-up and reload all run, so that a config the
+/// check passes is one the daemon starts with, and one it refuses on start a reload refuses too
+/// (keeping the old generation): the pure checks of `ClusterConfiguration.decode` (syntax, types,
+/// ranges, listen addresses that can be bound and do not overlap, routes that do not shadow
+/// `/healthz` or the metrics path, no second `Server`/`Date`/... header), then what only this
+/// machine can answer (below), then the app's own handler built once (its static roots readable).
+public enum ConfigCheck {
+    public static func validate<H>(_ config: ClusterConfiguration, makeHandler: (ClusterConfiguration) throws -> H) throws {
+        try checkEnvironment(config)
+        _ = try makeHandler(config)
+    }
+
+    /// What the workers will open, opened the way they will open it, as the user they run as (the
+    /// workers run as the master's user): the access log for append, created if missing, like
+    /// `nginx -t`. A missing directory, a read-only file system or a permission the workers lack
+    /// is refused here rather than leaving a daemon that says "running" and logs nothing.
+    public static func checkEnvironment(_ config: ClusterConfiguration) throws(ConfigError) {
+        if let log = config.accessLog {
+            do {
+                // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking the master.
+                let fd = try Sys.open(log.path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOCTTY, mode: 0o644)
+                Sys.close(fd)
+            } catch {
+                throw ConfigError(file: config.source, keyPath: "accessLog.path", message: "cannot open \(log.path) for appending: \(explain(error, path: log.path))")
+            }
+        }
+    }
+
+    /// strerror plus what to check.
+    static func explain(_ error: SystemError, path: String) -> String {
+        var directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        if directory.isEmpty { directory = "/" }
+        switch error.errno {
+        case ENOENT where !FileIO.exists(directory): return "\(error.reason) (the directory \(directory) does not exist)"
+        case EACCES, EPERM: return "\(error.reason) (clusterd runs as uid \(getuid()); can it write to \(directory)?)"
+        case EROFS: return "\(error.reason) (under systemd's ProtectSystem=strict only the unit's LogsDirectory= and ReadWritePaths= are writable)"
+        case ENXIO: return "\(error.reason) (a FIFO nobody reads)"
+        default: return error.reason
+        }
+    }
+}
