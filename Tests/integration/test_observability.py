@@ -12,7 +12,7 @@ import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import get, raw_exchange, status, statuses, wait_ready, wait_until
+from conftest import children, get, raw_exchange, status, statuses, wait_ready, wait_until
 
 
 def metrics(port):
@@ -81,8 +81,16 @@ def test_metrics_cover_the_whole_cluster(daemon_factory):
     assert value(fams, "clusterd_workers") == 3
     assert value(fams, "clusterd_generation") == 1
     per_worker = [s for s in fams["clusterd_worker_requests"].samples]
-    assert len(per_worker) == 3 and {s.labels["slot"] for s in per_worker} == {"0", "1", "2"}
+    # Labelled by slot only: a reload or a restart does not make new series (issue 12 item 20).
+    assert len(per_worker) == 3 and [s.labels for s in per_worker] == [{"slot": "0"}, {"slot": "1"}, {"slot": "2"}]
     assert sum(s.value for s in per_worker) >= 61
+    for name in ("clusterd_worker_connections_open", "clusterd_worker_state"):
+        assert [s.labels for s in fams[name].samples] == [{"slot": "0"}, {"slot": "1"}, {"slot": "2"}], name
+    # The processes behind the slots, for those who may read /metrics at all.
+    info = fams["clusterd_worker_info"].samples
+    assert sorted(s.labels["slot"] for s in info) == ["0", "1", "2"]
+    assert {int(s.labels["pid"]) for s in info} == set(children(d.proc.pid))
+    assert {s.labels["generation"] for s in info} == {"1"}
     hist = fams["clusterd_request_duration_seconds"]
     count = [s.value for s in hist.samples if s.name.endswith("_count")][0]
     inf = [s.value for s in hist.samples if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"][0]
@@ -91,8 +99,10 @@ def test_metrics_cover_the_whole_cluster(daemon_factory):
     before = value(fams, "clusterd_requests_total")
     d.ctl("reload", "--wait", check=True)
     wait_ready(d, 3, generation=2)
-    wait_until(lambda: len(metrics(d.port)["clusterd_worker_requests"].samples) == 3, what="old generation to leave")
+    wait_until(lambda: len(metrics(d.port)["clusterd_worker_info"].samples) == 3, what="old generation to leave")
     fams = metrics(d.port)
+    assert [s.labels for s in fams["clusterd_worker_requests"].samples] == [{"slot": "0"}, {"slot": "1"}, {"slot": "2"}]
+    assert {s.labels["generation"] for s in fams["clusterd_worker_info"].samples} == {"2"}
     assert value(fams, "clusterd_requests_total") >= before
     assert value(fams, "clusterd_reloads_total") == 1
     # clusterctl reads the same numbers.
@@ -103,6 +113,36 @@ def test_metrics_path_can_be_turned_off(daemon_factory):
     d = daemon_factory({"metricsPath": None})
     wait_ready(d, 1)
     assert get(d.port, "/metrics")[0] == 404
+
+
+def test_metrics_answer_only_allowed_clients(daemon_factory):
+    """Issue 12 item 20: /metrics shows pids, generations and restart counts, so (like nginx's
+    stub_status behind allow/deny) only clients in metrics.allow may read it; the default is
+    loopback only. Here only ::1 may: the same listener set answers 127.0.0.1 with 403."""
+    d = daemon_factory({"metrics": {"allow": ["::1/128"]}})
+    wait_ready(d, 1)
+    code, body = get(d.port, "/metrics")
+    assert code == 403 and b"clusterd_" not in body
+    code, body = get(d.port, "/metrics", host="::1")
+    assert code == 200 and b"clusterd_requests_total" in body
+    # The rest of the site is not affected.
+    assert get(d.port, "/")[0] == 200
+    # A reload can open it to IPv4 loopback too.
+    d.config["metrics"] = {"path": "/stats", "allow": ["127.0.0.0/8", "::1/128"]}
+    d.write_config()
+    d.ctl("reload", "--wait", check=True)
+    wait_ready(d, 1, generation=2)
+    assert get(d.port, "/stats")[0] == 200
+    assert get(d.port, "/metrics")[0] == 404
+
+
+def test_metrics_default_to_loopback_only(daemon_factory):
+    """With no metrics key, loopback may read /metrics (what the tests here do); the unit tests
+    show that other addresses may not (ConfigChecks.metricsDefaultToLoopbackOnly)."""
+    d = daemon_factory({})
+    wait_ready(d, 1)
+    assert get(d.port, "/metrics")[0] == 200
+    assert get(d.port, "/metrics", host="::1")[0] == 200
 
 
 def test_clusterctl_top(daemon_factory):
