@@ -54,7 +54,7 @@ let package = Package(
             ]),
         .testTarget(name: "ClusterHTTPTests", dependencies: ["ClusterHTTP"]),
         .testTarget(name: "ClusterJSONTests", dependencies: ["ClusterJSON"]),
-        .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig"]),
+        .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig", "ClusterJSON"]),
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
         .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterControl", "ClusterJSON", "ClusterSystem"]),
         .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),

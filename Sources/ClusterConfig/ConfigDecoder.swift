@@ -1,4 +1,7 @@
+// The fuzzer (Fuzz/config) compiles ClusterJSON's and ClusterConfig's sources as one module.
+#if canImport(ClusterJSON)
 import ClusterJSON
+#endif
 
 extension ClusterConfiguration {
     /// Decodes and validates a config file's bytes. `file` names the file in errors.

@@ -1,4 +1,7 @@
+// The fuzzer (Fuzz/config) compiles ClusterJSON's and ClusterConfig's sources as one module.
+#if canImport(ClusterJSON)
 import ClusterJSON
+#endif
 
 /// The daemon's whole configuration: an immutable value, validated when decoded. Every field has a
 /// default except `listen`; Docs/configuration.md lists them all.

@@ -1,4 +1,7 @@
+// The fuzzer (Fuzz/config) compiles ClusterJSON's and ClusterConfig's sources as one module.
+#if canImport(ClusterJSON)
 import ClusterJSON
+#endif
 
 /// Reads one JSON object strictly. The keys an object may have are given up front, so a misspelt key
 /// is reported as what it is (with the nearest known key) before any "is required" about the key it
@@ -17,7 +20,7 @@ struct ObjectReader {
         self.path = path
         self.known = keys
         guard case .object(let o) = value else {
-            throw ConfigError(file: file, keyPath: path, message: "must be an object, got \(value.typeName)")
+            throw ConfigError(file: file, keyPath: path, message: path.isEmpty ? "the top level must be an object { ... }, got \(value.typeName)" : "must be an object, got \(value.typeName)")
         }
         object = o
         if let keys {
@@ -64,7 +67,32 @@ struct ObjectReader {
         return previous[b.count]
     }
 
-    func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    /// `path.key`; a key that is empty or not a plain name is shown quoted, `path["a.b"]`, so the
+    /// path always names it unambiguously.
+    func keyPath(_ key: String) -> String {
+        let plain = !key.isEmpty && key.utf8.allSatisfy { b in
+            (0x30...0x39).contains(b) || (0x41...0x5A).contains(b) || (0x61...0x7A).contains(b) || b == 0x5F || b == 0x2D
+        }
+        if plain { return path.isEmpty ? key : "\(path).\(key)" }
+        return "\(path)[\(Self.quoted(key))]"
+    }
+
+    /// A key as a JSON string literal, controls escaped, at most 64 characters shown.
+    static func quoted(_ key: String) -> String {
+        var out = "\""
+        for (i, scalar) in key.unicodeScalars.enumerated() {
+            if i == 64 { out += "..."; break }
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
 
     func fail(_ key: String, _ message: String) -> ConfigError {
         ConfigError(file: file, keyPath: keyPath(key), message: message)

@@ -96,6 +96,9 @@ import Testing
         (#"{"listen":["0.0.0.0:80"],"http":{"keepaliveTimeout":5}}"#, "clusterd.json: http.keepaliveTimeout: unknown key (did you mean keepAliveTimeout?)"),
         (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","bdy":"x"}]}"#, "clusterd.json: routes[0].bdy: unknown key (did you mean body?)"),
         (#"{"listen":["0.0.0.0:80"],"accessLog":{"path":"/x","fromat":"json"}}"#, "clusterd.json: accessLog.fromat: unknown key (did you mean format?)"),
+        (#"["0.0.0.0:80"]"#, "clusterd.json: the top level must be an object { ... }, got an array"),
+        (#"{"":["0.0.0.0:80"]}"#, "clusterd.json: [\"\"]: unknown key"),
+        (#"{"listen":["0.0.0.0:80"],"http":{"max.Body":1}}"#, "clusterd.json: http[\"max.Body\"]: unknown key"),
         // Issue 12 item 14: what start-up would fail on, refused by the check too.
         (#"{"listen":["[:::::]:8080"]}"#, "clusterd.json: listen[0]: \"[:::::]:8080\": ':::::' is not a numeric IPv6 address"),
         (#"{"listen":["[1:2:3:4:5:6:7:8:9]:8080"]}"#, "clusterd.json: listen[0]: \"[1:2:3:4:5:6:7:8:9]:8080\": '1:2:3:4:5:6:7:8:9' is not a numeric IPv6 address"),
