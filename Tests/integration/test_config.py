@@ -155,3 +155,13 @@ def test_comments_and_trailing_comma(tmpdir_short):
     r, path = check(tmpdir_short, '{\n  "listen": ["127.0.0.1:8080"],\n}\n')
     assert r.returncode == 78
     assert f"{path}: not valid JSON: line 2, column 31: trailing comma before '}}' (JSON allows none)" in r.stderr
+
+
+def test_unit_creates_the_log_directory_the_docs_use():
+    """Without booting systemd: the shipped unit creates /var/log/clusterd, and nothing in it
+    relies on a directory it does not create."""
+    unit = open(os.path.join(os.path.dirname(__file__), "../../", "systemd/clusterd.service")).read()
+    assert "\nLogsDirectory=clusterd\n" in unit and "\nProtectSystem=strict\n" in unit
+    assert "ReadWritePaths=-/var/log/clusterd" not in unit
+    docs = open(os.path.join(os.path.dirname(__file__), "../../", "Docs/configuration.md")).read()
+    assert "/var/log/clusterd/access.log" in docs

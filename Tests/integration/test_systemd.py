@@ -150,3 +150,19 @@ def test_bad_config_fails_start(ns):
     log = subprocess.run(["nsenter", "-t", str(ns.pid1), "-m", "-p", "systemctl", "status", "--no-pager", "clusterd"],
                          capture_output=True, text=True, timeout=30).stdout
     assert "ExecStartPre" in log and "status=78" in log
+
+
+def test_access_log_in_the_units_logs_directory(ns):
+    """Issue 12 item 14: the unit makes /var/log/clusterd (LogsDirectory=clusterd), and the workers
+    can write the access log there despite ProtectSystem=strict."""
+    with open(ns.inner_path("/run/clusterd-test/clusterd.json"), "w") as f:
+        json.dump({"workers": 1, "listen": [f"127.0.0.1:{ns.port}"], "controlSocket": "/run/clusterd/control.sock",
+                   "routes": [{"path": "/", "body": "logged"}],
+                   "accessLog": {"path": "/var/log/clusterd/access.log"}}, f)
+    r = ns.systemctl("start", "clusterd")
+    assert r.returncode == 0, r.stderr + ns.systemctl("status", "clusterd").stdout
+    assert get(ns.port) == (200, b"logged")
+    log = ns.inner_path("/var/log/clusterd/access.log")
+    wait_until(lambda: os.path.exists(log) and '"GET / HTTP/1.1" 200' in open(log).read(), what="the access log line")
+    assert ns.systemctl("stop", "clusterd").returncode == 0
+

@@ -2,7 +2,7 @@
 # Boots a real systemd as PID 1 of a private PID + mount + cgroup namespace, for the systemd test.
 # Run it only through unshare (see test_systemd.py):
 #   unshare --pid --mount --cgroup --fork --mount-proc --propagation private boot.sh BIN_DIR SERVICE_FILE CONFIG
-# Before systemd starts, fresh tmpfs are mounted on /run, /tmp and /var/tmp (so its boot units can
+# Before systemd starts, fresh tmpfs are mounted on /run, /tmp, /var/tmp and /var/log (so its boot units can
 # never touch the machine's), and SYSTEMD_UNIT_PATH names a directory holding only this test's units.
 set -euo pipefail
 bin_dir=$1 service=$2 config=$3
@@ -22,5 +22,7 @@ done
 printf '[Unit]\nDescription=system slice (stub)\n' > $root/units/system.slice
 # The inputs are copied; now /tmp and /var/tmp can be replaced too.
 for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$d"; done
+# The unit's LogsDirectory= creates /var/log/clusterd: in this namespace's /var/log, not the machine's.
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /var/log
 exec env -i container=clusterd-test SYSTEMD_UNIT_PATH=$root/units PATH=/usr/sbin:/usr/bin:/sbin:/bin \
   /lib/systemd/systemd --system --log-target=console --log-level=info --show-status=no --unit=default.target
