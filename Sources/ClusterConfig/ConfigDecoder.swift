@@ -132,7 +132,7 @@ extension ClusterConfiguration {
 
         if let roots = try top.array("static") {
             for (i, item) in roots.enumerated() {
-                var r = try ObjectReader(file: file, path: "static[\(i)]", value: item, keys: ["prefix", "root", "index", "allowSymlinksOutside"])
+                var r = try ObjectReader(file: file, path: "static[\(i)]", value: item, keys: ["prefix", "root", "index", "allowSymlinksOutside", "allowHidden"])
                 guard let prefix = try r.string("prefix") else { throw r.fail("prefix", "is required") }
                 guard prefix.hasPrefix("/"), prefix.hasSuffix("/") else { throw r.fail("prefix", "must start and end with '/', got \"\(prefix)\"") }
                 // A prefix is sent back in redirects: `//host/` there would leave the site.

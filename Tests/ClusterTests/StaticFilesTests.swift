@@ -110,12 +110,42 @@ import Testing
         segment.retired[.accessLogDroppedLines] = 4
         let text = MetricsRenderer.render(segment)
         #expect(text.contains("clusterd_requests_total 15\n"))
-        #expect(text.contains("clusterd_worker_requests_total{slot=\"1\",pid=\"42\",generation=\"0\"} 10\n"))
+        #expect(text.contains("clusterd_worker_requests_total{slot=\"1\"} 10\n"))
+        #expect(text.contains("clusterd_worker_info{slot=\"1\",pid=\"42\",generation=\"0\"} 1\n"))
         #expect(text.contains("clusterd_request_duration_seconds_bucket{le=\"0.0001\"} 10\n"))
         #expect(text.contains("clusterd_request_duration_seconds_bucket{le=\"+Inf\"} 10\n"))
         #expect(text.contains("clusterd_workers 2\n"))
         #expect(text.contains("clusterd_access_log_dropped_lines_total 7\n"))
         #expect(MetricsRenderer.seconds(1_500_000) == "1.5")
         #expect(MetricsRenderer.seconds(100) == "0.0001")
+    }
+
+    /// Issue 12 item 20: per-worker series are per slot, so a reload does not make new ones; while
+    /// a slot has an old and a new worker (a reload draining), their numbers are summed, the state
+    /// is the newest's, and only clusterd_worker_info tells the processes apart.
+    @Test func perWorkerSeriesAreKeyedBySlot() {
+        let slots = 4
+        let base = UnsafeMutableRawPointer.allocate(byteCount: StatsSegment.byteCount(workerSlots: slots), alignment: 64)
+        defer { base.deallocate() }
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: StatsSegment.byteCount(workerSlots: slots))
+        let segment = StatsSegment(base: base, workerSlots: slots)
+        segment.master[.slotsHighWater] = 3
+        for (i, (pid, slot, generation, requests, state)) in [(100, 0, 1, 7, 2), (200, 0, 2, 3, 1), (300, 1, 2, 5, 1)].enumerated() {
+            let w = segment.worker(i)
+            w[.pid] = UInt64(pid)
+            w[.slot] = UInt64(slot)
+            w[.generation] = UInt64(generation)
+            w[.requests] = UInt64(requests)
+            w[.state] = UInt64(state)
+        }
+        let text = MetricsRenderer.render(segment)
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("clusterd_worker_") }
+        #expect(lines.filter { $0.hasPrefix("clusterd_worker_requests_total") } == ["clusterd_worker_requests_total{slot=\"0\"} 10", "clusterd_worker_requests_total{slot=\"1\"} 5"])
+        #expect(lines.filter { $0.hasPrefix("clusterd_worker_state") } == ["clusterd_worker_state{slot=\"0\"} 1", "clusterd_worker_state{slot=\"1\"} 1"])
+        #expect(lines.filter { $0.hasPrefix("clusterd_worker_info") } == [
+            "clusterd_worker_info{slot=\"0\",pid=\"100\",generation=\"1\"} 1", "clusterd_worker_info{slot=\"0\",pid=\"200\",generation=\"2\"} 1",
+            "clusterd_worker_info{slot=\"1\",pid=\"300\",generation=\"2\"} 1",
+        ])
+        #expect(!lines.contains { !$0.hasPrefix("clusterd_worker_info") && $0.contains("pid=") })
     }
 }
