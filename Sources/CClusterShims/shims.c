@@ -71,6 +71,19 @@ int ccluster_attach_reuseport_cbpf(int fd, uint32_t active) {
     return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
 }
 
+int ccluster_drop_syn(int fd) {
+    // ldb [13] (TCP flags: the filter sees the segment from its TCP header); jset #SYN; ret #0
+    // (drop); ret #-1 (keep). ACKs that complete handshakes under way still pass.
+    struct sock_filter code[] = {
+        { BPF_LD | BPF_B | BPF_ABS, 0, 0, 13 },
+        { BPF_JMP | BPF_JSET | BPF_K, 0, 1, 0x02 },
+        { BPF_RET | BPF_K, 0, 0, 0 },
+        { BPF_RET | BPF_K, 0, 0, 0xFFFFFFFFu },
+    };
+    struct sock_fprog prog = { .len = 4, .filter = code };
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
+}
+
 int ccluster_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
     struct ucred cred;
     socklen_t len = sizeof(cred);

@@ -39,6 +39,8 @@ public enum MetricsRenderer {
         sample("clusterd_connections_handed_off_total", "", UInt64(master[.handedOff]))
         family("clusterd_connections_closed_on_drain_total", "counter", "Connections still busy when a drain timed out.")
         sample("clusterd_connections_closed_on_drain_total", "", value(segment, .connectionsClosedOnDrain))
+        family("clusterd_handoffs_closed_at_cap_total", "counter", "Keep-alive connections handed to a worker at http.maxConnections and closed gracefully.")
+        sample("clusterd_handoffs_closed_at_cap_total", "", value(segment, .handoffsClosedAtCap))
         family("clusterd_connections_lost_total", "counter", "Connections open on workers that crashed.")
         sample("clusterd_connections_lost_total", "", master[.lostWithCrashedWorkers])
 

@@ -31,6 +31,9 @@ public struct StatsSlot {
         case busyPollHits, busyPollMisses
         /// Access log lines dropped because the file could not take them (a full disk).
         case accessLogDroppedLines
+        /// Keep-alive connections handed over to this worker at `http.maxConnections`, closed
+        /// gracefully instead of kept.
+        case handoffsClosedAtCap
     }
 
     /// Upper bounds (µs) of the latency buckets: 100 µs … 5 s.

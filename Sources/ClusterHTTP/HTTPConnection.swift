@@ -219,7 +219,10 @@ public struct HTTPConnectionState: Sendable {
         requestsServed += 1
         counters.requests += 1
         let limits = parser.limits
-        let keepAlive = limits.keepAlive && head.wantsKeepAlive && !context.closeConnections
+        // Closing connections (a stop): every request the client already sent is answered, so a
+        // request followed by more bytes in the buffer (pipelined) keeps the connection; the last
+        // one says `Connection: close`.
+        let keepAlive = limits.keepAlive && head.wantsKeepAlive && (!context.closeConnections || input.readableBytes > consumed)
             && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
         let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body, socket: context.socket)
         let (status, keep, bodyBytes, file) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool, Int, FileBody?) in

@@ -65,7 +65,8 @@ public struct FileBody: Sendable, Equatable {
 public struct ResponseContext {
     /// The cached `Date: ...\r\n` line.
     public var dateLine: UnsafeRawBufferPointer
-    /// Set while the worker retires: every response closes its connection.
+    /// Set while the worker stops: a response closes its connection unless more of what the client
+    /// sent (pipelined requests) is buffered behind it.
     public var closeConnections: Bool
     /// The connection's socket, handed to the handler as `HTTPRequest.socket`; -1 when none.
     public var socket: Int32

@@ -189,6 +189,7 @@ extension Master {
             "handedOff": n(relayed),
             "handoffsDropped": n(droppedRelays),
             "closedOnDrainTimeout": n(sums[StatsSlot.Field.connectionsClosedOnDrain.rawValue]),
+            "handoffsClosedAtCap": n(sums[StatsSlot.Field.handoffsClosedAtCap.rawValue]),
             "lostWithCrashedWorkers": n(lostConnections),
             "listeners": n(listenerTable.totalOpen),
             "listen": .array(config.listen.map { .string($0.description) }),

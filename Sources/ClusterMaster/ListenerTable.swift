@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ClusterConfig
 import ClusterSystem
 
@@ -120,6 +123,28 @@ final class ListenerTable {
             guard let first = listeners[address]?.first else { continue }
             try Socket.steerReusePortGroup(first, active: active, byCPU: steerByCPU)
         }
+    }
+
+    /// Every listener, in use or set aside.
+    var allFDs: [Int32] { listeners.values.flatMap { $0 } + closing.map(\.fd) }
+
+    /// A stop: for each listener, takes what is queued (`takingQueued`), then shuts it down and
+    /// closes it. shutdown(SHUT_RD) takes a listening socket out of LISTEN for every process that
+    /// holds it (the workers' inherited copies included), so the kernel answers the next SYN with a
+    /// reset at once; close() alone would wait for the last copy. Whatever is still queued when it
+    /// shuts is reset by the kernel: with new SYNs already dropped (`Socket.dropNewConnections`)
+    /// and the queue just emptied, that is only a handshake that completed in between.
+    /// Returns the connections taken.
+    func shutDownAll(takingQueued: Bool) -> [Int32] {
+        var taken: [Int32] = []
+        for fd in allFDs {
+            if takingQueued { taken += Self.acceptAll(fd) }
+            Sys.shutdown(fd, Int32(SHUT_RD))
+            Sys.close(fd)
+        }
+        listeners = [:]
+        closing = []
+        return taken
     }
 
     func closeAll() {

@@ -37,6 +37,7 @@ public final class Master: MasterEffects {
     struct WorkerProcess {
         var channel: Int32
         var slot: Int
+        var statsSlot: Int
     }
 
     struct ControlClient {
@@ -153,6 +154,7 @@ public final class Master: MasterEffects {
         settings.maxWorkers = config.maxWorkers
         settings.drainTimeout = Int64(config.drainTimeout * 1000)
         settings.heartbeatTimeout = Int64(config.heartbeatTimeout * 1000)
+        settings.stopAcceptGrace = config.deferAccept ? ListenerTable.deferredCloseMilliseconds : 500
     }
 
     /// The master's own use of a config (a reload's, or the old one back after a reload failed
@@ -257,12 +259,6 @@ public final class Master: MasterEffects {
 
     func reapChildren() {
         while let (pid, status) = try? ProcessControl.reap() {
-            if let w = core.workers[pid], w.state != .draining, status != .exited(0) {
-                // Requests in flight on a worker that died are the only ones a crash can lose.
-                let open = StatsSlot(base: statsBase + w.statsSlot * StatsSlot.size)[.openConnections]
-                lostConnections += Int(open)
-                if open > 0 { logger.warning("worker \(pid) died with \(open) open connection(s)") }
-            }
             if let p = processes[pid] {
                 // Connections it handed off may still sit in its channel: take them first.
                 channelReadable(p.channel)
@@ -398,7 +394,7 @@ public final class Master: MasterEffects {
             Sys.close(masterEnd)
             throw MasterFailure("\(error)")
         }
-        processes[pid] = WorkerProcess(channel: masterEnd, slot: slot)
+        processes[pid] = WorkerProcess(channel: masterEnd, slot: slot, statsSlot: statsSlot)
         channelOwners[masterEnd] = pid
         do {
             try epoll.add(masterEnd, events: Epoll.readable, data: Kind.channel.rawValue << 56 | UInt64(UInt32(bitPattern: masterEnd)))
@@ -486,6 +482,38 @@ public final class Master: MasterEffects {
         exitCode = code
     }
 
+    public func refuseNewConnections() {
+        for fd in listenerTable.allFDs {
+            do { try Socket.dropNewConnections(fd) } catch {
+                logger.error("refusing new connections: \(error)")
+            }
+        }
+    }
+
+    public func closeListeners(relayingQueuedTo relayTo: [ProcessID]) {
+        let queued = listenerTable.shutDownAll(takingQueued: !relayTo.isEmpty)
+        var dropped = 0
+        for fd in queued where !relay(fd, message: ConnectionHandoff.prefix, to: relayTo) {
+            Sys.close(fd)
+            dropped += 1
+        }
+        droppedRelays += dropped
+        logger.notice("listeners closed: connection attempts are refused from now on (\(queued.count - dropped) queued connection(s) passed to workers\(dropped > 0 ? ", \(dropped) closed: no worker could take them" : ""))")
+    }
+
+    public func openConnections(statsSlot: Int) -> Int {
+        Int(clamping: segment.worker(statsSlot)[.openConnections])
+    }
+
+    public func countLostConnections(_ count: Int, closedOnDrainTimeout: Bool) {
+        if closedOnDrainTimeout {
+            let retired = segment.retired
+            retired[.connectionsClosedOnDrain] = retired[.connectionsClosedOnDrain] &+ UInt64(count)
+        } else {
+            lostConnections += count
+        }
+    }
+
     // MARK: - Worker channels
 
     func channelReadable(_ fd: Int32) {
@@ -518,23 +546,37 @@ public final class Master: MasterEffects {
     /// Passes a connection from a retiring worker (or a closing listener's backlog) to a live worker.
     /// The master only holds the descriptor in transit; it never reads from it.
     func relay(_ connection: Int32, message: [UInt8]) {
-        let live = core.liveWorkers
-        if !live.isEmpty {
-            for attempt in 0..<live.count {
-                let pid = live[(nextRelay + attempt) % live.count]
-                guard let channel = processes[pid]?.channel else { continue }
-                let result = message.withUnsafeBytes { try? Socket.sendDescriptor(channel, connection, $0) }
-                if case .processed = result {
-                    nextRelay = (nextRelay + attempt + 1) % max(1, live.count)
-                    Sys.close(connection)
-                    relayed += 1
-                    return
-                }
-            }
-        }
+        if relay(connection, message: message, to: core.liveWorkers) { return }
         // No live worker can take it now (all channels full, or none ready yet): keep it and retry
         // on the next tick.
         pendingRelays.append((connection, message, Clock.monotonicMilliseconds()))
+    }
+
+    /// Sends `connection` to one of `live` (round robin), then closes the master's copy. A worker
+    /// whose last published connection count is at `http.maxConnections` is passed over while
+    /// another has room (one at the cap closes a hand-over gracefully instead of holding it).
+    /// False when none took it.
+    func relay(_ connection: Int32, message: [UInt8], to live: [ProcessID]) -> Bool {
+        guard !live.isEmpty else { return false }
+        let cap = config.http.maxConnections
+        // (Not `core`: this runs inside the core's own changes, e.g. `closeListeners`.)
+        let roomy = live.filter { pid in
+            guard let p = processes[pid] else { return false }
+            return openConnections(statsSlot: p.statsSlot) < cap
+        }
+        let candidates = roomy.isEmpty ? live : roomy
+        for attempt in 0..<candidates.count {
+            let pid = candidates[(nextRelay + attempt) % candidates.count]
+            guard let channel = processes[pid]?.channel else { continue }
+            let result = message.withUnsafeBytes { try? Socket.sendDescriptor(channel, connection, $0) }
+            if case .processed = result {
+                nextRelay = (nextRelay + attempt + 1) % candidates.count
+                Sys.close(connection)
+                relayed += 1
+                return true
+            }
+        }
+        return false
     }
 
     /// For effects the core calls while it is changing (trimming listeners, releasing a

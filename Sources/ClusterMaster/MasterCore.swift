@@ -28,6 +28,18 @@ public protocol MasterEffects: AnyObject {
     func retireStats(statsSlot: Int)
     /// No worker runs `generation` any more and it will not be used again.
     func releaseGeneration(_ generation: Int)
+    /// A stop began: from now on no new connection may enter any listener's accept queue (the
+    /// kernel drops new SYNs; handshakes already under way still complete and are queued).
+    func refuseNewConnections()
+    /// Takes what is still queued on every listener, passes it to `relayTo` (workers that will
+    /// serve it before they drain), then shuts every listener down and closes it: from here on a
+    /// connection attempt is refused (RST). An empty `relayTo` closes what was queued.
+    func closeListeners(relayingQueuedTo relayTo: [ProcessID])
+    /// The open-connection count a worker last published in its stats slot.
+    func openConnections(statsSlot: Int) -> Int
+    /// Connections a dead worker took down with it: lost with a crashed worker, or closed because its
+    /// drain timed out (it was fast-stopped or killed at the deadline).
+    func countLostConnections(_ count: Int, closedOnDrainTimeout: Bool)
     func exit(code: Int32)
 }
 
@@ -51,6 +63,11 @@ public struct MasterCore<Effects: MasterEffects> {
         public var startTimeout: Int64 = 30_000
         /// After a fast stop (INT) a worker has this long before KILL.
         public var fastStopGrace: Int64 = 3_000
+        /// After a graceful stop began, how long the listeners stay open (new SYNs already dropped)
+        /// so that handshakes under way complete and are served, before they are shut and every
+        /// connection attempt is refused. Covers a client round trip (and, with `deferAccept`, the
+        /// kernel's deferred handshakes).
+        public var stopAcceptGrace: Int64 = 500
         public var backoffBase: Int64 = 100
         public var backoffMax: Int64 = 30_000
         /// A worker that lived this long resets its slot's crash count.
@@ -120,6 +137,11 @@ public struct MasterCore<Effects: MasterEffects> {
     public private(set) var failedReloads = 0
     public private(set) var restarts = 0
     public private(set) var lastReloadError: String? = nil
+    /// A graceful stop: when the listeners close and the workers are told to drain.
+    var closeListenersAt: Int64? = nil
+    var stopBeganAt: Int64 = 0
+    /// The listeners were shut for a stop (connection attempts are refused).
+    public private(set) var listenersClosed = false
 
     public init(effects: Effects, settings: Settings) {
         self.effects = effects
@@ -133,9 +155,14 @@ public struct MasterCore<Effects: MasterEffects> {
 
     public var isReloading: Bool { reload != nil }
 
-    /// Workers that may take a handed-off connection: ready, of the serving generation.
+    /// Workers that may take a handed-off connection: ready, of the serving generation. Once a
+    /// graceful stop closed the listeners, the draining workers that were not fast-stopped (they
+    /// serve what they are given, with `Connection: close`).
     public var liveWorkers: [ProcessID] {
-        workers.values.filter { $0.generation == generation && $0.state == .ready }.map(\.pid).sorted()
+        if listenersClosed, case .stopping(true) = phase {
+            return workers.values.filter { $0.state == .draining && $0.escalation == 0 }.map(\.pid).sorted()
+        }
+        return workers.values.filter { $0.generation == generation && $0.state == .ready }.map(\.pid).sorted()
     }
     public var currentListenerSet: Int { generationSets[generation] ?? 0 }
 
@@ -193,6 +220,7 @@ public struct MasterCore<Effects: MasterEffects> {
 
     public mutating func workerExited(pid: ProcessID, status: ExitStatus) {
         guard let worker = workers.removeValue(forKey: pid) else { return }
+        countConnectionsLost(worker, status)
         effects.retireStats(statsSlot: worker.statsSlot)
         freeStats.append(worker.statsSlot)
         defer {
@@ -243,12 +271,14 @@ public struct MasterCore<Effects: MasterEffects> {
 
     public mutating func tick(now: Int64) {
         self.now = now
+        if let at = closeListenersAt, now >= at { closeListenersAndDrain() }
         respawnDue()
         for (pid, worker) in workers {
             switch worker.state {
             case .ready:
                 let beat = effects.heartbeat(statsSlot: worker.statsSlot)
-                if beat > 0 && now - beat > settings.heartbeatTimeout {
+                // Once: the KILL is sent, and the worker stays `.ready` until it is reaped.
+                if worker.escalation == 0 && beat > 0 && now - beat > settings.heartbeatTimeout {
                     effects.log(.error, "worker \(pid) (slot \(worker.slot)) missed its heartbeat for \(now - beat) ms; killing it")
                     effects.signal(SignalNumber.kill, to: pid)
                     workers[pid]!.escalation = 2
@@ -450,20 +480,71 @@ public struct MasterCore<Effects: MasterEffects> {
         effects.log(.notice, graceful ? "graceful stop: draining \(workers.count) workers (timeout \(settings.drainTimeout / 1000) s)" : "fast stop")
         effects.notify("STOPPING=1\nSTATUS=stopping (\(graceful ? "graceful" : "fast"))")
         if let requester { effects.reply(requester, ControlResponse.ok(["stopping": true])) }
-        for (pid, worker) in workers {
-            if graceful {
-                if worker.state != .draining { drain(pid, .drain) }
-            } else if worker.escalation == 0 {
-                effects.signal(SignalNumber.interrupt, to: pid)
-                workers[pid]!.state = .draining
-                workers[pid]!.escalation = 1
-                workers[pid]!.drainSince = now
-            }
+        stopBeganAt = now
+        if graceful && !workers.isEmpty {
+            // New connections are refused at once (so clients and balancers go elsewhere); what is
+            // queued, or still completing its handshake, is served: the workers keep serving until
+            // the grace ends, then the master takes what is left in the queues, hands it to them,
+            // closes the listeners and only then tells them to drain (`closeListenersAndDrain`).
+            // A restart that must not refuse anything (listeners kept for the next master) would
+            // skip this and leave the listeners open.
+            effects.refuseNewConnections()
+            closeListenersAt = now + settings.stopAcceptGrace
+            return
+        }
+        closeListenersAt = nil
+        if !listenersClosed {
+            listenersClosed = true
+            effects.closeListeners(relayingQueuedTo: [])
+        }
+        for (pid, worker) in workers where worker.escalation == 0 {
+            effects.signal(SignalNumber.interrupt, to: pid)
+            workers[pid]!.state = .draining
+            workers[pid]!.escalation = 1
+            workers[pid]!.drainSince = now
         }
         if workers.isEmpty { effects.exit(code: 0) }
     }
 
+    /// The end of a graceful stop's accept grace: the listeners' leftovers go to workers that still
+    /// accept (through their channels, ahead of the `drain` that follows on the same channel), the
+    /// listeners close, and every worker drains, its drain timeout counted from the stop.
+    mutating func closeListenersAndDrain() {
+        closeListenersAt = nil
+        guard !listenersClosed else { return }
+        listenersClosed = true
+        let accepting = workers.values.filter { $0.state == .ready }.map(\.pid).sorted()
+        effects.closeListeners(relayingQueuedTo: accepting)
+        for (pid, worker) in workers {
+            if worker.state != .draining {
+                drain(pid, .drain)
+                workers[pid]!.drainSince = stopBeganAt
+            } else {
+                // Already leaving (a reload's or scale-down's hand-over): now closing instead.
+                effects.send(.drain, to: pid)
+            }
+        }
+    }
+
     // MARK: - Helpers
+
+    /// A worker that did not exit cleanly took its open connections down with it: counted and
+    /// logged, whatever its state. Killed or fast-stopped at its drain deadline: closed on the
+    /// drain timeout; otherwise (a crash, a kill -9, a heartbeat kill): lost with a crashed worker.
+    /// A worker that exits 0 closed (and counted) its connections itself.
+    func countConnectionsLost(_ worker: WorkerRecord, _ status: ExitStatus) {
+        guard status != .exited(0) else { return }
+        let open = effects.openConnections(statsSlot: worker.statsSlot)
+        guard open > 0 else { return }
+        let atDeadline = worker.state == .draining && worker.escalation > 0
+        effects.countLostConnections(open, closedOnDrainTimeout: atDeadline)
+        let who = "worker \(worker.pid) (slot \(worker.slot), generation \(worker.generation)\(worker.state == .draining ? ", draining" : ""))"
+        if atDeadline {
+            effects.log(.warning, "\(who) \(status) at its drain deadline: \(open) open connection(s) closed")
+        } else {
+            effects.log(.warning, "\(who) \(status) with \(open) open connection(s); they are lost")
+        }
+    }
 
     mutating func spawn(slot: Int, generation gen: Int) {
         guard let statsSlot = freeStats.popLast() else {

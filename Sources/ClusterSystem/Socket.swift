@@ -137,6 +137,14 @@ public enum Socket {
         }
     }
 
+    /// A listener stops taking new connections without leaving LISTEN: SYNs are dropped (a socket
+    /// filter, `ccluster_drop_syn`), handshakes already under way complete, and what is queued can
+    /// still be accepted. A client whose SYN was dropped retries it (1 s later), and is refused
+    /// once the listener is shut down.
+    public static func dropNewConnections(_ fd: Int32) throws(SystemError) {
+        _ = try syscall("setsockopt(SO_ATTACH_FILTER)") { ccluster_drop_syn(fd) }
+    }
+
     private static func withUnixAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)

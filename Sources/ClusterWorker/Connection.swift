@@ -27,6 +27,8 @@ struct Connection {
     var lingering = false
     /// Close as soon as the output is flushed.
     var closeWhenFlushed = false
+    /// Adopted over the connection cap: answer what arrives with `Connection: close`, close when idle.
+    var closeAfterResponse = false
 
     /// The peer's address, kept only when there is an access log.
     var peer: String? = nil

@@ -52,6 +52,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     var now: Int64 = 0
     var state = RunState.running
     var acceptingRegistered = false
+    /// The master shut the listeners down (a stop): accept4 says EINVAL; never register them again.
+    var listenersShut = false
     var acceptResumeAt: Int64? = nil
     var signals: SignalFd?
     var drainDeadline: Int64? = nil
@@ -126,7 +128,11 @@ public final class HTTPWorker<Handler: HTTPHandler> {
 
         while true {
             if state == .stopping { break }
-            if state == .draining && openCount == 0 { break }
+            if state == .draining && openCount == 0 {
+                // A connection the master passed on just before may still wait in the channel.
+                channelReadable()
+                if openCount == 0 { break }
+            }
             var events = 0
             if lastTurnBusy && busyPoll.shouldPoll() {
                 events = try pollBriefly()
@@ -170,6 +176,15 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         ResponseContext(
             dateLine: UnsafeRawBufferPointer(rebasing: dateLine[0..<dateCache.line.count]),
             closeConnections: state == .stopping || (state == .draining && drainMode == .close), socket: socket)
+    }
+
+    /// `context` for one connection: one adopted over the connection cap is answered with
+    /// `Connection: close` too.
+    @inline(__always)
+    func context(for c: Connection) -> ResponseContext {
+        var context = self.context
+        if c.closeAfterResponse { context.closeConnections = true }
+        return context
     }
 
     /// Polls epoll without sleeping for up to the busy-poll window, yielding the CPU between polls
@@ -243,7 +258,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     }
 
     func registerListeners() throws(SystemError) {
-        guard !acceptingRegistered else { return }
+        guard !acceptingRegistered, !listenersShut else { return }
         for fd in listeners {
             try epoll.add(fd, events: Epoll.readable, data: Token.make(Token.listener, 0, fd))
         }
@@ -277,6 +292,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                     logger.warning("accept4: \(error.reason); pausing accept for \(settings.acceptBackoff) ms")
                     pauseAccepting(until: now + settings.acceptBackoff)
                     return
+                case EINVAL:
+                    // Not listening any more: the master shut the listeners (a stop). What they
+                    // had queued was passed to us through the channel; `drain` follows there.
+                    listenersShut = true
+                    unregisterListeners()
+                    return
                 default:
                     // ECONNABORTED, EPROTO, ...: that client is gone; carry on with the next.
                     continue
@@ -292,7 +313,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     }
 
     func resumeAcceptingIfPossible() {
-        guard state == .running, !acceptingRegistered, openCount < settings.maxConnections else { return }
+        guard state == .running, !acceptingRegistered, !listenersShut, openCount < settings.maxConnections else { return }
         if let at = acceptResumeAt, now < at { return }
         acceptResumeAt = nil
         do { try registerListeners() } catch { logger.error("re-registering listeners: \(error)") }
@@ -428,6 +449,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             let phaseBefore = c.http.phase
             let answeredBefore = counters.requests
             let outcome: HTTPConnectionState.Outcome
+            let context = context(for: c)
             if fromScratch {
                 outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context(socket: fd), handler: handler, counters: &counters, observer: &observer)
                 if scratchIn.readableBytes > 0 {
@@ -724,12 +746,38 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 if c.fd >= 0 {
                     if c.hasPendingOutput { c.closeWhenFlushed = true } else { beginClose(&c, fd) }
                 }
+            } else if c.closeAfterResponse || (state == .draining && drainMode == .close) {
+                connections[i] = c
+                closeIdleGracefully(fd)
+                continue
             } else {
                 closeNow(fd, &c)
             }
             connections[i] = c
             if c.fd < 0 { finishClose(fd) }
         }
+    }
+
+    /// Closes an idle keep-alive connection so that no request on it is lost: a request that has
+    /// already arrived is read and answered (`Connection: close`); otherwise the write side is shut
+    /// (FIN) and the connection lingers, reading and discarding, until the client closes or
+    /// `lingerTimeout`: a request that crossed the FIN gets no reset, and the client sees the
+    /// connection end before any byte of a response, the case HTTP clients retry (RFC 9112 §9.3.1).
+    func closeIdleGracefully(_ fd: Int32) {
+        let index = Int(fd)
+        readable(fd)
+        guard connections[index].fd == fd else {
+            finishClose(fd)
+            return
+        }
+        var c = connections[index]
+        if c.http.phase == .idle && !c.hasPendingOutput && !c.lingering && !c.closeWhenFlushed && c.input.readableBytes == 0 {
+            c.input.release()
+            Sys.shutdown(fd, Int32(SHUT_WR))
+            c.lingering = true
+            c.deadline = now + settings.lingerTimeout
+        }
+        connections[index] = c
     }
 
     // MARK: - Master channel and signals
@@ -777,11 +825,17 @@ public final class HTTPWorker<Handler: HTTPHandler> {
 
     /// A connection handed over by a retiring worker: serve it as if it had been accepted here, with
     /// the bytes the other worker had already read.
+    ///
+    /// At `maxConnections` (the master sends to a worker with room while it has one) the connection
+    /// is not kept: what came with it, or has arrived on it, is answered with `Connection: close`,
+    /// and an idle one is closed gracefully (`closeIdleGracefully`), counted as
+    /// `handoffsClosedAtCap`. Over the cap for at most that answer or `lingerTimeout`.
     func adopt(_ fd: Int32, pending: UnsafeRawBufferPointer) {
         do { try Sys.setNonBlocking(fd) } catch {
             Sys.close(fd)
             return
         }
+        let overCap = openCount >= settings.maxConnections
         opened(fd, handedOver: true)
         let index = Int(fd)
         guard index < connections.count, connections[index].fd == fd else { return }
@@ -789,6 +843,10 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         Socket.setNoDelay(fd)
         c.noDelay = true
         c.deadline = now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        if overCap {
+            c.closeAfterResponse = true
+            stats.add(.handoffsClosedAtCap, 1)
+        }
         if pending.count > 0 {
             c.input.write(pending)
             c.requestStart = Clock.monotonicNanoseconds()
@@ -797,7 +855,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             handOffIfIdle(&c, fd)
         }
         connections[index] = c
-        if c.fd < 0 { finishClose(fd) } else { register(fd) }
+        if c.fd < 0 {
+            finishClose(fd)
+            return
+        }
+        register(fd)
+        if overCap && isIdle(c) { closeIdleGracefully(fd) }
     }
 
     /// Moves an idle keep-alive connection to the master, which passes it to a live worker. The
@@ -857,6 +920,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         if openCount > 0 {
             logger.warning("stopping with \(openCount) connection(s) still open; they are closed")
             stats.add(.connectionsClosedOnDrain, UInt64(openCount))
+            // Counted here: a KILL before the exit must not count them again (the master counts
+            // what a dead worker last published as open).
+            stats[.openConnections] = 0
         }
         state = .stopping
     }
@@ -865,6 +931,15 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// requests finish; idle keep-alive connections are handed off (`.handOff`) or closed (`.close`).
     /// The loop ends when no connection is left.
     public func beginDrain(mode: DrainMode, timeout: Int64?, acceptGrace: Int64 = 0) {
+        if state == .draining && drainMode == .handOff && mode == .close {
+            // The daemon stops while this worker hands its connections over (a reload's or
+            // scale-down's): nothing takes them now; close them instead, gracefully.
+            drainMode = .close
+            for i in connections.indices where connections[i].isOpen && isIdle(connections[i]) {
+                connections[i].deadline = min(connections[i].deadline, now + settings.drainIdleGrace)
+            }
+            return
+        }
         guard state == .running else { return }
         // Take what is already queued on our listeners first.
         for fd in listeners where acceptingRegistered { acceptConnections(fd) }
@@ -874,13 +949,25 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         if acceptGrace > 0 { acceptUntil = now + acceptGrace } else { unregisterListeners() }
         stats[.state] = WorkerState.draining.rawValue
         send(.draining)
-        for i in connections.indices where connections[i].isOpen {
+        for i in connections.indices where connections[i].isOpen && isIdle(connections[i]) {
             var c = connections[i]
             let fd = c.fd
-            if !c.http.isMidRequest && !c.writeBlocked && !c.lingering && c.input.readableBytes == 0 {
-                if drainMode == .handOff { handOffIfIdle(&c, fd) } else { closeNow(fd, &c) }
-                connections[i] = c
+            if drainMode == .handOff {
+                handOffIfIdle(&c, fd)
+            } else {
+                // Not closed at once: a client may be sending its next request right now. For
+                // `drainIdleGrace` what arrives is answered with `Connection: close`; then the
+                // connection is closed gracefully (`closeIdleGracefully`).
+                c.deadline = min(c.deadline, now + settings.drainIdleGrace)
             }
+            connections[i] = c
+            if c.fd < 0 { finishClose(fd) }
         }
+    }
+
+    /// Between requests, nothing buffered or pending.
+    func isIdle(_ c: Connection) -> Bool {
+        !c.http.isMidRequest && !c.writeBlocked && !c.lingering && !c.closeWhenFlushed && c.input.readableBytes == 0
+            && c.http.phase != .closing
     }
 }

@@ -14,6 +14,10 @@ public struct WorkerSettings: Sendable {
     /// would destroy the response on the client's side).
     public var lingerTimeout: Int64 = 2_000
     public var maxConnections = 10_000
+    /// When the daemon stops, how long an idle keep-alive connection stays open: a request that
+    /// arrives meanwhile is answered with `Connection: close`; then it is closed gracefully (FIN,
+    /// then reading until the client closes or `lingerTimeout`).
+    public var drainIdleGrace: Int64 = 1_000
     /// Most connections taken at once when a draining worker empties its listeners' queues (in
     /// normal running a worker accepts one connection per readiness report).
     public var acceptBatch = 64

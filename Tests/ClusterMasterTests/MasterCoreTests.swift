@@ -19,6 +19,12 @@ final class FakeEffects: MasterEffects {
     var exitCode: Int32? = nil
     var failSpawn = false
     var failListeners = false
+    var refusing = false
+    /// `closeListeners` calls: the workers the queued connections were passed to.
+    var listenersClosedRelayingTo: [[ProcessID]] = []
+    var open: [Int: Int] = [:]
+    var lost = 0
+    var closedOnDrainTimeout = 0
 
     func ensureListeners(set: Int, count: Int) throws(MasterFailure) {
         if failListeners { throw MasterFailure("cannot listen on 127.0.0.1:1: Address already in use") }
@@ -44,6 +50,12 @@ final class FakeEffects: MasterEffects {
     func retireStats(statsSlot: Int) {}
     func releaseGeneration(_ generation: Int) {}
     func exit(code: Int32) { exitCode = code }
+    func refuseNewConnections() { refusing = true }
+    func closeListeners(relayingQueuedTo relayTo: [ProcessID]) { listenersClosedRelayingTo.append(relayTo) }
+    func openConnections(statsSlot: Int) -> Int { open[statsSlot] ?? 0 }
+    func countLostConnections(_ count: Int, closedOnDrainTimeout atDeadline: Bool) {
+        if atDeadline { closedOnDrainTimeout += count } else { lost += count }
+    }
 }
 
 func makeCore(workers: Int = 2) -> (MasterCore<FakeEffects>, FakeEffects) {
@@ -134,6 +146,41 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         core.tick(now: 11_001)
         #expect(fx.signals.first?.0 == SignalNumber.kill)
         #expect(fx.signals.first?.1 == w.pid)
+        // Not reaped yet on the next turns: killed and logged once.
+        core.tick(now: 11_101)
+        core.tick(now: 11_201)
+        #expect(fx.signals.count == 1)
+        #expect(fx.log.filter { $0.contains("missed its heartbeat") }.count == 1)
+    }
+
+    @Test func connectionsOfADeadWorkerAreCountedWhateverItsState() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.tick(now: 100)
+        let (a, b) = (core.workers[fx.spawned[0].pid]!, core.workers[fx.spawned[1].pid]!)
+        fx.open[a.statsSlot] = 7
+        fx.open[b.statsSlot] = 5
+        // A reload: both old workers drain; one is killed in the middle of its hand-over.
+        core.beginReload(workers: 2, listenerSet: 0, requester: nil, wait: false)
+        readyAll(&core, fx)
+        #expect(core.workers[a.pid]?.state == .draining)
+        core.workerExited(pid: a.pid, status: .signaled(9))
+        #expect(fx.lost == 7)
+        #expect(fx.log.contains { $0.contains("worker \(a.pid)") && $0.contains("7 open connection(s); they are lost") })
+        // The other is stuck: fast stop at the deadline, then KILL.
+        core.tick(now: 1100)
+        core.tick(now: 4100)
+        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.kill])
+        core.workerExited(pid: b.pid, status: .signaled(9))
+        #expect(fx.closedOnDrainTimeout == 5)
+        #expect(fx.lost == 7)
+        #expect(fx.log.contains { $0.contains("at its drain deadline: 5 open connection(s) closed") })
+        // A clean exit closed (and counted) its own connections.
+        let c = core.workers.values.first!
+        fx.open[c.statsSlot] = 3
+        core.stop(graceful: false, requester: nil)
+        core.workerExited(pid: c.pid, status: .exited(0))
+        #expect(fx.lost == 7 && fx.closedOnDrainTimeout == 5)
     }
 
     @Test func drainEscalatesOnTheClock() {
@@ -250,6 +297,7 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         readyAll(&core, fx)
         core.stop(graceful: true, requester: 3)
         #expect(fx.notifications.last?.hasPrefix("STOPPING=1") == true)
+        core.tick(now: 500)
         #expect(fx.sent.count == 2)
         core.workerExited(pid: fx.spawned[0].pid, status: .exited(0))
         #expect(fx.exitCode == nil)
@@ -258,10 +306,35 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(fx.spawned.count == 2, "nothing respawned while stopping")
     }
 
+    @Test func gracefulStopRefusesAtOnceAndClosesListenersBeforeTheDrain() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.tick(now: 1000)
+        core.stop(graceful: true, requester: nil)
+        #expect(fx.refusing, "new connections refused as the stop begins")
+        #expect(fx.listenersClosedRelayingTo.isEmpty && fx.sent.isEmpty, "handshakes under way still complete and are served")
+        core.tick(now: 1499)
+        #expect(fx.listenersClosedRelayingTo.isEmpty)
+        core.tick(now: 1500)
+        // What is still queued goes to the workers before they are told to drain.
+        #expect(fx.listenersClosedRelayingTo == [fx.spawned.map(\.pid).sorted()])
+        #expect(fx.sent.map(\.0) == [.drain, .drain])
+        #expect(core.listenersClosed)
+        #expect(core.liveWorkers == fx.spawned.map(\.pid).sorted(), "draining workers take what is handed over now")
+        // The drain timeout counts from the stop, not from the listeners' close.
+        core.tick(now: 1999)
+        #expect(fx.signals.isEmpty)
+        core.tick(now: 2000)
+        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
+        core.tick(now: 2100)
+        #expect(fx.listenersClosedRelayingTo.count == 1)
+    }
+
     @Test func fastStopInterrupts() {
         var (core, fx) = makeCore(workers: 2)
         readyAll(&core, fx)
         core.stop(graceful: false, requester: nil)
+        #expect(fx.listenersClosedRelayingTo == [[]], "listeners closed at once, nothing relayed")
         #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
         core.tick(now: 3000)
         #expect(fx.signals.filter { $0.0 == SignalNumber.kill }.count == 2)

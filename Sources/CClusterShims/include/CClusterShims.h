@@ -48,6 +48,10 @@ int ccluster_attach_reuseport_cbpf(int fd, uint32_t active);
 /// The same, steering by the CPU that received the packet: `ld cpu; mod #active; ret a`. With one
 /// worker pinned per CPU, a connection is accepted on the CPU whose softirq handled it.
 int ccluster_attach_reuseport_cbpf_cpu(int fd, uint32_t active);
+/// Attach the classic BPF socket filter `ldb [13]; jset #0x02; ret #0; ret #-1` to a TCP listener
+/// (SO_ATTACH_FILTER): every segment with SYN set is dropped, so no new connection enters its
+/// queues, while the final ACKs of handshakes under way still pass and complete.
+int ccluster_drop_syn(int fd);
 /// The CPUs this process may run on (sched_getaffinity), ascending, at most `max`; -1 on error.
 int ccluster_allowed_cpus(int *cpus, int max);
 /// sched_setaffinity(0) to one CPU.

@@ -1,0 +1,275 @@
+"""Graceful stop and drain (issue 12, items 10, 25, 26, 27): a stop refuses new connections at once
+and answers everything already sent; whatever a dying worker takes down with it is counted; a
+worker at http.maxConnections does not keep connections handed over to it."""
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+
+from conftest import children, connections, status, statuses, wait_ready, wait_until
+
+# MasterCore.Settings.stopAcceptGrace: listeners close this long after a graceful stop began.
+ACCEPT_GRACE = 0.5
+
+
+class Responses:
+    """Whole responses, one after another, from a socket (pipelined ones included)."""
+
+    def __init__(self, s):
+        self.s = s
+        self.data = b""
+
+    def fill(self):
+        b = self.s.recv(65536)
+        if not b:
+            raise EOFError(f"closed after {len(self.data)} byte(s) of a response")
+        self.data += b
+
+    def next(self):
+        """(head, body) of the next response; EOFError when the server closed before its end."""
+        while b"\r\n\r\n" not in self.data:
+            self.fill()
+        head, _, rest = self.data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        self.data = rest
+        while len(self.data) < length:
+            self.fill()
+        body, self.data = self.data[:length], self.data[length:]
+        return head, body
+
+
+def read_response(s):
+    return Responses(s).next()
+
+
+def keepalive_request(s):
+    """A GET on a kept-alive connection: (status, body). AssertionError if the server closed it."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    try:
+        head, body = read_response(s)
+    except EOFError as e:
+        raise AssertionError(f"server closed a keep-alive connection: {e}")
+    assert b"Connection: close" not in head
+    return statuses(head)[0], body
+
+
+class Load:
+    """Keep-alive clients and new-connection clients against `port`, recording every request sent
+    without a whole response (`lost`) and every connection attempt (start time, duration, outcome)."""
+
+    def __init__(self, port, keepalive=20, fresh=4):
+        self.port = port
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.lost = []
+        self.answered = 0
+        self.attempts = []  # (started, seconds, "connected" | "refused" | other)
+        self.threads = [threading.Thread(target=self.keepalive_client, daemon=True) for _ in range(keepalive)]
+        self.threads += [threading.Thread(target=self.fresh_client, daemon=True) for _ in range(fresh)]
+
+    def connect(self):
+        started = time.time()
+        s = socket.socket()
+        s.settimeout(5)
+        try:
+            s.connect(("127.0.0.1", self.port))
+            outcome = "connected"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except OSError as e:
+            outcome = repr(e)
+        with self.lock:
+            self.attempts.append((started, time.time() - started, outcome))
+        if outcome != "connected":
+            s.close()
+            time.sleep(0.02)
+            return None
+        return s
+
+    def exchange(self, s, request):
+        """Sends a request and reads its response; a request sent and not answered is lost."""
+        try:
+            s.sendall(request)
+        except OSError:
+            return None  # never reached the server: not a request the server had
+        try:
+            head, _ = read_response(s)
+        except (OSError, EOFError) as e:
+            with self.lock:
+                self.lost.append(repr(e))
+            return None
+        with self.lock:
+            self.answered += 1
+        return head
+
+    def keepalive_client(self):
+        s = None
+        while not self.stop.is_set():
+            if s is None:
+                s = self.connect()
+                continue
+            head = self.exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            if head is None or b"Connection: close" in head:
+                s.close()
+                s = None
+        if s is not None:
+            s.close()
+
+    def fresh_client(self):
+        while not self.stop.is_set():
+            s = self.connect()
+            if s is not None:
+                self.exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                s.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+
+
+def test_graceful_stop_refuses_new_connections_and_answers_everything_sent(daemon_factory):
+    d = daemon_factory({"workers": 2, "drainTimeout": 5})
+    wait_ready(d, 2)
+    # A request in flight keeps the drain (and the master) going for 2.5 s after TERM.
+    busy = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    busy.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+    with Load(d.port) as load:
+        time.sleep(1.0)
+        assert load.answered > 50, "the load is running"
+        stop_at = time.time()
+        d.signal(signal.SIGTERM)
+        time.sleep(2.5)
+        busy.sendall(b"world")
+        final = busy.recv(4096)
+        assert d.proc.wait(timeout=10) == 0
+        exited_at = time.time()
+    assert statuses(final) == [405] and b"Connection: close" in final
+    # Every request the server received was answered (none reset, none left without an answer).
+    assert load.lost == []
+    assert exited_at - stop_at < 5, "the master exits within drainTimeout"
+    during = [a for a in load.attempts if stop_at <= a[0] and a[0] + a[1] < exited_at - 0.05]
+    # Past the accept grace, every attempt is refused at once (no hang, no connection nobody serves).
+    late = [a for a in during if a[0] > stop_at + ACCEPT_GRACE + 0.1]
+    assert len(late) > 20, late
+    assert all(outcome == "refused" and seconds < 0.3 for _, seconds, outcome in late), late
+    # Attempts within the grace either connect and are served (handshake already under way) or are
+    # refused at their SYN retransmission (1 s): never a hang.
+    assert all(outcome in ("refused", "connected") and seconds < 1.6 for _, seconds, outcome in during), during
+
+
+def test_stop_answers_pipelined_requests_and_requests_on_idle_connections(daemon_factory):
+    d = daemon_factory({"workers": 1, "drainTimeout": 10})
+    wait_ready(d, 1)
+    with connections(d.port, 3) as (idle, piped, busy):
+        assert keepalive_request(idle)[0] == 200
+        assert keepalive_request(piped)[0] == 200
+        busy.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello")
+        time.sleep(0.2)
+        d.signal(signal.SIGTERM)
+        time.sleep(ACCEPT_GRACE + 0.3)  # the worker drains now
+        # Five requests pipelined on a keep-alive connection: all answered, the last closes.
+        piped.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 5)
+        heads = []
+        responses = Responses(piped)
+        for _ in range(5):
+            head, body = responses.next()
+            assert body == b"Hello world!"
+            heads.append(head)
+        assert [b"Connection: close" in h for h in heads] == [False] * 4 + [True]
+        assert responses.data == b"" and piped.recv(4096) == b""
+        # A request on an idle keep-alive connection during the drain is answered, then it closes.
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head, body = read_response(idle)
+        assert statuses(head) == [200] and b"Connection: close" in head
+        assert idle.recv(4096) == b""
+        busy.sendall(b"world")
+        assert statuses(busy.recv(4096)) == [405]
+    assert d.proc.wait(timeout=10) == 0
+
+
+def test_idle_connection_is_closed_gracefully_on_stop(daemon_factory):
+    """An idle keep-alive connection that sends nothing gets a FIN after the idle grace, and a
+    request crossing that FIN is read and discarded, not answered with a reset."""
+    d = daemon_factory({"workers": 1, "drainTimeout": 10})
+    wait_ready(d, 1)
+    with connections(d.port, 1) as (idle,):
+        assert keepalive_request(idle)[0] == 200
+        d.signal(signal.SIGTERM)
+        start = time.time()
+        assert idle.recv(4096) == b""  # FIN, no response bytes
+        assert ACCEPT_GRACE + 0.8 < time.time() - start < ACCEPT_GRACE + 2.5
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # crossed the FIN: discarded
+        time.sleep(0.2)
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # a reset would fail this send
+    assert d.proc.wait(timeout=10) == 0
+
+
+def test_worker_killed_while_draining_is_counted(daemon_factory):
+    d = daemon_factory({"workers": 1, "drainTimeout": 30})
+    wait_ready(d, 1)
+    (old,) = children(d.proc.pid)
+    with connections(d.port, 3) as socks:
+        for s in socks:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhel")
+        time.sleep(0.3)
+        d.ctl("reload", "--wait", check=True)
+        wait_until(lambda: status(d)["draining"] == 1, what="the old worker to drain")
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: status(d)["draining"] == 0, what="the old worker to be reaped")
+        assert status(d)["lostWithCrashedWorkers"] == 3
+    assert f"worker {old} (slot 0, generation 1, draining) killed by SIGKILL with 3 open connection(s); they are lost" in d.log_text()
+
+
+def test_stuck_worker_killed_at_the_drain_deadline_is_counted(daemon_factory):
+    d = daemon_factory({"workers": 1, "drainTimeout": 1})
+    wait_ready(d, 1)
+    (old,) = children(d.proc.pid)
+    with connections(d.port, 2) as socks:
+        for s in socks:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhel")
+        time.sleep(0.3)
+        d.ctl("reload", "--wait", check=True)
+        os.kill(old, signal.SIGSTOP)  # ignores the fast stop: killed 3 s after the deadline
+        try:
+            wait_until(lambda: status(d)["draining"] == 0, timeout=10, what="the stuck worker to be killed")
+        finally:
+            try:
+                os.kill(old, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        assert status(d)["closedOnDrainTimeout"] == 2
+        assert "at its drain deadline: 2 open connection(s) closed" in d.log_text()
+
+
+def test_handover_beyond_max_connections_is_closed_gracefully(daemon_factory):
+    d = daemon_factory({"workers": 2, "http": {"maxConnections": 25}})
+    wait_ready(d, 2)
+    with connections(d.port, 30) as socks:
+        for s in socks:
+            assert keepalive_request(s)[0] == 200
+        d.ctl("scale", "1", check=True)
+        wait_ready(d, 1)
+        wait_until(lambda: len(children(d.proc.pid)) == 1, what="the retired worker to exit")
+        wait_until(lambda: status(d)["handoffsClosedAtCap"] == 5, what="5 hand-overs closed at the cap")
+        served, closed = 0, 0
+        for s in socks:
+            s.settimeout(5)
+            try:
+                assert keepalive_request(s)[0] == 200
+                served += 1
+            except AssertionError:
+                closed += 1  # a clean end of the connection (FIN), never a reset
+        assert (served, closed) == (25, 5)
+        wait_until(lambda: status(d)["connections"] <= 25, what="the worker back under its cap")
