@@ -34,6 +34,9 @@ public struct StatsSlot {
         /// Keep-alive connections handed over to this worker at `http.maxConnections`, closed
         /// gracefully instead of kept.
         case handoffsClosedAtCap
+        /// Handed-over connections this worker took from its channel (the master compares it with
+        /// what it sent when the worker dies: the rest died in the channel).
+        case connectionsAdopted
     }
 
     /// Upper bounds (µs) of the latency buckets: 100 µs … 5 s.

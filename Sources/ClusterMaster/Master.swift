@@ -38,6 +38,8 @@ public final class Master: MasterEffects {
         var channel: Int32
         var slot: Int
         var statsSlot: Int
+        /// Connections passed to it through its channel.
+        var relayed: UInt64 = 0
     }
 
     struct ControlClient {
@@ -260,6 +262,12 @@ public final class Master: MasterEffects {
     func reapChildren() {
         while let (pid, status) = try? ProcessControl.reap() {
             if let p = processes[pid] {
+                // Connections passed to it that it never took from its channel died with it.
+                let unread = p.relayed &- segment.worker(p.statsSlot)[.connectionsAdopted]
+                if unread > 0 && unread <= p.relayed {
+                    lostConnections += Int(unread)
+                    logger.warning("worker \(pid) \(status) with \(unread) handed-over connection(s) still in its channel; they are lost")
+                }
                 // Connections it handed off may still sit in its channel: take them first.
                 channelReadable(p.channel)
                 processes[pid] = nil
@@ -573,6 +581,7 @@ public final class Master: MasterEffects {
                 nextRelay = (nextRelay + attempt + 1) % candidates.count
                 Sys.close(connection)
                 relayed += 1
+                processes[pid]?.relayed += 1
                 return true
             }
         }

@@ -332,6 +332,9 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         c.deadline = now + settings.headerTimeout
         connections[index] = c
         openCount += 1
+        // Published at once (one store to our own cache line), not at the end of the loop's turn:
+        // if this process dies, the master counts exactly what it took down (`openConnections`).
+        stats[.openConnections] = UInt64(openCount)
         if handedOver { return }  // adopt() serves what came with it, then registers
         stats.add(.accepted, 1)
         // Often the request is already there when the connection is accepted (a busy worker, a
@@ -705,6 +708,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         c.output.release()
         c.fd = -1
         openCount -= 1
+        stats[.openConnections] = UInt64(openCount)
     }
 
     /// Book-keeping after a connection closed.
@@ -807,6 +811,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             let message = UnsafeRawBufferPointer(rebasing: channelBuffer[0..<n])
             if passed >= 0 {
                 if ConnectionHandoff.isHandoff(message) {
+                    // Counted on arrival: one the master sent that never got here died with us.
+                    stats.add(.connectionsAdopted, 1)
                     adopt(passed, pending: UnsafeRawBufferPointer(rebasing: message[ConnectionHandoff.prefix.count...]))
                 } else {
                     Sys.close(passed)

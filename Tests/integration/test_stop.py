@@ -273,3 +273,33 @@ def test_handover_beyond_max_connections_is_closed_gracefully(daemon_factory):
                 closed += 1  # a clean end of the connection (FIN), never a reset
         assert (served, closed) == (25, 5)
         wait_until(lambda: status(d)["connections"] <= 25, what="the worker back under its cap")
+
+
+def test_connections_in_a_dead_workers_channel_are_counted(daemon_factory):
+    """Connections the master passed to a worker that died before taking them from its channel
+    are counted with the ones it had open."""
+    d = daemon_factory({"workers": 2})
+    wait_ready(d, 2)
+    with connections(d.port, 16) as socks:
+        for s in socks:
+            assert keepalive_request(s)[0] == 200
+        by_slot = {w["slot"]: w for w in status(d)["workerList"]}
+        assert by_slot[0]["connections"] + by_slot[1]["connections"] == 16
+        assert by_slot[1]["connections"] > 0
+        target = by_slot[0]["pid"]
+        os.kill(target, signal.SIGSTOP)  # alive, but reads nothing
+        try:
+            d.ctl("scale", "1", check=True)
+            # Slot 1 retires and hands its idle connections over, into the stopped worker's channel.
+            wait_until(lambda: status(d)["handedOff"] == by_slot[1]["connections"], what="the hand-over")
+            os.kill(target, signal.SIGKILL)
+        finally:
+            try:
+                os.kill(target, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        wait_ready(d, 1)
+        assert status(d)["lostWithCrashedWorkers"] == 16
+    log = d.log_text()
+    assert f"{by_slot[1]['connections']} handed-over connection(s) still in its channel; they are lost" in log
+    assert f"{by_slot[0]['connections']} open connection(s); they are lost" in log
