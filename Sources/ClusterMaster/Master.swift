@@ -506,7 +506,11 @@ public final class Master: MasterEffects {
             dropped += 1
         }
         droppedRelays += dropped
-        logger.notice("listeners closed: connection attempts are refused from now on (\(queued.count - dropped) queued connection(s) passed to workers\(dropped > 0 ? ", \(dropped) closed: no worker could take them" : ""))")
+        if relayTo.isEmpty {
+            logger.notice("listeners closed: connection attempts are refused from now on; queued connections are reset")
+        } else {
+            logger.notice("listeners closed: connection attempts are refused from now on (\(queued.count - dropped) queued connection(s) passed to workers\(dropped > 0 ? ", \(dropped) closed: no worker could take them" : ""))")
+        }
     }
 
     public func openConnections(statsSlot: Int) -> Int {

@@ -513,8 +513,11 @@ public struct MasterCore<Effects: MasterEffects> {
         closeListenersAt = nil
         guard !listenersClosed else { return }
         listenersClosed = true
-        let accepting = workers.values.filter { $0.state == .ready }.map(\.pid).sorted()
-        effects.closeListeners(relayingQueuedTo: accepting)
+        // Ready workers take them before their `drain` (the channel keeps the order). With none
+        // (every worker was sent TERM itself, e.g. to the process group), draining ones do.
+        var takers = workers.values.filter { $0.state == .ready }
+        if takers.isEmpty { takers = workers.values.filter { $0.state == .draining && $0.escalation == 0 } }
+        effects.closeListeners(relayingQueuedTo: takers.map(\.pid).sorted())
         for (pid, worker) in workers {
             if worker.state != .draining {
                 drain(pid, .drain)

@@ -851,7 +851,8 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         c.deadline = now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
         if overCap {
             c.closeAfterResponse = true
-            stats.add(.handoffsClosedAtCap, 1)
+            // (While stopping every connection closes after its answer anyway.)
+            if !context.closeConnections { stats.add(.handoffsClosedAtCap, 1) }
         }
         if pending.count > 0 {
             c.input.write(pending)

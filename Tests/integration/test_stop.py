@@ -303,3 +303,26 @@ def test_connections_in_a_dead_workers_channel_are_counted(daemon_factory):
     log = d.log_text()
     assert f"{by_slot[1]['connections']} handed-over connection(s) still in its channel; they are lost" in log
     assert f"{by_slot[0]['connections']} open connection(s); they are lost" in log
+
+
+def test_connections_queued_at_the_stop_are_answered(daemon_factory):
+    """Connections waiting in a listener's queue when the stop begins (here: the worker is at
+    http.maxConnections and leaves them there) are taken by the master when it closes the
+    listeners, and answered."""
+    d = daemon_factory({"workers": 1, "drainTimeout": 10, "http": {"maxConnections": 4}})
+    wait_ready(d, 1)
+    with connections(d.port, 4) as held, connections(d.port, 3) as queued:
+        for s in held:
+            assert keepalive_request(s)[0] == 200
+        for s in queued:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.3)
+        assert status(d)["connections"] == 4, "the other three wait in the queue"
+        d.signal(signal.SIGTERM)
+        for s in queued:
+            s.settimeout(5)
+            head, body = read_response(s)
+            assert statuses(head) == [200] and body == b"Hello world!" and b"Connection: close" in head
+            assert s.recv(4096) == b""
+    assert d.proc.wait(timeout=10) == 0
+    assert "3 queued connection(s) passed to workers" in d.log_text()
