@@ -326,3 +326,22 @@ def test_connections_queued_at_the_stop_are_answered(daemon_factory):
             assert s.recv(4096) == b""
     assert d.proc.wait(timeout=10) == 0
     assert "3 queued connection(s) passed to workers" in d.log_text()
+
+
+def test_stop_with_defer_accept_keeps_silent_connections(daemon_factory):
+    """With deferAccept, a client that connected but has not sent yet is in no accept queue until
+    the kernel's SYN-ACK retransmit (~1 s): the stop keeps the listeners open 2.5 s (new SYNs
+    already dropped), so such a client is still served, not reset."""
+    d = daemon_factory({"workers": 2, "deferAccept": True, "drainTimeout": 10})
+    wait_ready(d, 2)
+    with connections(d.port, 10) as socks:
+        time.sleep(0.1)
+        d.signal(signal.SIGTERM)
+        time.sleep(1.5)
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        for s in socks:
+            s.settimeout(5)
+            head, body = read_response(s)
+            assert statuses(head) == [200] and body == b"Hello world!"
+    assert d.proc.wait(timeout=10) == 0
