@@ -545,7 +545,7 @@ public struct MasterCore<Effects: MasterEffects> {
         if atDeadline {
             effects.log(.warning, "\(who) \(status) at its drain deadline: \(open) open connection(s) closed")
         } else {
-            effects.log(.warning, "\(who) \(status) with \(open) open connection(s); they are lost")
+            effects.log(.warning, "\(who) died with \(open) open connection(s) (\(status)); they are lost")
         }
     }
 

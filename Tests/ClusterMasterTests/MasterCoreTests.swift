@@ -166,7 +166,7 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(core.workers[a.pid]?.state == .draining)
         core.workerExited(pid: a.pid, status: .signaled(9))
         #expect(fx.lost == 7)
-        #expect(fx.log.contains { $0.contains("worker \(a.pid)") && $0.contains("7 open connection(s); they are lost") })
+        #expect(fx.log.contains { $0.contains("worker \(a.pid)") && $0.contains("died with 7 open connection(s) (killed by SIGKILL); they are lost") })
         // The other is stuck: fast stop at the deadline, then KILL.
         core.tick(now: 1100)
         core.tick(now: 4100)

@@ -229,7 +229,7 @@ def test_worker_killed_while_draining_is_counted(daemon_factory):
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: status(d)["draining"] == 0, what="the old worker to be reaped")
         assert status(d)["lostWithCrashedWorkers"] == 3
-    assert f"worker {old} (slot 0, generation 1, draining) killed by SIGKILL with 3 open connection(s); they are lost" in d.log_text()
+    assert f"worker {old} (slot 0, generation 1, draining) died with 3 open connection(s) (killed by SIGKILL); they are lost" in d.log_text()
 
 
 def test_stuck_worker_killed_at_the_drain_deadline_is_counted(daemon_factory):
@@ -302,7 +302,7 @@ def test_connections_in_a_dead_workers_channel_are_counted(daemon_factory):
         assert status(d)["lostWithCrashedWorkers"] == 16
     log = d.log_text()
     assert f"{by_slot[1]['connections']} handed-over connection(s) still in its channel; they are lost" in log
-    assert f"{by_slot[0]['connections']} open connection(s); they are lost" in log
+    assert f"died with {by_slot[0]['connections']} open connection(s) (killed by SIGKILL); they are lost" in log
 
 
 def test_connections_queued_at_the_stop_are_answered(daemon_factory):
