@@ -168,6 +168,11 @@ public final class Master: MasterEffects {
     }
 
     func shutdown() {
+        if !pendingRelays.isEmpty {
+            logger.warning("exiting with \(pendingRelays.count) handed-over connection(s) no worker took; they are closed")
+            for entry in pendingRelays { Sys.close(entry.fd) }
+            pendingRelays = []
+        }
         for client in clients.values { Sys.close(client.fd) }
         clients = [:]
         if controlFD >= 0 {
