@@ -226,7 +226,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             stats.add(.parseErrors, UInt64(counters.parseErrors))
             counters = HTTPCounters()
         }
-        stats[.openConnections] = UInt64(openCount)
+        // (`openConnections` is published as it changes, by `opened` and `closeNow`.)
     }
 
     // MARK: - Events
