@@ -182,7 +182,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
     /// `Connection: close` too.
     @inline(__always)
     func context(for c: Connection) -> ResponseContext {
-        var context = self.context
+        var context = context(socket: c.fd)
         if c.closeAfterResponse { context.closeConnections = true }
         return context
     }
@@ -454,7 +454,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
             let outcome: HTTPConnectionState.Outcome
             let context = context(for: c)
             if fromScratch {
-                outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context(socket: fd), handler: handler, counters: &counters, observer: &observer)
+                outcome = c.http.process(&scratchIn, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
                 if scratchIn.readableBytes > 0 {
                     // A partial request stays with the connection; the scratch buffer is shared.
                     c.input.write(scratchIn.readableView)
@@ -462,7 +462,7 @@ public final class HTTPWorker<Handler: HTTPHandler> {
                 scratchIn.clear()
                 fromScratch = false
             } else {
-                outcome = c.http.process(&c.input, output: &scratchOut, parser: parser, context: context(socket: fd), handler: handler, counters: &counters, observer: &observer)
+                outcome = c.http.process(&c.input, output: &scratchOut, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
                 if c.input.readableBytes == 0 { c.input.release() }
             }
             updateDeadline(&c, phaseBefore: phaseBefore)
