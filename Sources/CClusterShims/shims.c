@@ -60,14 +60,19 @@ ssize_t ccluster_recv_fd(int socket, int *received_fd, void *data, size_t length
     return n;
 }
 
-int ccluster_attach_reuseport_cbpf(int fd, uint32_t active) {
-    if (active == 0) active = 1;
-    struct sock_filter code[] = {
-        { BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_AD_OFF + SKF_AD_RANDOM) },
-        { BPF_ALU | BPF_MOD | BPF_K, 0, 0, active },
-        { BPF_RET | BPF_A, 0, 0, 0 },
-    };
-    struct sock_fprog prog = { .len = 3, .filter = code };
+int ccluster_attach_reuseport_cbpf(int fd, uint32_t active, const uint32_t *skip, uint32_t nskip, int by_cpu) {
+    if (nskip > 2000 || nskip >= active) { errno = EINVAL; return -1; }
+    struct sock_filter code[3 + 2 * 2000];
+    uint32_t n = 0;
+    code[n++] = (struct sock_filter){ BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_AD_OFF + (by_cpu ? SKF_AD_CPU : SKF_AD_RANDOM)) };
+    code[n++] = (struct sock_filter){ BPF_ALU | BPF_MOD | BPF_K, 0, 0, active - nskip };
+    for (uint32_t i = 0; i < nskip; i++) {
+        // a >= skip[i] ? a += 1 : (nothing). Ascending skips map the k-th pick to the k-th index kept.
+        code[n++] = (struct sock_filter){ BPF_JMP | BPF_JGE | BPF_K, 0, 1, skip[i] };
+        code[n++] = (struct sock_filter){ BPF_ALU | BPF_ADD | BPF_K, 0, 0, 1 };
+    }
+    code[n++] = (struct sock_filter){ BPF_RET | BPF_A, 0, 0, 0 };
+    struct sock_fprog prog = { .len = (unsigned short)n, .filter = code };
     return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
 }
 
@@ -105,17 +110,6 @@ int ccluster_openat2(int dirfd, const char *path, int flags, int beneath) {
     how.flags = (unsigned long long)flags;
     how.resolve = beneath ? (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) : RESOLVE_NO_MAGICLINKS;
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-}
-
-int ccluster_attach_reuseport_cbpf_cpu(int fd, uint32_t active) {
-    if (active == 0) active = 1;
-    struct sock_filter code[] = {
-        { BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU) },
-        { BPF_ALU | BPF_MOD | BPF_K, 0, 0, active },
-        { BPF_RET | BPF_A, 0, 0, 0 },
-    };
-    struct sock_fprog prog = { .len = 3, .filter = code };
-    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog));
 }
 
 int ccluster_allowed_cpus(int *cpus, int max) {

@@ -81,7 +81,7 @@ public enum Cluster {
     static func loadConfigAndBytes(path: String) throws -> (ClusterConfiguration, [UInt8]) {
         let bytes: [UInt8]
         do {
-            bytes = try FileIO.readAll(path: path, limit: 4 * 1024 * 1024)
+            bytes = try FileIO.readRegularFile(path: path, limit: 4 * 1024 * 1024)
         } catch {
             throw ConfigError(file: path, keyPath: "", message: "cannot read: \(error.reason)")
         }

@@ -30,27 +30,74 @@ final class ListenerTable {
         addresses(of: set).map { listeners[$0]![slot] }
     }
 
+    /// Opens what `set` lacks for slots 0..<count, all or nothing: if one listener cannot be opened,
+    /// every listener this call opened is closed again and the table is as it was.
+    ///
+    /// An address this daemon holds no listener on yet is probed first (`Socket.addressInUse`): if
+    /// anything else listens there (another clusterd, whose SO_REUSEPORT group ours would silently
+    /// join, or any other process), this refuses like nginx's "Address already in use". The probe is
+    /// skipped for an address that overlaps one we already hold (`127.0.0.1:P` while we have
+    /// `0.0.0.0:P`): our own listeners would answer it.
     func ensure(set: Int, count: Int) throws(MasterFailure) {
-        keep[set] = max(keep[set] ?? 0, count)
-        for address in addresses(of: set) {
-            var list = listeners[address] ?? []
-            while list.count < count {
-                // A listener waiting to close (deferAccept) is still in the reuseport group at the
-                // next index: take it back rather than join a new one behind it. The last one set
-                // aside is the lowest of them.
-                if let i = closing.lastIndex(where: { $0.address == address }) {
-                    list.append(closing.remove(at: i).fd)
-                    continue
+        let saved = (listeners: listeners, closing: closing)
+        var opened: [Int32] = []
+        do throws(MasterFailure) {
+            for address in addresses(of: set) {
+                var list = listeners[address] ?? []
+                if list.count < count && list.isEmpty && !closing.contains(where: { $0.address == address }) {
+                    try refuseIfTaken(address)
                 }
-                do {
-                    list.append(try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept))
-                } catch {
-                    listeners[address] = list
-                    throw MasterFailure("cannot listen on \(address): \(error.reason)")
+                while list.count < count {
+                    // A listener waiting to close (deferAccept) is still in the reuseport group at the
+                    // next index: take it back rather than join a new one behind it. The last one set
+                    // aside is the lowest of them.
+                    if let i = closing.lastIndex(where: { $0.address == address }) {
+                        list.append(closing.remove(at: i).fd)
+                        continue
+                    }
+                    do {
+                        let fd = try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept)
+                        opened.append(fd)
+                        list.append(fd)
+                    } catch {
+                        throw MasterFailure("cannot listen on \(address): \(error.reason)")
+                    }
                 }
+                listeners[address] = list
             }
-            listeners[address] = list
+        } catch {
+            for fd in opened { Sys.close(fd) }
+            (listeners, closing) = saved
+            throw error
         }
+        keep[set] = max(keep[set] ?? 0, count)
+    }
+
+    /// Listeners `ensure(set:count:)` would open (those set aside to close are taken back instead).
+    func missing(set: Int, count: Int) -> Int {
+        addresses(of: set).reduce(0) { total, address in
+            let have = (listeners[address]?.count ?? 0) + closing.count { $0.address == address }
+            return total + max(0, count - have)
+        }
+    }
+
+    private func refuseIfTaken(_ address: ListenAddress) throws(MasterFailure) {
+        let held = listeners.keys.map { $0 } + closing.map(\.address)
+        if held.contains(where: { Self.overlap($0, address) }) { return }
+        let taken: Bool
+        do { taken = try Socket.addressInUse(host: address.host, port: address.port) } catch {
+            throw MasterFailure("cannot listen on \(address): \(error.reason)")
+        }
+        if taken {
+            throw MasterFailure("cannot listen on \(address): address already in use (another process, perhaps another clusterd, listens on port \(address.port))")
+        }
+    }
+
+    /// Two addresses whose listeners would take each other's connections: the same port and family,
+    /// and the same host or a wildcard on either side.
+    static func overlap(_ a: ListenAddress, _ b: ListenAddress) -> Bool {
+        a.port == b.port && a.isIPv6 == b.isIPv6
+            && (a.host == b.host || Socket.isWildcard(host: a.host) || Socket.isWildcard(host: b.host))
     }
 
     /// Keep `count` slots for `set`; close, highest slot first, what no set needs any more.
@@ -118,10 +165,10 @@ final class ListenerTable {
     /// TCP_DEFER_ACCEPT on new listeners (the config's `deferAccept`, fixed until restart).
     var deferAccept = false
 
-    func steer(set: Int, active: Int) throws(SystemError) {
+    func steer(set: Int, active: Int, skipping: [Int]) throws(SystemError) {
         for address in addresses(of: set) {
             guard let first = listeners[address]?.first else { continue }
-            try Socket.steerReusePortGroup(first, active: active, byCPU: steerByCPU)
+            try Socket.steerReusePortGroup(first, active: active, skipping: skipping, byCPU: steerByCPU)
         }
     }
 
@@ -144,6 +191,16 @@ final class ListenerTable {
         }
         listeners = [:]
         closing = []
+        return taken
+    }
+
+    /// Takes the connections queued on `slot`'s listeners of `set` (for a live worker).
+    func takeQueued(set: Int, slot: Int) -> [Int32] {
+        var taken: [Int32] = []
+        for address in addresses(of: set) {
+            guard let list = listeners[address], slot < list.count else { continue }
+            taken += Self.acceptAll(list[slot])
+        }
         return taken
     }
 

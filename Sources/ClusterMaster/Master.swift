@@ -198,6 +198,11 @@ public final class Master: MasterEffects {
 
     func periodic(_ now: Int64) {
         for fd in listenerTable.closeDue(now: now) { relay(fd, message: ConnectionHandoff.prefix) }
+        // Connections queued on the listener of a slot whose worker is dead (in its restart backoff)
+        // or not ready yet go to a live worker rather than wait.
+        for slot in core.unservedSlots {
+            for fd in listenerTable.takeQueued(set: core.currentListenerSet, slot: slot) { relay(fd, message: ConnectionHandoff.prefix) }
+        }
         retryRelays(now)
         publishGauges()
         if now - lastRateSample.time >= 1000 {
@@ -303,7 +308,7 @@ public final class Master: MasterEffects {
         let newConfig: ClusterConfiguration
         do {
             do {
-                bytes = try FileIO.readAll(path: options.configPath, limit: 4 * 1024 * 1024)
+                bytes = try FileIO.readRegularFile(path: options.configPath, limit: 4 * 1024 * 1024)
             } catch {
                 throw ConfigError(file: options.configPath, keyPath: "", message: "cannot read: \(error.reason)")
             }
@@ -352,9 +357,31 @@ public final class Master: MasterEffects {
         for fd in listenerTable.trim(set: set, keep: keep, now: now) { relayLater(fd, message: ConnectionHandoff.prefix, now: now) }
     }
 
-    public func steer(set: Int, active: Int) {
-        do { try listenerTable.steer(set: set, active: active) } catch {
-            logger.error("steering connections to \(active) listeners: \(error)")
+    public func steer(set: Int, active: Int, skipping: [Int]) {
+        do { try listenerTable.steer(set: set, active: active, skipping: skipping) } catch {
+            logger.error("steering connections to \(active - skipping.count) listeners: \(error)")
+        }
+    }
+
+    /// Descriptors kept free for what a change cannot foresee: control clients, connections in
+    /// transit between workers, a log reopened.
+    static let descriptorReserve = 32
+
+    public func checkDescriptors(set: Int, slots: Int, newWorkers: Int) throws(MasterFailure) {
+        let listeners = listenerTable.missing(set: set, count: slots)
+        // Starting a worker holds, for a moment, its end of the channel, the config memfd and a
+        // copy of each descriptor it inherits (listeners, channel, stats, config); then one channel.
+        let perSpawn = listenerTable.addresses(of: set).count + 5
+        let needed = listeners + newWorkers + perSpawn + Self.descriptorReserve
+        let limit: Int, open: Int
+        do {
+            limit = try Sys.descriptorLimit()
+            open = try Sys.openDescriptorCount()
+        } catch {
+            throw MasterFailure("cannot count open file descriptors: \(error)")
+        }
+        guard limit - open >= needed else {
+            throw MasterFailure("not enough file descriptors: \(listeners) new listener(s) and \(newWorkers) new worker(s) need \(needed) with the reserve, \(max(0, limit - open)) are free (limit \(limit), \(open) open); raise LimitNOFILE= (ulimit -n) or use fewer workers or listen addresses")
         }
     }
 

@@ -13,8 +13,13 @@ public protocol MasterEffects: AnyObject {
     /// Closes the listeners of slots >= `keep` in `set`, highest slot first (so reuseport indexes of
     /// the slots that stay never move).
     func trimListeners(set: Int, keep: Int)
-    /// Steers new connections of `set` to its first `active` listeners (reuseport BPF).
-    func steer(set: Int, active: Int)
+    /// Refuses (before anything is opened) a change the master's descriptor limit cannot hold:
+    /// listeners for slots 0..<slots of `set` plus a channel for each of `newWorkers`, with room left
+    /// to restart a crashed worker and answer the control socket.
+    func checkDescriptors(set: Int, slots: Int, newWorkers: Int) throws(MasterFailure)
+    /// Steers new connections of `set` to its listeners 0..<active other than `skipping` (reuseport
+    /// BPF; `skipping` ascending).
+    func steer(set: Int, active: Int, skipping: [Int])
     func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID
     func send(_ message: MasterToWorker, to pid: ProcessID)
     func signal(_ signal: Int32, to pid: ProcessID)
@@ -129,8 +134,8 @@ public struct MasterCore<Effects: MasterEffects> {
     /// Listener set of each live generation.
     var generationSets: [Int: Int] = [:]
     var reload: Reload? = nil
-    /// How many of the current set's listeners receive new connections.
-    var steeredActive = 0
+    /// What the current set's steering program selects (nil before the first).
+    var steered: (set: Int, active: Int, skipping: [Int])? = nil
     var freeStats: [Int]
     public private(set) var now: Int64 = 0
     public private(set) var reloads = 0
@@ -174,6 +179,7 @@ public struct MasterCore<Effects: MasterEffects> {
         generationSets[generation] = listenerSet
         target = count
         do {
+            try effects.checkDescriptors(set: listenerSet, slots: count, newWorkers: count)
             try effects.ensureListeners(set: listenerSet, count: count)
         } catch {
             effects.log(.critical, "cannot open listeners: \(error)")
@@ -258,6 +264,8 @@ public struct MasterCore<Effects: MasterEffects> {
         let delay = min(settings.backoffMax, settings.backoffBase << min(Int64(slot.crashes - 1), 20))
         slot.respawnAt = now + (slot.crashes == 1 ? 0 : delay)
         slots[worker.slot] = slot
+        // Its listener stops getting new connections until a worker for it is ready again.
+        steer()
         if slot.crashes >= settings.crashLoopThreshold {
             effects.log(.critical, "slot \(worker.slot) is crash-looping: \(slot.crashes) crashes in a row, last \(status); next start in \(delay) ms")
             effects.notify("STATUS=\(statusLine); slot \(worker.slot) crash-looping (\(status))")
@@ -350,6 +358,9 @@ public struct MasterCore<Effects: MasterEffects> {
         }
         let set = currentListenerSet
         if wanted > target {
+            do { try effects.checkDescriptors(set: set, slots: wanted, newWorkers: wanted - target) } catch {
+                return refuse(requester, "cannot scale to \(wanted) workers: \(error)")
+            }
             do { try effects.ensureListeners(set: set, count: wanted) } catch {
                 return refuse(requester, "cannot open listeners for \(wanted) workers: \(error)")
             }
@@ -397,7 +408,10 @@ public struct MasterCore<Effects: MasterEffects> {
             return
         }
         let newGeneration = generationSets.keys.max().map { $0 + 1 } ?? generation + 1
-        do { try effects.ensureListeners(set: listenerSet, count: count) } catch {
+        do {
+            try effects.checkDescriptors(set: listenerSet, slots: count, newWorkers: count)
+            try effects.ensureListeners(set: listenerSet, count: count)
+        } catch {
             // Nothing started; the executor closes listeners of a set no generation uses.
             return reloadFailed("\(error)", requester: requester)
         }
@@ -592,23 +606,37 @@ public struct MasterCore<Effects: MasterEffects> {
         return ready.allSatisfy { $0 }
     }
 
-    /// Steers new connections to slots 0..<k of the target: the range ends at the first slot whose
-    /// new worker has not reported ready yet (a scale-up widens as workers come up). A slot whose
-    /// worker crashed stays in the range: its backlog waits in the master's socket for the
-    /// replacement, nothing is lost. If slot 0 itself is starting, all target slots stay steered.
+    /// Steers new connections of the serving generation to the slots below the target that have a
+    /// ready worker. A slot whose new worker has not said ready yet (scale-up, respawn) or whose
+    /// worker died (a crash, a backoff) is skipped, in the middle as well as at the end, so its share
+    /// of new connections goes to live workers instead of waiting in its listener's queue (what was
+    /// queued before is taken by the master: `unservedSlots`). If no slot has a ready worker, every
+    /// target slot stays steered: the connections wait for whichever worker comes first.
     mutating func steer() {
-        var k = 0
-        while k < target && !isStarting(slot: k) { k += 1 }
-        let active = max(1, k == 0 ? target : k)
-        guard active != steeredActive else { return }
-        steeredActive = active
-        effects.steer(set: currentListenerSet, active: active)
+        let live = liveSlots
+        let active = live.last.map { $0 + 1 } ?? max(1, target)
+        let skipping = live.isEmpty ? [] : (0..<active).filter { !live.contains($0) }
+        let set = currentListenerSet
+        if let s = steered, s.set == set, s.active == active, s.skipping == skipping { return }
+        steered = (set, active, skipping)
+        effects.steer(set: set, active: active, skipping: skipping)
     }
 
-    /// The slot's only workers of the serving generation are new ones that have not said ready.
-    func isStarting(slot: Int) -> Bool {
-        let mine = workers.values.filter { $0.slot == slot && $0.generation == generation }
-        return !mine.isEmpty && mine.allSatisfy { $0.state == .starting } && slots[slot].respawnAt == nil
+    /// Slots below the target with a ready worker of the serving generation, ascending.
+    var liveSlots: [Int] {
+        var ready = Array(repeating: false, count: target)
+        for w in workers.values where w.generation == generation && w.state == .ready && w.slot < target { ready[w.slot] = true }
+        return ready.indices.filter { ready[$0] }
+    }
+
+    /// Slots below the target without a ready worker while another slot has one (running only).
+    /// They are steered away from; connections that were queued on their listeners before are
+    /// taken by the master and handed to a live worker instead of waiting for a respawn.
+    public var unservedSlots: [Int] {
+        guard case .running = phase else { return [] }
+        let live = liveSlots
+        guard !live.isEmpty, live.count < target else { return [] }
+        return (0..<target).filter { !live.contains($0) }
     }
 
     /// Closes listeners no live worker and no slot below the target needs, highest first.

@@ -11,6 +11,34 @@ public enum FileIO {
         return try readAll(fd: fd, limit: limit, name: path)
     }
 
+    /// Reads a whole (small) regular file, refusing anything else before reading a byte: the open
+    /// is O_NONBLOCK, so a FIFO with no writer opens at once instead of blocking the caller until
+    /// one comes, and fstat then refuses it (and sockets, devices, directories) as "not a regular
+    /// file". For a regular file O_NONBLOCK changes nothing. (A hung network filesystem can still
+    /// block open or read: no flag helps there.)
+    public static func readRegularFile(path: String, limit: Int) throws(SystemError) -> [UInt8] {
+        let fd = try syscall(named: "open(\(path))") { Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY) }
+        defer { Sys.close(fd) }
+        var st = stat()
+        _ = try syscall(named: "fstat(\(path))") { fstat(fd, &st) }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw SystemError(call: "open(\(path))", errno: EINVAL, detail: "not a regular file (\(fileTypeName(st.st_mode)))")
+        }
+        return try readAll(fd: fd, limit: limit, name: path)
+    }
+
+    /// "a FIFO", "a directory", ... for an error message.
+    static func fileTypeName(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: return "a FIFO"
+        case S_IFSOCK: return "a socket"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFDIR: return "a directory"
+        default: return "type \(mode & S_IFMT)"
+        }
+    }
+
     /// Reads a descriptor to its end.
     public static func readAll(fd: Int32, limit: Int = 16 * 1024 * 1024, name: String = "fd") throws(SystemError) -> [UInt8] {
         var result: [UInt8] = []

@@ -16,28 +16,7 @@ public enum Socket {
             if reusePort {
                 try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, Int32(1), call: "setsockopt(SO_REUSEPORT)")
             }
-            if isIPv6 {
-                try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, Int32(1), call: "setsockopt(IPV6_V6ONLY)")
-                var addr = sockaddr_in6()
-                addr.sin6_family = sa_family_t(AF_INET6)
-                addr.sin6_port = port.bigEndian
-                guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
-                _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
-                    try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
-                        try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-                    }
-                }
-            } else {
-                var addr = sockaddr_in()
-                addr.sin_family = sa_family_t(AF_INET)
-                addr.sin_port = port.bigEndian
-                guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
-                _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
-                    try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
-                        try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                    }
-                }
-            }
+            try bind(fd, host: host, port: port, isIPv6: isIPv6)
             if deferAccept {
                 // Woken (and accept4 returns) only once the client has sent data; a client that
                 // sends nothing is accepted after about a second anyway.
@@ -48,6 +27,58 @@ public enum Socket {
         } catch {
             Sys.close(fd)
             throw error
+        }
+    }
+
+    /// Whether a listener of another socket (another process, or one of ours) holds `host:port`
+    /// or an address overlapping it (a wildcard of the same family): a socket WITHOUT SO_REUSEPORT
+    /// is bound there and closed at once. SO_REUSEADDR on the probe keeps TIME_WAIT and
+    /// bound-but-not-listening sockets from counting; a listening socket, reuseport or not, makes the
+    /// bind fail with EADDRINUSE, which this returns as `true`. Any other failure is thrown.
+    public static func addressInUse(host: String, port: UInt16) throws(SystemError) -> Bool {
+        let isIPv6 = host.contains(":")
+        let fd = try Sys.socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        defer { Sys.close(fd) }
+        try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), call: "setsockopt(SO_REUSEADDR)")
+        do throws(SystemError) {
+            try bind(fd, host: host, port: port, isIPv6: isIPv6)
+        } catch where error.errno == EADDRINUSE {
+            return true
+        }
+        return false
+    }
+
+    /// `0.0.0.0`, `::` or another spelling of the unspecified address.
+    public static func isWildcard(host: String) -> Bool {
+        var bytes = (UInt64(0), UInt64(0))
+        let family = host.contains(":") ? AF_INET6 : AF_INET
+        guard withUnsafeMutableBytes(of: &bytes, { inet_pton(family, host, $0.baseAddress) }) == 1 else { return false }
+        return bytes == (0, 0)
+    }
+
+    /// bind(2) to a numeric address; IPv6 sockets are made IPV6_V6ONLY first.
+    private static func bind(_ fd: Int32, host: String, port: UInt16, isIPv6: Bool) throws(SystemError) {
+        if isIPv6 {
+            try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, Int32(1), call: "setsockopt(IPV6_V6ONLY)")
+            var addr = sockaddr_in6()
+            addr.sin6_family = sa_family_t(AF_INET6)
+            addr.sin6_port = port.bigEndian
+            guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
+            _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
+                    try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+                }
+            }
+        } else {
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = port.bigEndian
+            guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
+            _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
+                    try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+            }
         }
     }
 
@@ -128,12 +159,19 @@ public enum Socket {
     }
 
     /// Restrict the reuseport group that `fd` belongs to so that new connections go only to the
-    /// first `active` listeners (SO_ATTACH_REUSEPORT_CBPF, `ld rand; mod #active; ret a`).
-    public static func steerReusePortGroup(_ fd: Int32, active: Int, byCPU: Bool = false) throws(SystemError) {
-        if byCPU {
-            _ = try syscall("setsockopt(SO_ATTACH_REUSEPORT_CBPF, cpu)") { ccluster_attach_reuseport_cbpf_cpu(fd, UInt32(active)) }
-        } else {
-            _ = try syscall("setsockopt(SO_ATTACH_REUSEPORT_CBPF)") { ccluster_attach_reuseport_cbpf(fd, UInt32(active)) }
+    /// listeners at indices 0..<active other than those in `skipping` (SO_ATTACH_REUSEPORT_CBPF):
+    /// `ld rand; mod #(active - skipping.count)`, then for each skipped index h, ascending,
+    /// `if a >= h { a += 1 }`, `ret a` — the k-th pick maps to the k-th index not skipped.
+    public static func steerReusePortGroup(_ fd: Int32, active: Int, skipping: [Int] = [], byCPU: Bool = false) throws(SystemError) {
+        let holes = skipping.filter { $0 >= 0 && $0 < active }.sorted()
+        guard active > holes.count, let count = UInt32(exactly: active), holes.count <= 2000 else {
+            throw SystemError(call: "setsockopt(SO_ATTACH_REUSEPORT_CBPF): \(active) listeners skipping \(holes.count)", errno: EINVAL)
+        }
+        let table = holes.map { UInt32(truncatingIfNeeded: $0) }
+        _ = try table.withUnsafeBufferPointer { (p) throws(SystemError) -> Int32 in
+            try syscall("setsockopt(SO_ATTACH_REUSEPORT_CBPF)") {
+                ccluster_attach_reuseport_cbpf(fd, count, p.baseAddress, UInt32(table.count), byCPU ? 1 : 0)
+            }
         }
     }
 

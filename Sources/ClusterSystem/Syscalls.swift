@@ -142,6 +142,26 @@ public enum Sys {
     public static var pid: pid_t { Glibc.getpid() }
     public static var uid: uid_t { Glibc.getuid() }
 
+    /// The soft limit on open descriptors (getrlimit RLIMIT_NOFILE): every descriptor number the
+    /// process gets is below it.
+    public static func descriptorLimit() throws(SystemError) -> Int {
+        var limit = rlimit()
+        _ = try syscall("getrlimit(RLIMIT_NOFILE)") { getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) }
+        return Int(clamping: limit.rlim_cur)  // RLIM_INFINITY is all ones: Int.max
+    }
+
+    /// How many descriptors this process has open (the entries of /proc/self/fd, less the one
+    /// reading them).
+    public static func openDescriptorCount() throws(SystemError) -> Int {
+        guard let dir = opendir("/proc/self/fd") else { throw SystemError(call: "opendir(/proc/self/fd)", errno: ccluster_errno()) }
+        defer { closedir(dir) }
+        var count = 0
+        while let entry = readdir(dir) {
+            if entry.pointee.d_name.0 != 46 { count += 1 }  // not "." or ".."
+        }
+        return count - 1
+    }
+
     /// Pins the calling process to one CPU (sched_setaffinity).
     public static func pinToCPU(_ cpu: Int) throws(SystemError) {
         _ = try syscall("sched_setaffinity") { ccluster_pin_to_cpu(Int32(cpu)) }

@@ -7,13 +7,16 @@ import CClusterShims
 public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
     public let call: String
     public let errno: Int32
+    /// What went wrong, where strerror(errno) would not say it (e.g. "not a regular file").
+    public let detail: String?
 
-    public init(call: String, errno: Int32) {
+    public init(call: String, errno: Int32, detail: String? = nil) {
         self.call = call
         self.errno = errno
+        self.detail = detail
     }
 
-    public var reason: String { String(cString: strerror(errno)) }
+    public var reason: String { detail ?? String(cString: strerror(errno)) }
     public var description: String { "\(call): \(reason) (errno \(errno))" }
 }
 

@@ -11,6 +11,10 @@ final class FakeEffects: MasterEffects {
     var spawned: [(pid: ProcessID, slot: Int, generation: Int)] = []
     var listeners: [Int: Int] = [:]
     var steered: [Int] = []
+    /// The slots below `steered` each steering left out.
+    var skipped: [[Int]] = []
+    /// Descriptors still free for `checkDescriptors` (one per listener or worker asked for).
+    var freeDescriptors = Int.max
     var sent: [(MasterToWorker, ProcessID)] = []
     var signals: [(Int32, ProcessID)] = []
     var notifications: [String] = []
@@ -31,7 +35,14 @@ final class FakeEffects: MasterEffects {
         listeners[set] = max(listeners[set] ?? 0, count)
     }
     func trimListeners(set: Int, keep: Int) { listeners[set] = min(listeners[set] ?? 0, keep) }
-    func steer(set: Int, active: Int) { steered.append(active) }
+    func checkDescriptors(set: Int, slots: Int, newWorkers: Int) throws(MasterFailure) {
+        let needed = max(0, slots - (listeners[set] ?? 0)) + newWorkers
+        if needed > freeDescriptors { throw MasterFailure("not enough file descriptors: need \(needed), \(freeDescriptors) are free") }
+    }
+    func steer(set: Int, active: Int, skipping: [Int]) {
+        steered.append(active)
+        skipped.append(skipping)
+    }
     func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID {
         if failSpawn { throw MasterFailure("posix_spawn: out of memory") }
         nextPid += 1
@@ -114,6 +125,39 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(fx.spawned.count == 4)
         #expect(fx.spawned.last?.slot == 1)
         #expect(core.restarts == 2)
+    }
+
+    /// A dead slot (in its backoff) is taken out of the reuseport selection, in the middle as well as
+    /// at the end, and back in once its new worker is ready; its queued connections are for the
+    /// master to hand to a live worker.
+    @Test func deadSlotIsSteeredAwayUntilItsWorkerIsReady() {
+        var (core, fx) = makeCore(workers: 3)
+        readyAll(&core, fx)
+        #expect(fx.steered.last == 3 && fx.skipped.last == [])
+        #expect(core.unservedSlots == [])
+        core.tick(now: 20_000)
+        core.workerExited(pid: fx.spawned[1].pid, status: .signaled(9))
+        #expect(fx.steered.last == 3 && fx.skipped.last == [1], "slot 1 skipped while it has no live worker")
+        #expect(core.unservedSlots == [1])
+        core.workerExited(pid: fx.spawned.last!.pid, status: .signaled(9))  // dies again: backoff
+        core.workerExited(pid: fx.spawned[2].pid, status: .signaled(9))
+        #expect(fx.steered.last == 1 && fx.skipped.last == [], "only slot 0 is live")
+        #expect(core.unservedSlots == [1, 2])
+        core.tick(now: 21_000)
+        readyAll(&core, fx)
+        #expect(fx.steered.last == 3 && fx.skipped.last == [])
+        #expect(core.unservedSlots == [])
+    }
+
+    @Test func noLiveSlotKeepsEverySlotSteered() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.tick(now: 20_000)
+        core.workerExited(pid: fx.spawned[0].pid, status: .signaled(9))
+        #expect(fx.skipped.last == [0])
+        core.workerExited(pid: fx.spawned[1].pid, status: .signaled(9))
+        #expect(fx.steered.last == 2 && fx.skipped.last == [], "nobody to steer to: the backlog waits for a respawn")
+        #expect(core.unservedSlots == [])
     }
 
     @Test func crashLoopIsReported() {
@@ -213,6 +257,20 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(fx.replies.last?.1["workers"] == 3)
         #expect(fx.notifications.last?.hasPrefix("STATUS=") == true)
         #expect(!(fx.notifications.last?.contains("READY") ?? true))
+    }
+
+    @Test func scaleBeyondTheDescriptorBudgetIsRefusedBeforeAnythingOpens() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        fx.freeDescriptors = 4
+        core.scale(.absolute(4), requester: 1)
+        #expect(fx.replies.last?.1["error"] == "cannot scale to 4 workers: not enough file descriptors: need 6, 4 are free")
+        #expect(fx.listeners[0] == 1, "no listener opened")
+        #expect(fx.spawned.count == 1)
+        #expect(core.target == 1)
+        core.scale(.absolute(2), requester: 2)
+        #expect(fx.answeredOK(2))
+        #expect(core.target == 2)
     }
 
     @Test func scaleBounds() {

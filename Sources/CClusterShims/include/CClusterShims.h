@@ -42,12 +42,12 @@ ssize_t ccluster_send_fd(int socket, int fd_to_pass, const void *data, size_t le
 /// recvmsg(2) that accepts at most one SCM_RIGHTS descriptor (CLOEXEC). *received_fd = -1 if none.
 ssize_t ccluster_recv_fd(int socket, int *received_fd, void *data, size_t length);
 
-/// Attach the classic BPF program `ld rand; mod #active; ret a` to a reuseport group
-/// (SO_ATTACH_REUSEPORT_CBPF): new connections go only to the first `active` listeners.
-int ccluster_attach_reuseport_cbpf(int fd, uint32_t active);
-/// The same, steering by the CPU that received the packet: `ld cpu; mod #active; ret a`. With one
-/// worker pinned per CPU, a connection is accepted on the CPU whose softirq handled it.
-int ccluster_attach_reuseport_cbpf_cpu(int fd, uint32_t active);
+/// Attach a classic BPF program to a reuseport group (SO_ATTACH_REUSEPORT_CBPF) that sends new
+/// connections only to the listeners at indices 0..<active not listed in `skip` (ascending, each
+/// < active, at most 2000): `ld rand; mod #(active - nskip)`, then `a >= skip[i] ? a += 1` for each
+/// skipped index, `ret a`. With `by_cpu`, `ld cpu` instead of `ld rand`: with one worker pinned per
+/// CPU and nothing skipped, a connection is accepted on the CPU whose softirq handled it.
+int ccluster_attach_reuseport_cbpf(int fd, uint32_t active, const uint32_t *skip, uint32_t nskip, int by_cpu);
 /// Attach the classic BPF socket filter `ldb [13]; jset #0x02; ret #0; ret #-1` to a TCP listener
 /// (SO_ATTACH_FILTER): every segment with SYN set is dropped, so no new connection enters its
 /// queues, while the final ACKs of handshakes under way still pass and complete.
