@@ -1,0 +1,63 @@
+import ClusterConfig
+import ClusterSystem
+import Testing
+
+@testable import ClusterMaster
+
+/// Opening listeners is all or nothing: a failure closes what the call opened and leaves the table
+/// as it was (issue 12, item 24: a refused scale-up kept hundreds of listeners open).
+@Suite struct ListenerTableTransactions {
+    /// A port free on 127.0.0.1 now.
+    func freePort() throws -> UInt16 {
+        let fd = try Socket.tcpListener(host: "127.0.0.1", port: 0, reusePort: false)
+        defer { Sys.close(fd) }
+        return try Socket.localPort(fd)
+    }
+
+    @Test func aFailedEnsureClosesWhatItOpened() throws {
+        let table = ListenerTable()
+        defer { table.closeAll() }
+        let a = ListenAddress(host: "127.0.0.1", port: try freePort())
+        // TEST-NET-1 is on no interface: bind fails with EADDRNOTAVAIL after a's listeners opened.
+        let unbindable = ListenAddress(host: "192.0.2.1", port: a.port)
+        let held = table.set(for: [a])
+        try table.ensure(set: held, count: 1)
+        let wider = table.set(for: [a, unbindable])
+        #expect(table.missing(set: wider, count: 3) == 2 + 3)
+        #expect(throws: MasterFailure.self) { try table.ensure(set: wider, count: 3) }
+        #expect(table.listeners[a]?.count == 1, "the two listeners opened for a are closed again")
+        #expect(table.listeners[unbindable] == nil)
+        #expect(table.totalOpen == 1)
+        // Nothing of the failed call is kept for later: trimming the wider set closes nothing more.
+        #expect(table.release(set: wider, now: 0).isEmpty)
+        #expect(table.totalOpen == 1)
+        try table.ensure(set: held, count: 2)
+        #expect(table.totalOpen == 2)
+    }
+
+    @Test func anAddressHeldByAnotherSocketIsRefusedNamingThePort() throws {
+        let table = ListenerTable()
+        defer { table.closeAll() }
+        let foreign = try Socket.tcpListener(host: "127.0.0.1", port: 0)  // reuseport, like another clusterd
+        defer { Sys.close(foreign) }
+        let address = ListenAddress(host: "127.0.0.1", port: try Socket.localPort(foreign))
+        let set = table.set(for: [address])
+        do {
+            try table.ensure(set: set, count: 2)
+            Issue.record("must refuse")
+        } catch {
+            #expect(error.message.contains("cannot listen on \(address): address already in use"))
+            #expect(error.message.contains("port \(address.port)"))
+        }
+        #expect(table.totalOpen == 0)
+    }
+
+    @Test func overlapIsPerFamilyAndPortWithWildcards() {
+        let v4 = ListenAddress(host: "127.0.0.1", port: 80)
+        #expect(ListenerTable.overlap(v4, ListenAddress(host: "0.0.0.0", port: 80)))
+        #expect(!ListenerTable.overlap(v4, ListenAddress(host: "0.0.0.0", port: 81)))
+        #expect(!ListenerTable.overlap(v4, ListenAddress(host: "127.0.0.2", port: 80)))
+        #expect(!ListenerTable.overlap(v4, ListenAddress(host: "::", port: 80)), "IPv6 listeners are V6ONLY")
+        #expect(ListenerTable.overlap(ListenAddress(host: "::1", port: 80), ListenAddress(host: "::", port: 80)))
+    }
+}
