@@ -51,7 +51,7 @@ public final class Master: MasterEffects {
     }
 
     enum Kind: UInt64 {
-        case signal = 1, control, client, channel
+        case signal = 1, control, client, channel, configRead
     }
 
     let options: Options
@@ -94,6 +94,12 @@ public final class Master: MasterEffects {
     var droppedRelays = 0
     var lostConnections = 0
     var lastWatchdog: Int64 = 0
+    /// A reload's read of the config file, on a thread of its own (a hung filesystem must not
+    /// freeze the loop), with whoever asked for the reload.
+    var configRead: (call: BackgroundCall, requester: RequestID?, wait: Bool, startedAt: Int64)? = nil
+    /// A read given up on at its deadline that has not returned yet: no other starts until it has.
+    var abandonedRead: BackgroundCall? = nil
+    static let configReadTimeout: Int64 = 10_000
 
     public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger) throws(SystemError) {
         self.options = options
@@ -189,6 +195,7 @@ public final class Master: MasterEffects {
         let fd = Int32(truncatingIfNeeded: data & 0xFFFF_FFFF)
         switch Kind(rawValue: data >> 56) {
         case .signal: readSignals()
+        case .configRead: configReadFinished()
         case .control: acceptClients()
         case .client: clientEvent(fd, events)
         case .channel: channelReadable(fd)
@@ -204,6 +211,7 @@ public final class Master: MasterEffects {
             for fd in listenerTable.takeQueued(set: core.currentListenerSet, slot: slot) { relay(fd, message: ConnectionHandoff.prefix) }
         }
         retryRelays(now)
+        checkConfigReadDeadline(now)
         publishGauges()
         if now - lastRateSample.time >= 1000 {
             let total = totals()[StatsSlot.Field.requests.rawValue]
@@ -297,20 +305,59 @@ public final class Master: MasterEffects {
     // MARK: - Reload
 
     func reload(requester: RequestID?, wait: Bool) {
-        if let refusal = core.reloadRefusal() {
+        if let refusal = core.reloadRefusal() ?? readRefusal() {
             logger.warning("reload refused: \(refusal)")
             if let requester { reply(requester, ControlResponse.error(refusal)) }
             return
         }
         notifier.reloading(status: "reloading \(options.configPath)")
         logger.notice("reload: reading \(options.configPath)")
+        let path = options.configPath
+        do {
+            let call = try BackgroundCall.start { () throws(SystemError) -> [UInt8] in
+                try FileIO.readRegularFile(path: path, limit: 4 * 1024 * 1024)
+            }
+            try epoll.add(call.readyFD, events: Epoll.readable, data: Kind.configRead.rawValue << 56)
+            configRead = (call, requester, wait, Clock.monotonicMilliseconds())
+        } catch {
+            core.reloadFailed("\(ConfigError(file: path, keyPath: "", message: "cannot read: \(error.reason)"))", requester: requester)
+        }
+    }
+
+    /// Why a reload cannot start its read now, if it cannot.
+    func readRefusal() -> String? {
+        if configRead != nil { return "a reload is already in progress (reading \(options.configPath))" }
+        if let stuck = abandonedRead {
+            if stuck.result == nil {
+                return "the last read of \(options.configPath) has not returned yet (a hung filesystem?); try again when it has"
+            }
+            abandonedRead = nil
+        }
+        return nil
+    }
+
+    /// A read that has not returned by its deadline fails the reload; the old generation serves on.
+    func checkConfigReadDeadline(_ now: Int64) {
+        guard let read = configRead, read.call.result == nil, now - read.startedAt > Self.configReadTimeout else { return }
+        epoll.remove(read.call.readyFD)
+        configRead = nil
+        abandonedRead = read.call
+        let error = ConfigError(file: options.configPath, keyPath: "", message: "cannot read: no answer in \(Self.configReadTimeout / 1000) s (a hung filesystem?)")
+        core.reloadFailed("\(error)", requester: read.requester)
+    }
+
+    /// The reload's read returned: decode, validate and start the new generation.
+    func configReadFinished() {
+        guard let read = configRead, let result = read.call.result else { return }
+        epoll.remove(read.call.readyFD)
+        configRead = nil
+        let requester = read.requester
         let bytes: [UInt8]
         let newConfig: ClusterConfiguration
         do {
-            do {
-                bytes = try FileIO.readRegularFile(path: options.configPath, limit: 4 * 1024 * 1024)
-            } catch {
-                throw ConfigError(file: options.configPath, keyPath: "", message: "cannot read: \(error.reason)")
+            switch result {
+            case .success(let b): bytes = b
+            case .failure(let error): throw ConfigError(file: options.configPath, keyPath: "", message: "cannot read: \(error.reason)")
             }
             newConfig = try ClusterConfiguration.decode(bytes, file: options.configPath)
             try options.validate(newConfig)
@@ -336,7 +383,7 @@ public final class Master: MasterEffects {
         pendingGeneration = GenerationData(config: newConfig, configBytes: bytes, listenerSet: set)
         let previous = config
         adopt(newConfig)
-        core.beginReload(workers: count, listenerSet: set, requester: requester, wait: wait)
+        core.beginReload(workers: count, listenerSet: set, requester: requester, wait: read.wait)
         if !core.isReloading && pendingGeneration != nil {
             // Failed before any worker started: keep the old config, and close whatever listeners
             // were opened for a new address list no generation uses.

@@ -113,6 +113,39 @@ import Testing
         Issue.record("the open descriptor count never matched")
     }
 
+    /// A call that blocks (here on a pipe nobody writes yet) leaves the caller free; its result
+    /// and the ready descriptor come when it returns, also after the caller has let it go.
+    @Test func backgroundCallRunsOffTheCallersThread() throws {
+        let (r, w) = try Sys.pipe()
+        var closedW = false
+        defer { if !closedW { Sys.close(w) } }
+        try Sys.setNonBlocking(r, false)
+        let call = try BackgroundCall.start { () throws(SystemError) -> [UInt8] in
+            defer { Sys.close(r) }
+            return try FileIO.readAll(fd: r, limit: 16)
+        }
+        var ready = pollfd(fd: call.readyFD, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&ready, 1, 50) == 0, "still blocked")
+        #expect(call.result == nil)
+        #expect(try Sys.write(w, [UInt8(42)], 1) == .processed(1))
+        Sys.close(w)
+        closedW = true
+        #expect(poll(&ready, 1, 5000) == 1)
+        #expect(try call.result?.get() == [42])
+
+        // Given up on while blocked: the thread keeps it alive and cleans up when it returns.
+        let (r2, w2) = try Sys.pipe()
+        try Sys.setNonBlocking(r2, false)
+        var abandoned: BackgroundCall? = try BackgroundCall.start { () throws(SystemError) -> [UInt8] in
+            defer { Sys.close(r2) }
+            return try FileIO.readAll(fd: r2, limit: 16)
+        }
+        #expect(abandoned?.result == nil)
+        abandoned = nil
+        Sys.close(w2)
+        _ = abandoned
+    }
+
     @Test func memfdRoundTrip() throws {
         let fd = try FileIO.memfd(name: "test", bytes: Array("hello".utf8))
         defer { Sys.close(fd) }
