@@ -37,14 +37,23 @@ final class ListenerTable {
     /// anything else listens there (another clusterd, whose SO_REUSEPORT group ours would silently
     /// join, or any other process), this refuses like nginx's "Address already in use". The probe is
     /// skipped for an address that overlaps one we already hold (`127.0.0.1:P` while we have
-    /// `0.0.0.0:P`): our own listeners would answer it.
+    /// `0.0.0.0:P`): our own listeners would answer it. From the probe until the address's first
+    /// listener listens, the port's lock (`Socket.lockPort`) is held, so that two daemons starting
+    /// at once cannot both pass the probe: the second waits, then sees the first one's listener.
     func ensure(set: Int, count: Int) throws(MasterFailure) {
         let saved = (listeners: listeners, closing: closing)
         var opened: [Int32] = []
+        var lock: Int32? = nil
+        defer { if let lock { Sys.close(lock) } }
         do throws(MasterFailure) {
             for address in addresses(of: set) {
+                if let held = lock {
+                    Sys.close(held)
+                    lock = nil
+                }
                 var list = listeners[address] ?? []
                 if list.count < count && list.isEmpty && !closing.contains(where: { $0.address == address }) {
+                    lock = Self.lockPort(address.port)
                     try refuseIfTaken(address)
                 }
                 while list.count < count {
@@ -71,6 +80,23 @@ final class ListenerTable {
             throw error
         }
         keep[set] = max(keep[set] ?? 0, count)
+    }
+
+    /// How long `lockPort` waits for another daemon to finish opening the port. A daemon holds the
+    /// lock for well under a millisecond; one held longer is not a daemon opening a port (another
+    /// user's process may bind the name): the check then goes ahead without it.
+    static let portLockWaitMilliseconds = 250
+
+    /// The port's lock, waiting a moment if another daemon holds it; nil if it stays taken.
+    static func lockPort(_ port: UInt16) -> Int32? {
+        for _ in 0..<portLockWaitMilliseconds {
+            switch Result(catching: { () throws(SystemError) -> Int32? in try Socket.lockPort(port) }) {
+            case .success(let fd?): return fd
+            case .success(nil): Sys.sleep(milliseconds: 1)
+            case .failure: return nil
+            }
+        }
+        return nil
     }
 
     /// Listeners `ensure(set:count:)` would open (those set aside to close are taken back instead).

@@ -48,6 +48,35 @@ public enum Socket {
         return false
     }
 
+    /// Takes the lock that daemons hold on `port` while they check that nothing listens there and
+    /// open their first listener: an abstract Unix socket named `clusterd-tcp-port-PORT`, which
+    /// only one socket in a network namespace can be bound to, and which goes when its socket is
+    /// closed (or its process dies). Abstract names live in the network namespace, exactly where
+    /// TCP ports do. Returns nil while another socket holds it.
+    public static func lockPort(_ port: UInt16) throws(SystemError) -> Int32? {
+        let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue))
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let name = Array("clusterd-tcp-port-\(port)".utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw[0] = 0  // abstract: no file, gone with the socket
+            raw.baseAddress!.advanced(by: 1).copyMemory(from: name, byteCount: name.count)
+        }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + name.count)
+        do throws(SystemError) {
+            _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
+                    try syscall("bind(clusterd-tcp-port)") { Glibc.bind(fd, sa, length) }
+                }
+            }
+            return fd
+        } catch {
+            Sys.close(fd)
+            if error.errno == EADDRINUSE { return nil }
+            throw error
+        }
+    }
+
     /// `0.0.0.0`, `::` or another spelling of the unspecified address.
     public static func isWildcard(host: String) -> Bool {
         var bytes = (UInt64(0), UInt64(0))

@@ -162,6 +162,12 @@ public enum Sys {
         return count - 1
     }
 
+    /// Sleeps `milliseconds` (nanosleep; a signal's interruption ends it early).
+    public static func sleep(milliseconds: Int) {
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        _ = nanosleep(&request, nil)
+    }
+
     /// Pins the calling process to one CPU (sched_setaffinity).
     public static func pinToCPU(_ cpu: Int) throws(SystemError) {
         _ = try syscall("sched_setaffinity") { ccluster_pin_to_cpu(Int32(cpu)) }

@@ -52,6 +52,44 @@ import Testing
         #expect(table.totalOpen == 0)
     }
 
+    /// Two daemons starting at once: while one holds the port's lock (between its probe and its
+    /// first listen), the other waits, then sees its listener and refuses, instead of both passing
+    /// the probe and sharing one reuseport group.
+    @Test func theProbeWaitsForADaemonOpeningThePort() async throws {
+        let port = try freePort()
+        let lock = try #require(try Socket.lockPort(port))
+        #expect(try Socket.lockPort(port) == nil, "one holder at a time")
+        let other = Task.detached { () -> String? in
+            let table = ListenerTable()
+            defer { table.closeAll() }
+            do {
+                try table.ensure(set: table.set(for: [ListenAddress(host: "127.0.0.1", port: port)]), count: 2)
+                return nil
+            } catch {
+                return (error as? MasterFailure)?.message ?? "\(error)"
+            }
+        }
+        try await Task.sleep(nanoseconds: 50_000_000)
+        let first = try Socket.tcpListener(host: "127.0.0.1", port: port)  // the first daemon's listener
+        defer { Sys.close(first) }
+        Sys.close(lock)
+        let refusal = await other.value
+        #expect(refusal?.contains("address already in use") == true)
+    }
+
+    /// A lock nobody releases (another user's process bound the name) delays the check, no more.
+    @Test func aSquattedPortLockOnlyDelays() throws {
+        let port = try freePort()
+        let squatter = try #require(try Socket.lockPort(port))
+        defer { Sys.close(squatter) }
+        let table = ListenerTable()
+        defer { table.closeAll() }
+        let started = Clock.monotonicMilliseconds()
+        try table.ensure(set: table.set(for: [ListenAddress(host: "127.0.0.1", port: port)]), count: 1)
+        #expect(table.totalOpen == 1)
+        #expect(Clock.monotonicMilliseconds() - started < 2000)
+    }
+
     @Test func overlapIsPerFamilyAndPortWithWildcards() {
         let v4 = ListenAddress(host: "127.0.0.1", port: 80)
         #expect(ListenerTable.overlap(v4, ListenAddress(host: "0.0.0.0", port: 80)))
