@@ -1,5 +1,6 @@
 import ClusterConfig
 import ClusterSystem
+import Glibc
 import Testing
 
 @testable import ClusterMaster
@@ -55,26 +56,30 @@ import Testing
     /// Two daemons starting at once: while one holds the port's lock (between its probe and its
     /// first listen), the other waits, then sees its listener and refuses, instead of both passing
     /// the probe and sharing one reuseport group.
-    @Test func theProbeWaitsForADaemonOpeningThePort() async throws {
+    @Test func theProbeWaitsForADaemonOpeningThePort() throws {
         let port = try freePort()
         let lock = try #require(try Socket.lockPort(port))
         #expect(try Socket.lockPort(port) == nil, "one holder at a time")
-        let other = Task.detached { () -> String? in
-            let table = ListenerTable()
-            defer { table.closeAll() }
-            do {
-                try table.ensure(set: table.set(for: [ListenAddress(host: "127.0.0.1", port: port)]), count: 2)
-                return nil
-            } catch {
-                return (error as? MasterFailure)?.message ?? "\(error)"
-            }
+        // The first daemon, on a thread of its own: it opens its listener 50 ms from now, then lets
+        // go of the lock. Its result is the listener's descriptor.
+        let first = try BackgroundCall.start { () throws(SystemError) -> [UInt8] in
+            Sys.sleep(milliseconds: 50)
+            let fd = try Socket.tcpListener(host: "127.0.0.1", port: port)
+            Sys.close(lock)
+            return withUnsafeBytes(of: fd) { Array($0) }
         }
-        try await Task.sleep(nanoseconds: 50_000_000)
-        let first = try Socket.tcpListener(host: "127.0.0.1", port: port)  // the first daemon's listener
-        defer { Sys.close(first) }
-        Sys.close(lock)
-        let refusal = await other.value
-        #expect(refusal?.contains("address already in use") == true)
+        let table = ListenerTable()
+        defer { table.closeAll() }
+        do {
+            try table.ensure(set: table.set(for: [ListenAddress(host: "127.0.0.1", port: port)]), count: 2)
+            Issue.record("both daemons passed the probe")
+        } catch {
+            #expect(error.message.contains("address already in use"))
+        }
+        var ready = pollfd(fd: first.readyFD, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&ready, 1, 5000) == 1)
+        let bytes = try #require(try first.result?.get())
+        Sys.close(bytes.withUnsafeBytes { $0.load(as: Int32.self) })
     }
 
     /// A lock nobody releases (another user's process bound the name) delays the check, no more.
