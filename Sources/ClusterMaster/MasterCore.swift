@@ -613,30 +613,32 @@ public struct MasterCore<Effects: MasterEffects> {
     /// queued before is taken by the master: `unservedSlots`). If no slot has a ready worker, every
     /// target slot stays steered: the connections wait for whichever worker comes first.
     mutating func steer() {
-        let live = liveSlots
-        let active = live.last.map { $0 + 1 } ?? max(1, target)
-        let skipping = live.isEmpty ? [] : (0..<active).filter { !live.contains($0) }
+        let ready = readySlots
+        let active = (ready.lastIndex(of: true) ?? -1) + 1
+        let skipping = ready[..<active].indices.filter { !ready[$0] }
+        let selection = active == 0 ? (active: max(1, target), skipping: [Int]()) : (active: active, skipping: skipping)
         let set = currentListenerSet
-        if let s = steered, s.set == set, s.active == active, s.skipping == skipping { return }
-        steered = (set, active, skipping)
-        effects.steer(set: set, active: active, skipping: skipping)
+        if let s = steered, s.set == set, s.active == selection.active, s.skipping == selection.skipping { return }
+        steered = (set, selection.active, selection.skipping)
+        effects.steer(set: set, active: selection.active, skipping: selection.skipping)
     }
 
-    /// Slots below the target with a ready worker of the serving generation, ascending.
-    var liveSlots: [Int] {
+    /// For each slot below the target: whether it has a ready worker of the serving generation.
+    var readySlots: [Bool] {
         var ready = Array(repeating: false, count: target)
         for w in workers.values where w.generation == generation && w.state == .ready && w.slot < target { ready[w.slot] = true }
-        return ready.indices.filter { ready[$0] }
+        return ready
     }
 
-    /// Slots below the target without a ready worker while another slot has one (running only).
-    /// They are steered away from; connections that were queued on their listeners before are
-    /// taken by the master and handed to a live worker instead of waiting for a respawn.
+    /// Slots below the target whose worker died and has no ready replacement yet, while another slot
+    /// has a ready worker (running only). They are steered away from; connections that were queued
+    /// on their listeners before are taken by the master and handed to a live worker instead of
+    /// waiting for the respawn. (New slots of a scale-up were never steered to: nothing is queued.)
     public var unservedSlots: [Int] {
         guard case .running = phase else { return [] }
-        let live = liveSlots
-        guard !live.isEmpty, live.count < target else { return [] }
-        return (0..<target).filter { !live.contains($0) }
+        let ready = readySlots
+        guard ready.contains(true) else { return [] }
+        return ready.indices.filter { !ready[$0] && slots[$0].crashes > 0 }
     }
 
     /// Closes listeners no live worker and no slot below the target needs, highest first.

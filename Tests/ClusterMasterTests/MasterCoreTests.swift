@@ -147,6 +147,12 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         readyAll(&core, fx)
         #expect(fx.steered.last == 3 && fx.skipped.last == [])
         #expect(core.unservedSlots == [])
+        // A new slot of a scale-up is not steered to before it is ready, and nothing waits on it.
+        core.scale(.absolute(4), requester: nil)
+        #expect(fx.steered.last == 3 && fx.skipped.last == [])
+        #expect(core.unservedSlots == [])
+        readyAll(&core, fx)
+        #expect(fx.steered.last == 4)
     }
 
     @Test func noLiveSlotKeepsEverySlotSteered() {
