@@ -205,8 +205,8 @@ public final class Master: MasterEffects {
 
     func periodic(_ now: Int64) {
         for fd in listenerTable.closeDue(now: now) { relay(fd, message: ConnectionHandoff.prefix) }
-        // Connections queued on the listener of a slot whose worker is dead (in its restart backoff)
-        // or not ready yet go to a live worker rather than wait.
+        // Connections queued on the listener of a slot whose worker died (and whose replacement is
+        // not ready: it waits out its restart backoff, or starts) go to a live worker rather than wait.
         for slot in core.unservedSlots {
             for fd in listenerTable.takeQueued(set: core.currentListenerSet, slot: slot) { relay(fd, message: ConnectionHandoff.prefix) }
         }
