@@ -289,6 +289,18 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(core.target == 1)
     }
 
+    @Test func reloadBeyondTheDescriptorBudgetFailsAndKeepsServing() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        fx.freeDescriptors = 3
+        core.beginReload(workers: 2, listenerSet: 1, requester: 5, wait: true)
+        #expect(fx.replies.last?.1["error"] == "reload failed: not enough file descriptors: need 4, 3 are free")
+        #expect(fx.listeners[1] == nil, "no listener opened for the new set")
+        #expect(fx.spawned.count == 2)
+        #expect(core.generation == 1 && !core.isReloading && core.failedReloads == 1)
+        #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
+    }
+
     @Test func reloadReplacesGenerationWhenReady() {
         var (core, fx) = makeCore(workers: 2)
         readyAll(&core, fx)
