@@ -7,7 +7,8 @@ import ClusterJSON
 public enum ControlRequest: Equatable, Sendable {
     case status
     case workers
-    case scale(ScaleTarget)
+    /// `wait`: answer once the new workers of a scale-up said ready (or failed), not when spawned.
+    case scale(ScaleTarget, wait: Bool = false)
     case reload(wait: Bool)
     case stop(graceful: Bool)
     case reopenLogs
@@ -26,8 +27,13 @@ public enum ControlRequest: Equatable, Sendable {
         switch self {
         case .status: o["cmd"] = "status"
         case .workers: o["cmd"] = "workers"
-        case .scale(.absolute(let n)): o["cmd"] = "scale"; o["workers"] = .integer(Int64(n))
-        case .scale(.relative(let d)): o["cmd"] = "scale"; o["delta"] = .integer(Int64(d))
+        case .scale(let target, let wait):
+            o["cmd"] = "scale"
+            switch target {
+            case .absolute(let n): o["workers"] = .integer(Int64(n))
+            case .relative(let d): o["delta"] = .integer(Int64(d))
+            }
+            if wait { o["wait"] = true }
         case .reload(let wait): o["cmd"] = "reload"; o["wait"] = .bool(wait)
         case .stop(let graceful): o["cmd"] = "stop"; o["graceful"] = .bool(graceful)
         case .reopenLogs: o["cmd"] = "reopen-logs"
@@ -57,14 +63,16 @@ public enum ControlRequest: Equatable, Sendable {
             if let e = only([]) { return .failure(e) }
             return .success(.workers)
         case "scale":
-            if let e = only(["workers", "delta"]) { return .failure(e) }
+            if let e = only(["workers", "delta", "wait"]) { return .failure(e) }
+            if let w = o["wait"], w.boolValue == nil { return .failure(ControlError("\"wait\" must be true or false")) }
+            let wait = o["wait"]?.boolValue ?? false
             switch (o["workers"], o["delta"]) {
             case (let w?, nil):
                 guard let n = w.intValue else { return .failure(ControlError("\"workers\" must be a whole number")) }
-                return .success(.scale(.absolute(n)))
+                return .success(.scale(.absolute(n), wait: wait))
             case (nil, let d?):
                 guard let n = d.intValue else { return .failure(ControlError("\"delta\" must be a whole number")) }
-                return .success(.scale(.relative(n)))
+                return .success(.scale(.relative(n), wait: wait))
             default:
                 return .failure(ControlError("scale needs exactly one of \"workers\" or \"delta\""))
             }

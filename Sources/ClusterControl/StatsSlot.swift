@@ -119,7 +119,7 @@ public struct StatsSegment {
     /// Live workers' slots (pid set). Only slots below the master's high-water mark are read, so
     /// the untouched rest of the segment is never faulted in.
     public var liveWorkers: [StatsSlot] {
-        let used = min(workerSlots, Int(master[.slotsHighWater]))
+        let used = min(workerSlots, Int(clamping: master[.slotsHighWater]))
         return (0..<used).map(worker).filter { $0[.pid] != 0 }
     }
 

@@ -116,7 +116,7 @@ extension Master {
         switch request {
         case .status: reply(id, statusJSON())
         case .workers: reply(id, workersJSON())
-        case .scale(let target): core.scale(target, requester: id)
+        case .scale(let target, let wait): core.scale(target, requester: id, wait: wait)
         case .reload(let wait): reload(requester: id, wait: wait)
         case .stop(let graceful): core.stop(graceful: graceful, requester: id)
         case .reopenLogs:
@@ -170,7 +170,8 @@ extension Master {
         let now = Clock.monotonicMilliseconds()
         let sums = totals()
         let live = core.workers.values
-        func n(_ v: some BinaryInteger) -> JSON { .integer(Int64(v)) }
+        // Counters come from the workers' shared memory: clamped, never trapping on a wild value.
+        func n(_ v: some BinaryInteger) -> JSON { .integer(Int64(clamping: v)) }
         var o: JSONObject = [
             "pid": n(Sys.pid),
             "state": .string(core.phaseName),
@@ -209,9 +210,9 @@ extension Master {
                 "generation": .integer(Int64(w.generation)),
                 "state": .string(w.state.description),
                 "uptime": .integer((now - w.startedAt) / 1000),
-                "requests": .integer(Int64(s[.requests])),
-                "connections": .integer(Int64(s[.openConnections])),
-                "accepted": .integer(Int64(s[.accepted])),
+                "requests": .integer(Int64(clamping: s[.requests])),
+                "connections": .integer(Int64(clamping: s[.openConnections])),
+                "accepted": .integer(Int64(clamping: s[.accepted])),
             ])
         }
         return ControlResponse.ok(["workers": .array(list)])

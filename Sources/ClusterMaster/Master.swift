@@ -240,7 +240,8 @@ public final class Master: MasterEffects {
     }
 
     func formatRate(_ r: Double) -> String {
-        let n = Int(r.rounded())
+        // A rate from counters in shared memory: anything not a sane number shows as 0.
+        let n = r.isFinite && r >= 0 && r < 1e15 ? Int(r.rounded()) : 0
         var digits = String(n)
         var out = ""
         while digits.count > 3 {
@@ -528,7 +529,7 @@ public final class Master: MasterEffects {
     }
 
     public func heartbeat(statsSlot: Int) -> Int64 {
-        Int64(StatsSlot(base: statsBase + statsSlot * StatsSlot.size)[.heartbeatMilliseconds])
+        Int64(clamping: StatsSlot(base: statsBase + statsSlot * StatsSlot.size)[.heartbeatMilliseconds])
     }
 
     var segment: StatsSegment { StatsSegment(base: statsBase, workerSlots: statsSlots) }

@@ -116,6 +116,20 @@ public struct MasterCore<Effects: MasterEffects> {
     var awaitingDrainAcks: (generation: Int, target: Int, requesters: [RequestID], since: Int64)? = nil
     static var drainAckTimeout: Int64 { 2000 }
 
+    /// `scale --wait` requesters of a scale-up: answered when every slot below `target` of
+    /// `generation` has a ready worker, or with an error when a new worker exits before it said
+    /// ready, `startTimeout` passes, a reload replaces the generation, a later scale goes below
+    /// `target`, or the daemon stops.
+    struct ScaleWaiter {
+        var requester: RequestID
+        var generation: Int
+        var target: Int
+        /// The slots this scale-up started.
+        var newSlots: Range<Int>
+        var since: Int64
+    }
+    var scaleWaiters: [ScaleWaiter] = []
+
     public enum Phase: Equatable, Sendable {
         case starting
         case running
@@ -174,8 +188,9 @@ public struct MasterCore<Effects: MasterEffects> {
     // MARK: - Start
 
     /// Starts generation 1 with `workers` workers on listener set `listenerSet`.
-    public mutating func start(workers count: Int, listenerSet: Int, now: Int64) {
+    public mutating func start(workers requested: Int, listenerSet: Int, now: Int64) {
         self.now = now
+        let count = clampedWorkerCount(requested)
         generationSets[generation] = listenerSet
         target = count
         do {
@@ -211,6 +226,7 @@ public struct MasterCore<Effects: MasterEffects> {
                 steer()
                 effects.notify("STATUS=\(statusLine)")
             }
+            answerScaleWaiters()
         case .draining:
             if worker.state != .draining {
                 worker.state = .draining
@@ -232,6 +248,7 @@ public struct MasterCore<Effects: MasterEffects> {
         defer {
             releaseUnusedGenerations()
             answerReloadWhenOldGenerationStopped()
+            answerScaleWaiters(exited: (worker, status))
         }
 
         if case .stopping = phase {
@@ -309,6 +326,7 @@ public struct MasterCore<Effects: MasterEffects> {
         if let waiting = awaitingDrainAcks, now - waiting.since > Self.drainAckTimeout {
             answerReloadWhenOldGenerationStopped(force: true)
         }
+        answerScaleWaiters()
     }
 
     /// Graceful → INT (fast stop) → KILL, on the clock.
@@ -343,20 +361,29 @@ public struct MasterCore<Effects: MasterEffects> {
     // MARK: - Commands
 
     /// `scale N`, `scale +k/-k`, TTIN/TTOU.
-    public mutating func scale(_ request: ControlRequest.ScaleTarget, requester: RequestID?) {
-        let wanted: Int
+    public mutating func scale(_ request: ControlRequest.ScaleTarget, requester: RequestID?, wait: Bool = false) {
+        // The count and the delta come from outside (a control request): checked arithmetic, and a
+        // refusal that says what was asked instead of a trap.
+        let wanted: Int?
+        let asked: String
         switch request {
-        case .absolute(let n): wanted = n
-        case .relative(let d): wanted = target + d
+        case .absolute(let n):
+            wanted = n
+            asked = "\(n)"
+        case .relative(let d):
+            let (sum, overflow) = target.addingReportingOverflow(d)
+            wanted = overflow ? nil : sum
+            asked = overflow ? "\(target) \(d < 0 ? "-" : "+") \(d.magnitude)" : "\(sum)"
         }
         guard case .running = phase else {
             return refuse(requester, "cannot scale while \(phaseName)")
         }
         guard reload == nil else { return refuse(requester, "cannot scale while a reload is in progress; try again when it completes") }
-        guard (1...settings.maxWorkers).contains(wanted) else {
-            return refuse(requester, "workers must be 1...\(settings.maxWorkers) (maxWorkers), got \(wanted)")
+        guard let wanted, wanted >= 1 && wanted <= workerLimit else {
+            return refuse(requester, "scale: workers must be 1...\(workerLimit) (maxWorkers), got \(asked)")
         }
         let set = currentListenerSet
+        var startedSlots: Range<Int>? = nil
         if wanted > target {
             do { try effects.checkDescriptors(set: set, slots: wanted, newWorkers: wanted - target) } catch {
                 return refuse(requester, "cannot scale to \(wanted) workers: \(error)")
@@ -366,6 +393,7 @@ public struct MasterCore<Effects: MasterEffects> {
             }
             let from = target
             target = wanted
+            startedSlots = from..<wanted
             for slot in from..<wanted {
                 slots[slot] = SlotRecord()
                 spawn(slot: slot, generation: generation)
@@ -380,8 +408,60 @@ public struct MasterCore<Effects: MasterEffects> {
         }
         effects.log(.notice, "scaled to \(target) workers")
         effects.notify("STATUS=\(statusLine)")
-        if let requester { effects.reply(requester, ControlResponse.ok(["workers": .integer(Int64(target))])) }
+        // Earlier waiters whose workers this scale-down retires will never see them ready.
+        answerScaleWaiters()
+        guard let requester else { return }
+        if wait, let started = startedSlots {
+            scaleWaiters.append(ScaleWaiter(requester: requester, generation: generation, target: target, newSlots: started, since: now))
+            answerScaleWaiters()
+        } else {
+            effects.reply(requester, ControlResponse.ok(["workers": .integer(Int64(target))]))
+        }
     }
+
+    /// Settles the `scale --wait` requesters whose wait is over (see `ScaleWaiter`). `exited`: a
+    /// worker that just exited, with how.
+    mutating func answerScaleWaiters(exited: (worker: WorkerRecord, status: ExitStatus)? = nil) {
+        guard !scaleWaiters.isEmpty else { return }
+        var still: [ScaleWaiter] = []
+        for w in scaleWaiters {
+            let failure: String?
+            if case .stopping = phase {
+                failure = "scale abandoned: the daemon is stopping"
+            } else if w.generation != generation {
+                failure = "scale abandoned: a reload replaced generation \(w.generation) before its new workers were ready"
+            } else if target < w.target {
+                failure = "scale superseded: now scaled to \(target) workers"
+            } else if let (worker, status) = exited, worker.generation == w.generation, worker.state == .starting,
+                w.newSlots.contains(worker.slot)
+            {
+                failure = "the new worker for slot \(worker.slot) \(status) before it was ready; the slot restarts with back-off"
+            } else if allSlotsReady(generation: w.generation, count: w.target) {
+                effects.reply(w.requester, ControlResponse.ok(["workers": .integer(Int64(w.target)), "ready": .integer(Int64(w.target))]))
+                continue
+            } else if now - w.since > settings.startTimeout {
+                failure = "the new workers did not report ready within \(settings.startTimeout / 1000) s"
+            } else {
+                still.append(w)
+                continue
+            }
+            if let failure { effects.reply(w.requester, ControlResponse.error(failure)) }
+        }
+        scaleWaiters = still
+    }
+
+    /// A worker count from a config (not a request: those are refused when out of range) kept
+    /// within 1...maxWorkers, so every slot index stays inside `slots`.
+    func clampedWorkerCount(_ requested: Int) -> Int {
+        let count = min(max(1, requested), workerLimit)
+        if count != requested {
+            effects.log(.warning, "\(requested) workers asked for; running \(count) (1...\(workerLimit), maxWorkers)")
+        }
+        return count
+    }
+
+    /// The most workers a generation may have: `maxWorkers`, and never more slots than were made.
+    var workerLimit: Int { min(settings.maxWorkers, slots.count) }
 
     /// A reload whose new config failed to load or validate: the old generation keeps serving.
     public mutating func reloadFailed(_ reason: String, requester: RequestID?) {
@@ -402,7 +482,8 @@ public struct MasterCore<Effects: MasterEffects> {
     }
 
     /// A validated new config: start generation+1 with `workers` workers on `listenerSet`.
-    public mutating func beginReload(workers count: Int, listenerSet: Int, requester: RequestID?, wait: Bool) {
+    public mutating func beginReload(workers requested: Int, listenerSet: Int, requester: RequestID?, wait: Bool) {
+        let count = clampedWorkerCount(requested)
         if let refusal = reloadRefusal() {
             if let requester { effects.reply(requester, ControlResponse.error(refusal)) }
             return
@@ -440,6 +521,7 @@ public struct MasterCore<Effects: MasterEffects> {
             drain(pid, replacement(for: worker.generation))
         }
         effects.log(.notice, "reload complete: generation \(generation) serving with \(target) workers; generation \(old) draining")
+        answerScaleWaiters()
         effects.notify("READY=1\nSTATUS=\(statusLine)")
         if !r.requesters.isEmpty {
             // Requesters of an earlier reload still waiting: their generation has been replaced
@@ -491,6 +573,7 @@ public struct MasterCore<Effects: MasterEffects> {
             for id in r.requesters { effects.reply(id, ControlResponse.error("reload abandoned: the daemon is stopping")) }
         }
         answerReloadWhenOldGenerationStopped(force: true)
+        answerScaleWaiters()
         effects.log(.notice, graceful ? "graceful stop: draining \(workers.count) workers (timeout \(settings.drainTimeout / 1000) s)" : "fast stop")
         effects.notify("STOPPING=1\nSTATUS=stopping (\(graceful ? "graceful" : "fast"))")
         if let requester { effects.reply(requester, ControlResponse.ok(["stopping": true])) }

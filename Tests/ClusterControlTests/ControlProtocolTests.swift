@@ -4,7 +4,7 @@ import Testing
 
 @Suite struct ControlProtocol {
     @Test func roundTrip() {
-        for r in [ControlRequest.status, .workers, .scale(.absolute(16)), .scale(.relative(-2)), .reload(wait: true), .stop(graceful: false), .reopenLogs] {
+        for r in [ControlRequest.status, .workers, .scale(.absolute(16)), .scale(.relative(-2)), .scale(.absolute(3), wait: true), .scale(.relative(Int.max)), .reload(wait: true), .stop(graceful: false), .reopenLogs] {
             let line = Array(r.json.serialized.utf8)
             #expect(ControlRequest.decode(line) == .success(r))
         }
@@ -18,6 +18,8 @@ import Testing
         (#"{"v":1,"cmd":"scale","workers":2,"delta":1}"#, "scale needs exactly one of \"workers\" or \"delta\""),
         (#"{"v":1,"cmd":"status","extra":1}"#, "unknown field \"extra\" for status"),
         (#"[1]"#, "request must be a JSON object"),
+        (#"{"v":1,"cmd":"scale","delta":1,"wait":1}"#, "\"wait\" must be true or false"),
+        (#"{"v":1,"cmd":"scale","delta":9223372036854775808}"#, "\"delta\" must be a whole number"),
     ])
     func errors(_ line: String, _ message: String) {
         #expect(ControlRequest.decode(Array(line.utf8)) == .failure(ControlError(message)))

@@ -283,7 +283,7 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         var (core, fx) = makeCore(workers: 1)
         readyAll(&core, fx)
         core.scale(.absolute(9), requester: 1)
-        #expect(fx.replies.last?.1["error"] == "workers must be 1...8 (maxWorkers), got 9")
+        #expect(fx.replies.last?.1["error"] == "scale: workers must be 1...8 (maxWorkers), got 9")
         core.scale(.relative(-1), requester: 2)
         #expect(fx.replies.last?.1["ok"] == false)
         #expect(core.target == 1)
@@ -299,6 +299,87 @@ func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
         #expect(fx.spawned.count == 2)
         #expect(core.generation == 1 && !core.isReloading && core.failedReloads == 1)
         #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
+    }
+
+    /// Issue 12 item 2: `scale +9223372036854775806` (or a delta of Int.max) overflowed
+    /// `target + delta` and the master trapped. Now every extreme is a refusal naming what was asked.
+    @Test(arguments: [Int.max, Int.max - 1, Int.min, Int.min + 1, -Int.max])
+    func scaleByExtremeDeltaIsRefusedNotTrapped(_ delta: Int) {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.scale(.relative(delta), requester: 1)
+        #expect(fx.replies.last?.1["ok"] == false)
+        #expect(fx.replies.last?.1["error"]?.stringValue?.hasPrefix("scale: workers must be 1...8 (maxWorkers), got ") == true)
+        #expect(core.target == 2)
+        core.scale(.absolute(Int.min), requester: 2)
+        core.scale(.absolute(Int.max), requester: 3)
+        #expect(fx.replies.suffix(2).allSatisfy { $0.1["ok"] == false })
+        #expect(core.target == 2)
+    }
+
+    @Test func scaleByOverflowingDeltaSaysWhatWasAsked() {
+        var (core, fx) = makeCore(workers: 2)
+        readyAll(&core, fx)
+        core.scale(.relative(Int.max), requester: 1)
+        #expect(fx.replies.last?.1["error"] == "scale: workers must be 1...8 (maxWorkers), got 2 + 9223372036854775807")
+    }
+
+    /// A config count beyond maxWorkers (`"auto"` on a machine with more CPUs) must not index past
+    /// the slot table.
+    @Test func startCountIsKeptWithinMaxWorkers() {
+        let fx = FakeEffects()
+        var settings = MasterCore<FakeEffects>.Settings()
+        settings.maxWorkers = 2
+        var core = MasterCore(effects: fx, settings: settings)
+        core.start(workers: 5, listenerSet: 0, now: 0)
+        #expect(fx.spawned.map(\.slot) == [0, 1])
+        readyAll(&core, fx)
+        core.workerExited(pid: fx.spawned[1].pid, status: .exited(1))
+        #expect(core.target == 2)
+    }
+
+    /// `scale --wait` is answered when the new workers said ready, not when they were spawned.
+    @Test func scaleWaitAnswersWhenNewWorkersAreReady() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.scale(.absolute(3), requester: 1, wait: true)
+        #expect(fx.spawned.count == 3)
+        #expect(!fx.answered(1))
+        core.workerSaid(.ready, pid: fx.spawned[1].pid)
+        #expect(!fx.answered(1))
+        core.workerSaid(.ready, pid: fx.spawned[2].pid)
+        #expect(fx.answeredOK(1))
+        #expect(fx.replies.last?.1["workers"] == 3)
+        // Without --wait: at once.
+        core.scale(.absolute(4), requester: 2)
+        #expect(fx.answeredOK(2))
+        // Scale-down with --wait: nothing to wait for.
+        core.scale(.absolute(1), requester: 3, wait: true)
+        #expect(fx.answeredOK(3))
+    }
+
+    @Test func scaleWaitFailsWhenANewWorkerDiesBeforeReady() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.scale(.absolute(2), requester: 1, wait: true)
+        core.workerExited(pid: fx.spawned[1].pid, status: .exited(3))
+        #expect(fx.answered(1) && !fx.answeredOK(1))
+        #expect(fx.replies.last?.1["error"]?.stringValue?.contains("slot 1") == true)
+    }
+
+    @Test func scaleWaitFailsAfterStartTimeoutAndOnStop() {
+        var (core, fx) = makeCore(workers: 1)
+        readyAll(&core, fx)
+        core.scale(.absolute(2), requester: 1, wait: true)
+        core.scale(.absolute(3), requester: 2, wait: true)
+        core.tick(now: 30_001)
+        #expect(fx.answered(1) && !fx.answeredOK(1))
+        #expect(fx.replies.first { $0.0 == 1 }?.1["error"]?.stringValue?.contains("did not report ready within 30 s") == true)
+        var (core2, fx2) = makeCore(workers: 1)
+        readyAll(&core2, fx2)
+        core2.scale(.absolute(2), requester: 4, wait: true)
+        core2.stop(graceful: true, requester: nil)
+        #expect(fx2.replies.first { $0.0 == 4 }?.1["error"] == "scale abandoned: the daemon is stopping")
     }
 
     @Test func reloadReplacesGenerationWhenReady() {

@@ -45,7 +45,7 @@ def test_scale_bounds_and_usage(daemon_factory):
     wait_ready(d, 1)
     r = d.ctl("scale", "5")
     assert r.returncode == 1
-    assert "workers must be 1...4 (maxWorkers), got 5" in r.stderr
+    assert "scale: workers must be 1...4 (maxWorkers), got 5" in r.stderr
     r = d.ctl("scale", "-1")
     assert r.returncode == 1
     assert "got 0" in r.stderr
