@@ -1,4 +1,4 @@
-"""A short, bounded libFuzzer run over the HTTP engine (`make fuzz` runs it for minutes)."""
+"""A short, bounded libFuzzer run over every target in Fuzz/ (HTTP engine, control plane, ...; `make fuzz` runs them for minutes)."""
 import os
 import shutil
 import subprocess

@@ -1,0 +1,1 @@
+../../Fuzz/control/ControlFuzzDriver.swift
