@@ -49,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "clusterctl",
             dependencies: [
-                "ClusterControl", "ClusterJSON",
+                "ClusterControl", "ClusterJSON", "ClusterConfig", "ClusterSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "ClusterHTTPTests", dependencies: ["ClusterHTTP"]),

@@ -48,6 +48,10 @@ public final class Master: MasterEffects {
         var output: [UInt8] = []
         var closeAfterWrite = false
         var openedAt: Int64
+        /// When its replies last moved (sent bytes, or started to wait): see `replyStallTimeout`.
+        var lastProgressAt: Int64 = 0
+        /// The epoll events it is registered for (reading stops while its replies pile up).
+        var interest: UInt32 = Epoll.readable
     }
 
     enum Kind: UInt64 {
@@ -76,6 +80,7 @@ public final class Master: MasterEffects {
     var controlFD: Int32 = -1
     var controlPath: String
     var clients: [Int32: ControlClient] = [:]
+    var controlAccept = ControlAcceptState()
     var requests: [RequestID: Int32] = [:]
     var nextRequest: RequestID = 1
     let statsFD: Int32
@@ -233,6 +238,7 @@ public final class Master: MasterEffects {
         for (fd, client) in clients where now - client.openedAt > 60_000 && !requests.values.contains(fd) {
             closeClient(fd)
         }
+        controlPeriodic(now)
     }
 
     var statusText: String {

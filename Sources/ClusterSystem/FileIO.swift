@@ -117,6 +117,52 @@ public enum FileIO {
         }
     }
 
+    /// What kind of file sits at a path, as `lstat` sees it (a symlink is itself, not its target).
+    public enum FileType: Equatable, Sendable, CustomStringConvertible {
+        case socket, regular, directory, symlink, fifo, characterDevice, blockDevice, unknown
+
+        public var description: String {
+            switch self {
+            case .socket: return "a socket"
+            case .regular: return "a regular file"
+            case .directory: return "a directory"
+            case .symlink: return "a symbolic link"
+            case .fifo: return "a FIFO"
+            case .characterDevice: return "a character device"
+            case .blockDevice: return "a block device"
+            case .unknown: return "not a socket"
+            }
+        }
+    }
+
+    /// lstat(2): who owns `path` and its permission bits (for messages about access).
+    public static func ownership(atPath path: String) throws(SystemError) -> (uid: uid_t, gid: gid_t, mode: mode_t) {
+        var st = stat()
+        _ = try syscall(named: "lstat(\(path))") { lstat(path, &st) }
+        return (st.st_uid, st.st_gid, st.st_mode & 0o7777)
+    }
+
+    /// lstat(2): the type of what is at `path`, nil when nothing is (ENOENT, ENOTDIR).
+    public static func fileType(atPath path: String) throws(SystemError) -> FileType? {
+        var st = stat()
+        do {
+            _ = try syscall(named: "lstat(\(path))") { lstat(path, &st) }
+        } catch {
+            if error.errno == ENOENT || error.errno == ENOTDIR { return nil }
+            throw error
+        }
+        switch st.st_mode & S_IFMT {
+        case S_IFSOCK: return .socket
+        case S_IFREG: return .regular
+        case S_IFDIR: return .directory
+        case S_IFLNK: return .symlink
+        case S_IFIFO: return .fifo
+        case S_IFCHR: return .characterDevice
+        case S_IFBLK: return .blockDevice
+        default: return .unknown
+        }
+    }
+
     /// Metadata of an open file (fstat).
     public struct FileInfo: Sendable {
         public var size: Int

@@ -233,6 +233,9 @@ public enum Socket {
     public static func unixListener(path: String, mode: mode_t) throws(SystemError) -> Int32 {
         let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
         do throws(SystemError) {
+            if let problem = unixSocketPathProblem(path) {
+                throw SystemError(call: "bind(\(path)): \(problem)", errno: EEXIST)
+            }
             if Glibc.access(path, F_OK) == 0 {
                 // A live daemon answers on it; a stale file from a crash does not.
                 if (try? unixConnect(path: path)).map({ Sys.close($0); return true }) == true {
@@ -251,6 +254,18 @@ public enum Socket {
         } catch {
             Sys.close(fd)
             throw error
+        }
+    }
+
+    /// Why a Unix socket may not be created at `path`, or nil: nothing is there, or a socket (a
+    /// stale one from a crash is replaced). Anything else (a regular file, a directory, a symlink,
+    /// a FIFO) is someone's data and is never deleted to make room.
+    public static func unixSocketPathProblem(_ path: String) -> String? {
+        do {
+            guard let type = try FileIO.fileType(atPath: path), type != .socket else { return nil }
+            return "\(path) exists and is \(type), not a socket; refusing to replace it (remove it or choose another path)"
+        } catch {
+            return "cannot inspect \(path): \(error.reason)"
         }
     }
 
@@ -273,6 +288,29 @@ public enum Socket {
         var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
         _ = try syscall("getsockopt(SO_PEERCRED)") { ccluster_peer_credentials(fd, &pid, &uid, &gid) }
         return (pid, uid, gid)
+    }
+
+    /// SO_PEERGROUPS of a connected Unix socket: the peer's supplementary groups when it connected
+    /// (Linux 4.13+). The kernel says how much room it needs (ERANGE with the length set), so the
+    /// buffer grows to that, at most 65536 groups (NGROUPS_MAX).
+    public static func peerGroups(_ fd: Int32) throws(SystemError) -> [gid_t] {
+        let peerGroupsOption: Int32 = 59  // SO_PEERGROUPS (asm-generic/socket.h)
+        var capacity = 64
+        while true {
+            var groups = [gid_t](repeating: 0, count: capacity)
+            var length = socklen_t(capacity * MemoryLayout<gid_t>.size)
+            let rc = groups.withUnsafeMutableBytes { Glibc.getsockopt(fd, SOL_SOCKET, peerGroupsOption, $0.baseAddress, &length) }
+            if rc == 0 { return Array(groups.prefix(Int(length) / MemoryLayout<gid_t>.size)) }
+            let err = ccluster_errno()
+            if err == EINTR { continue }
+            let needed = Int(length) / MemoryLayout<gid_t>.size
+            if err == ERANGE && needed > capacity && needed <= 65536 {
+                capacity = needed
+                continue
+            }
+            precondition(err != EBADF && err != EFAULT, "getsockopt(SO_PEERGROUPS): a descriptor or pointer bug")
+            throw SystemError(call: "getsockopt(SO_PEERGROUPS)", errno: err)
+        }
     }
 
     /// Send `bytes` and one descriptor over a Unix socket (SCM_RIGHTS).

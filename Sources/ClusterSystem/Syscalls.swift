@@ -29,6 +29,11 @@ public enum Sys {
         try nonBlockingSyscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_MORE | MSG_NOSIGNAL)) }
     }
 
+    /// send(2) that never blocks and never raises SIGPIPE (MSG_DONTWAIT | MSG_NOSIGNAL).
+    public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(SystemError) -> IOResult<Int> {
+        try nonBlockingSyscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+    }
+
     /// sendfile(2) from `file` at `offset` to socket `fd`.
     public static func sendfile(_ fd: Int32, _ file: Int32, offset: inout Int, count: Int) throws(SystemError) -> IOResult<Int> {
         var off = off_t(offset)

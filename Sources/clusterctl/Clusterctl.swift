@@ -1,6 +1,8 @@
 import ArgumentParser
+import ClusterConfig
 import ClusterControl
 import ClusterJSON
+import ClusterSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +21,7 @@ struct Clusterctl: ParsableCommand {
     static func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
         var leading: [String] = []
         var rest = arguments[...]
-        while let first = rest.first, first.hasPrefix("--socket") || first.hasPrefix("--timeout") {
+        while let first = rest.first, first.hasPrefix("--socket") || first.hasPrefix("--config") || first.hasPrefix("--timeout") {
             leading.append(first)
             rest = rest.dropFirst()
             if !first.contains("="), let value = rest.first {
@@ -34,11 +36,13 @@ struct Clusterctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clusterctl",
         abstract: "Control a running clusterd through its control socket.",
-        usage: "clusterctl [--socket <path>] [--timeout <seconds>] <subcommand>",
+        usage: "clusterctl [--socket <path> | --config <file>] [--timeout <seconds>] <subcommand>",
         discussion: """
-            The socket is --socket, else $CLUSTERD_SOCKET, else /run/clusterd/control.sock.
+            The socket is --socket, else controlSocket in the --config file, else $CLUSTERD_SOCKET,
+            else controlSocket in /etc/clusterd/clusterd.json when that file exists, else
+            /run/clusterd/control.sock.
             Exit codes: 0 done, 1 the daemon refused or the command failed, 3 the daemon cannot be
-            reached, 4 the daemon's answer made no sense, 64 bad usage.
+            reached, 4 the daemon's answer made no sense, 64 bad usage (or an unreadable --config).
             """,
         version: "0.1.0",
         subcommands: [Status.self, Workers.self, Top.self, Scale.self, Reload.self, Stop.self, ReopenLogs.self])
@@ -47,18 +51,44 @@ struct Clusterctl: ParsableCommand {
 /// Options every subcommand takes.
 struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Control socket of the daemon.", valueName: "path"))
-    var socket: String = getenv("CLUSTERD_SOCKET").map { String(cString: $0) } ?? "/run/clusterd/control.sock"
+    var socket: String?
+
+    @Option(name: .long, help: ArgumentHelp("The daemon's config file: its controlSocket is the socket.", valueName: "file"))
+    var config: String?
 
     @Option(name: .long, help: "Seconds to wait for an answer.")
     var timeout: Int = 60
 
+    func validate() throws {
+        guard (1...86_400).contains(timeout) else { throw ValidationError("--timeout must be 1...86400 seconds") }
+    }
+
+    /// The socket to use and where that path came from.
+    func location() throws -> ControlSocketLocation {
+        let resolved = ControlSocketLocation.resolve(
+            socket: socket, config: config, environment: getenv("CLUSTERD_SOCKET").map { String(cString: $0) },
+            readFile: { path in
+                do throws(SystemError) { return .bytes(try FileIO.readAll(path: path, limit: 4 * 1024 * 1024)) } catch {
+                    return error.errno == ENOENT ? .missing : .failed(error.reason)
+                }
+            })
+        switch resolved {
+        case .success(let location): return location
+        case .failure(let error):
+            printError("clusterctl: \(error)")
+            throw ExitCode(64)
+        }
+    }
+
     func send(_ request: ControlRequest) throws -> JSONObject {
+        let location = try location()
         let response: JSON
         do {
-            response = try ControlClient(path: socket, timeout: timeout).send(request)
+            response = try ControlClient(path: location.path, timeout: timeout).send(request)
         } catch {
             switch error {
-            case .connect: printError("clusterctl: \(error)")
+            case .connect(let cause):
+                printError("clusterctl: \(Self.unreachable(location, cause))")
                 throw ExitCode(3)
             default:
                 printError("clusterctl: \(error)")
@@ -75,6 +105,55 @@ struct ConnectionOptions: ParsableArguments {
         }
         return o
     }
+
+    /// "Cannot reach" and "permission denied" say what to check: is it running, which socket (and
+    /// why that one), which user and group may use it.
+    static func unreachable(_ location: ControlSocketLocation, _ cause: SystemError) -> String {
+        let which = "\(location.path) (\(location.source))"
+        let note = location.note.map { "\n  note: \($0)" } ?? ""
+        switch cause.errno {
+        case ENOENT:
+            return """
+                cannot reach clusterd: no control socket at \(which).
+                  Is clusterd running? If it is, its config names another controlSocket: give --config FILE (the daemon's config) or --socket PATH.\(note)
+                """
+        case ECONNREFUSED:
+            return """
+                cannot reach clusterd: nothing answers on \(which); the socket is left over from a clusterd that is not running.
+                  Is clusterd running (systemctl status clusterd)?\(note)
+                """
+        case EACCES, EPERM:
+            var owner = ""
+            if let o = try? FileIO.ownership(atPath: location.path) {
+                owner = " (the socket belongs to uid \(o.uid), group \(o.gid), mode 0\(String(o.mode, radix: 8)))"
+            }
+            return """
+                permission denied on the control socket \(which)\(owner).
+                  Run clusterctl as the daemon's user or root, or as a member of the group set as controlGroup in the daemon's config; you are uid \(getuid()), gid \(getgid()). The directory of the socket must be searchable too.\(note)
+                """
+        default:
+            return "cannot reach clusterd at \(which): \(cause)\(note)"
+        }
+    }
+}
+
+extension JSON {
+    /// A whole number from the daemon's answer, never trapping on a wild value (0 when not one).
+    var int64Value: Int64 {
+        switch self {
+        case .integer(let i): return i
+        case .number(let d): return clampedInt64(d)
+        default: return 0
+        }
+    }
+}
+
+/// `Int64(d)` traps on NaN, infinities and values out of range: those come back as 0 or the bound.
+func clampedInt64(_ d: Double) -> Int64 {
+    guard d.isFinite else { return 0 }
+    if d >= 9.2e18 { return Int64.max }
+    if d <= -9.2e18 { return Int64.min }
+    return Int64(d)
 }
 
 func printError(_ text: String) {

@@ -8,6 +8,9 @@ struct Scale: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @Flag(name: .long, help: "Wait until the new workers are ready (or failed to start), not just started.")
+    var wait = false
+
     @Argument(parsing: .allUnrecognized, help: ArgumentHelp("N (absolute), +k or -k (relative).", valueName: "count"))
     var count: [String] = []
 
@@ -24,7 +27,8 @@ struct Scale: ParsableCommand {
     }
 
     func run() throws {
-        let answer = try connection.send(.scale(Self.parse(count[0])!))
-        print("scaled to \(answer["workers"]?.intValue ?? 0) workers")
+        let answer = try connection.send(.scale(Self.parse(count[0])!, wait: wait))
+        let workers = answer["workers"]?.int64Value ?? 0
+        print(answer["ready"] != nil ? "scaled to \(workers) workers (\(answer["ready"]?.int64Value ?? 0) ready)" : "scaled to \(workers) workers")
     }
 }

@@ -19,14 +19,20 @@ struct Status: ParsableCommand {
             print(JSON.object(combined).serialized)
             return
         }
-        func i(_ key: String) -> Int64 { status[key]?.doubleValue.map { Int64($0) } ?? 0 }
+        func i(_ key: String) -> Int64 { status[key]?.int64Value ?? 0 }
         let listen = status["listen"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ", ") ?? ""
         print("clusterd pid \(i("pid")) \(status["state"]?.stringValue ?? "?"), generation \(i("generation")), \(i("workers")) workers (\(i("ready")) ready, \(i("draining")) draining), up \(duration(i("uptime")))")
-        print("requests \(grouped(i("requests"))) total, \(grouped(Int64(status["requestsPerSecond"]?.doubleValue ?? 0))) req/s, \(grouped(i("connections"))) connections open, \(i("reloads")) reloads (\(i("failedReloads")) failed), \(i("restarts")) restarts")
+        print("requests \(grouped(i("requests"))) total, \(grouped(clampedInt64(status["requestsPerSecond"]?.doubleValue ?? 0))) req/s, \(grouped(i("connections"))) connections open, \(Self.reloads(succeeded: i("reloads"), failed: i("failedReloads"))), \(i("restarts")) restarts")
         print("listen \(listen); config \(status["config"]?.stringValue ?? "?")")
         if let e = status["lastReloadError"]?.stringValue { print("last reload failed: \(e)") }
         print()
         print(Workers.render(workers))
+    }
+
+    /// "16 reloads (7 succeeded, 9 failed)": the first number counts every attempt.
+    static func reloads(succeeded: Int64, failed: Int64) -> String {
+        let (total, overflow) = succeeded.addingReportingOverflow(failed)
+        return "\(overflow ? "many" : String(total)) reloads (\(succeeded) succeeded, \(failed) failed)"
     }
 }
 
@@ -45,7 +51,7 @@ struct Workers: ParsableCommand {
 
     static func render(_ answer: JSONObject) -> String {
         let rows = (answer["workers"]?.arrayValue ?? []).map { w -> [String] in
-            func i(_ key: String) -> Int64 { w[key]?.doubleValue.map { Int64($0) } ?? 0 }
+            func i(_ key: String) -> Int64 { w[key]?.int64Value ?? 0 }
             return [String(i("slot")), String(i("pid")), String(i("generation")), w["state"]?.stringValue ?? "?", duration(i("uptime")), grouped(i("requests")), grouped(i("connections"))]
         }
         return table(["SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "CONNS"], rows)

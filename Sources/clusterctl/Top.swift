@@ -35,18 +35,18 @@ struct Top: ParsableCommand {
             var rows: [[String]] = []
             var total = 0.0
             for w in workers {
-                func i(_ key: String) -> Int64 { w[key]?.doubleValue.map { Int64($0) } ?? 0 }
+                func i(_ key: String) -> Int64 { w[key]?.int64Value ?? 0 }
                 let pid = i("pid")
                 let requests = i("requests")
-                let rate = previous[pid].map { Double(requests - $0) / dt } ?? 0
+                let rate = previous[pid].map { (Double(requests) - Double($0)) / dt } ?? 0
                 total += rate
                 previous[pid] = requests
-                rows.append([String(i("slot")), String(pid), String(i("generation")), w["state"]?.stringValue ?? "?", grouped(Int64(rate.rounded())), grouped(requests), grouped(i("connections"))])
+                rows.append([String(i("slot")), String(pid), String(i("generation")), w["state"]?.stringValue ?? "?", grouped(clampedInt64(rate.rounded())), grouped(requests), grouped(i("connections"))])
             }
             previousTime = now
             if tty { print("\u{1B}[H\u{1B}[2J", terminator: "") }
             let gen = status["generation"]?.intValue ?? 0
-            print("clusterd top — generation \(gen), \(status["workers"]?.intValue ?? 0) workers, \(grouped(Int64(total.rounded()))) req/s (every \(interval) s)")
+            print("clusterd top — generation \(gen), \(status["workers"]?.intValue ?? 0) workers, \(grouped(clampedInt64(total.rounded()))) req/s (every \(interval) s)")
             print(table(["SLOT", "PID", "GEN", "STATE", "REQ/S", "REQUESTS", "CONNS"], rows))
             if !tty { print() }
             fflush(nil)
