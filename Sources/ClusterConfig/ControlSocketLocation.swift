@@ -1,4 +1,7 @@
+// The fuzzer (Fuzz/config) compiles ClusterJSON's and ClusterConfig's sources as one module.
+#if canImport(ClusterJSON)
 import ClusterJSON
+#endif
 
 /// Where `clusterctl` finds the daemon's control socket, and how it came to that path (for messages
 /// an operator can act on). In order: `--socket PATH`; `--config FILE` (its `controlSocket`);
@@ -62,7 +65,7 @@ public struct ControlSocketLocation: Equatable, Sendable {
     public static func controlSocket(inConfig bytes: [UInt8], file: String) -> Result<String, ConfigError> {
         let whole: ConfigError
         do { return .success(try ClusterConfiguration.decode(bytes, file: file).controlSocket) } catch { whole = error }
-        guard case .object(let top)? = try? JSONParser.parse(bytes) else { return .failure(whole) }
+        guard case .object(let top)? = try? JSONParser.parse(bytes, options: .config) else { return .failure(whole) }
         guard let value = top["controlSocket"] else { return .success(defaultSocket) }
         guard let path = value.stringValue, path.hasPrefix("/") else {
             return .failure(ConfigError(file: file, keyPath: "controlSocket", message: "must be an absolute path"))

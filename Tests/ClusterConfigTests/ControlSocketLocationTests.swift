@@ -46,6 +46,15 @@ import Testing
         #expect(try ControlSocketLocation.resolve(socket: nil, config: "/c.json", environment: nil, readFile: Self.files(["/c.json": .bytes(invalid)])).get().path == "/run/x.sock")
     }
 
+    /// Operators annotate their configs: comments are read as the daemon reads them.
+    @Test func aCommentedConfigNamesItsSocket() throws {
+        let commented = Array("""
+            // production
+            {"listen":["127.0.0.1:8080"], /* moved */ "controlSocket":"/run/c.sock", "workers": "x"}
+            """.utf8)
+        #expect(try ControlSocketLocation.resolve(socket: nil, config: "/c.json", environment: nil, readFile: Self.files(["/c.json": .bytes(commented)])).get().path == "/run/c.sock")
+    }
+
     /// An unreadable default config falls back to the built-in socket and says why.
     @Test func anUnreadableDefaultConfigFallsBackWithANote() throws {
         let read = Self.files([ControlSocketLocation.defaultConfig: .failed("Permission denied")])
