@@ -146,7 +146,7 @@ extension Master {
     /// Answers the complete request lines in the client's input while its unsent replies stay under
     /// `maxPendingReplyBytes`; the rest waits (and reading stops) until they drain.
     func processInput(_ fd: Int32) {
-        while let client = clients[fd], client.output.count < Self.maxPendingReplyBytes,
+        while let client = clients[fd], !client.closeAfterWrite, client.output.count < Self.maxPendingReplyBytes,
             let newline = client.input.firstIndex(of: 0x0A)
         {
             var line = Array(client.input[..<newline])
@@ -158,7 +158,7 @@ extension Master {
             }
             handle(line, from: fd)
         }
-        if let client = clients[fd], client.input.count > ControlRequest.maxLineBytes, !client.input.contains(0x0A) {
+        if let client = clients[fd], !client.closeAfterWrite, client.input.count > ControlRequest.maxLineBytes, !client.input.contains(0x0A) {
             refuseClient(fd, "request too long (limit \(ControlRequest.maxLineBytes) bytes)")
         }
     }
@@ -166,7 +166,8 @@ extension Master {
     /// Readable while its replies are under the cap, writable while any are unsent.
     func updateInterest(_ fd: Int32) {
         guard let client = clients[fd] else { return }
-        var wanted: UInt32 = client.output.count < Self.maxPendingReplyBytes ? Epoll.readable : 0
+        // A client being closed after its last reply is not read from again.
+        var wanted: UInt32 = client.output.count < Self.maxPendingReplyBytes && !client.closeAfterWrite ? Epoll.readable : 0
         if !client.output.isEmpty { wanted |= Epoll.writable }
         guard wanted != client.interest else { return }
         clients[fd]!.interest = wanted
