@@ -31,8 +31,14 @@ public final class FuzzEffects: MasterEffects {
         listeners[set] = max(listeners[set] ?? 0, count)
     }
     public func trimListeners(set: Int, keep: Int) { listeners[set] = min(listeners[set] ?? 0, keep) }
-    public func steer(set: Int, active: Int) {
+    public func checkDescriptors(set: Int, slots: Int, newWorkers: Int) throws(MasterFailure) {
+        precondition(slots >= 0 && newWorkers >= 0, "descriptor check for \(slots) slots, \(newWorkers) workers")
+        if failListeners { throw MasterFailure("not enough file descriptors (fuzz)") }
+    }
+    public func steer(set: Int, active: Int, skipping: [Int]) {
         precondition(active >= 1, "steering to \(active) listeners")
+        precondition(skipping.count < active && skipping.allSatisfy { $0 >= 0 && $0 < active }, "skipping \(skipping) of \(active)")
+        precondition(skipping == skipping.sorted() && Set(skipping).count == skipping.count, "skip list not ascending: \(skipping)")
     }
     public func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID {
         if failSpawn { throw MasterFailure("spawn refused (fuzz)") }
@@ -51,6 +57,13 @@ public final class FuzzEffects: MasterEffects {
     public func heartbeat(statsSlot: Int) -> Int64 { heartbeats[statsSlot] ?? 0 }
     public func retireStats(statsSlot: Int) {}
     public func releaseGeneration(_ generation: Int) {}
+    public func refuseNewConnections() {}
+    public func closeListeners(relayingQueuedTo relayTo: [ProcessID]) {}
+    /// A connection count the fuzzer chose for the slot (what a worker last published).
+    public func openConnections(statsSlot: Int) -> Int { Int(heartbeats[statsSlot] ?? 0) & 0xff }
+    public func countLostConnections(_ count: Int, closedOnDrainTimeout: Bool) {
+        precondition(count >= 0, "counting \(count) lost connections")
+    }
     public func exit(code: Int32) { exitCode = code }
 }
 
