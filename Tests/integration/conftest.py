@@ -250,3 +250,25 @@ def connections(port, count, host="127.0.0.1"):
     finally:
         for s in socks:
             s.close()
+
+
+def control_line(path, data, read=True, timeout=5):
+    """Sends `data` on a new control connection and returns the decoded reply line. A request the
+    master refuses (too long) is answered and the connection closed while the rest is still being
+    sent: the send then fails with EPIPE, and the answer is still there to read."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if not read:
+            return None
+        out = b""
+        while not out.endswith(b"\n"):
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+        return json.loads(out)

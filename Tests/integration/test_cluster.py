@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from conftest import (children, connections, get, listener_count, raw_exchange, read_to_eof, status, statuses, wait_ready, wait_until)
+from conftest import (children, control_line, connections, get, listener_count, raw_exchange, read_to_eof, status, statuses, wait_ready, wait_until)
 
 
 def test_starts_n_workers_each_with_its_own_listeners(daemon_factory):
@@ -267,20 +267,6 @@ def test_status_table_and_json(daemon_factory):
     assert sum(x["requests"] for x in w) >= 10
 
 
-def control_line(path, data, read=True):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(path)
-        s.sendall(data)
-        if not read:
-            return None
-        out = b""
-        while not out.endswith(b"\n"):
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-        return json.loads(out)
 
 
 def test_control_protocol_errors(daemon_factory):

@@ -7,21 +7,9 @@ import socket
 import subprocess
 import time
 
-from conftest import CLUSTERCTL, CLUSTERD, children, get, status, wait_ready, wait_until
+from conftest import CLUSTERCTL, CLUSTERD, children, control_line, get, status, wait_ready, wait_until
 
 
-def control_line(path, data, timeout=5):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(data)
-        out = b""
-        while not out.endswith(b"\n"):
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-        return json.loads(out)
 
 
 def cpu_seconds(pid):

@@ -169,7 +169,7 @@ def test_port_in_use_fails_start(daemon_factory):
         d.write_config()
         r = subprocess.run([CLUSTERD, "--config", d.config_path], capture_output=True, text=True, timeout=20)
         assert r.returncode == 1
-        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: address already in use" in r.stderr
     finally:
         blocker.close()
 
