@@ -169,7 +169,8 @@ def test_port_in_use_fails_start(daemon_factory):
         d.write_config()
         r = subprocess.run([CLUSTERD, "--config", d.config_path], capture_output=True, text=True, timeout=20)
         assert r.returncode == 1
-        assert f"cannot listen on 127.0.0.1:{port}: address already in use" in r.stderr
+        # The probe before the first listener refuses it (issue 12, item 4), naming address and port.
+        assert f"cannot listen on 127.0.0.1:{port}: address already in use (another process, perhaps another clusterd, listens on port {port})" in r.stderr
     finally:
         blocker.close()
 
