@@ -849,6 +849,12 @@ public final class HTTPWorker<Handler: HTTPHandler> {
         Socket.setNoDelay(fd)
         c.noDelay = true
         c.deadline = now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        if state == .draining && drainMode == .close {
+            // Adopted after the drain began: like the idle connections `beginDrain` found, it is
+            // closed gracefully after `drainIdleGrace` if nothing arrives, not kept until the
+            // keep-alive timeout (which would hold the drain until its deadline).
+            c.deadline = min(c.deadline, now + settings.drainIdleGrace)
+        }
         if overCap {
             c.closeAfterResponse = true
             // (While stopping every connection closes after its answer anyway.)
