@@ -21,6 +21,8 @@ run: build
 	exec .build/release/clusterd --config $(CONFIG)
 
 test:
+	./scripts/check-kernel-door.sh --self-test
+	./scripts/check-kernel-door.sh
 	./scripts/deps.sh test
 	$(MAKE) unit integration
 

@@ -24,8 +24,8 @@ let package = Package(
         .target(name: "ClusterJSON"),
         .target(name: "ClusterHTTP"),
         .target(name: "ClusterConfig", dependencies: ["ClusterJSON"]),
-        .target(name: "ClusterControl", dependencies: ["ClusterJSON", "ClusterSystem"]),
-        .target(name: "ClusterSystemd", dependencies: ["CSystemd"]),
+        .target(name: "ClusterControl", dependencies: ["ClusterJSON"]),
+        .target(name: "ClusterSystemd", dependencies: ["CSystemd", "ClusterSystem"]),
         .target(
             name: "ClusterWorker",
             dependencies: [

@@ -14,7 +14,6 @@
 #include <linux/openat2.h>
 
 int ccluster_errno(void) { return errno; }
-void ccluster_set_errno(int value) { errno = value; }
 
 ssize_t ccluster_send_fd(int socket, int fd_to_pass, const void *data, size_t length) {
     struct iovec iov = { .iov_base = (void *)data, .iov_len = length };
@@ -101,9 +100,7 @@ int ccluster_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags);
 int ccluster_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int ccluster_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
 int ccluster_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
-int ccluster_pending_input(int fd) { int n = 0; if (ioctl(fd, FIONREAD, &n) < 0) return 0; return n; }
 int ccluster_malloc_trim(void) { return malloc_trim(0); }
-int ccluster_fcntl(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
 int ccluster_openat2(int dirfd, const char *path, int flags, int beneath) {
     struct open_how how;
     memset(&how, 0, sizeof(how));

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterConfig
 import ClusterControl
 import ClusterHTTP
@@ -39,22 +36,22 @@ public enum Cluster {
         Signals.ignorePipe()
         bootstrapLogging()
         if Sys.environment(WorkerEnvironment.slot) != nil {
-            exit(runWorker(makeHandler: makeHandler))
+            Sys.exit(runWorker(makeHandler: makeHandler))
         }
         let options: DaemonOptions
         switch DaemonOptions.parse(arguments) {
         case .success(let o): options = o
         case .failure(let e):
             printError("clusterd: \(e.message)\n\(DaemonOptions.usage)")
-            exit(ExitCode.usage)
+            Sys.exit(ExitCode.usage)
         }
         if options.showHelp {
             print(DaemonOptions.usage)
-            exit(ExitCode.success)
+            Sys.exit(ExitCode.success)
         }
         if options.showVersion {
             print("clusterd \(ClusterVersion.string)")
-            exit(ExitCode.success)
+            Sys.exit(ExitCode.success)
         }
         let config: ClusterConfiguration
         let configBytes: [UInt8]
@@ -63,13 +60,13 @@ public enum Cluster {
             try ConfigCheck.validate(config, makeHandler: makeHandler)
         } catch {
             printError("clusterd: \(error)")
-            exit(ExitCode.config)
+            Sys.exit(ExitCode.config)
         }
         if options.checkConfig {
             print("clusterd: \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
-            exit(ExitCode.success)
+            Sys.exit(ExitCode.success)
         }
-        exit(runMaster(options: options, config: config, configBytes: configBytes, makeHandler: makeHandler))
+        Sys.exit(runMaster(options: options, config: config, configBytes: configBytes, makeHandler: makeHandler))
     }
 
     /// Reads and validates a config file.
@@ -107,7 +104,7 @@ public enum Cluster {
     static func printError(_ text: String) {
         var line = text
         line += "\n"
-        _ = line.withUTF8 { Glibc.write(2, $0.baseAddress, $0.count) }
+        try? FileIO.writeAll(fd: 2, Array(line.utf8))
     }
 
     /// The master: owns listeners, spawns and supervises workers, serves the control socket.
@@ -131,8 +128,8 @@ public enum Cluster {
     static func runWorker<H: HTTPHandler>(makeHandler: (ClusterConfiguration) throws -> H) -> Int32 {
         let slot = Int(Sys.environment(WorkerEnvironment.slot) ?? "") ?? -1
         let logger = Logger(label: "clusterd.worker[\(slot)]")
-        Sys.dieWithParent(signal: SIGTERM)
-        if let master = Sys.environment(WorkerEnvironment.masterPID).flatMap({ pid_t($0) }), getppid() != master {
+        Sys.dieWithParent(signal: SignalNumber.terminate)
+        if let master = Sys.environment(WorkerEnvironment.masterPID).flatMap({ ProcessID($0) }), Sys.parentPID != master {
             logger.error("master \(master) is gone; exiting")
             return ExitCode.failure
         }

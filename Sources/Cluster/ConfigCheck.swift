@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterConfig
 import ClusterSystem
 
@@ -27,8 +24,8 @@ public enum ConfigCheck {
         }
         if let log = config.accessLog {
             do {
-                // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking the master.
-                let fd = try Sys.open(log.path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_NOCTTY, mode: 0o644)
+                // Non-blocking: a FIFO without a reader fails (ENXIO) instead of blocking the master.
+                let fd = try FileIO.openAppending(log.path, nonBlocking: true)
                 Sys.close(fd)
             } catch {
                 throw ConfigError(file: config.source, keyPath: "accessLog.path", message: "cannot open \(log.path) for appending: \(explain(error, path: log.path))")
@@ -40,11 +37,11 @@ public enum ConfigCheck {
     static func explain(_ error: SystemError, path: String) -> String {
         var directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         if directory.isEmpty { directory = "/" }
-        switch error.errno {
-        case ENOENT where !FileIO.exists(directory): return "\(error.reason) (the directory \(directory) does not exist)"
-        case EACCES, EPERM: return "\(error.reason) (clusterd runs as uid \(getuid()); can it write to \(directory)?)"
-        case EROFS: return "\(error.reason) (under systemd's ProtectSystem=strict only the unit's LogsDirectory= and ReadWritePaths= are writable)"
-        case ENXIO: return "\(error.reason) (a FIFO nobody reads)"
+        switch error.code {
+        case .noSuchFileOrDirectory where !FileIO.exists(directory): return "\(error.reason) (the directory \(directory) does not exist)"
+        case .permissionDenied, .notPermitted: return "\(error.reason) (clusterd runs as uid \(Sys.uid); can it write to \(directory)?)"
+        case .readOnlyFileSystem: return "\(error.reason) (under systemd's ProtectSystem=strict only the unit's LogsDirectory= and ReadWritePaths= are writable)"
+        case .noSuchAddressOrDevice: return "\(error.reason) (a FIFO nobody reads)"
         default: return error.reason
         }
     }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterConfig
 import ClusterHTTP
 import ClusterSystem
@@ -226,7 +223,7 @@ final class StaticFiles {
         }
         let rootFD: Int32
         do { rootFD = try currentRoot() } catch {
-            return error.errno == ENOENT || error.errno == ENOTDIR
+            return error.code == .noSuchFileOrDirectory || error.code == .notDirectory
                 ? response.respond(status: 404, body: "not found\n" as StaticString)
                 : response.respond(status: 500, body: "static root unavailable\n" as StaticString)
         }
@@ -272,9 +269,9 @@ final class StaticFiles {
     }
 
     func respondOpenError(_ error: SystemError, _ response: inout HTTPResponseWriter) {
-        switch error.errno {
-        case ENOENT, ENOTDIR, ENAMETOOLONG: response.respond(status: 404, body: "not found\n" as StaticString)
-        case EACCES, EPERM, EXDEV, ELOOP: response.respond(status: 403, body: "forbidden\n" as StaticString)
+        switch error.code {
+        case .noSuchFileOrDirectory, .notDirectory, .fileNameTooLong: response.respond(status: 404, body: "not found\n" as StaticString)
+        case .permissionDenied, .notPermitted, .improperLink, .tooManySymbolicLinkLevels: response.respond(status: 403, body: "forbidden\n" as StaticString)
         default: response.respond(status: 500, body: "cannot open file\n" as StaticString)
         }
     }

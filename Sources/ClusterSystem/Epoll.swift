@@ -14,8 +14,6 @@ public struct Epoll: ~Copyable {
     public static let writable = UInt32(EPOLLOUT.rawValue)
     public static let hangup = UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLRDHUP.rawValue)
     public static let error = UInt32(EPOLLERR.rawValue)
-    public static let edgeTriggered = UInt32(EPOLLET.rawValue)
-    public static let exclusive = UInt32(1 << 28)  // EPOLLEXCLUSIVE
 
     public init(capacity: Int = 512) throws(SystemError) {
         fd = try syscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }

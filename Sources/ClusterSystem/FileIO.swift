@@ -39,6 +39,13 @@ public enum FileIO {
         }
     }
 
+    /// Opens a log file for appending (O_WRONLY | O_APPEND | O_CREAT, created with `mode`). With
+    /// `nonBlocking` (O_NONBLOCK | O_NOCTTY), a FIFO without a reader fails at once (ENXIO) instead
+    /// of blocking the caller: for a check that opens what a worker will open.
+    public static func openAppending(_ path: String, mode: UInt32 = 0o644, nonBlocking: Bool = false) throws(SystemError) -> Int32 {
+        try Sys.open(path, O_WRONLY | O_APPEND | O_CREAT | (nonBlocking ? O_NONBLOCK | O_NOCTTY : 0), mode: mode_t(mode))
+    }
+
     /// Reads a descriptor to its end.
     public static func readAll(fd: Int32, limit: Int = 16 * 1024 * 1024, name: String = "fd") throws(SystemError) -> [UInt8] {
         var result: [UInt8] = []

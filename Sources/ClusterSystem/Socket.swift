@@ -9,14 +9,8 @@ public enum Socket {
     /// slot gets its own listener in the port's reuseport group). `host` is a numeric IPv4 or IPv6
     /// address; IPv6 listeners are IPV6_V6ONLY so `0.0.0.0` and `[::]` can share a port.
     public static func tcpListener(host: String, port: UInt16, backlog: Int32 = 4096, reusePort: Bool = true, deferAccept: Bool = false) throws(SystemError) -> Int32 {
-        let isIPv6 = host.contains(":")
-        let fd = try Sys.socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        let fd = try boundTCPSocket(host: host, port: port, reusePort: reusePort)
         do throws(SystemError) {
-            try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), call: "setsockopt(SO_REUSEADDR)")
-            if reusePort {
-                try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, Int32(1), call: "setsockopt(SO_REUSEPORT)")
-            }
-            try bind(fd, host: host, port: port, isIPv6: isIPv6)
             if deferAccept {
                 // Woken (and accept4 returns) only once the client has sent data; a client that
                 // sends nothing is accepted after about a second anyway.
@@ -36,16 +30,62 @@ public enum Socket {
     /// bound-but-not-listening sockets from counting; a listening socket, reuseport or not, makes the
     /// bind fail with EADDRINUSE, which this returns as `true`. Any other failure is thrown.
     public static func addressInUse(host: String, port: UInt16) throws(SystemError) -> Bool {
-        let isIPv6 = host.contains(":")
-        let fd = try Sys.socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
-        defer { Sys.close(fd) }
-        try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), call: "setsockopt(SO_REUSEADDR)")
         do throws(SystemError) {
-            try bind(fd, host: host, port: port, isIPv6: isIPv6)
-        } catch where error.errno == EADDRINUSE {
+            Sys.close(try boundTCPSocket(host: host, port: port, reusePort: false))
+            return false
+        } catch where error.code == .addressInUse {
             return true
         }
-        return false
+    }
+
+    /// The one IPv4/IPv6 bind: a non-blocking TCP socket with SO_REUSEADDR (and SO_REUSEPORT when
+    /// asked) bound to the numeric address `host:port`. IPv6 sockets are made IPV6_V6ONLY first, so
+    /// `0.0.0.0` and `[::]` can share a port.
+    private static func boundTCPSocket(host: String, port: UInt16, reusePort: Bool) throws(SystemError) -> Int32 {
+        var address = sockaddr_storage()
+        let length = try fillInternetAddress(&address, host: host, port: port)
+        let family = Int32(address.ss_family)
+        let fd = try Sys.socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        do throws(SystemError) {
+            try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1), call: "setsockopt(SO_REUSEADDR)")
+            if reusePort {
+                try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, Int32(1), call: "setsockopt(SO_REUSEPORT)")
+            }
+            if family == AF_INET6 {
+                try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, Int32(1), call: "setsockopt(IPV6_V6ONLY)")
+            }
+            _ = try withUnsafePointer(to: &address) { (p) throws(SystemError) -> Int32 in
+                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
+                    try syscall("bind") { Glibc.bind(fd, sa, length) }
+                }
+            }
+            return fd
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+    }
+
+    /// Writes the numeric IPv4 or IPv6 address `host` (a `:` means IPv6) and `port` into `storage`
+    /// as a sockaddr_in or sockaddr_in6 (inet_pton(3)); returns its length.
+    private static func fillInternetAddress(_ storage: inout sockaddr_storage, host: String, port: UInt16) throws(SystemError) -> socklen_t {
+        let isIPv6 = host.contains(":")
+        let parsed = withUnsafeMutablePointer(to: &storage) { p -> Bool in
+            if isIPv6 {
+                return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    sin6.pointee.sin6_family = sa_family_t(AF_INET6)
+                    sin6.pointee.sin6_port = port.bigEndian
+                    return inet_pton(AF_INET6, host, &sin6.pointee.sin6_addr) == 1
+                }
+            }
+            return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                sin.pointee.sin_family = sa_family_t(AF_INET)
+                sin.pointee.sin_port = port.bigEndian
+                return inet_pton(AF_INET, host, &sin.pointee.sin_addr) == 1
+            }
+        }
+        guard parsed else { throw SystemError(call: "inet_pton(\(host))", .invalidArgument) }
+        return socklen_t(isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
     }
 
     /// Takes the lock that daemons hold on `port` while they check that nothing listens there and
@@ -55,24 +95,14 @@ public enum Socket {
     /// TCP ports do. Returns nil while another socket holds it.
     public static func lockPort(_ port: UInt16) throws(SystemError) -> Int32? {
         let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue))
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let name = Array("clusterd-tcp-port-\(port)".utf8)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw[0] = 0  // abstract: no file, gone with the socket
-            raw.baseAddress!.advanced(by: 1).copyMemory(from: name, byteCount: name.count)
-        }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + name.count)
         do throws(SystemError) {
-            _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
-                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
-                    try syscall("bind(clusterd-tcp-port)") { Glibc.bind(fd, sa, length) }
-                }
+            _ = try withUnixAddress(Array("clusterd-tcp-port-\(port)".utf8), abstract: true) { (sa, length) throws(SystemError) -> Int32 in
+                try syscall("bind(clusterd-tcp-port)") { Glibc.bind(fd, sa, length) }
             }
             return fd
         } catch {
             Sys.close(fd)
-            if error.errno == EADDRINUSE { return nil }
+            if error.code == .addressInUse { return nil }
             throw error
         }
     }
@@ -83,32 +113,6 @@ public enum Socket {
         let family = host.contains(":") ? AF_INET6 : AF_INET
         guard withUnsafeMutableBytes(of: &bytes, { inet_pton(family, host, $0.baseAddress) }) == 1 else { return false }
         return bytes == (0, 0)
-    }
-
-    /// bind(2) to a numeric address; IPv6 sockets are made IPV6_V6ONLY first.
-    private static func bind(_ fd: Int32, host: String, port: UInt16, isIPv6: Bool) throws(SystemError) {
-        if isIPv6 {
-            try Sys.setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, Int32(1), call: "setsockopt(IPV6_V6ONLY)")
-            var addr = sockaddr_in6()
-            addr.sin6_family = sa_family_t(AF_INET6)
-            addr.sin6_port = port.bigEndian
-            guard inet_pton(AF_INET6, host, &addr.sin6_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
-            _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
-                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
-                    try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-                }
-            }
-        } else {
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = port.bigEndian
-            guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw SystemError(call: "inet_pton(\(host))", errno: EINVAL) }
-            _ = try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> Int32 in
-                try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> Int32 in
-                    try syscall("bind") { Glibc.bind(fd, sa, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-            }
-        }
     }
 
     /// The port a bound socket actually got (for port 0).
@@ -126,30 +130,24 @@ public enum Socket {
         return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) } }
     }
 
-    /// The peer's address as text ("127.0.0.1" / "::1"), for logs.
+    /// The peer's address as text ("127.0.0.1" / "::1"), for logs; "-" when it has no IP peer.
     public static func peerAddress(_ fd: Int32) -> String {
-        var storage = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &storage) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.getpeername(fd, $0, &len) }
-        }
-        guard rc == 0 else { return "-" }
-        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        if Int32(storage.ss_family) == AF_INET6 {
-            _ = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                withUnsafePointer(to: sin6.pointee.sin6_addr) { inet_ntop(AF_INET6, $0, &text, socklen_t(text.count)) }
-            } }
-        } else {
-            _ = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                withUnsafePointer(to: sin.pointee.sin_addr) { inet_ntop(AF_INET, $0, &text, socklen_t(text.count)) }
-            } }
-        }
-        return String(cString: text)
+        withPeerAddress(fd) { family, bytes in
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+            _ = inet_ntop(family, bytes.baseAddress, &text, socklen_t(text.count))
+            return String(cString: text)
+        } ?? "-"
     }
 
     /// The peer's address as bytes in network order (4 for IPv4, 16 for IPv6; getpeername(2)), or
     /// nil when the socket has no IP peer (a Unix socket, not connected).
     public static func peerAddressBytes(_ fd: Int32) -> [UInt8]? {
+        withPeerAddress(fd) { _, bytes in Array(bytes) }
+    }
+
+    /// getpeername(2): `body` gets the peer's family and its address bytes (sin_addr or sin6_addr);
+    /// nil when the socket has no IP peer.
+    private static func withPeerAddress<R>(_ fd: Int32, _ body: (Int32, UnsafeRawBufferPointer) -> R) -> R? {
         guard fd >= 0 else { return nil }
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -160,11 +158,11 @@ public enum Socket {
         switch Int32(storage.ss_family) {
         case AF_INET6:
             return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                withUnsafeBytes(of: sin6.pointee.sin6_addr) { Array($0) }
+                withUnsafeBytes(of: sin6.pointee.sin6_addr) { body(AF_INET6, $0) }
             } }
         case AF_INET:
             return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                withUnsafeBytes(of: sin.pointee.sin_addr) { Array($0) }
+                withUnsafeBytes(of: sin.pointee.sin_addr) { body(AF_INET, $0) }
             } }
         default:
             return nil
@@ -212,19 +210,25 @@ public enum Socket {
         _ = try syscall("setsockopt(SO_ATTACH_FILTER)") { ccluster_drop_syn(fd) }
     }
 
-    private static func withUnixAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
+    /// A sockaddr_un for `name`: a path (NUL-terminated, the whole structure's length), or with
+    /// `abstract` a name in the abstract namespace (a leading NUL, no file; the length counts the
+    /// name's bytes exactly).
+    private static func withUnixAddress<R>(_ name: [UInt8], abstract: Bool = false, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
         let capacity = MemoryLayout.size(ofValue: addr.sun_path)
-        guard bytes.count < capacity else { throw SystemError(call: "unix socket path \(path)", errno: ENAMETOOLONG) }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
+        guard name.count < capacity else {
+            throw SystemError(call: "unix socket \(abstract ? "name" : "path") \(String(decoding: name, as: UTF8.self))", .fileNameTooLong)
         }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw[0] = 0  // the abstract namespace's mark, or overwritten by the path
+            UnsafeMutableRawBufferPointer(rebasing: raw[(abstract ? 1 : 0)...]).copyBytes(from: name)
+            if !abstract { raw[name.count] = 0 }
+        }
+        let length = abstract ? MemoryLayout<sa_family_t>.size + 1 + name.count : MemoryLayout<sockaddr_un>.size
         return try withUnsafePointer(to: &addr) { (p) throws(SystemError) -> R in
             try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> R in
-                try body(sa, socklen_t(MemoryLayout<sockaddr_un>.size))
+                try body(sa, socklen_t(length))
             }
         }
     }
@@ -245,7 +249,7 @@ public enum Socket {
             }
             let oldMask = umask(0o777 & ~mode)
             defer { umask(oldMask) }
-            _ = try withUnixAddress(path) { (sa, len) throws(SystemError) -> Int32 in
+            _ = try withUnixAddress(Array(path.utf8)) { (sa, len) throws(SystemError) -> Int32 in
                 try syscall(named: "bind(\(path))") { Glibc.bind(fd, sa, len) }
             }
             try Sys.chmod(path, mode)
@@ -273,7 +277,7 @@ public enum Socket {
     public static func unixConnect(path: String) throws(SystemError) -> Int32 {
         let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue))
         do throws(SystemError) {
-            _ = try withUnixAddress(path) { (sa, len) throws(SystemError) -> Int32 in
+            _ = try withUnixAddress(Array(path.utf8)) { (sa, len) throws(SystemError) -> Int32 in
                 try syscall(named: "connect(\(path))") { Glibc.connect(fd, sa, len) }
             }
             return fd
@@ -281,6 +285,12 @@ public enum Socket {
             Sys.close(fd)
             throw error
         }
+    }
+
+    /// SO_RCVTIMEO: a blocking read on `fd` gives up after `seconds` (and `Sys.read` then returns
+    /// `.wouldBlock`, the kernel's EAGAIN).
+    public static func setReceiveTimeout(_ fd: Int32, seconds: Int) throws(SystemError) {
+        try Sys.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(tv_sec: seconds, tv_usec: 0), call: "setsockopt(SO_RCVTIMEO)")
     }
 
     /// SO_PEERCRED of a connected Unix socket.

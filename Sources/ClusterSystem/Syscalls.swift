@@ -17,11 +17,6 @@ public enum Sys {
         try nonBlockingSyscall("write") { Glibc.write(fd, buffer, count) }
     }
 
-    @inlinable
-    public static func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) throws(SystemError) -> IOResult<Int> {
-        try nonBlockingSyscall("writev") { Glibc.writev(fd, iov, count) }
-    }
-
     /// send(2) with MSG_MORE: the kernel holds the bytes for more to come, so the FIN of a close()
     /// or shutdown() that follows at once leaves in the same segment as the last data.
     @inlinable
@@ -64,13 +59,6 @@ public enum Sys {
     public static func setsockopt<T>(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: T, call: StaticString = "setsockopt") throws(SystemError) {
         var value = value
         _ = try syscall(call) { Glibc.setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<T>.size)) }
-    }
-
-    public static func getsockoptInt(_ fd: Int32, _ level: Int32, _ name: Int32) throws(SystemError) -> Int32 {
-        var value: Int32 = 0
-        var len = socklen_t(MemoryLayout<Int32>.size)
-        _ = try syscall("getsockopt") { Glibc.getsockopt(fd, level, name, &value, &len) }
-        return value
     }
 
     public static func listen(_ fd: Int32, backlog: Int32) throws(SystemError) {
@@ -120,11 +108,6 @@ public enum Sys {
         _ = try syscall("fcntl(F_SETFL)") { Glibc.fcntl(fd, F_SETFL, new) }
     }
 
-    /// dup3(2) onto a fixed number (used to lay out inherited descriptors).
-    public static func dup(_ fd: Int32) throws(SystemError) -> Int32 {
-        try syscall("fcntl(F_DUPFD_CLOEXEC)") { Glibc.fcntl(fd, F_DUPFD_CLOEXEC, 3) }
-    }
-
     public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0) throws(SystemError) -> Int32 {
         try syscall("open") { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
@@ -141,11 +124,20 @@ public enum Sys {
         _ = try syscall("kill") { Glibc.kill(pid, signal) }
     }
 
-    /// Bytes waiting in a socket's receive queue (ioctl FIONREAD).
-    public static func pendingInput(_ fd: Int32) -> Int { Int(ccluster_pending_input(fd)) }
-
     public static var pid: pid_t { Glibc.getpid() }
     public static var uid: uid_t { Glibc.getuid() }
+    public static var gid: gid_t { Glibc.getgid() }
+    /// getppid(2): the parent's pid (1, or a subreaper's, once the parent is gone).
+    public static var parentPID: pid_t { Glibc.getppid() }
+
+    /// isatty(3): whether `fd` is a terminal.
+    public static func isTerminal(_ fd: Int32) -> Bool { Glibc.isatty(fd) == 1 }
+
+    /// fflush(3) of every stdio output stream (what `print` wrote and has not yet written out).
+    public static func flushStandardStreams() { _ = Glibc.fflush(nil) }
+
+    /// exit(3): flushes stdio and ends the process with `code`.
+    public static func exit(_ code: Int32) -> Never { Glibc.exit(code) }
 
     /// The soft limit on open descriptors (getrlimit RLIMIT_NOFILE): every descriptor number the
     /// process gets is below it.
@@ -200,9 +192,5 @@ public enum Sys {
     public static func environment(_ name: String) -> String? {
         guard let value = getenv(name) else { return nil }
         return String(cString: value)
-    }
-
-    public static func setEnvironment(_ name: String, _ value: String?) {
-        if let value { setenv(name, value, 1) } else { unsetenv(name) }
     }
 }

@@ -1,8 +1,5 @@
-import CSystemd
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import CSystemd  // libsystemd, the one C library this module is the door to
+import ClusterSystem
 
 /// sd_notify(3) through libsystemd. Without NOTIFY_SOCKET (not started by systemd) every call is a
 /// no-op, so the daemon behaves the same under systemd, under a test, or in a terminal.
@@ -10,7 +7,7 @@ public struct SystemdNotifier: Sendable {
     public init() {}
 
     /// Whether systemd (or a test standing in for it) listens.
-    public var isActive: Bool { getenv("NOTIFY_SOCKET") != nil }
+    public var isActive: Bool { Sys.environment("NOTIFY_SOCKET") != nil }
 
     /// Sends a raw notification (`KEY=VALUE` lines). Returns false when it could not be delivered.
     @discardableResult
@@ -22,9 +19,7 @@ public struct SystemdNotifier: Sendable {
 
     /// `RELOADING=1` with the CLOCK_MONOTONIC timestamp systemd 253+ requires (harmless on 252).
     public func reloading(status: String) {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        let usec = UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
+        let usec = Clock.monotonicNanoseconds() / 1000
         notify("RELOADING=1\nMONOTONIC_USEC=\(usec)\nSTATUS=\(status)")
     }
 

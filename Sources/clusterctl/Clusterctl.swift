@@ -4,10 +4,6 @@ import ClusterControl
 import ClusterJSON
 import ClusterSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 @main
 enum Main {
     static func main() {
@@ -66,10 +62,10 @@ struct ConnectionOptions: ParsableArguments {
     /// The socket to use and where that path came from.
     func location() throws -> ControlSocketLocation {
         let resolved = ControlSocketLocation.resolve(
-            socket: socket, config: config, environment: getenv("CLUSTERD_SOCKET").map { String(cString: $0) },
+            socket: socket, config: config, environment: Sys.environment("CLUSTERD_SOCKET"),
             readFile: { path in
                 do throws(SystemError) { return .bytes(try FileIO.readAll(path: path, limit: 4 * 1024 * 1024)) } catch {
-                    return error.errno == ENOENT ? .missing : .failed(error.reason)
+                    return error.code == .noSuchFileOrDirectory ? .missing : .failed(error.reason)
                 }
             })
         switch resolved {
@@ -111,25 +107,25 @@ struct ConnectionOptions: ParsableArguments {
     static func unreachable(_ location: ControlSocketLocation, _ cause: SystemError) -> String {
         let which = "\(location.path) (\(location.source))"
         let note = location.note.map { "\n  note: \($0)" } ?? ""
-        switch cause.errno {
-        case ENOENT:
+        switch cause.code {
+        case .noSuchFileOrDirectory:
             return """
                 cannot reach clusterd: no control socket at \(which).
                   Is clusterd running? If it is, its config names another controlSocket: give --config FILE (the daemon's config) or --socket PATH.\(note)
                 """
-        case ECONNREFUSED:
+        case .connectionRefused:
             return """
                 cannot reach clusterd: nothing answers on \(which); the socket is left over from a clusterd that is not running.
                   Is clusterd running (systemctl status clusterd)?\(note)
                 """
-        case EACCES, EPERM:
+        case .permissionDenied, .notPermitted:
             var owner = ""
             if let o = try? FileIO.ownership(atPath: location.path) {
                 owner = " (the socket belongs to uid \(o.uid), group \(o.gid), mode 0\(String(o.mode, radix: 8)))"
             }
             return """
                 permission denied on the control socket \(which)\(owner).
-                  Run clusterctl as the daemon's user or root, or as a member of the group set as controlGroup in the daemon's config; you are uid \(getuid()), gid \(getgid()). The directory of the socket must be searchable too.\(note)
+                  Run clusterctl as the daemon's user or root, or as a member of the group set as controlGroup in the daemon's config; you are uid \(Sys.uid), gid \(Sys.gid). The directory of the socket must be searchable too.\(note)
                 """
         default:
             return "cannot reach clusterd at \(which): \(cause)\(note)"
@@ -158,7 +154,7 @@ func clampedInt64(_ d: Double) -> Int64 {
 
 func printError(_ text: String) {
     var line = text + "\n"
-    _ = line.withUTF8 { write(2, $0.baseAddress, $0.count) }
+    try? FileIO.writeAll(fd: 2, Array(line.utf8))
 }
 
 /// 12345 → "12,345".

@@ -1,10 +1,7 @@
 import ArgumentParser
 import ClusterControl
 import ClusterJSON
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import ClusterSystem
 
 struct Top: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Live requests per second per worker, refreshing.")
@@ -23,7 +20,7 @@ struct Top: ParsableCommand {
     }
 
     func run() throws {
-        let tty = isatty(1) == 1
+        let tty = Sys.isTerminal(1)
         var previous: [Int64: Int64] = [:]  // pid → requests
         var previousTime = monotonicSeconds()
         var round = 0
@@ -49,15 +46,13 @@ struct Top: ParsableCommand {
             print("clusterd top — generation \(gen), \(status["workers"]?.intValue ?? 0) workers, \(grouped(clampedInt64(total.rounded()))) req/s (every \(interval) s)")
             print(table(["SLOT", "PID", "GEN", "STATE", "REQ/S", "REQUESTS", "CONNS"], rows))
             if !tty { print() }
-            fflush(nil)
+            Sys.flushStandardStreams()
             round += 1
-            if iterations.map({ round < $0 }) ?? true { usleep(UInt32(interval * 1_000_000)) }
+            if iterations.map({ round < $0 }) ?? true { Sys.sleep(milliseconds: Int(interval * 1000)) }
         }
     }
 
     func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        Double(Clock.monotonicNanoseconds()) / 1e9
     }
 }

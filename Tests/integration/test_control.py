@@ -246,6 +246,35 @@ def test_clusterctl_says_what_to_check_when_it_cannot_get_through(daemon_factory
     assert "controlGroup" in r.stderr and "you are uid 65534" in r.stderr
 
 
+def test_clusterctl_gives_up_on_a_daemon_that_does_not_answer(tmpdir_short):
+    """The blocking client (SO_RCVTIMEO through ClusterSystem): a peer that accepts and says
+    nothing is given up on after --timeout, and one that hangs up is reported, both exit 4."""
+    path = os.path.join(tmpdir_short, "silent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+    try:
+        started = time.monotonic()
+        r = subprocess.run([CLUSTERCTL, "--socket", path, "--timeout", "1", "status"], capture_output=True, text=True, timeout=30)
+        took = time.monotonic() - started
+        assert r.returncode == 4, r.stderr
+        assert "no answer from the daemon within 1 s" in r.stderr
+        assert 0.9 <= took < 10
+        conn, _ = server.accept()
+        assert json.loads(conn.recv(4096).decode())["cmd"] == "status"
+        conn.close()
+        # One that reads the request and hangs up without a word.
+        proc = subprocess.Popen([CLUSTERCTL, "--socket", path, "--timeout", "20", "status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.close()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 4, err
+        assert "connection closed without an answer" in err
+    finally:
+        server.close()
+
+
 def test_scale_wait_answers_when_the_new_workers_are_ready(daemon_factory):
     d = daemon_factory({"workers": 1})
     wait_ready(d, 1)

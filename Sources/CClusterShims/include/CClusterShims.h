@@ -25,17 +25,12 @@ int ccluster_memfd_create(const char *name, unsigned int flags);
 int ccluster_openat2(int dirfd, const char *path, int flags, int beneath);
 /// prctl(PR_SET_PDEATHSIG) (prctl is variadic).
 int ccluster_set_parent_death_signal(int signal);
-/// ioctl(FIONREAD) (ioctl is variadic).
-int ccluster_pending_input(int fd);
-/// fcntl with an int argument (fcntl is variadic in C).
-int ccluster_fcntl(int fd, int cmd, int arg);
 
 /// malloc_trim(0): gives free heap pages back to the kernel (<malloc.h> is not in the Glibc module).
 int ccluster_malloc_trim(void);
 
 /// Current thread's errno (the macro is not importable).
 int ccluster_errno(void);
-void ccluster_set_errno(int value);
 
 /// sendmsg(2) with one SCM_RIGHTS descriptor and an iovec payload.
 ssize_t ccluster_send_fd(int socket, int fd_to_pass, const void *data, size_t length);

@@ -1,26 +1,26 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import ClusterControl
 import ClusterJSON
 import ClusterSystem
 
-/// A blocking client for the control socket (clusterctl, tests).
-public struct ControlClient {
-    public let path: String
+/// clusterctl's blocking client for the control socket: one connection, one request line, one
+/// response line. (It lives here, not in ClusterControl: that module is the contract both sides
+/// share, and the daemon never blocks on a socket.)
+struct ControlClient {
+    let path: String
     /// Seconds to wait for an answer.
-    public var timeout: Int
+    var timeout: Int
 
-    public init(path: String, timeout: Int = 30) {
+    init(path: String, timeout: Int = 30) {
         self.path = path
         self.timeout = timeout
     }
 
-    public enum Failure: Error, CustomStringConvertible {
+    enum Failure: Error, CustomStringConvertible {
         case connect(SystemError)
         case io(String)
         case badResponse(String)
 
-        public var description: String {
+        var description: String {
             switch self {
             case .connect(let e): return "cannot reach the daemon at its control socket: \(e)"
             case .io(let s): return s
@@ -30,24 +30,23 @@ public struct ControlClient {
     }
 
     /// Sends one request and returns the one-line JSON response.
-    public func send(_ request: ControlRequest) throws(Failure) -> JSON {
+    func send(_ request: ControlRequest) throws(Failure) -> JSON {
         let fd: Int32
         do { fd = try Socket.unixConnect(path: path) } catch { throw .connect(error) }
         defer { Sys.close(fd) }
-        var tv = timeval(tv_sec: timeout, tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        do { try Socket.setReceiveTimeout(fd, seconds: timeout) } catch { throw .io("setting the answer's deadline: \(error)") }
         let line = Array((request.json.serialized + "\n").utf8)
         do { try FileIO.writeAll(fd: fd, line) } catch { throw .io("sending request: \(error)") }
         var response: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 1)
+        defer { chunk.deallocate() }
         while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                let err = errno
-                if err == EINTR { continue }
-                if err == EAGAIN { throw .io("no answer from the daemon within \(timeout) s") }
-                throw .io("reading response: \(String(cString: strerror(err)))")
+            let result: IOResult<Int>
+            do { result = try Sys.read(fd, chunk.baseAddress!, chunk.count) } catch {
+                throw .io("reading response: \(error.reason)")
             }
+            // SO_RCVTIMEO ran out (the kernel's EAGAIN on a blocking socket).
+            guard case .processed(let n) = result else { throw .io("no answer from the daemon within \(timeout) s") }
             if n == 0 { break }
             response += chunk[0..<n]
             if response.last == 0x0A { break }
