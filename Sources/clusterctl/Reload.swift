@@ -6,16 +6,22 @@ struct Reload: ParsableCommand {
         abstract: "Re-read the config and replace the workers gracefully.",
         discussion: "A config that does not validate leaves the running generation serving; the error is printed and the exit code is 1.")
 
-    @OptionGroup var connection: ConnectionOptions
-
-    @Flag(name: .long, help: "Wait until the new generation serves (or the reload failed).")
-    var wait = false
+    @OptionGroup var options: ChangeOptions
 
     func run() throws {
-        let answer = try connection.send(.reload(wait: wait))
+        let answer = try options.connection.send(.reload(wait: options.wait))
         let generation = answer["generation"]?.intValue ?? 0
-        print(wait ? "reloaded: generation \(generation) serving with \(answer["workers"]?.intValue ?? 0) workers" : "reload started: generation \(generation)")
+        print(options.wait ? "reloaded: generation \(generation) serving with \(answer["workers"]?.intValue ?? 0) workers" : "reload started: generation \(generation)")
     }
+}
+
+/// What the commands that replace or add workers (reload, scale) take: where the daemon is, and
+/// whether to wait for the new workers.
+struct ChangeOptions: ParsableArguments {
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(name: .long, help: "Wait until the new workers are ready (or the change failed), not just started.")
+    var wait = false
 }
 
 struct Stop: ParsableCommand {

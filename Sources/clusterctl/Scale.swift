@@ -6,10 +6,7 @@ struct Scale: ParsableCommand {
         abstract: "Set the number of workers: N, +k or -k.",
         discussion: "Scale-down retires the highest slots: new connections are steered away first, then their workers drain.")
 
-    @OptionGroup var connection: ConnectionOptions
-
-    @Flag(name: .long, help: "Wait until the new workers are ready (or failed to start), not just started.")
-    var wait = false
+    @OptionGroup var options: ChangeOptions
 
     @Argument(parsing: .allUnrecognized, help: ArgumentHelp("N (absolute), +k or -k (relative).", valueName: "count"))
     var count: [String] = []
@@ -27,7 +24,7 @@ struct Scale: ParsableCommand {
     }
 
     func run() throws {
-        let answer = try connection.send(.scale(Self.parse(count[0])!, wait: wait))
+        let answer = try options.connection.send(.scale(Self.parse(count[0])!, wait: options.wait))
         let workers = answer["workers"]?.int64Value ?? 0
         print(answer["ready"] != nil ? "scaled to \(workers) workers (\(answer["ready"]?.int64Value ?? 0) ready)" : "scaled to \(workers) workers")
     }
