@@ -144,11 +144,13 @@ public enum Cluster {
                 logger.critical("started as a worker without the master's environment")
                 return ExitCode.config
             }
-            let configBytes = try FileIO.readAll(fd: configFD, name: "config memfd")
-            Sys.close(configFD)
+            // Owned from here: closed once read or mapped, and on every error on the way.
+            let configMemfd = Descriptor(taking: configFD), statsMemfd = Descriptor(taking: statsFD)
+            let configBytes = try FileIO.readAll(fd: configMemfd.rawValue, name: "config memfd")
+            _ = consume configMemfd
             let config = try ClusterConfiguration.decode(configBytes, file: Sys.environment(WorkerEnvironment.configPath) ?? "config")
-            let base = try FileIO.map(fd: statsFD, size: StatsSegment.byteCount(workerSlots: statsSlots))
-            Sys.close(statsFD)
+            let base = try FileIO.map(fd: statsMemfd.rawValue, size: StatsSegment.byteCount(workerSlots: statsSlots))
+            _ = consume statsMemfd
             ClusterRuntime.segment = StatsSegment(base: base, workerSlots: statsSlots)
             let stats = StatsSlot(base: base + statsSlot * StatsSlot.size)
             stats[.generation] = UInt64(Sys.environment(WorkerEnvironment.generation).flatMap { UInt64($0) } ?? 0)

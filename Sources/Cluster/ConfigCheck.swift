@@ -25,8 +25,7 @@ public enum ConfigCheck {
         if let log = config.accessLog {
             do {
                 // Non-blocking: a FIFO without a reader fails (ENXIO) instead of blocking the master.
-                let fd = try FileIO.openAppending(log.path, nonBlocking: true)
-                Sys.close(fd)
+                _ = Descriptor(taking: try FileIO.openAppending(log.path, nonBlocking: true))
             } catch {
                 throw ConfigError(file: config.source, keyPath: "accessLog.path", message: "cannot open \(log.path) for appending: \(explain(error, path: log.path))")
             }

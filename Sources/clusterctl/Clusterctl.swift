@@ -153,7 +153,7 @@ func clampedInt64(_ d: Double) -> Int64 {
 }
 
 func printError(_ text: String) {
-    var line = text + "\n"
+    let line = text + "\n"
     try? FileIO.writeAll(fd: 2, Array(line.utf8))
 }
 

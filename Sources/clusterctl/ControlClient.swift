@@ -31,9 +31,9 @@ struct ControlClient {
 
     /// Sends one request and returns the one-line JSON response.
     func send(_ request: ControlRequest) throws(Failure) -> JSON {
-        let fd: Int32
-        do { fd = try Socket.unixConnect(path: path) } catch { throw .connect(error) }
-        defer { Sys.close(fd) }
+        let socket: Descriptor
+        do { socket = Descriptor(taking: try Socket.unixConnect(path: path)) } catch { throw .connect(error) }
+        let fd = socket.rawValue
         do { try Socket.setReceiveTimeout(fd, seconds: timeout) } catch { throw .io("setting the answer's deadline: \(error)") }
         let line = Array((request.json.serialized + "\n").utf8)
         do { try FileIO.writeAll(fd: fd, line) } catch { throw .io("sending request: \(error)") }

@@ -139,3 +139,43 @@ private func blockingConnect(host: String, family: Int32, port: UInt16) throws -
     }
     return fd
 }
+
+@Suite struct DescriptorOwnership {
+    static func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) >= 0 }
+
+    @Test func closedWhenTheOwnerGoesAndNotBefore() throws {
+        let (a, b) = try Sys.socketpair()
+        Sys.close(b)
+        do {
+            let owner = Descriptor(taking: a)
+            let fd = owner.rawValue
+            #expect(Self.isOpen(fd))
+            _ = try FileIO.readAll(path: "/proc/self/stat", limit: 65536)  // other work in the scope
+            #expect(Self.isOpen(fd), "open until the end of the owner's scope")
+        }
+        #expect(!Self.isOpen(a), "closed by the owner's deinit")
+    }
+
+    @Test func consumedOwnersCloseAtOnceAndTakenOnesNever() throws {
+        let (a, b) = try Sys.socketpair()
+        let first = Descriptor(taking: a)
+        _ = consume first
+        #expect(!Self.isOpen(a))
+        let second = Descriptor(taking: b)
+        let handedOn = second.take()
+        #expect(handedOn == b && Self.isOpen(b), "take() hands it on without closing")
+        Sys.close(handedOn)
+    }
+
+    /// Throwing out of a scope closes what it owned (the error paths that leaked before).
+    @Test func anErrorPathClosesToo() throws {
+        let (a, b) = try Sys.socketpair()
+        Sys.close(b)
+        func failing() throws(SystemError) {
+            let owner = Descriptor(taking: a)
+            _ = try FileIO.readAll(path: "/nonexistent/clusterd-test-\(owner.rawValue)")
+        }
+        #expect(throws: SystemError.self) { try failing() }
+        #expect(!Self.isOpen(a))
+    }
+}
