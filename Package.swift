@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "ClusterJSONTests", dependencies: ["ClusterJSON"]),
         .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig", "ClusterJSON"]),
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
-        .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterControl", "ClusterJSON", "ClusterSystem"]),
+        .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterConfig", "ClusterControl", "ClusterJSON", "ClusterSystem"]),
         .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "ClusterControl", "ClusterWorker"]),
     ]

@@ -17,13 +17,14 @@ sources_for() {
     http) echo "ClusterHTTP Sources/ClusterHTTP/*.swift" ;;
     config) echo "ClusterConfig Sources/ClusterJSON/*.swift Sources/ClusterConfig/*.swift" ;;
     control)
-      # The control protocol over ClusterJSON, and the master's pure state machine (MasterCore.swift
-      # only: the executor's syscalls stay out). The harness is its own module, ControlFuzz.
+      # The control protocol over ClusterJSON, and the master's pure state machine (MasterCore*.swift
+      # and its actions: the executor's syscalls stay out). The harness is its own module, ControlFuzz.
       echo "CClusterShims Sources/CClusterShims/shims.c"
       echo "ClusterSystem Sources/ClusterSystem/*.swift"
       echo "ClusterJSON Sources/ClusterJSON/*.swift"
       echo "ClusterControl Sources/ClusterControl/*.swift"
-      echo "ClusterMaster Sources/ClusterMaster/MasterCore.swift"
+      echo "ClusterConfig Sources/ClusterConfig/*.swift"
+      echo "ClusterMaster Sources/ClusterMaster/MasterAction.swift Sources/ClusterMaster/MasterCore*.swift"
       echo "ControlFuzz" ;;
     *) echo "fuzz: no sources listed for target $1 (scripts/fuzz.sh: sources_for)" >&2; return 1 ;;
   esac

@@ -1,3 +1,4 @@
+import ClusterConfig
 import ClusterControl
 import ClusterJSON
 import ClusterMaster
@@ -8,63 +9,100 @@ import ClusterSystem
 //
 // The input is lines. A line the control decoder accepts is a command, applied to a MasterCore as
 // the master's executor applies it (Master.handle); any other line is a script of events, one per
-// byte: worker messages, exits, clock ticks, reloads, failing spawns and listeners. Checked:
+// byte: worker messages, exits, clock ticks, reloads, failing spawns and listeners. Every action the
+// core returns is performed by a fake executor (`FuzzExecutor`) that checks it. Checked:
 //  - nothing traps (overflow, bounds, preconditions) and ASan sees no memory error;
 //  - a decoded request encodes back to the same request;
 //  - the worker count stays within 1...maxWorkers and the worker table within its stats slots;
+//  - steering selects at least one listener, skips ascending slots below it;
 //  - every request gets at most one answer, and once the daemon stopped every request has one.
 
-/// The effects of a master with fake processes: pids count up, listeners are numbers.
-public final class FuzzEffects: MasterEffects {
+/// The executor of a master with fake processes: pids count up, listeners are numbers.
+public final class FuzzExecutor {
+    public var core: MasterCore
     public var nextPid: ProcessID = 1000
     public var failSpawn = false
     public var failListeners = false
+    /// Heartbeats (and, masked, open connection counts) by stats slot, as workers publish them.
     public var heartbeats: [Int: Int64] = [:]
     public var answers: [RequestID: Int] = [:]
     public var exitCode: Int32? = nil
     public var listeners: [Int: Int] = [:]
+    public var readPending = false
 
-    public init() {}
+    public init(core: MasterCore) { self.core = core }
 
-    public func ensureListeners(set: Int, count: Int) throws(MasterFailure) {
-        if failListeners { throw MasterFailure("listeners refused (fuzz)") }
-        listeners[set] = max(listeners[set] ?? 0, count)
+    public func perform(_ actions: [MasterAction]) {
+        for action in actions { perform(action) }
     }
-    public func trimListeners(set: Int, keep: Int) { listeners[set] = min(listeners[set] ?? 0, keep) }
-    public func checkDescriptors(set: Int, slots: Int, newWorkers: Int) throws(MasterFailure) {
-        precondition(slots >= 0 && newWorkers >= 0, "descriptor check for \(slots) slots, \(newWorkers) workers")
-        if failListeners { throw MasterFailure("not enough file descriptors (fuzz)") }
+
+    func perform(_ action: MasterAction) {
+        switch action {
+        case .openListeners(let set, let slots, let newWorkers, let request):
+            precondition(slots >= 1 && newWorkers >= 0, "listeners for \(slots) slots, \(newWorkers) workers")
+            if failListeners {
+                perform(core.listenersFailed(for: request, .listeners("listeners refused (fuzz)")))
+            } else {
+                listeners[set] = max(listeners[set] ?? 0, slots)
+                perform(core.listenersOpened(for: request))
+            }
+        case .trimListeners(let set, let keep):
+            precondition(keep >= 0, "keeping \(keep) listeners")
+            listeners[set] = min(listeners[set] ?? 0, keep)
+        case .releaseListenerSet(let set):
+            listeners[set] = nil
+        case .steer(_, let active, let skipping):
+            precondition(active >= 1, "steering to \(active) listeners")
+            precondition(skipping.count < active && skipping.allSatisfy { $0 >= 0 && $0 < active }, "skipping \(skipping) of \(active)")
+            precondition(skipping == skipping.sorted() && Set(skipping).count == skipping.count, "skip list not ascending: \(skipping)")
+        case .spawn(let launch):
+            precondition(launch.slot >= 0 && launch.slot < ControlFuzzDriver.maxWorkers, "spawning slot \(launch.slot)")
+            if failSpawn {
+                perform(core.spawnFailed(launch, reason: "spawn refused (fuzz)"))
+            } else {
+                nextPid += 1
+                perform(core.workerSpawned(launch, pid: nextPid))
+            }
+        case .reply(let id, let response):
+            answers[id, default: 0] += 1
+            precondition(answers[id]! == 1, "request \(id) answered twice: \(response.serialized)")
+            guard case .object(let o) = response, o["ok"]?.boolValue != nil else { preconditionFailure("answer without ok: \(response.serialized)") }
+        case .countLostConnections(let count, _):
+            precondition(count >= 0, "counting \(count) lost connections")
+        case .readConfig:
+            precondition(!readPending, "a second read while one is under way")
+            readPending = true
+        case .abandonConfigRead:
+            readPending = false
+            perform(core.abandonedReadReturned())
+        case .exit(let code):
+            exitCode = code
+        case .send, .signal, .notify, .notifyReloading, .feedWatchdog, .log, .retireStats, .refuseNewConnections,
+            .closeListeners, .reopenLogs:
+            break
+        }
     }
-    public func steer(set: Int, active: Int, skipping: [Int]) {
-        precondition(active >= 1, "steering to \(active) listeners")
-        precondition(skipping.count < active && skipping.allSatisfy { $0 >= 0 && $0 < active }, "skipping \(skipping) of \(active)")
-        precondition(skipping == skipping.sorted() && Set(skipping).count == skipping.count, "skip list not ascending: \(skipping)")
+
+    /// Each worker's heartbeat as its stats slot says (the fuzzer's choice).
+    var beats: [ProcessID: Int64] {
+        var out: [ProcessID: Int64] = [:]
+        for (pid, w) in core.workers { out[pid] = heartbeats[w.statsSlot] ?? 0 }
+        return out
     }
-    public func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID {
-        if failSpawn { throw MasterFailure("spawn refused (fuzz)") }
-        nextPid += 1
-        return nextPid
+
+    /// A connection count the fuzzer chose for the worker's slot (what it last published).
+    func openConnections(_ pid: ProcessID) -> Int {
+        core.workers[pid].map { Int(heartbeats[$0.statsSlot] ?? 0) & 0xff } ?? 0
     }
-    public func send(_ message: MasterToWorker, to pid: ProcessID) {}
-    public func signal(_ signal: Int32, to pid: ProcessID) {}
-    public func notify(_ state: String) {}
-    public func reply(_ id: RequestID, _ response: JSON) {
-        answers[id, default: 0] += 1
-        precondition(answers[id]! == 1, "request \(id) answered twice: \(response.serialized)")
-        guard case .object(let o) = response, o["ok"]?.boolValue != nil else { preconditionFailure("answer without ok: \(response.serialized)") }
+
+    /// The reload's read came back: `listenerSet` and `workers` chosen by the fuzzer.
+    func loadConfig(workers: Int, listenerSet: Int) {
+        guard readPending else { return }
+        readPending = false
+        var config = core.config
+        config.workers = .fixed(workers)
+        perform(core.configLoaded(config, bytes: [0x7B, 0x7D], listenerSet: listenerSet, cpus: 4))
     }
-    public func log(_ level: LogLevel, _ message: String) {}
-    public func heartbeat(statsSlot: Int) -> Int64 { heartbeats[statsSlot] ?? 0 }
-    public func retireStats(statsSlot: Int) {}
-    public func releaseGeneration(_ generation: Int) {}
-    public func refuseNewConnections() {}
-    public func closeListeners(relayingQueuedTo relayTo: [ProcessID]) {}
-    /// A connection count the fuzzer chose for the slot (what a worker last published).
-    public func openConnections(statsSlot: Int) -> Int { Int(heartbeats[statsSlot] ?? 0) & 0xff }
-    public func countLostConnections(_ count: Int, closedOnDrainTimeout: Bool) {
-        precondition(count >= 0, "counting \(count) lost connections")
-    }
-    public func exit(code: Int32) { exitCode = code }
 }
 
 public enum ControlFuzzDriver {
@@ -72,22 +110,24 @@ public enum ControlFuzzDriver {
 
     /// Runs one input; traps (precondition) when an invariant breaks.
     public static func run(_ input: [UInt8]) {
-        let fx = FuzzEffects()
-        var settings = MasterCore<FuzzEffects>.Settings()
+        var settings = MasterCore.Settings()
         settings.maxWorkers = maxWorkers
-        settings.drainTimeout = 1000
         settings.startTimeout = 5000
-        var core = MasterCore(effects: fx, settings: settings)
+        var config = ClusterConfiguration()
+        config.maxWorkers = maxWorkers
+        config.drainTimeout = 1
+        config.workers = .fixed(Int(input.first ?? 0) % (maxWorkers + 3))
+        let fx = FuzzExecutor(core: MasterCore(settings: settings, config: config, configBytes: [0x7B, 0x7D], listenerSet: 0))
         var now: Int64 = 1
-        core.start(workers: Int(input.first ?? 0) % (maxWorkers + 3), listenerSet: 0, now: now)
+        fx.perform(fx.core.start(cpus: 4, now: now))
         var nextRequest: RequestID = 1
         var issued = 0
 
         func check() {
-            if case .running = core.phase {
-                precondition(core.target >= 1 && core.target <= maxWorkers, "target \(core.target) out of 1...\(maxWorkers)")
+            if case .running = fx.core.phase {
+                precondition(fx.core.target >= 1 && fx.core.target <= maxWorkers, "target \(fx.core.target) out of 1...\(maxWorkers)")
             }
-            precondition(core.workers.count <= MasterCore<FuzzEffects>.statsCapacity(maxWorkers: maxWorkers), "more workers than stats slots")
+            precondition(fx.core.workers.count <= MasterCore.statsCapacity(maxWorkers: maxWorkers), "more workers than stats slots")
         }
 
         for line in input.split(separator: 0x0A, omittingEmptySubsequences: true) {
@@ -99,71 +139,76 @@ public enum ControlFuzzDriver {
                 let id = nextRequest
                 nextRequest += 1
                 issued += 1
-                apply(request, id: id, core: &core, fx: fx)
+                apply(request, id: id, fx: fx)
             case .failure(let error):
                 precondition(!error.message.isEmpty)
-                events(line, core: &core, fx: fx, now: &now, nextRequest: &nextRequest, issued: &issued)
+                events(line, fx: fx, now: &now, nextRequest: &nextRequest, issued: &issued)
             }
             check()
         }
         // Stop fast and let every worker go: by then every request must have its one answer.
         if fx.exitCode == nil {
-            core.stop(graceful: false, requester: nil)
-            for pid in core.workers.keys.sorted() { core.workerExited(pid: pid, status: .signaled(2)) }
-            core.tick(now: now + 100_000)
+            fx.loadConfig(workers: fx.core.target, listenerSet: 0)
+            fx.perform(fx.core.stop(graceful: false, requester: nil))
+            for pid in fx.core.workers.keys.sorted() {
+                fx.perform(fx.core.workerExited(pid: pid, status: .signaled(2), openConnections: fx.openConnections(pid)))
+            }
+            fx.perform(fx.core.tick(now: now + 100_000, heartbeats: fx.beats))
         }
         let unanswered = (1..<nextRequest).filter { fx.answers[$0] == nil }
         precondition(unanswered.isEmpty || fx.exitCode == nil, "requests \(unanswered) never answered")
         precondition(issued == nextRequest - 1)
     }
 
-    /// As the master's executor does with a decoded request (Master.handle).
-    static func apply(_ request: ControlRequest, id: RequestID, core: inout MasterCore<FuzzEffects>, fx: FuzzEffects) {
+    /// As the master's executor does with a decoded request (Master.handle); a reload's read
+    /// comes back at once, with the config as it is.
+    static func apply(_ request: ControlRequest, id: RequestID, fx: FuzzExecutor) {
         switch request {
-        case .status, .workers, .reopenLogs:
-            fx.reply(id, ControlResponse.ok(["workers": .integer(Int64(core.target))]))
+        case .status, .workers:
+            fx.perform(.reply(id, ControlResponse.ok(["workers": .integer(Int64(fx.core.target))])))
+        case .reopenLogs:
+            fx.perform(fx.core.reopenLogs(requester: id))
         case .scale(let target, let wait):
-            core.scale(target, requester: id, wait: wait)
+            fx.perform(fx.core.scale(target, requester: id, wait: wait))
         case .reload(let wait):
-            if let refusal = core.reloadRefusal() {
-                fx.reply(id, ControlResponse.error(refusal))
-            } else {
-                core.beginReload(workers: core.target, listenerSet: core.generation % 3, requester: id, wait: wait)
-            }
+            fx.perform(fx.core.reload(requester: id, wait: wait))
+            fx.loadConfig(workers: fx.core.target, listenerSet: fx.core.generation % 3)
         case .stop(let graceful):
-            core.stop(graceful: graceful, requester: id)
+            fx.perform(fx.core.stop(graceful: graceful, requester: id))
         }
     }
 
     /// One event per byte: the low 3 bits choose it, the rest is its argument.
-    static func events(_ script: ArraySlice<UInt8>, core: inout MasterCore<FuzzEffects>, fx: FuzzEffects, now: inout Int64,
-                       nextRequest: inout RequestID, issued: inout Int) {
+    static func events(_ script: ArraySlice<UInt8>, fx: FuzzExecutor, now: inout Int64, nextRequest: inout RequestID, issued: inout Int) {
         for byte in script {
             if fx.exitCode != nil { return }
             let arg = Int(byte >> 3)
-            let pids = core.workers.keys.sorted()
+            let pids = fx.core.workers.keys.sorted()
             let pid = pids.isEmpty ? 0 : pids[arg % pids.count]
             switch byte & 7 {
-            case 0: core.workerSaid(.ready, pid: pid)
-            case 1: core.workerSaid(arg & 1 == 0 ? .draining : .error("fuzz"), pid: pid)
-            case 2: core.workerExited(pid: pid, status: arg & 1 == 0 ? .exited(Int32(arg >> 1)) : .signaled(9))
+            case 0: fx.perform(fx.core.workerSaid(.ready, pid: pid))
+            case 1: fx.perform(fx.core.workerSaid(arg & 1 == 0 ? .draining : .error("fuzz"), pid: pid))
+            case 2:
+                let status: ExitStatus = arg & 1 == 0 ? .exited(arg & 2 == 0 ? Int32(arg >> 2) : FatalConfigExit.code) : .signaled(9)
+                fx.perform(fx.core.workerExited(pid: pid, status: status, openConnections: fx.openConnections(pid)))
             case 3:
                 now += Int64(arg) * Int64(arg) * 50
-                core.tick(now: now)
+                fx.perform(fx.core.tick(now: now, heartbeats: fx.beats))
             case 4:
+                // A reload (SIGHUP or a request) whose read comes back now, later, or never.
                 let id = nextRequest
                 nextRequest += 1
                 issued += 1
-                if let refusal = core.reloadRefusal() {
-                    fx.reply(id, ControlResponse.error(refusal))
-                } else {
-                    core.beginReload(workers: arg % (maxWorkers + 3), listenerSet: arg % 3, requester: id, wait: arg & 1 == 1)
-                }
+                fx.perform(fx.core.reload(requester: id, wait: arg & 1 == 1))
+                if arg & 2 == 0 { fx.loadConfig(workers: arg % (maxWorkers + 3), listenerSet: arg % 3) }
             case 5:
-                let id = nextRequest
-                nextRequest += 1
-                issued += 1
-                core.reloadFailed("fuzz", requester: id)
+                // The pending read comes back: decoded, or failed.
+                if arg & 1 == 0 {
+                    fx.loadConfig(workers: arg % (maxWorkers + 3), listenerSet: (arg >> 1) % 3)
+                } else if fx.readPending {
+                    fx.readPending = false
+                    fx.perform(fx.core.configLoadFailed("fuzz"))
+                }
             case 6:
                 if arg & 1 == 1 { fx.failSpawn.toggle() } else { fx.failListeners.toggle() }
             default:

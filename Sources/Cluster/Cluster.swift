@@ -14,7 +14,7 @@ public enum ExitCode {
     /// Bad command line.
     public static let usage: Int32 = 64
     /// The config is invalid: a master does not respawn a worker that exits with it.
-    public static let config: Int32 = 78
+    public static let config: Int32 = FatalConfigExit.code
 }
 
 /// What a worker knows about the cluster it belongs to.

@@ -1,499 +1,629 @@
+import ClusterConfig
 import ClusterControl
 import ClusterJSON
 import ClusterMaster
 import ClusterSystem
 import Testing
 
-/// Records what the master decided; the clock is whatever the test says.
-final class FakeEffects: MasterEffects {
-    var log: [String] = []
-    var nextPid: ProcessID = 100
-    var spawned: [(pid: ProcessID, slot: Int, generation: Int)] = []
-    var listeners: [Int: Int] = [:]
-    var steered: [Int] = []
-    /// The slots below `steered` each steering left out.
-    var skipped: [[Int]] = []
-    /// Descriptors still free for `checkDescriptors` (one per listener or worker asked for).
-    var freeDescriptors = Int.max
-    var sent: [(MasterToWorker, ProcessID)] = []
-    var signals: [(Int32, ProcessID)] = []
-    var notifications: [String] = []
-    var replies: [(RequestID, JSON)] = []
-    var heartbeats: [Int: Int64] = [:]
-    var exitCode: Int32? = nil
-    var failSpawn = false
-    var failListeners = false
-    var refusing = false
-    /// `closeListeners` calls: the workers the queued connections were passed to.
-    var listenersClosedRelayingTo: [[ProcessID]] = []
-    var open: [Int: Int] = [:]
-    var lost = 0
-    var closedOnDrainTimeout = 0
-
-    func ensureListeners(set: Int, count: Int) throws(MasterFailure) {
-        if failListeners { throw MasterFailure("cannot listen on 127.0.0.1:1: Address already in use") }
-        listeners[set] = max(listeners[set] ?? 0, count)
-    }
-    func trimListeners(set: Int, keep: Int) { listeners[set] = min(listeners[set] ?? 0, keep) }
-    func checkDescriptors(set: Int, slots: Int, newWorkers: Int) throws(MasterFailure) {
-        let needed = max(0, slots - (listeners[set] ?? 0)) + newWorkers
-        if needed > freeDescriptors { throw MasterFailure("not enough file descriptors: need \(needed), \(freeDescriptors) are free") }
-    }
-    func steer(set: Int, active: Int, skipping: [Int]) {
-        steered.append(active)
-        skipped.append(skipping)
-    }
-    func spawnWorker(slot: Int, generation: Int, statsSlot: Int) throws(MasterFailure) -> ProcessID {
-        if failSpawn { throw MasterFailure("posix_spawn: out of memory") }
-        nextPid += 1
-        spawned.append((nextPid, slot, generation))
-        return nextPid
-    }
-    func send(_ message: MasterToWorker, to pid: ProcessID) { sent.append((message, pid)) }
-    func signal(_ signal: Int32, to pid: ProcessID) { signals.append((signal, pid)) }
-    func notify(_ state: String) { notifications.append(state) }
-    func reply(_ id: RequestID, _ response: JSON) { replies.append((id, response)) }
-    /// Whether `id` got an answer at all, and whether it was ok.
-    func answered(_ id: RequestID) -> Bool { replies.contains { $0.0 == id } }
-    func answeredOK(_ id: RequestID) -> Bool { replies.contains { $0.0 == id && $0.1["ok"] == true } }
-    func log(_ level: LogLevel, _ message: String) { log.append(message) }
-    func heartbeat(statsSlot: Int) -> Int64 { heartbeats[statsSlot] ?? 0 }
-    func retireStats(statsSlot: Int) {}
-    func releaseGeneration(_ generation: Int) {}
-    func exit(code: Int32) { exitCode = code }
-    func refuseNewConnections() { refusing = true }
-    func closeListeners(relayingQueuedTo relayTo: [ProcessID]) { listenersClosedRelayingTo.append(relayTo) }
-    func openConnections(statsSlot: Int) -> Int { open[statsSlot] ?? 0 }
-    func countLostConnections(_ count: Int, closedOnDrainTimeout atDeadline: Bool) {
-        if atDeadline { closedOnDrainTimeout += count } else { lost += count }
-    }
-}
-
-func makeCore(workers: Int = 2) -> (MasterCore<FakeEffects>, FakeEffects) {
-    let fx = FakeEffects()
-    var settings = MasterCore<FakeEffects>.Settings()
-    settings.maxWorkers = 8
-    settings.drainTimeout = 1000
-    var core = MasterCore(effects: fx, settings: settings)
-    core.start(workers: workers, listenerSet: 0, now: 0)
-    return (core, fx)
-}
-
-func readyAll(_ core: inout MasterCore<FakeEffects>, _ fx: FakeEffects) {
-    for s in fx.spawned where core.workers[s.pid]?.state == .starting { core.workerSaid(.ready, pid: s.pid) }
-}
-
 @Suite struct MasterStart {
     @Test func readyOnlyWhenAllWorkersReport() {
-        var (core, fx) = makeCore(workers: 3)
-        #expect(fx.spawned.map(\.slot) == [0, 1, 2])
-        #expect(fx.listeners[0] == 3)
-        core.workerSaid(.ready, pid: fx.spawned[0].pid)
-        core.workerSaid(.ready, pid: fx.spawned[1].pid)
-        #expect(!fx.notifications.contains { $0.hasPrefix("READY=1") })
-        core.workerSaid(.ready, pid: fx.spawned[2].pid)
-        #expect(fx.notifications.last == "READY=1\nSTATUS=3 workers, generation 1")
-        #expect(core.phase == .running)
-        #expect(fx.steered.last == 3)
+        let h = makeCore(workers: 3)
+        #expect(h.spawned.map(\.slot) == [0, 1, 2])
+        #expect(h.listeners[0] == 3)
+        h.workerSaid(.ready, pid: h.spawned[0].pid)
+        h.workerSaid(.ready, pid: h.spawned[1].pid)
+        #expect(!h.notifications.contains { $0.hasPrefix("READY=1") })
+        h.workerSaid(.ready, pid: h.spawned[2].pid)
+        #expect(h.notifications.last == "READY=1\nSTATUS=3 workers, generation 1")
+        #expect(h.core.phase == .running)
+        #expect(h.steered.last == 3)
     }
 
     @Test func unbindableListenersFailStart() {
-        let fx = FakeEffects()
-        fx.failListeners = true
-        var core = MasterCore(effects: fx, settings: .init())
-        core.start(workers: 2, listenerSet: 0, now: 0)
-        #expect(fx.exitCode == 1)
-        #expect(fx.spawned.isEmpty)
+        let h = Harness(workers: 2, start: false)
+        h.failListeners = true
+        h.perform(h.core.start(cpus: 4, now: 0))
+        #expect(h.exitCode == 1)
+        #expect(h.spawned.isEmpty)
+        #expect(h.notifications == ["STATUS=failed: cannot listen on 127.0.0.1:1: Address already in use"])
     }
 }
 
 @Suite struct MasterSupervision {
     @Test func crashRespawnsSameSlotWithBackoff() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        let victim = fx.spawned[1].pid
-        core.tick(now: 20_000)
-        core.workerExited(pid: victim, status: .signaled(9))
-        #expect(fx.spawned.last?.slot == 1, "first crash: respawned at once")
-        #expect(fx.spawned.count == 3)
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        let victim = h.spawned[1].pid
+        h.tick(now: 20_000)
+        h.workerExited(pid: victim, status: .signaled(9))
+        #expect(h.spawned.last?.slot == 1, "first crash: respawned at once")
+        #expect(h.spawned.count == 3)
         // It dies again quickly: now there is a delay.
-        core.workerExited(pid: fx.spawned[2].pid, status: .exited(1))
-        #expect(fx.spawned.count == 3)
-        core.tick(now: 20_150)
-        #expect(fx.spawned.count == 3)
-        core.tick(now: 20_200)
-        #expect(fx.spawned.count == 4)
-        #expect(fx.spawned.last?.slot == 1)
-        #expect(core.restarts == 2)
+        h.workerExited(pid: h.spawned[2].pid, status: .exited(1))
+        #expect(h.spawned.count == 3)
+        h.tick(now: 20_150)
+        #expect(h.spawned.count == 3)
+        h.tick(now: 20_200)
+        #expect(h.spawned.count == 4)
+        #expect(h.spawned.last?.slot == 1)
+        #expect(h.core.restarts == 2)
     }
 
     /// A dead slot (in its backoff) is taken out of the reuseport selection, in the middle as well as
     /// at the end, and back in once its new worker is ready; its queued connections are for the
     /// master to hand to a live worker.
     @Test func deadSlotIsSteeredAwayUntilItsWorkerIsReady() {
-        var (core, fx) = makeCore(workers: 3)
-        readyAll(&core, fx)
-        #expect(fx.steered.last == 3 && fx.skipped.last == [])
-        #expect(core.unservedSlots == [])
-        core.tick(now: 20_000)
-        core.workerExited(pid: fx.spawned[1].pid, status: .signaled(9))
-        #expect(fx.steered.last == 3 && fx.skipped.last == [1], "slot 1 skipped while it has no live worker")
-        #expect(core.unservedSlots == [1])
-        core.workerExited(pid: fx.spawned.last!.pid, status: .signaled(9))  // dies again: backoff
-        core.workerExited(pid: fx.spawned[2].pid, status: .signaled(9))
-        #expect(fx.steered.last == 1 && fx.skipped.last == [], "only slot 0 is live")
-        #expect(core.unservedSlots == [1, 2])
-        core.tick(now: 21_000)
-        readyAll(&core, fx)
-        #expect(fx.steered.last == 3 && fx.skipped.last == [])
-        #expect(core.unservedSlots == [])
+        let h = makeCore(workers: 3)
+        h.readyAll()
+        #expect(h.steered.last == 3 && h.skipped.last == [])
+        #expect(h.core.unservedSlots == [])
+        h.tick(now: 20_000)
+        h.workerExited(pid: h.spawned[1].pid, status: .signaled(9))
+        #expect(h.steered.last == 3 && h.skipped.last == [1], "slot 1 skipped while it has no live worker")
+        #expect(h.core.unservedSlots == [1])
+        h.workerExited(pid: h.spawned.last!.pid, status: .signaled(9))  // dies again: backoff
+        h.workerExited(pid: h.spawned[2].pid, status: .signaled(9))
+        #expect(h.steered.last == 1 && h.skipped.last == [], "only slot 0 is live")
+        #expect(h.core.unservedSlots == [1, 2])
+        h.tick(now: 21_000)
+        h.readyAll()
+        #expect(h.steered.last == 3 && h.skipped.last == [])
+        #expect(h.core.unservedSlots == [])
         // A new slot of a scale-up is not steered to before it is ready, and nothing waits on it.
-        core.scale(.absolute(4), requester: nil)
-        #expect(fx.steered.last == 3 && fx.skipped.last == [])
-        #expect(core.unservedSlots == [])
-        readyAll(&core, fx)
-        #expect(fx.steered.last == 4)
+        h.scale(.absolute(4), requester: nil)
+        #expect(h.steered.last == 3 && h.skipped.last == [])
+        #expect(h.core.unservedSlots == [])
+        h.readyAll()
+        #expect(h.steered.last == 4)
     }
 
     @Test func noLiveSlotKeepsEverySlotSteered() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.tick(now: 20_000)
-        core.workerExited(pid: fx.spawned[0].pid, status: .signaled(9))
-        #expect(fx.skipped.last == [0])
-        core.workerExited(pid: fx.spawned[1].pid, status: .signaled(9))
-        #expect(fx.steered.last == 2 && fx.skipped.last == [], "nobody to steer to: the backlog waits for a respawn")
-        #expect(core.unservedSlots == [])
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.tick(now: 20_000)
+        h.workerExited(pid: h.spawned[0].pid, status: .signaled(9))
+        #expect(h.skipped.last == [0])
+        h.workerExited(pid: h.spawned[1].pid, status: .signaled(9))
+        #expect(h.steered.last == 2 && h.skipped.last == [], "nobody to steer to: the backlog waits for a respawn")
+        #expect(h.core.unservedSlots == [])
     }
 
     @Test func crashLoopIsReported() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
+        let h = makeCore(workers: 1)
+        h.readyAll()
         var now: Int64 = 0
         var delays: [Int64] = []
         for _ in 0..<5 {
-            let before = fx.spawned.count
+            let before = h.spawned.count
             let crashedAt = now
-            core.workerExited(pid: fx.spawned.last!.pid, status: .exited(1))
-            while fx.spawned.count == before && now - crashedAt < 60_000 {
+            h.workerExited(pid: h.spawned.last!.pid, status: .exited(1))
+            while h.spawned.count == before && now - crashedAt < 60_000 {
                 now += 50
-                core.tick(now: now)
+                h.tick(now: now)
             }
             delays.append(now - crashedAt)
         }
         #expect(delays == [0, 200, 400, 800, 1600], "exponential backoff after the first immediate restart")
-        #expect(fx.log.contains { $0.contains("crash-looping") })
-        #expect(fx.notifications.contains { $0.contains("crash-looping") })
+        #expect(h.log.contains { $0.contains("crash-looping") })
+        #expect(h.notifications.contains { $0.contains("crash-looping") })
     }
 
     @Test func missedHeartbeatKills() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        let w = core.workers.values.first!
-        fx.heartbeats[w.statsSlot] = 1000
-        core.tick(now: 5000)
-        #expect(fx.signals.isEmpty)
-        core.tick(now: 11_001)
-        #expect(fx.signals.first?.0 == SignalNumber.kill)
-        #expect(fx.signals.first?.1 == w.pid)
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        let w = h.core.workers.values.first!
+        h.heartbeats[w.statsSlot] = 1000
+        h.tick(now: 5000)
+        #expect(h.signals.isEmpty)
+        h.tick(now: 11_001)
+        #expect(h.signals.first?.0 == SignalNumber.kill)
+        #expect(h.signals.first?.1 == w.pid)
         // Not reaped yet on the next turns: killed and logged once.
-        core.tick(now: 11_101)
-        core.tick(now: 11_201)
-        #expect(fx.signals.count == 1)
-        #expect(fx.log.filter { $0.contains("missed its heartbeat") }.count == 1)
+        h.tick(now: 11_101)
+        h.tick(now: 11_201)
+        #expect(h.signals.count == 1)
+        #expect(h.log.filter { $0.contains("missed its heartbeat") }.count == 1)
     }
 
     @Test func connectionsOfADeadWorkerAreCountedWhateverItsState() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.tick(now: 100)
-        let (a, b) = (core.workers[fx.spawned[0].pid]!, core.workers[fx.spawned[1].pid]!)
-        fx.open[a.statsSlot] = 7
-        fx.open[b.statsSlot] = 5
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.tick(now: 100)
+        let (a, b) = (h.core.workers[h.spawned[0].pid]!, h.core.workers[h.spawned[1].pid]!)
+        h.open[a.statsSlot] = 7
+        h.open[b.statsSlot] = 5
         // A reload: both old workers drain; one is killed in the middle of its hand-over.
-        core.beginReload(workers: 2, listenerSet: 0, requester: nil, wait: false)
-        readyAll(&core, fx)
-        #expect(core.workers[a.pid]?.state == .draining)
-        core.workerExited(pid: a.pid, status: .signaled(9))
-        #expect(fx.lost == 7)
-        #expect(fx.log.contains { $0.contains("worker \(a.pid)") && $0.contains("died with 7 open connection(s) (killed by SIGKILL); they are lost") })
+        h.beginReload(workers: 2, listenerSet: 0, requester: nil, wait: false)
+        h.readyAll()
+        #expect(h.core.workers[a.pid]?.state == .draining)
+        h.workerExited(pid: a.pid, status: .signaled(9))
+        #expect(h.lost == 7)
+        #expect(h.log.contains { $0.contains("worker \(a.pid)") && $0.contains("died with 7 open connection(s) (killed by SIGKILL); they are lost") })
         // The other is stuck: fast stop at the deadline, then KILL.
-        core.tick(now: 1100)
-        core.tick(now: 4100)
-        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.kill])
-        core.workerExited(pid: b.pid, status: .signaled(9))
-        #expect(fx.closedOnDrainTimeout == 5)
-        #expect(fx.lost == 7)
-        #expect(fx.log.contains { $0.contains("at its drain deadline: 5 open connection(s) closed") })
+        h.tick(now: 1100)
+        h.tick(now: 4100)
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.kill])
+        h.workerExited(pid: b.pid, status: .signaled(9))
+        #expect(h.closedOnDrainTimeout == 5)
+        #expect(h.lost == 7)
+        #expect(h.log.contains { $0.contains("at its drain deadline: 5 open connection(s) closed") })
         // A clean exit closed (and counted) its own connections.
-        let c = core.workers.values.first!
-        fx.open[c.statsSlot] = 3
-        core.stop(graceful: false, requester: nil)
-        core.workerExited(pid: c.pid, status: .exited(0))
-        #expect(fx.lost == 7 && fx.closedOnDrainTimeout == 5)
+        let c = h.core.workers.values.first!
+        h.open[c.statsSlot] = 3
+        h.stop(graceful: false, requester: nil)
+        h.workerExited(pid: c.pid, status: .exited(0))
+        #expect(h.lost == 7 && h.closedOnDrainTimeout == 5)
     }
 
     @Test func drainEscalatesOnTheClock() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.tick(now: 100)
-        core.scale(.absolute(1), requester: 7)
-        let retiring = fx.spawned[1].pid
-        #expect(fx.steered.last == 1, "steered away before the drain")
-        #expect(fx.sent.map(\.1) == [retiring])
-        core.tick(now: 1099)
-        #expect(fx.signals.isEmpty)
-        core.tick(now: 1100)
-        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt])
-        core.tick(now: 4100)
-        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.kill])
-        core.workerExited(pid: retiring, status: .signaled(9))
-        #expect(fx.listeners[0] == 1, "the retired slot's listeners close after its worker is gone")
-        #expect(core.restarts == 0, "a retired worker is not respawned")
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.tick(now: 100)
+        h.scale(.absolute(1), requester: 7)
+        let retiring = h.spawned[1].pid
+        #expect(h.steered.last == 1, "steered away before the drain")
+        #expect(h.sent.map(\.1) == [retiring])
+        h.tick(now: 1099)
+        #expect(h.signals.isEmpty)
+        h.tick(now: 1100)
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt])
+        h.tick(now: 4100)
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.kill])
+        h.workerExited(pid: retiring, status: .signaled(9))
+        #expect(h.listeners[0] == 1, "the retired slot's listeners close after its worker is gone")
+        #expect(h.core.restarts == 0, "a retired worker is not respawned")
     }
 }
 
 @Suite struct MasterCommands {
     @Test func scaleUpOpensListenersThenSpawns() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.scale(.relative(2), requester: 1)
-        #expect(fx.listeners[0] == 3)
-        #expect(fx.spawned.map(\.slot) == [0, 1, 2])
-        #expect(fx.replies.last?.1["workers"] == 3)
-        #expect(fx.notifications.last?.hasPrefix("STATUS=") == true)
-        #expect(!(fx.notifications.last?.contains("READY") ?? true))
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.scale(.relative(2), requester: 1)
+        #expect(h.listeners[0] == 3)
+        #expect(h.spawned.map(\.slot) == [0, 1, 2])
+        #expect(h.replies.last?.1["workers"] == 3)
+        #expect(h.notifications.last?.hasPrefix("STATUS=") == true)
+        #expect(!(h.notifications.last?.contains("READY") ?? true))
     }
 
     @Test func scaleBeyondTheDescriptorBudgetIsRefusedBeforeAnythingOpens() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        fx.freeDescriptors = 4
-        core.scale(.absolute(4), requester: 1)
-        #expect(fx.replies.last?.1["error"] == "cannot scale to 4 workers: not enough file descriptors: need 6, 4 are free")
-        #expect(fx.listeners[0] == 1, "no listener opened")
-        #expect(fx.spawned.count == 1)
-        #expect(core.target == 1)
-        core.scale(.absolute(2), requester: 2)
-        #expect(fx.answeredOK(2))
-        #expect(core.target == 2)
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.freeDescriptors = 4
+        h.scale(.absolute(4), requester: 1)
+        #expect(h.replies.last?.1["error"] == "cannot scale to 4 workers: not enough file descriptors: need 6, 4 are free")
+        #expect(h.listeners[0] == 1, "no listener opened")
+        #expect(h.spawned.count == 1)
+        #expect(h.core.target == 1)
+        h.scale(.absolute(2), requester: 2)
+        #expect(h.answeredOK(2))
+        #expect(h.core.target == 2)
     }
 
     @Test func scaleBounds() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.scale(.absolute(9), requester: 1)
-        #expect(fx.replies.last?.1["error"] == "scale: workers must be 1...8 (maxWorkers), got 9")
-        core.scale(.relative(-1), requester: 2)
-        #expect(fx.replies.last?.1["ok"] == false)
-        #expect(core.target == 1)
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.scale(.absolute(9), requester: 1)
+        #expect(h.replies.last?.1["error"] == "scale: workers must be 1...8 (maxWorkers), got 9")
+        h.scale(.relative(-1), requester: 2)
+        #expect(h.replies.last?.1["ok"] == false)
+        #expect(h.core.target == 1)
     }
 
     @Test func reloadBeyondTheDescriptorBudgetFailsAndKeepsServing() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        fx.freeDescriptors = 3
-        core.beginReload(workers: 2, listenerSet: 1, requester: 5, wait: true)
-        #expect(fx.replies.last?.1["error"] == "reload failed: not enough file descriptors: need 4, 3 are free")
-        #expect(fx.listeners[1] == nil, "no listener opened for the new set")
-        #expect(fx.spawned.count == 2)
-        #expect(core.generation == 1 && !core.isReloading && core.failedReloads == 1)
-        #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.freeDescriptors = 3
+        h.beginReload(workers: 2, listenerSet: 1, requester: 5, wait: true)
+        #expect(h.replies.last?.1["error"] == "reload failed: not enough file descriptors: need 4, 3 are free")
+        #expect(h.listeners[1] == nil, "no listener opened for the new set")
+        #expect(h.spawned.count == 2)
+        #expect(h.core.generation == 1 && !h.core.isReloading && h.core.failedReloads == 1)
+        #expect(h.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
     }
 
     /// Issue 12 item 2: `scale +9223372036854775806` (or a delta of Int.max) overflowed
     /// `target + delta` and the master trapped. Now every extreme is a refusal naming what was asked.
     @Test(arguments: [Int.max, Int.max - 1, Int.min, Int.min + 1, -Int.max])
     func scaleByExtremeDeltaIsRefusedNotTrapped(_ delta: Int) {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.scale(.relative(delta), requester: 1)
-        #expect(fx.replies.last?.1["ok"] == false)
-        #expect(fx.replies.last?.1["error"]?.stringValue?.hasPrefix("scale: workers must be 1...8 (maxWorkers), got ") == true)
-        #expect(core.target == 2)
-        core.scale(.absolute(Int.min), requester: 2)
-        core.scale(.absolute(Int.max), requester: 3)
-        #expect(fx.replies.suffix(2).allSatisfy { $0.1["ok"] == false })
-        #expect(core.target == 2)
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.scale(.relative(delta), requester: 1)
+        #expect(h.replies.last?.1["ok"] == false)
+        #expect(h.replies.last?.1["error"]?.stringValue?.hasPrefix("scale: workers must be 1...8 (maxWorkers), got ") == true)
+        #expect(h.core.target == 2)
+        h.scale(.absolute(Int.min), requester: 2)
+        h.scale(.absolute(Int.max), requester: 3)
+        #expect(h.replies.suffix(2).allSatisfy { $0.1["ok"] == false })
+        #expect(h.core.target == 2)
     }
 
     @Test func scaleByOverflowingDeltaSaysWhatWasAsked() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.scale(.relative(Int.max), requester: 1)
-        #expect(fx.replies.last?.1["error"] == "scale: workers must be 1...8 (maxWorkers), got 2 + 9223372036854775807")
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.scale(.relative(Int.max), requester: 1)
+        #expect(h.replies.last?.1["error"] == "scale: workers must be 1...8 (maxWorkers), got 2 + 9223372036854775807")
     }
 
     /// A config count beyond maxWorkers (`"auto"` on a machine with more CPUs) must not index past
     /// the slot table.
     @Test func startCountIsKeptWithinMaxWorkers() {
-        let fx = FakeEffects()
-        var settings = MasterCore<FakeEffects>.Settings()
-        settings.maxWorkers = 2
-        var core = MasterCore(effects: fx, settings: settings)
-        core.start(workers: 5, listenerSet: 0, now: 0)
-        #expect(fx.spawned.map(\.slot) == [0, 1])
-        readyAll(&core, fx)
-        core.workerExited(pid: fx.spawned[1].pid, status: .exited(1))
-        #expect(core.target == 2)
+        let h = Harness(workers: 5, maxWorkers: 2)
+        #expect(h.spawned.map(\.slot) == [0, 1])
+        h.readyAll()
+        h.workerExited(pid: h.spawned[1].pid, status: .exited(1))
+        #expect(h.core.target == 2)
     }
 
     /// `scale --wait` is answered when the new workers said ready, not when they were spawned.
     @Test func scaleWaitAnswersWhenNewWorkersAreReady() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.scale(.absolute(3), requester: 1, wait: true)
-        #expect(fx.spawned.count == 3)
-        #expect(!fx.answered(1))
-        core.workerSaid(.ready, pid: fx.spawned[1].pid)
-        #expect(!fx.answered(1))
-        core.workerSaid(.ready, pid: fx.spawned[2].pid)
-        #expect(fx.answeredOK(1))
-        #expect(fx.replies.last?.1["workers"] == 3)
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.scale(.absolute(3), requester: 1, wait: true)
+        #expect(h.spawned.count == 3)
+        #expect(!h.answered(1))
+        h.workerSaid(.ready, pid: h.spawned[1].pid)
+        #expect(!h.answered(1))
+        h.workerSaid(.ready, pid: h.spawned[2].pid)
+        #expect(h.answeredOK(1))
+        #expect(h.replies.last?.1["workers"] == 3)
         // Without --wait: at once.
-        core.scale(.absolute(4), requester: 2)
-        #expect(fx.answeredOK(2))
+        h.scale(.absolute(4), requester: 2)
+        #expect(h.answeredOK(2))
         // Scale-down with --wait: nothing to wait for.
-        core.scale(.absolute(1), requester: 3, wait: true)
-        #expect(fx.answeredOK(3))
+        h.scale(.absolute(1), requester: 3, wait: true)
+        #expect(h.answeredOK(3))
     }
 
     @Test func scaleWaitFailsWhenANewWorkerDiesBeforeReady() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.scale(.absolute(2), requester: 1, wait: true)
-        core.workerExited(pid: fx.spawned[1].pid, status: .exited(3))
-        #expect(fx.answered(1) && !fx.answeredOK(1))
-        #expect(fx.replies.last?.1["error"]?.stringValue?.contains("slot 1") == true)
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.scale(.absolute(2), requester: 1, wait: true)
+        h.workerExited(pid: h.spawned[1].pid, status: .exited(3))
+        #expect(h.answered(1) && !h.answeredOK(1))
+        #expect(h.replies.last?.1["error"]?.stringValue?.contains("slot 1") == true)
     }
 
     @Test func scaleWaitFailsAfterStartTimeoutAndOnStop() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.scale(.absolute(2), requester: 1, wait: true)
-        core.scale(.absolute(3), requester: 2, wait: true)
-        core.tick(now: 30_001)
-        #expect(fx.answered(1) && !fx.answeredOK(1))
-        #expect(fx.replies.first { $0.0 == 1 }?.1["error"]?.stringValue?.contains("did not report ready within 30 s") == true)
-        var (core2, fx2) = makeCore(workers: 1)
-        readyAll(&core2, fx2)
-        core2.scale(.absolute(2), requester: 4, wait: true)
-        core2.stop(graceful: true, requester: nil)
-        #expect(fx2.replies.first { $0.0 == 4 }?.1["error"] == "scale abandoned: the daemon is stopping")
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.scale(.absolute(2), requester: 1, wait: true)
+        h.scale(.absolute(3), requester: 2, wait: true)
+        h.tick(now: 30_001)
+        #expect(h.answered(1) && !h.answeredOK(1))
+        #expect(h.replies.first { $0.0 == 1 }?.1["error"]?.stringValue?.contains("did not report ready within 30 s") == true)
+        let h2 = makeCore(workers: 1)
+        h2.readyAll()
+        h2.scale(.absolute(2), requester: 4, wait: true)
+        h2.stop(graceful: true, requester: nil)
+        #expect(h2.replies.first { $0.0 == 4 }?.1["error"] == "scale abandoned: the daemon is stopping")
     }
 
     @Test func reloadReplacesGenerationWhenReady() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        let old = fx.spawned.map(\.pid)
-        core.beginReload(workers: 2, listenerSet: 0, requester: 5, wait: true)
-        #expect(fx.spawned.suffix(2).map(\.generation) == [2, 2])
-        #expect(core.reloadRefusal() == "a reload is already in progress")
-        core.scale(.absolute(3), requester: 6)
-        #expect(fx.replies.last?.1["ok"] == false)
-        readyAll(&core, fx)
-        #expect(core.generation == 2)
-        #expect(Set(fx.sent.map(\.1)) == Set(old))
-        #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=2 workers, generation 2") == true)
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        let old = h.spawned.map(\.pid)
+        h.beginReload(workers: 2, listenerSet: 0, requester: 5, wait: true)
+        #expect(h.spawned.suffix(2).map(\.generation) == [2, 2])
+        #expect(h.core.reloadRefusal() == "a reload is already in progress")
+        h.scale(.absolute(3), requester: 6)
+        #expect(h.replies.last?.1["ok"] == false)
+        h.readyAll()
+        #expect(h.core.generation == 2)
+        #expect(Set(h.sent.map(\.1)) == Set(old))
+        #expect(h.notifications.last?.hasPrefix("READY=1\nSTATUS=2 workers, generation 2") == true)
         // `reload --wait` is answered once the old generation has stopped accepting, not before.
-        #expect(!fx.answered(5))
-        core.workerSaid(.draining, pid: old[0])
-        #expect(!fx.answered(5))
-        core.workerExited(pid: old[1], status: .exited(0))
-        #expect(fx.answeredOK(5))
+        #expect(!h.answered(5))
+        h.workerSaid(.draining, pid: old[0])
+        #expect(!h.answered(5))
+        h.workerExited(pid: old[1], status: .exited(0))
+        #expect(h.answeredOK(5))
     }
 
     /// A second reload completing before the first one's requester was answered answers it too.
     @Test func backToBackReloadsAnswerEveryRequester() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.beginReload(workers: 1, listenerSet: 0, requester: 8, wait: true)
-        readyAll(&core, fx)
-        core.beginReload(workers: 1, listenerSet: 0, requester: 9, wait: true)
-        readyAll(&core, fx)
-        #expect(fx.answeredOK(8))
-        for s in fx.spawned where core.workers[s.pid]?.generation ?? 3 < 3 { core.workerSaid(.draining, pid: s.pid) }
-        #expect(fx.answeredOK(9))
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.beginReload(workers: 1, listenerSet: 0, requester: 8, wait: true)
+        h.readyAll()
+        h.beginReload(workers: 1, listenerSet: 0, requester: 9, wait: true)
+        h.readyAll()
+        #expect(h.answeredOK(8))
+        for s in h.spawned where h.core.workers[s.pid]?.generation ?? 3 < 3 { h.workerSaid(.draining, pid: s.pid) }
+        #expect(h.answeredOK(9))
     }
 
     @Test func reloadWaitIsAnsweredEvenIfAnOldWorkerNeverAcknowledges() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.beginReload(workers: 1, listenerSet: 0, requester: 7, wait: true)
-        readyAll(&core, fx)
-        #expect(!fx.answered(7))
-        core.tick(now: 100_000)
-        #expect(fx.answeredOK(7))
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.beginReload(workers: 1, listenerSet: 0, requester: 7, wait: true)
+        h.readyAll()
+        #expect(!h.answered(7))
+        h.tick(now: 100_000)
+        #expect(h.answeredOK(7))
     }
 
     @Test func reloadAbortsWhenANewWorkerDies() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.beginReload(workers: 2, listenerSet: 0, requester: 5, wait: true)
-        let newWorkers = fx.spawned.suffix(2).map(\.pid)
-        core.workerSaid(.ready, pid: newWorkers[0])
-        core.workerExited(pid: newWorkers[1], status: .exited(78))
-        #expect(core.generation == 1)
-        #expect(!core.isReloading)
-        #expect(fx.sent.map(\.1) == [newWorkers[0]], "the new worker that did start is drained; the old ones keep serving")
-        #expect(fx.replies.last?.1["error"]?.stringValue?.hasPrefix("reload failed: new worker for slot 1 exited with code 78") == true)
-        #expect(fx.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.beginReload(workers: 2, listenerSet: 0, requester: 5, wait: true)
+        let newWorkers = h.spawned.suffix(2).map(\.pid)
+        h.workerSaid(.ready, pid: newWorkers[0])
+        h.workerExited(pid: newWorkers[1], status: .exited(78))
+        #expect(h.core.generation == 1)
+        #expect(!h.core.isReloading)
+        #expect(h.sent.map(\.1) == [newWorkers[0]], "the new worker that did start is drained; the old ones keep serving")
+        #expect(h.replies.last?.1["error"]?.stringValue?.hasPrefix("reload failed: new worker for slot 1 exited with code 78") == true)
+        #expect(h.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
     }
 
     @Test func reloadTimesOut() {
-        var (core, fx) = makeCore(workers: 1)
-        readyAll(&core, fx)
-        core.beginReload(workers: 1, listenerSet: 0, requester: nil, wait: false)
-        core.tick(now: 30_001)
-        #expect(!core.isReloading)
-        #expect(core.lastReloadError?.contains("did not report ready") == true)
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.beginReload(workers: 1, listenerSet: 0, requester: nil, wait: false)
+        h.tick(now: 30_001)
+        #expect(!h.core.isReloading)
+        #expect(h.core.lastReloadError?.contains("did not report ready") == true)
     }
 
     @Test func gracefulStopDrainsThenExits() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.stop(graceful: true, requester: 3)
-        #expect(fx.notifications.last?.hasPrefix("STOPPING=1") == true)
-        core.tick(now: 500)
-        #expect(fx.sent.count == 2)
-        core.workerExited(pid: fx.spawned[0].pid, status: .exited(0))
-        #expect(fx.exitCode == nil)
-        core.workerExited(pid: fx.spawned[1].pid, status: .exited(0))
-        #expect(fx.exitCode == 0)
-        #expect(fx.spawned.count == 2, "nothing respawned while stopping")
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.stop(graceful: true, requester: 3)
+        #expect(h.notifications.last?.hasPrefix("STOPPING=1") == true)
+        h.tick(now: 500)
+        #expect(h.sent.count == 2)
+        h.workerExited(pid: h.spawned[0].pid, status: .exited(0))
+        #expect(h.exitCode == nil)
+        h.workerExited(pid: h.spawned[1].pid, status: .exited(0))
+        #expect(h.exitCode == 0)
+        #expect(h.spawned.count == 2, "nothing respawned while stopping")
     }
 
     @Test func gracefulStopRefusesAtOnceAndClosesListenersBeforeTheDrain() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.tick(now: 1000)
-        core.stop(graceful: true, requester: nil)
-        #expect(fx.refusing, "new connections refused as the stop begins")
-        #expect(fx.listenersClosedRelayingTo.isEmpty && fx.sent.isEmpty, "handshakes under way still complete and are served")
-        core.tick(now: 1499)
-        #expect(fx.listenersClosedRelayingTo.isEmpty)
-        core.tick(now: 1500)
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.tick(now: 1000)
+        h.stop(graceful: true, requester: nil)
+        #expect(h.refusing, "new connections refused as the stop begins")
+        #expect(h.listenersClosedRelayingTo.isEmpty && h.sent.isEmpty, "handshakes under way still complete and are served")
+        h.tick(now: 1499)
+        #expect(h.listenersClosedRelayingTo.isEmpty)
+        h.tick(now: 1500)
         // What is still queued goes to the workers before they are told to drain.
-        #expect(fx.listenersClosedRelayingTo == [fx.spawned.map(\.pid).sorted()])
-        #expect(fx.sent.map(\.0) == [.drain, .drain])
-        #expect(core.listenersClosed)
-        #expect(core.liveWorkers == fx.spawned.map(\.pid).sorted(), "draining workers take what is handed over now")
+        #expect(h.listenersClosedRelayingTo == [h.spawned.map(\.pid).sorted()])
+        #expect(h.sent.map(\.0) == [.drain, .drain])
+        #expect(h.core.listenersClosed)
+        #expect(h.core.liveWorkers == h.spawned.map(\.pid).sorted(), "draining workers take what is handed over now")
         // The drain timeout counts from the stop, not from the listeners' close.
-        core.tick(now: 1999)
-        #expect(fx.signals.isEmpty)
-        core.tick(now: 2000)
-        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
-        core.tick(now: 2100)
-        #expect(fx.listenersClosedRelayingTo.count == 1)
+        h.tick(now: 1999)
+        #expect(h.signals.isEmpty)
+        h.tick(now: 2000)
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
+        h.tick(now: 2100)
+        #expect(h.listenersClosedRelayingTo.count == 1)
     }
 
     @Test func fastStopInterrupts() {
-        var (core, fx) = makeCore(workers: 2)
-        readyAll(&core, fx)
-        core.stop(graceful: false, requester: nil)
-        #expect(fx.listenersClosedRelayingTo == [[]], "listeners closed at once, nothing relayed")
-        #expect(fx.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
-        core.tick(now: 3000)
-        #expect(fx.signals.filter { $0.0 == SignalNumber.kill }.count == 2)
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.stop(graceful: false, requester: nil)
+        #expect(h.listenersClosedRelayingTo == [[]], "listeners closed at once, nothing relayed")
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
+        h.tick(now: 3000)
+        #expect(h.signals.filter { $0.0 == SignalNumber.kill }.count == 2)
+    }
+}
+
+/// The core returns what it decided, in order; nothing is done behind the test's back.
+@Suite struct MasterActionLists {
+    @Test func scaleUpAsksForListenersThenSpawnsThenAnswers() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.scale(.absolute(3), requester: 1)
+        let bytes = Array("{}".utf8)
+        #expect(h.last == [
+            .openListeners(set: 0, slots: 3, newWorkers: 2, for: .scale(to: 3, requester: 1, wait: false)),
+            .spawn(WorkerLaunch(slot: 1, generation: 1, statsSlot: 1, listenerSet: 0, configBytes: bytes)),
+            .spawn(WorkerLaunch(slot: 2, generation: 1, statsSlot: 2, listenerSet: 0, configBytes: bytes)),
+            .log(.notice, "scaled to 3 workers"),
+            .notify("STATUS=1 workers, generation 1"),
+            .reply(1, ControlResponse.ok(["workers": 3])),
+        ])
+    }
+
+    @Test func scaleDownSteersAwayBeforeItRetires() {
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        let retiring = h.spawned[1].pid
+        h.scale(.absolute(1), requester: nil)
+        #expect(h.last == [
+            .steer(set: 0, active: 1, skipping: []),
+            .send(.retire, to: retiring),
+            .log(.notice, "scaled to 1 workers"),
+            .notify("STATUS=1 workers, generation 1"),
+        ])
+    }
+
+    @Test func aFailedSpawnComesBackAsAnInputAndBacksOff() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.failSpawn = true
+        h.scale(.absolute(2), requester: nil)
+        #expect(h.last.contains(.log(.error, "cannot start a worker for slot 1: posix_spawn: out of memory")))
+        #expect(h.core.workers.count == 1)
+        h.failSpawn = false
+        h.tick(now: 199)
+        #expect(h.spawned.count == 1)
+        h.tick(now: 200)
+        #expect(h.spawned.last?.slot == 1, "respawned after its back-off")
+    }
+
+    /// A reload's read of the file is asked for, not made: the core is told when it is in.
+    @Test func reloadAsksForTheConfigThenOpensListenersThenSpawns() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.perform(h.core.reload(requester: 4, wait: false))
+        #expect(h.last == [.notifyReloading(status: "reloading test.json"), .log(.notice, "reload: reading test.json"), .readConfig])
+        h.perform(h.core.reload(requester: 5, wait: false))
+        #expect(h.last.contains(.reply(5, ControlResponse.error("a reload is already in progress (reading test.json)"))))
+        h.loadConfig(h.core.config)
+        guard case .openListeners(0, 1, 1, .reload(let plan)) = h.last.first else {
+            Issue.record("expected openListeners for the reload first: \(h.last)")
+            return
+        }
+        #expect(plan.generation == 2 && plan.workers == 1 && plan.requester == 4)
+        #expect(h.last.contains(.reply(4, ControlResponse.ok(["generation": 2, "started": true]))))
+        #expect(h.spawned.last?.generation == 2)
+    }
+}
+
+/// Reload policy lives in the core: what may change, how many workers, the read's deadline.
+@Suite struct MasterReloadPolicy {
+    @Test(arguments: ["controlSocket", "reusePortSteering", "deferAccept", "maxWorkers"])
+    func whatNeedsARestartIsRefused(_ key: String) {
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.perform(h.core.reload(requester: 1, wait: true))
+        var config = h.core.config
+        switch key {
+        case "controlSocket": config.controlSocket = "/elsewhere.sock"
+        case "reusePortSteering": config.reusePortSteering = .cpu
+        case "deferAccept": config.deferAccept.toggle()
+        default: config.maxWorkers = 9
+        }
+        h.loadConfig(config, listenerSet: 1)
+        #expect(h.replies.last?.1["error"] == .string("reload failed: test.json: \(key): cannot change on reload (restart instead)"))
+        #expect(h.released == [1], "the unused listener set is released")
+        #expect(h.core.generation == 1 && h.core.failedReloads == 1 && h.core.config.controlSocket != "/elsewhere.sock")
+        #expect(h.notifications.last?.hasPrefix("READY=1\nSTATUS=reload failed") == true)
+    }
+
+    @Test func aRuntimeScaleSurvivesAReloadThatDoesNotChangeWorkers() {
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.scale(.absolute(3), requester: nil)
+        h.readyAll()
+        h.perform(h.core.reload(requester: nil, wait: false))
+        h.loadConfig(h.core.config)
+        #expect(h.spawned.filter { $0.generation == 2 }.count == 3)
+        h.readyAll()
+        var config = h.core.config
+        config.workers = .fixed(5)
+        h.perform(h.core.reload(requester: nil, wait: false))
+        h.loadConfig(config)
+        #expect(h.spawned.filter { $0.generation == 3 }.count == 5, "a changed `workers` wins")
+    }
+
+    @Test func aHungReadFailsTheReloadAndBlocksTheNextUntilItReturns() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.perform(h.core.reload(requester: 1, wait: false))
+        h.tick(now: 10_000)
+        #expect(!h.answered(1))
+        h.tick(now: 10_001)
+        #expect(h.last.contains(.abandonConfigRead))
+        #expect(h.replies.last?.1["error"] == "reload failed: test.json: cannot read: no answer in 10 s (a hung filesystem?)")
+        h.perform(h.core.reload(requester: 2, wait: false))
+        #expect(h.replies.last?.1["error"] == "the last read of test.json has not returned yet (a hung filesystem?); try again when it has")
+        h.perform(h.core.abandonedReadReturned())
+        h.perform(h.core.reload(requester: 3, wait: false))
+        #expect(h.last.contains(.readConfig))
+        // A late answer to the abandoned read is not taken for this one's: only `configLoaded` counts.
+        h.perform(h.core.configLoadFailed("test.json: bad"))
+        #expect(h.replies.last?.1["error"] == "reload failed: test.json: bad")
+    }
+
+    @Test func theNewConfigsTimeoutsApplyFromTheReload() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        var config = h.core.config
+        config.drainTimeout = 7
+        config.heartbeatTimeout = 3
+        h.perform(h.core.reload(requester: nil, wait: false))
+        h.loadConfig(config)
+        #expect(h.core.settings.drainTimeout == 7000 && h.core.settings.heartbeatTimeout == 3000)
+    }
+}
+
+/// Exit code 78 (`FatalConfigExit.code`): a worker that cannot run with the config is not respawned.
+@Suite struct MasterFatalConfigExit {
+    @Test func aServingWorkerExiting78IsNotRespawnedAndItsSlotIsSteeredAway() {
+        let h = makeCore(workers: 3)
+        h.readyAll()
+        h.tick(now: 20_000)
+        h.workerExited(pid: h.spawned[1].pid, status: .exited(78))
+        #expect(h.spawned.count == 3)
+        #expect(h.core.restarts == 0)
+        #expect(h.skipped.last == [1])
+        #expect(h.core.unservedSlots == [1], "what was queued on its listeners goes to a live worker")
+        #expect(h.log.contains { $0.contains("exited with code 78: it cannot run with this config; the slot is not restarted") })
+        #expect(h.notifications.last == "STATUS=2 workers, generation 1; slot 1 stopped: fatal config error (exit 78)")
+        for t in stride(from: Int64(20_100), through: 120_000, by: 5_000) { h.tick(now: t) }
+        #expect(h.spawned.count == 3, "never respawned")
+        #expect(h.exitCode == nil)
+        // A reload gives every slot a new start.
+        h.beginReload(workers: 3, listenerSet: 0, requester: nil, wait: false)
+        #expect(h.spawned.filter { $0.generation == 2 }.map(\.slot) == [0, 1, 2])
+    }
+
+    @Test func aWorkerExiting78BeforeTheDaemonWasReadyFailsTheStart() {
+        let h = makeCore(workers: 2)
+        h.workerSaid(.ready, pid: h.spawned[1].pid)
+        h.workerExited(pid: h.spawned[0].pid, status: .exited(78))
+        #expect(h.spawned.count == 2)
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt], "the other worker is stopped")
+        #expect(h.notifications.contains { $0.hasPrefix("STATUS=failed: worker \(h.spawned[0].pid) (slot 0) exited with code 78") })
+        #expect(h.exitCode == nil)
+        h.workerExited(pid: h.spawned[1].pid, status: .signaled(2))
+        #expect(h.exitCode == 78, "systemd's RestartPreventExitStatus=78 keeps it from looping")
+    }
+
+    @Test func theLastServingWorkerExiting78StopsTheDaemon() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.workerExited(pid: h.spawned[0].pid, status: .exited(78))
+        #expect(h.exitCode == 78)
+        #expect(h.log.contains { $0.contains("no worker is left to serve: stopping") })
+    }
+
+    @Test func otherExitCodesStillRespawn() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.workerExited(pid: h.spawned[0].pid, status: .exited(77))
+        #expect(h.spawned.count == 2 && h.exitCode == nil)
+    }
+
+    @Test func scaleWaitSaysANewWorkerExiting78IsNotRestarted() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.scale(.absolute(2), requester: 1, wait: true)
+        h.workerExited(pid: h.spawned[1].pid, status: .exited(78))
+        #expect(h.replies.last?.1["error"] == "the new worker for slot 1 exited with code 78 before it was ready; it is not restarted (fatal config error)")
+        #expect(h.spawned.count == 2 && h.exitCode == nil)
+    }
+}
+
+/// The watchdog is fed from the tick, with the heartbeats the executor read.
+@Suite struct MasterWatchdog {
+    @Test func fedOnlyWhileAServingWorkerIsFresh() {
+        var settings = MasterCore.Settings()
+        settings.watchdogInterval = 1000
+        let h = Harness(workers: 1, settings: settings)
+        h.tick(now: 100)
+        #expect(h.watchdogFed == 0, "no ready worker yet")
+        h.readyAll()
+        let slot = h.core.workers.values.first!.statsSlot
+        h.heartbeats[slot] = 1000
+        h.tick(now: 1500)
+        #expect(h.watchdogFed == 1)
+        h.tick(now: 2000)
+        #expect(h.watchdogFed == 1, "not before the interval")
+        h.tick(now: 3100)
+        #expect(h.watchdogFed == 1, "heartbeat 2.1 s old: not fed")
+        h.heartbeats[slot] = 3000
+        h.tick(now: 3200)
+        #expect(h.watchdogFed == 2)
     }
 }

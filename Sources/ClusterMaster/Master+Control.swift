@@ -1,0 +1,203 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ClusterControl
+import ClusterJSON
+import ClusterSystem
+
+/// Whether the control listener is being polled: out of descriptors (EMFILE and the like), accept
+/// fails for as long as the queue holds a client, and a level-triggered epoll would report it
+/// again at once, so the listener leaves epoll for `ControlServer.acceptBackoff`.
+struct ControlSocket {
+    var fd: Int32 = -1
+    var resumeAt: Int64? = nil
+    /// The epoll events each client is registered for (reading stops while its replies pile up).
+    var interest: [Int32: UInt32] = [:]
+}
+
+/// The control socket's descriptors: accept, read, send, epoll. What the bytes mean is
+/// `ControlServer`'s business; what a request does is the core's (or `statusJSON`'s).
+extension Master {
+    func openControlSocket() throws(SystemError) {
+        let path = control.path
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        if !directory.isEmpty && !FileIO.exists(directory) {
+            _ = mkdir(directory, 0o755)
+        }
+        let mode: mode_t = control.group == nil ? 0o600 : 0o660
+        controlSocket.fd = try Socket.unixListener(path: path, mode: mode)
+        if let gid = control.group {
+            if chown(path, uid_t.max, gid_t(gid)) != 0 {
+                logger.warning("cannot give group \(gid) the control socket: \(String(cString: strerror(errno)))")
+            }
+        }
+        try watchControlSocket()
+    }
+
+    func watchControlSocket() throws(SystemError) {
+        try epoll.add(controlSocket.fd, events: Epoll.readable, data: Kind.control.rawValue << 56 | UInt64(UInt32(bitPattern: controlSocket.fd)))
+    }
+
+    func closeControlSocket() {
+        for fd in controlSocket.interest.keys { Sys.close(fd) }
+        controlSocket.interest = [:]
+        if controlSocket.fd >= 0 {
+            Sys.close(controlSocket.fd)
+            try? Sys.unlink(control.path)
+        }
+    }
+
+    func acceptClients() {
+        while true {
+            let fd: Int32
+            do {
+                guard case .processed(let newFD) = try Sys.accept(controlSocket.fd) else { return }
+                fd = newFD
+            } catch {
+                let now = Clock.monotonicMilliseconds()
+                var message = "control socket: \(error)"
+                switch error.errno {
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    epoll.remove(controlSocket.fd)
+                    controlSocket.resumeAt = now + ControlServer.acceptBackoff
+                    message += "; pausing accept for \(ControlServer.acceptBackoff) ms"
+                default: break
+                }
+                if let line = control.acceptFailed(message, now: now) { logger.warning("\(line)") }
+                return
+            }
+            guard !control.isFull else {
+                writeOnce(fd, ControlResponse.error("too many control connections (\(ControlServer.maxClients)); try again"))
+                Sys.close(fd)
+                continue
+            }
+            // Only the daemon's own user, root, or the configured group may command it; a client
+            // whose credentials cannot be read is refused.
+            if case .refused(let log, let reply) = ControlAccess(daemonUID: Sys.uid, controlGroup: control.group).check(fd) {
+                logger.warning("\(log)")
+                writeOnce(fd, ControlResponse.error(reply))
+                Sys.close(fd)
+                continue
+            }
+            do {
+                try epoll.add(fd, events: Epoll.readable, data: clientData(fd))
+            } catch {
+                Sys.close(fd)
+                continue
+            }
+            control.opened(fd, now: Clock.monotonicMilliseconds())
+            controlSocket.interest[fd] = Epoll.readable
+        }
+    }
+
+    /// Per loop turn: the listener back after an accept back-off; clients expired.
+    func controlPeriodic(_ now: Int64) {
+        if let at = controlSocket.resumeAt, now >= at, controlSocket.fd >= 0 {
+            controlSocket.resumeAt = nil
+            do { try watchControlSocket() } catch {
+                controlSocket.resumeAt = now + ControlServer.acceptBackoff
+            }
+        }
+        for (fd, reason) in control.expired(now: now) {
+            if let reason { logger.warning("\(reason)") }
+            closeClient(fd)
+        }
+    }
+
+    func clientData(_ fd: Int32) -> UInt64 { Kind.client.rawValue << 56 | UInt64(UInt32(bitPattern: fd)) }
+
+    func clientEvent(_ fd: Int32, _ events: UInt32) {
+        guard control.has(fd) else { return }
+        if events & (Epoll.writable | Epoll.hangup | Epoll.error) != 0 {
+            flushClient(fd)
+            guard control.has(fd) else { return }
+        }
+        // Lines held back while replies piled up go before anything new is read.
+        processInput(fd)
+        guard control.has(fd) else { return }
+        if control.output(of: fd).count < ControlServer.maxPendingReplyBytes {
+            if events & (Epoll.readable | Epoll.hangup | Epoll.error) != 0 { readClient(fd) }
+        } else if events & (Epoll.hangup | Epoll.error) != 0 {
+            // Gone while we were not reading: its replies have nowhere to go.
+            return closeClient(fd)
+        }
+        updateInterest(fd)
+    }
+
+    func readClient(_ fd: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let result: IOResult<Int>
+        do { result = try buffer.withUnsafeMutableBytes { (b) throws(SystemError) in try Sys.read(fd, b.baseAddress!, b.count) } } catch {
+            return closeClient(fd)
+        }
+        guard case .processed(let n) = result else { return }
+        if n == 0 { return closeClient(fd) }
+        control.received(buffer[0..<n], from: fd)
+        processInput(fd)
+    }
+
+    /// Answers the client's complete request lines, one at a time, sending each answer at once
+    /// (`ControlServer.nextRequest` holds the rest back while unsent replies pile up).
+    func processInput(_ fd: Int32) {
+        while control.has(fd), let line = control.nextRequest(from: fd, now: Clock.monotonicMilliseconds()) {
+            if case .request(let id, let request) = line { handle(request, id: id) }
+            flushClient(fd)
+        }
+    }
+
+    func handle(_ request: ControlRequest, id: RequestID) {
+        switch request {
+        case .status: reply(id, statusJSON())
+        case .workers: reply(id, workersJSON())
+        case .scale(let target, let wait): perform(core.scale(target, requester: id, wait: wait))
+        case .reload(let wait): perform(core.reload(requester: id, wait: wait))
+        case .stop(let graceful): perform(core.stop(graceful: graceful, requester: id))
+        case .reopenLogs: perform(core.reopenLogs(requester: id))
+        }
+    }
+
+    func reply(_ id: RequestID, _ response: JSON) {
+        guard let fd = control.reply(id, response, now: Clock.monotonicMilliseconds()) else { return }
+        flushClient(fd)
+    }
+
+    /// Readable while its replies are under the cap, writable while any are unsent.
+    func updateInterest(_ fd: Int32) {
+        guard control.has(fd) else { return }
+        let (read, write) = control.interest(of: fd)
+        let wanted = (read ? Epoll.readable : 0) | (write ? Epoll.writable : 0)
+        guard wanted != controlSocket.interest[fd] else { return }
+        controlSocket.interest[fd] = wanted
+        try? epoll.modify(fd, events: wanted, data: clientData(fd))
+    }
+
+    /// Sends what the socket takes now; the rest waits for EPOLLOUT.
+    func flushClient(_ fd: Int32) {
+        var output = control.output(of: fd)
+        while !output.isEmpty {
+            let result: IOResult<Int>
+            do { result = try output.withUnsafeBytes { (b) throws(SystemError) in try Sys.send(fd, b.baseAddress!, b.count) } } catch {
+                return closeClient(fd)
+            }
+            guard case .processed(let n) = result else { break }
+            control.sent(n, to: fd, now: Clock.monotonicMilliseconds())
+            output.removeFirst(n)
+        }
+        if control.isDone(fd) { return closeClient(fd) }
+        updateInterest(fd)
+    }
+
+    /// For refusals before a client is registered: one best-effort write.
+    func writeOnce(_ fd: Int32, _ response: JSON) {
+        let bytes = Array((response.serialized + "\n").utf8)
+        _ = bytes.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
+    }
+
+    func closeClient(_ fd: Int32) {
+        guard control.has(fd) else { return }
+        control.closed(fd)
+        controlSocket.interest[fd] = nil
+        epoll.remove(fd)
+        Sys.close(fd)
+    }
+}
