@@ -1,25 +1,22 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterSystem
 
 /// Who may command the daemon over its control socket: root, the daemon's own user, and members of
 /// `controlGroup` (primary or supplementary group). It fails closed: a client whose credentials
 /// cannot be read is refused. The readers are injectable so the refusal paths can be tested.
 public struct ControlAccess {
-    public typealias Credentials = (pid: pid_t, uid: uid_t, gid: gid_t)
+    public typealias Credentials = (pid: ProcessID, uid: UserID, gid: GroupID)
 
-    public var daemonUID: uid_t
+    public var daemonUID: UserID
     public var controlGroup: Int?
     /// SO_PEERCRED.
     public var readCredentials: (Int32) throws(SystemError) -> Credentials
     /// SO_PEERGROUPS (asked only when a group is configured and is not the peer's primary one).
-    public var readGroups: (Int32) throws(SystemError) -> [gid_t]
+    public var readGroups: (Int32) throws(SystemError) -> [GroupID]
 
     public init(
-        daemonUID: uid_t, controlGroup: Int?,
+        daemonUID: UserID, controlGroup: Int?,
         readCredentials: @escaping (Int32) throws(SystemError) -> Credentials = { fd throws(SystemError) in try Socket.peerCredentials(fd) },
-        readGroups: @escaping (Int32) throws(SystemError) -> [gid_t] = { fd throws(SystemError) in try Socket.peerGroups(fd) }
+        readGroups: @escaping (Int32) throws(SystemError) -> [GroupID] = { fd throws(SystemError) in try Socket.peerGroups(fd) }
     ) {
         self.daemonUID = daemonUID
         self.controlGroup = controlGroup

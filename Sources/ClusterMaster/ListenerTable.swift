@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterConfig
 import ClusterSystem
 
@@ -212,7 +209,7 @@ final class ListenerTable {
         var taken: [Int32] = []
         for fd in allFDs {
             if takingQueued { taken += Self.acceptAll(fd) }
-            Sys.shutdown(fd, Int32(SHUT_RD))
+            Sys.shutdownListener(fd)
             Sys.close(fd)
         }
         listeners = [:]

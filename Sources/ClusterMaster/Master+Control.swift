@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterControl
 import ClusterJSON
 import ClusterSystem
@@ -22,13 +19,13 @@ extension Master {
         let path = control.path
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !directory.isEmpty && !FileIO.exists(directory) {
-            _ = mkdir(directory, 0o755)
+            try? FileIO.makeDirectory(directory, mode: 0o755)
         }
-        let mode: mode_t = control.group == nil ? 0o600 : 0o660
+        let mode: FileMode = control.group == nil ? 0o600 : 0o660
         controlSocket.fd = try Socket.unixListener(path: path, mode: mode)
         if let gid = control.group {
-            if chown(path, uid_t.max, gid_t(gid)) != 0 {
-                logger.warning("cannot give group \(gid) the control socket: \(String(cString: strerror(errno)))")
+            do { try FileIO.changeGroup(path, to: GroupID(gid)) } catch {
+                logger.warning("cannot give group \(gid) the control socket: \(error.reason)")
             }
         }
         try watchControlSocket()
@@ -56,12 +53,10 @@ extension Master {
             } catch {
                 let now = Clock.monotonicMilliseconds()
                 var message = "control socket: \(error)"
-                switch error.errno {
-                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                if error.isResourceExhaustion {
                     epoll.remove(controlSocket.fd)
                     controlSocket.resumeAt = now + ControlServer.acceptBackoff
                     message += "; pausing accept for \(ControlServer.acceptBackoff) ms"
-                default: break
                 }
                 if let line = control.acceptFailed(message, now: now) { logger.warning("\(line)") }
                 return

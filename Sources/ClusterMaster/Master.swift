@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterConfig
 import ClusterControl
 import ClusterJSON
@@ -100,7 +97,10 @@ public final class Master {
     /// Runs until stopped; returns the exit code.
     public func run() -> Int32 {
         do {
-            signals = try SignalFd(signals: [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGCHLD])
+            signals = try SignalFd(signals: [
+                SignalNumber.terminate, SignalNumber.interrupt, SignalNumber.quit, SignalNumber.hangup, SignalNumber.ttin,
+                SignalNumber.ttou, SignalNumber.user1, SignalNumber.child,
+            ])
             try epoll.add(signals.fd, events: Epoll.readable, data: Kind.signal.rawValue << 56)
             try openControlSocket()
         } catch {
@@ -219,13 +219,13 @@ public final class Master {
     func readSignals() {
         while let signal = try? signals.next() {
             switch signal {
-            case SIGCHLD: reapChildren()
-            case SIGTERM: perform(core.stop(graceful: true, requester: nil))
-            case SIGINT, SIGQUIT: perform(core.stop(graceful: false, requester: nil))
-            case SIGHUP: perform(core.reload(requester: nil, wait: false))
-            case SIGTTIN: perform(core.scale(.relative(1), requester: nil))
-            case SIGTTOU: perform(core.scale(.relative(-1), requester: nil))
-            case SIGUSR1: perform(core.reopenLogs(requester: nil))
+            case SignalNumber.child: reapChildren()
+            case SignalNumber.terminate: perform(core.stop(graceful: true, requester: nil))
+            case SignalNumber.interrupt, SignalNumber.quit: perform(core.stop(graceful: false, requester: nil))
+            case SignalNumber.hangup: perform(core.reload(requester: nil, wait: false))
+            case SignalNumber.ttin: perform(core.scale(.relative(1), requester: nil))
+            case SignalNumber.ttou: perform(core.scale(.relative(-1), requester: nil))
+            case SignalNumber.user1: perform(core.reopenLogs(requester: nil))
             default: break
             }
         }
