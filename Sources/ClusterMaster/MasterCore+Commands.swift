@@ -129,6 +129,12 @@ extension MasterCore {
             reload = nil
             for id in r.requesters { emit(.reply(id, ControlResponse.error("reload abandoned: the daemon is stopping"))) }
         }
+        if let read = configRead {
+            // Its config would be refused now: answered at once, since the master may exit first.
+            configRead = nil
+            emit(.abandonConfigRead)
+            if let id = read.requester { emit(.reply(id, ControlResponse.error("reload abandoned: the daemon is stopping"))) }
+        }
         answerReloadWhenOldGenerationStopped(force: true)
         answerScaleWaiters()
         log(.notice, graceful ? "graceful stop: draining \(workers.count) workers (timeout \(settings.drainTimeout / 1000) s)" : "fast stop")

@@ -588,6 +588,19 @@ import Testing
         #expect(h.log.contains { $0.contains("no worker is left to serve: stopping") })
     }
 
+    /// Found by the control fuzzer: a reload whose read was under way when the master exited was
+    /// never answered. A stop answers it at once.
+    @Test func aReloadStillReadingIsAnsweredWhenTheMasterStops() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.perform(h.core.reload(requester: 9, wait: true))
+        h.workerExited(pid: h.spawned[0].pid, status: .exited(78))
+        #expect(h.exitCode == 78)
+        #expect(h.replies.last?.0 == 9 && h.replies.last?.1["error"] == "reload abandoned: the daemon is stopping")
+        h.loadConfig(h.core.config)
+        #expect(h.spawned.count == 1 && h.replies.count == 1, "the late config is ignored")
+    }
+
     @Test func otherExitCodesStillRespawn() {
         let h = makeCore(workers: 1)
         h.readyAll()
