@@ -30,7 +30,7 @@ extension SystemError {
     /// The process or the system is out of descriptors or memory for now (EMFILE, ENFILE, ENOBUFS,
     /// ENOMEM): retrying at once would fail the same way.
     public var isResourceExhaustion: Bool {
-        errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM
+        [.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory].contains(code)
     }
 }
 
