@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterConfig
 import ClusterControl
 import ClusterHTTP
@@ -56,7 +53,7 @@ public final class AccessLog {
 
     func open() {
         do {
-            fd = try Sys.open(path, O_WRONLY | O_APPEND | O_CREAT, mode: 0o644)
+            fd = try Sys.openForAppending(path)
         } catch {
             logger.error("access log \(path): \(error); requests are not logged until the next reopen")
             fd = -1
@@ -91,7 +88,7 @@ public final class AccessLog {
                 case .wouldBlock: written = 0
                 }
                 // A regular file never takes nothing without an error; if one does, stop rather than spin.
-                if written == 0 { throw SystemError(call: "write", errno: ENOSPC) }
+                if written == 0 { throw SystemError.noSpace(call: "write") }
             } catch {
                 failed(error, unwritten: view, torn: torn)
                 return

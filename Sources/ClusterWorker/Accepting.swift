@@ -1,0 +1,116 @@
+import ClusterControl
+import ClusterHTTP
+import ClusterSystem
+
+/// Taking connections in: the listeners' registration, accept with its back-off, and a new
+/// connection's first steps.
+extension HTTPWorker {
+    func registerListeners() throws(SystemError) {
+        guard !acceptingRegistered, !listenersShut else { return }
+        for fd in listeners {
+            try kernel.epollAdd(fd, events: Epoll.readable, data: Token.make(Token.listener, 0, fd))
+        }
+        acceptingRegistered = true
+    }
+
+    func unregisterListeners() {
+        guard acceptingRegistered else { return }
+        for fd in listeners { kernel.epollRemove(fd) }
+        acceptingRegistered = false
+    }
+
+    /// Accepts up to `limit` queued connections (all of `acceptBatch` when draining a queue).
+    func acceptConnections(_ listener: Int32, limit: Int? = nil) {
+        guard state == .running || acceptUntil != nil else { return }
+        for _ in 0..<(limit ?? settings.acceptBatch) {
+            if table.openCount >= settings.maxConnections {
+                // At the cap: leave the rest in the backlog (nothing is refused) until one closes.
+                pauseAccepting(until: nil)
+                return
+            }
+            let fd: Int32
+            do {
+                switch try kernel.accept(listener) {
+                case .wouldBlock: return
+                case .processed(let newFD): fd = newFD
+                }
+            } catch {
+                if error.isResourceExhaustion {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: what is queued stays queued; try again later.
+                    logger.warning("accept4: \(error.reason); pausing accept for \(settings.acceptBackoff) ms")
+                    pauseAccepting(until: io.now + settings.acceptBackoff)
+                    return
+                }
+                if error.isInvalidArgument {
+                    // Not listening any more: the master shut the listeners (a stop). What they
+                    // had queued was passed to us through the channel; `drain` follows there.
+                    listenersShut = true
+                    unregisterListeners()
+                    return
+                }
+                // ECONNABORTED, EPROTO, ...: that client is gone; carry on with the next.
+                continue
+            }
+            opened(fd)
+        }
+    }
+
+    func pauseAccepting(until: Int64?) {
+        unregisterListeners()
+        acceptResumeAt = until
+    }
+
+    func resumeAcceptingIfPossible() {
+        guard state == .running, !acceptingRegistered, !listenersShut, table.openCount < settings.maxConnections else { return }
+        if let at = acceptResumeAt, io.now < at { return }
+        acceptResumeAt = nil
+        do { try registerListeners() } catch { logger.error("re-registering listeners: \(error)") }
+    }
+
+    /// Takes a new connection into the table; one accepted here (not `handedOver`) is read at once
+    /// when that tends to find its request, then registered with epoll.
+    func opened(_ fd: Int32, handedOver: Bool = false) {
+        table.open(fd)
+        if io.accessLog != nil { table[fd].peer = kernel.peerAddress(fd) }
+        table[fd].deadline = io.now + settings.headerTimeout
+        // Published at once (one store to our own cache line), not at the end of the loop's turn:
+        // if this process dies, the master counts exactly what it took down (`openConnections`).
+        stats[.openConnections] = UInt64(table.openCount)
+        if handedOver { return }  // adopt() serves what came with it, then registers
+        stats.add(.accepted, 1)
+        // Often the request is already there when the connection is accepted (a busy worker, a
+        // client that sends with its handshake): read it now, and a connection answered and closed
+        // here (Connection: close) never costs an epoll_ctl. When it usually is not (the request
+        // follows the handshake by a round trip), that read is a wasted syscall: skip it.
+        var found = false
+        if optimisticRead.shouldTry() {
+            let action = table[fd].readable(&io)
+            found = action != .nothingRead
+            optimisticRead.record(paid: found)
+            perform(action, on: fd)
+        }
+        if !found {
+            // The request is still to come. A new connection is in quick-ACK mode, so the kernel
+            // would acknowledge the request on its own at once and the answer would follow in a
+            // second packet a few microseconds later, both handled on the client's CPU; turn that
+            // off for the first request so the ACK rides on the answer (HAProxy's
+            // `tcp-smart-accept` does the same).
+            kernel.setQuickAck(fd, false)
+            table[fd].ackHeld = true
+        }
+        register(fd)
+    }
+
+    /// Adds a connection to epoll once its first, optimistic read is done (if it is still open).
+    func register(_ fd: Int32) {
+        guard table.isOpen(fd), !table[fd].registered else { return }
+        do {
+            try kernel.epollAdd(fd, events: table[fd].writeBlocked ? Epoll.writable : Epoll.readable,
+                                data: Token.make(Token.connection, table[fd].generation, fd))
+            table[fd].registered = true
+        } catch {
+            logger.error("registering connection: \(error)")
+            perform(table[fd].close(&io), on: fd)
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import ClusterControl
+import ClusterHTTP
+import ClusterSystem
+
+/// What the loop must do after a connection step.
+enum ConnectionAction: Equatable {
+    /// Nothing: the connection waits for its next event.
+    case none
+    /// Nothing was there to read (`readable` only; the optimistic read at accept learns from it).
+    case nothingRead
+    /// Waiting for its next request: a worker handing its connections off may take it now.
+    case idle
+    /// An idle connection's time is up and it must not be lost to a race with a request in flight:
+    /// close it gracefully (`HTTPWorker.closeIdleGracefully`).
+    case closeGracefully
+    /// The step closed the socket: the slot is free (`HTTPWorker.connectionClosed`).
+    case closed
+}
+
+extension Connection {
+    /// EPOLLIN (or a hang-up or error): reads what arrived and serves it.
+    mutating func readable<H, K>(_ io: inout WorkerIO<H, K>) -> ConnectionAction {
+        if lingering { return discardInput(&io) }
+        if writeBlocked {
+            // Back-pressure: no new input until the client takes what it was sent. Only errors
+            // matter now; they show up on the next write.
+            return .none
+        }
+        let useOwnBuffer = input.readableBytes > 0
+        let result: IOResult<Int>
+        do {
+            if useOwnBuffer {
+                input.reserveWritable(HTTPLimits.inputReadReserve)
+                result = try io.kernel.read(fd, input.writePointer, input.writableBytes)
+                if case .processed(let n) = result { input.moveWriterIndex(forwardBy: n) }
+                // Docs/security.md's per-connection bound (checked in debug builds: the test suite).
+                assert(input.allocatedCapacity <= io.settings.limits.maxInputBufferBytes, "input buffer over HTTPLimits.maxInputBufferBytes")
+            } else {
+                io.scratchIn.clear()
+                result = try io.kernel.read(fd, io.scratchIn.writePointer, io.scratchIn.writableBytes)
+                if case .processed(let n) = result { io.scratchIn.moveWriterIndex(forwardBy: n) }
+            }
+        } catch {
+            // ECONNRESET and friends: the client is gone.
+            return close(&io)
+        }
+        switch result {
+        case .wouldBlock:
+            return .nothingRead
+        case .processed(0):
+            // EOF. Whatever complete requests came before were answered already.
+            if http.isMidRequest || !hasPendingOutput { return close(&io) }
+            closeWhenFlushed = true
+            return .none
+        case .processed(let n):
+            io.stats.add(.bytesIn, UInt64(n))
+        }
+        if http.phase == .idle { requestStart = io.kernel.monotonicNanoseconds() }
+        return serve(&io, fromScratch: !useOwnBuffer)
+    }
+
+    /// Runs the HTTP state machine over the buffered input (the shared scratch buffer when
+    /// `fromScratch`) and writes what it produced.
+    mutating func serve<H, K>(_ io: inout WorkerIO<H, K>, fromScratch: Bool) -> ConnectionAction {
+        var fromScratch = fromScratch
+        var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond)
+        while true {
+            let phaseBefore = http.phase
+            let answeredBefore = io.counters.requests
+            let outcome: HTTPConnectionState.Outcome
+            var context = io.context(socket: fd)
+            // One adopted over the connection cap is answered with `Connection: close` too.
+            if closeAfterResponse { context.closeConnections = true }
+            if fromScratch {
+                outcome = http.process(&io.scratchIn, output: &io.scratchOut, parser: io.parser, context: context, handler: io.handler, counters: &io.counters, observer: &observer)
+                if io.scratchIn.readableBytes > 0 {
+                    // A partial request stays with the connection; the scratch buffer is shared.
+                    input.write(io.scratchIn.readableView)
+                }
+                io.scratchIn.clear()
+                fromScratch = false
+            } else {
+                outcome = http.process(&input, output: &io.scratchOut, parser: io.parser, context: context, handler: io.handler, counters: &io.counters, observer: &observer)
+                if input.readableBytes == 0 { input.release() }
+            }
+            updateDeadline(io, phaseBefore: phaseBefore)
+            let open = flush(&io, closing: outcome == .close)
+            let answered = io.counters.requests - answeredBefore
+            // From the first byte of the (first) request to its answer handed to the kernel.
+            if answered > 0 { io.recordLatency(answered: answered, since: requestStart) }
+            guard open else { return .closed }
+            switch outcome {
+            case .needInput:
+                if ackHeld {
+                    // Answered (the ACK went with it), or a request that came in part: then send
+                    // its ACK now, as a client that waits for it (Nagle) would otherwise stall.
+                    if http.isMidRequest { io.kernel.setQuickAck(fd, true) }
+                    ackHeld = false
+                }
+                if !noDelay && http.requestsServed > 0 {
+                    // Kept alive after its first answer: from now on several writes may be in
+                    // flight (pipelining), so turn off Nagle. A connection answered once and closed
+                    // never pays for the setsockopt (nginx sets tcp_nodelay at keep-alive too).
+                    io.kernel.setNoDelay(fd)
+                    noDelay = true
+                }
+                return .idle
+            case .close:
+                if hasPendingOutput {
+                    closeWhenFlushed = true
+                    return .none
+                }
+                return beginClose(&io)
+            case .flushFirst:
+                if writeBlocked { return .none }  // resumed from `writable` once the output drains
+            }
+        }
+    }
+
+    /// Sets the deadline of the phase the connection is in now.
+    mutating func updateDeadline<H, K>(_ io: borrowing WorkerIO<H, K>, phaseBefore: HTTPConnectionState.Phase) {
+        let settings = io.settings
+        switch http.phase {
+        case .idle:
+            deadline = io.now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        case .head:
+            if phaseBefore != .head { deadline = io.now + settings.headerTimeout }
+        case .body:
+            deadline = io.now + settings.bodyTimeout
+        case .closing:
+            break
+        }
+    }
+
+    /// While lingering: reads and drops what arrives until EOF.
+    mutating func discardInput<H, K>(_ io: inout WorkerIO<H, K>) -> ConnectionAction {
+        while true {
+            io.scratchIn.clear()
+            let result: IOResult<Int>
+            do { result = try io.kernel.read(fd, io.scratchIn.writePointer, io.scratchIn.writableBytes) } catch {
+                return close(&io)
+            }
+            switch result {
+            case .wouldBlock: return .none
+            case .processed(0): return close(&io)
+            case .processed: continue
+            }
+        }
+    }
+
+    /// Shuts the write side (FIN after what was sent) and discards input until EOF or `lingerTimeout`.
+    mutating func shutDownAndLinger<H, K>(_ io: borrowing WorkerIO<H, K>) {
+        input.release()
+        io.kernel.shutdownWrite(fd)
+        lingering = true
+        deadline = io.now + io.settings.lingerTimeout
+    }
+
+    /// Idle between requests with nothing read, pending or closing: may be shut down gracefully.
+    var mayShutDownIdle: Bool {
+        http.phase == .idle && !hasPendingOutput && !lingering && !closeWhenFlushed && input.readableBytes == 0
+    }
+
+    /// Between requests, nothing buffered or pending.
+    var isIdle: Bool {
+        !http.isMidRequest && !writeBlocked && !lingering && !closeWhenFlushed && input.readableBytes == 0
+            && http.phase != .closing
+    }
+}

@@ -1,0 +1,132 @@
+import ClusterControl
+import ClusterHTTP
+import ClusterSystem
+
+/// The channel to the master: its messages, connections handed over to this worker (`adopt`) and
+/// this worker's idle connections handed off to a live one (`handOffIfIdle`).
+extension HTTPWorker {
+    func send(_ message: WorkerToMaster) {
+        guard let channel else { return }
+        message.encoded.withUnsafeBytes { kernel.sendMessage(channel, $0) }
+    }
+
+    func channelReadable() {
+        guard let channel else { return }
+        while true {
+            let received: IOResult<(count: Int, fd: Int32)>
+            do { received = try kernel.receiveDescriptor(channel, channelBuffer) } catch {
+                logger.error("master channel: \(error)")
+                return
+            }
+            guard case .processed(let (n, passed)) = received else { return }
+            if n == 0 && passed < 0 {
+                // The master is gone: finish what is in flight and leave.
+                logger.warning("master channel closed; draining")
+                kernel.epollRemove(channel)
+                beginDrain(mode: .close, timeout: 10_000)
+                return
+            }
+            let message = UnsafeRawBufferPointer(rebasing: channelBuffer[0..<n])
+            if passed >= 0 {
+                if ConnectionHandoff.isHandoff(message) {
+                    // Counted on arrival: one the master sent that never got here died with us.
+                    stats.add(.connectionsAdopted, 1)
+                    adopt(passed, pending: UnsafeRawBufferPointer(rebasing: message[ConnectionHandoff.prefix.count...]))
+                } else {
+                    kernel.close(passed)
+                }
+                continue
+            }
+            switch MasterToWorker.decode(message) {
+            case .drain: beginDrain(mode: .close, timeout: nil)
+            case .replace: beginDrain(mode: .handOff, timeout: nil)
+            case .retire: beginDrain(mode: .handOff, timeout: nil, acceptGrace: 300)
+            case .reopenLogs: io.accessLog?.reopen()
+            case nil: logger.warning("unknown message from master")
+            }
+        }
+    }
+
+    /// A connection handed over by a retiring worker: serve it as if it had been accepted here, with
+    /// the bytes the other worker had already read.
+    ///
+    /// At `maxConnections` (the master sends to a worker with room while it has one) the connection
+    /// is not kept: what came with it, or has arrived on it, is answered with `Connection: close`,
+    /// and an idle one is closed gracefully (`closeIdleGracefully`), counted as
+    /// `handoffsClosedAtCap`. Over the cap for at most that answer or `lingerTimeout`.
+    func adopt(_ fd: Int32, pending: UnsafeRawBufferPointer) {
+        do { try kernel.setNonBlocking(fd) } catch {
+            kernel.close(fd)
+            return
+        }
+        let overCap = table.openCount >= settings.maxConnections
+        opened(fd, handedOver: true)
+        kernel.setNoDelay(fd)
+        table[fd].noDelay = true
+        table[fd].deadline = io.now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        if state == .draining && drainMode == .close {
+            // Adopted after the drain began: like the idle connections `beginDrain` found, it is
+            // closed gracefully after `drainIdleGrace` if nothing arrives, not kept until the
+            // keep-alive timeout (which would hold the drain until its deadline).
+            table[fd].deadline = min(table[fd].deadline, io.now + settings.drainIdleGrace)
+        }
+        if overCap {
+            table[fd].closeAfterResponse = true
+            // (While stopping every connection closes after its answer anyway.)
+            if !io.closeConnections { stats.add(.handoffsClosedAtCap, 1) }
+        }
+        if pending.count > 0 {
+            table[fd].input.write(pending)
+            table[fd].requestStart = kernel.monotonicNanoseconds()
+            perform(table[fd].serve(&io, fromScratch: false), on: fd)
+        } else if state == .draining && drainMode == .handOff {
+            handOffIfIdle(fd)
+        }
+        guard table.isOpen(fd) else { return }
+        let idle = table[fd].isIdle
+        register(fd)
+        if overCap && idle && table.isOpen(fd) { closeIdleGracefully(fd) }
+    }
+
+    /// Moves an idle keep-alive connection to the master, which passes it to a live worker. The
+    /// socket (with whatever the kernel still buffers) travels as SCM_RIGHTS; bytes this worker
+    /// already read travel in the message. The client notices nothing.
+    func handOffIfIdle(_ fd: Int32) {
+        guard let channel, table.isOpen(fd), table[fd].canHandOff else { return }
+        var message = ConnectionHandoff.prefix
+        message += table[fd].input.readableView
+        let sent: IOResult<Int>
+        do {
+            sent = try message.withUnsafeBytes { (p) throws(SystemError) -> IOResult<Int> in try kernel.sendDescriptor(channel, fd, p) }
+        } catch {
+            logger.warning("handing off a connection: \(error); closing it")
+            perform(table[fd].close(&io), on: fd)
+            return
+        }
+        switch sent {
+        case .processed:
+            stats.add(.connectionsHandedOff, 1)
+            // The socket lives on in flight and then in the other worker: leave our epoll set.
+            if table[fd].registered { kernel.epollRemove(fd) }
+            perform(table[fd].close(&io), on: fd)
+        case .wouldBlock:
+            // The channel is full: try again on the next turn of the loop.
+            if !handoffQueue.contains(fd) { handoffQueue.append(fd) }
+        }
+    }
+
+    func flushHandoffs() {
+        let queued = handoffQueue
+        handoffQueue = []
+        for fd in queued { handOffIfIdle(fd) }
+    }
+}
+
+extension Connection {
+    /// Between requests with nothing to send and at most `ConnectionHandoff.maxPendingBytes` read
+    /// ahead: may move to another worker.
+    var canHandOff: Bool {
+        !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
+            && input.readableBytes <= ConnectionHandoff.maxPendingBytes
+    }
+}
