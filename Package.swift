@@ -58,6 +58,12 @@ let package = Package(
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
         .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterConfig", "ClusterControl", "ClusterJSON", "ClusterSystem"]),
         .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),
+        .testTarget(
+            name: "ClusterWorkerTests",
+            dependencies: [
+                "ClusterWorker", "ClusterSystem", "ClusterHTTP", "ClusterControl",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "ClusterControl", "ClusterWorker"]),
     ]
 )

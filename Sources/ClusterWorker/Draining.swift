@@ -65,6 +65,8 @@ extension HTTPWorker {
             // scale-down's): nothing takes them now; close them instead, gracefully.
             drainMode = .close
             io.closeConnections = true
+            // Those still waiting for room on the channel are not sent either.
+            handoffQueue = []
             for fd in 0..<table.endIndex where table[fd].isOpen && table[fd].isIdle {
                 table[fd].deadline = min(table[fd].deadline, io.now + settings.drainIdleGrace)
             }

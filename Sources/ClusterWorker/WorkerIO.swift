@@ -94,7 +94,8 @@ struct WorkerIO<Handler: HTTPHandler, K: Kernel> {
             stats.add(.latencySumMicros, latencySum)
             latencySum = 0
         }
-        if counters.requests != 0 || counters.parseErrors != 0 {
+        // (Not only when a request was answered: a timeout's 408 is counted without one.)
+        if counters != HTTPCounters() {
             stats.add(.requests, UInt64(counters.requests))
             stats.add(.status1xx, UInt64(counters.statusClasses.1))
             stats.add(.status2xx, UInt64(counters.statusClasses.2))

@@ -1,0 +1,78 @@
+import ClusterControl
+import ClusterHTTP
+import ClusterSystem
+import Logging
+@testable import ClusterWorker
+
+/// Answers `/big` with 200,000 bytes, anything else with "hello".
+struct TestHandler: HTTPHandler {
+    static let big = [UInt8](repeating: UInt8(ascii: "a"), count: 200_000)
+
+    func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
+        if request.path == "/big" {
+            response.respond(status: 200, body: Self.big)
+        } else {
+            response.respond(status: 200, body: "hello")
+        }
+    }
+}
+
+/// One worker over a `FakeKernel`, with one listener and (optionally) a channel to a master.
+final class LoopHarness {
+    let kernel = FakeKernel()
+    let listener: Int32
+    let worker: HTTPWorker<TestHandler, FakeKernel>
+    let statsMemory = UnsafeMutableRawPointer.allocate(byteCount: StatsSlot.size, alignment: 64)
+
+    static var testSettings: WorkerSettings {
+        var settings = WorkerSettings()
+        settings.releaseMemoryAfterIdle = 0
+        settings.busyPollMicroseconds = 0
+        return settings
+    }
+
+    init(settings: WorkerSettings = LoopHarness.testSettings, withChannel: Bool = false) throws {
+        statsMemory.initializeMemory(as: UInt8.self, repeating: 0, count: StatsSlot.size)
+        listener = kernel.makeListener()
+        worker = HTTPWorker(handler: TestHandler(), settings: settings, listeners: [listener],
+                            channel: withChannel ? kernel.channelFD : nil, stats: StatsSlot(base: statsMemory),
+                            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), kernel: kernel)
+        try worker.start()
+    }
+
+    deinit { statsMemory.deallocate() }
+
+    var stats: StatsSlot { StatsSlot(base: statsMemory) }
+
+    /// Runs turns of the loop; false once the worker is done.
+    @discardableResult
+    func turn(_ count: Int = 1) throws -> Bool {
+        for _ in 0..<count { guard try worker.turn() else { return false } }
+        return true
+    }
+
+    /// Moves the clock, then runs a turn (which expires what is due).
+    @discardableResult
+    func after(milliseconds: Int64) throws -> Bool {
+        kernel.advance(milliseconds: milliseconds)
+        return try turn()
+    }
+
+    /// A client that connects and sends `request`; the worker accepts and answers it.
+    func client(sending request: String = get("/")) throws -> Int32 {
+        let fd = kernel.connect(listener, sending: request)
+        try turn()
+        return fd
+    }
+
+    var listenerRegistered: Bool { kernel.interest[listener] != nil }
+}
+
+func get(_ path: String, close: Bool = false) -> String {
+    "GET \(path) HTTP/1.1\r\nHost: test\r\n\(close ? "Connection: close\r\n" : "")\r\n"
+}
+
+extension String {
+    /// How many responses (status lines) this output holds.
+    var responses: Int { components(separatedBy: "HTTP/1.1 ").count - 1 }
+}
