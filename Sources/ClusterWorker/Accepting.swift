@@ -84,7 +84,7 @@ extension HTTPWorker {
         // follows the handshake by a round trip), that read is a wasted syscall: skip it.
         var found = false
         if optimisticRead.shouldTry() {
-            let action = table[fd].readable(&io)
+            let action = table[fd].readable(&io, kernel, handler)
             found = action != .nothingRead
             optimisticRead.record(paid: found)
             perform(action, on: fd)
@@ -110,7 +110,7 @@ extension HTTPWorker {
             table[fd].registered = true
         } catch {
             logger.error("registering connection: \(error)")
-            perform(table[fd].close(&io), on: fd)
+            perform(table[fd].close(&io, kernel), on: fd)
         }
     }
 }

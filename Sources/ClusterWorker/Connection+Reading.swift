@@ -19,8 +19,8 @@ enum ConnectionAction: Equatable {
 
 extension Connection {
     /// EPOLLIN (or a hang-up or error): reads what arrived and serves it.
-    mutating func readable<H, K>(_ io: inout WorkerIO<H, K>) -> ConnectionAction {
-        if lingering { return discardInput(&io) }
+    mutating func readable<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
+        if lingering { return discardInput(&io, kernel) }
         if writeBlocked {
             // Back-pressure: no new input until the client takes what it was sent. Only errors
             // matter now; they show up on the next write.
@@ -31,37 +31,37 @@ extension Connection {
         do {
             if useOwnBuffer {
                 input.reserveWritable(HTTPLimits.inputReadReserve)
-                result = try io.kernel.read(fd, input.writePointer, input.writableBytes)
+                result = try kernel.read(fd, input.writePointer, input.writableBytes)
                 if case .processed(let n) = result { input.moveWriterIndex(forwardBy: n) }
                 // Docs/security.md's per-connection bound (checked in debug builds: the test suite).
                 assert(input.allocatedCapacity <= io.settings.limits.maxInputBufferBytes, "input buffer over HTTPLimits.maxInputBufferBytes")
             } else {
                 io.scratchIn.clear()
-                result = try io.kernel.read(fd, io.scratchIn.writePointer, io.scratchIn.writableBytes)
+                result = try kernel.read(fd, io.scratchIn.writePointer, io.scratchIn.writableBytes)
                 if case .processed(let n) = result { io.scratchIn.moveWriterIndex(forwardBy: n) }
             }
         } catch {
             // ECONNRESET and friends: the client is gone.
-            return close(&io)
+            return close(&io, kernel)
         }
         switch result {
         case .wouldBlock:
             return .nothingRead
         case .processed(0):
             // EOF. Whatever complete requests came before were answered already.
-            if http.isMidRequest || !hasPendingOutput { return close(&io) }
+            if http.isMidRequest || !hasPendingOutput { return close(&io, kernel) }
             closeWhenFlushed = true
             return .none
         case .processed(let n):
             io.stats.add(.bytesIn, UInt64(n))
         }
-        if http.phase == .idle { requestStart = io.kernel.monotonicNanoseconds() }
-        return serve(&io, fromScratch: !useOwnBuffer)
+        if http.phase == .idle { requestStart = kernel.monotonicNanoseconds() }
+        return serve(&io, kernel, handler, fromScratch: !useOwnBuffer)
     }
 
     /// Runs the HTTP state machine over the buffered input (the shared scratch buffer when
     /// `fromScratch`) and writes what it produced.
-    mutating func serve<H, K>(_ io: inout WorkerIO<H, K>, fromScratch: Bool) -> ConnectionAction {
+    mutating func serve<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H, fromScratch: Bool) -> ConnectionAction {
         var fromScratch = fromScratch
         var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond)
         while true {
@@ -72,7 +72,7 @@ extension Connection {
             // One adopted over the connection cap is answered with `Connection: close` too.
             if closeAfterResponse { context.closeConnections = true }
             if fromScratch {
-                outcome = http.process(&io.scratchIn, output: &io.scratchOut, parser: io.parser, context: context, handler: io.handler, counters: &io.counters, observer: &observer)
+                outcome = http.process(&io.scratchIn, output: &io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if io.scratchIn.readableBytes > 0 {
                     // A partial request stays with the connection; the scratch buffer is shared.
                     input.write(io.scratchIn.readableView)
@@ -80,28 +80,28 @@ extension Connection {
                 io.scratchIn.clear()
                 fromScratch = false
             } else {
-                outcome = http.process(&input, output: &io.scratchOut, parser: io.parser, context: context, handler: io.handler, counters: &io.counters, observer: &observer)
+                outcome = http.process(&input, output: &io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if input.readableBytes == 0 { input.release() }
             }
             updateDeadline(io, phaseBefore: phaseBefore)
-            let open = flush(&io, closing: outcome == .close)
+            let open = flush(&io, kernel, closing: outcome == .close)
             let answered = io.counters.requests - answeredBefore
             // From the first byte of the (first) request to its answer handed to the kernel.
-            if answered > 0 { io.recordLatency(answered: answered, since: requestStart) }
+            if answered > 0 { io.recordLatency(answered: answered, since: requestStart, now: kernel.monotonicNanoseconds()) }
             guard open else { return .closed }
             switch outcome {
             case .needInput:
                 if ackHeld {
                     // Answered (the ACK went with it), or a request that came in part: then send
                     // its ACK now, as a client that waits for it (Nagle) would otherwise stall.
-                    if http.isMidRequest { io.kernel.setQuickAck(fd, true) }
+                    if http.isMidRequest { kernel.setQuickAck(fd, true) }
                     ackHeld = false
                 }
                 if !noDelay && http.requestsServed > 0 {
                     // Kept alive after its first answer: from now on several writes may be in
                     // flight (pipelining), so turn off Nagle. A connection answered once and closed
                     // never pays for the setsockopt (nginx sets tcp_nodelay at keep-alive too).
-                    io.kernel.setNoDelay(fd)
+                    kernel.setNoDelay(fd)
                     noDelay = true
                 }
                 return .idle
@@ -110,7 +110,7 @@ extension Connection {
                     closeWhenFlushed = true
                     return .none
                 }
-                return beginClose(&io)
+                return beginClose(&io, kernel)
             case .flushFirst:
                 if writeBlocked { return .none }  // resumed from `writable` once the output drains
             }
@@ -118,7 +118,7 @@ extension Connection {
     }
 
     /// Sets the deadline of the phase the connection is in now.
-    mutating func updateDeadline<H, K>(_ io: borrowing WorkerIO<H, K>, phaseBefore: HTTPConnectionState.Phase) {
+    mutating func updateDeadline(_ io: borrowing WorkerIO, phaseBefore: HTTPConnectionState.Phase) {
         let settings = io.settings
         switch http.phase {
         case .idle:
@@ -133,25 +133,25 @@ extension Connection {
     }
 
     /// While lingering: reads and drops what arrives until EOF.
-    mutating func discardInput<H, K>(_ io: inout WorkerIO<H, K>) -> ConnectionAction {
+    mutating func discardInput<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> ConnectionAction {
         while true {
             io.scratchIn.clear()
             let result: IOResult<Int>
-            do { result = try io.kernel.read(fd, io.scratchIn.writePointer, io.scratchIn.writableBytes) } catch {
-                return close(&io)
+            do { result = try kernel.read(fd, io.scratchIn.writePointer, io.scratchIn.writableBytes) } catch {
+                return close(&io, kernel)
             }
             switch result {
             case .wouldBlock: return .none
-            case .processed(0): return close(&io)
+            case .processed(0): return close(&io, kernel)
             case .processed: continue
             }
         }
     }
 
     /// Shuts the write side (FIN after what was sent) and discards input until EOF or `lingerTimeout`.
-    mutating func shutDownAndLinger<H, K>(_ io: borrowing WorkerIO<H, K>) {
+    mutating func shutDownAndLinger<K: Kernel>(_ io: borrowing WorkerIO, _ kernel: K) {
         input.release()
-        io.kernel.shutdownWrite(fd)
+        kernel.shutdownWrite(fd)
         lingering = true
         deadline = io.now + io.settings.lingerTimeout
     }

@@ -5,18 +5,18 @@ import ClusterSystem
 extension Connection {
     /// EPOLLOUT: writes what is pending; once all is out, reads again (or closes, or serves the
     /// pipelined requests that waited).
-    mutating func writable<H, K>(_ io: inout WorkerIO<H, K>) -> ConnectionAction {
+    mutating func writable<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
         guard writeBlocked else { return .none }
-        guard writePending(&io) else { return .closed }
+        guard writePending(&io, kernel) else { return .closed }
         deadline = io.now + io.settings.sendTimeout
         if hasPendingOutput { return .none }
         output.release()
         writeBlocked = false
-        try? io.kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, generation, fd))
-        if closeWhenFlushed || http.phase == .closing { return beginClose(&io) }
+        try? kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, generation, fd))
+        if closeWhenFlushed || http.phase == .closing { return beginClose(&io, kernel) }
         updateDeadline(io, phaseBefore: http.phase)
         // Pipelined requests waited for the output to drain.
-        if input.readableBytes > 0 { return serve(&io, fromScratch: false) }
+        if input.readableBytes > 0 { return serve(&io, kernel, handler, fromScratch: false) }
         return .idle
     }
 
@@ -27,15 +27,15 @@ extension Connection {
     /// `closing`: the connection is closed (or shut down for writing) right after this, so the last
     /// bytes go with MSG_MORE and the FIN rides in their segment: one packet and one wake-up of the
     /// client fewer per `Connection: close` response.
-    mutating func flush<H, K>(_ io: inout WorkerIO<H, K>, closing: Bool = false) -> Bool {
+    mutating func flush<K: Kernel>(_ io: inout WorkerIO, _ kernel: K, closing: Bool = false) -> Bool {
         var socketFull = writeBlocked
         if io.scratchOut.readableBytes > 0 {
             if output.readableBytes == 0 && !socketFull {
                 // The common case: straight from the shared buffer, no copy.
-                let written = Self.writeSome(&io, fd, io.scratchOut.readableView, more: closing && http.pendingFile == nil)
+                let written = Self.writeSome(&io, kernel, fd, io.scratchOut.readableView, more: closing && http.pendingFile == nil)
                 guard written >= 0 else {
                     io.scratchOut.clear()
-                    _ = close(&io)
+                    _ = close(&io, kernel)
                     return false
                 }
                 if written < io.scratchOut.readableBytes {
@@ -47,12 +47,12 @@ extension Connection {
             }
             io.scratchOut.clear()
         }
-        if !socketFull { guard writePending(&io) else { return false } }
+        if !socketFull { guard writePending(&io, kernel) else { return false } }
         if hasPendingOutput {
             if !writeBlocked {
                 writeBlocked = true
                 deadline = io.now + io.settings.sendTimeout
-                if registered { try? io.kernel.epollModify(fd, events: Epoll.writable, data: Token.make(Token.connection, generation, fd)) }
+                if registered { try? kernel.epollModify(fd, events: Epoll.writable, data: Token.make(Token.connection, generation, fd)) }
             }
         } else if output.isAllocated {
             output.release()
@@ -62,27 +62,27 @@ extension Connection {
 
     /// Writes the connection's own pending bytes, then its pending file body, as far as the socket
     /// takes them. False when the connection was closed on an error.
-    mutating func writePending<H, K>(_ io: inout WorkerIO<H, K>) -> Bool {
+    mutating func writePending<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> Bool {
         if output.readableBytes > 0 {
-            let written = Self.writeSome(&io, fd, output.readableView)
+            let written = Self.writeSome(&io, kernel, fd, output.readableView)
             guard written >= 0 else {
-                _ = close(&io)
+                _ = close(&io, kernel)
                 return false
             }
             output.moveReaderIndex(forwardBy: written)
         }
-        if output.readableBytes == 0 && http.pendingFile != nil { return sendFileSome(&io) }
+        if output.readableBytes == 0 && http.pendingFile != nil { return sendFileSome(&io, kernel) }
         return true
     }
 
     /// sendfile(2) of the pending file body as far as the socket takes it. False when the
     /// connection was closed on an error.
-    mutating func sendFileSome<H, K>(_ io: inout WorkerIO<H, K>) -> Bool {
+    mutating func sendFileSome<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> Bool {
         guard var file = http.pendingFile else { return true }
         while file.count > 0 {
             let result: IOResult<Int>
-            do { result = try io.kernel.sendfile(fd, file.fd, offset: &file.offset, count: min(file.count, 1 << 30)) } catch {
-                _ = close(&io)
+            do { result = try kernel.sendfile(fd, file.fd, offset: &file.offset, count: min(file.count, 1 << 30)) } catch {
+                _ = close(&io, kernel)
                 return false
             }
             switch result {
@@ -92,25 +92,25 @@ extension Connection {
             case .processed(0):
                 // The file shrank under us: the promised length cannot be sent; end the connection.
                 io.logger.warning("static file shrank while being sent; closing the connection")
-                _ = close(&io)
+                _ = close(&io, kernel)
                 return false
             case .processed(let n):
                 file.count -= n
                 io.stats.add(.bytesOut, UInt64(n))
             }
         }
-        io.kernel.close(file.fd)
+        kernel.close(file.fd)
         http.pendingFile = nil
         return true
     }
 
     /// write(2) as much as the socket takes. -1 when the connection failed.
     @inline(__always)
-    static func writeSome<H, K>(_ io: inout WorkerIO<H, K>, _ fd: Int32, _ bytes: UnsafeRawBufferPointer, more: Bool = false) -> Int {
+    static func writeSome<K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ fd: Int32, _ bytes: UnsafeRawBufferPointer, more: Bool = false) -> Int {
         var offset = 0
         while offset < bytes.count {
             do {
-                switch try io.kernel.write(fd, bytes.baseAddress! + offset, bytes.count - offset, more: more) {
+                switch try kernel.write(fd, bytes.baseAddress! + offset, bytes.count - offset, more: more) {
                 case .wouldBlock:
                     io.stats.add(.bytesOut, UInt64(offset))
                     return offset
@@ -127,42 +127,42 @@ extension Connection {
     /// Closes after the response: at once when nothing unread is left, otherwise by shutting the
     /// write side and discarding input for a while (lingering close), so the client reads the
     /// response instead of a reset.
-    mutating func beginClose<H, K>(_ io: inout WorkerIO<H, K>) -> ConnectionAction {
+    mutating func beginClose<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> ConnectionAction {
         // Unread input (pipelined requests after a `Connection: close`, or a refused request's
         // body) would make close() send a reset that can destroy the response in flight: linger.
         // Otherwise close at once, as nginx does (no FIONREAD probe per connection).
-        if input.readableBytes == 0 && !http.isMidRequest { return close(&io) }
-        shutDownAndLinger(io)
+        if input.readableBytes == 0 && !http.isMidRequest { return close(&io, kernel) }
+        shutDownAndLinger(io, kernel)
         return .none
     }
 
     /// A header, body, send, keep-alive or linger deadline passed. `closeIdle`: an idle keep-alive
     /// connection is closed gracefully (the worker stops, or it was adopted over the cap) rather
     /// than at once (`.closeGracefully`).
-    mutating func timedOut<H, K>(_ io: inout WorkerIO<H, K>, closeIdle: Bool) -> ConnectionAction {
-        if lingering || writeBlocked { return close(&io) }
+    mutating func timedOut<K: Kernel>(_ io: inout WorkerIO, _ kernel: K, closeIdle: Bool) -> ConnectionAction {
+        if lingering || writeBlocked { return close(&io, kernel) }
         if http.isMidRequest {
             let error: HTTPError = http.phase == .head ? .headerTimeout : .bodyTimeout
             http.abandon(with: error, output: &io.scratchOut, context: io.context(socket: -1))
             io.counters.count(status: error.status)
             io.accessLog?.appendRejected(error, peer: peer, wall: io.wallSecond)
-            guard flush(&io) else { return .closed }
+            guard flush(&io, kernel) else { return .closed }
             if hasPendingOutput {
                 closeWhenFlushed = true
                 return .none
             }
-            return beginClose(&io)
+            return beginClose(&io, kernel)
         }
-        return closeIdle ? .closeGracefully : close(&io)
+        return closeIdle ? .closeGracefully : close(&io, kernel)
     }
 
     /// Closes the socket (and a file being sent) and frees the buffers; the slot is free after.
     /// The one way a connection closes: the caller passes `.closed` on to the loop.
-    mutating func close<H, K>(_ io: inout WorkerIO<H, K>) -> ConnectionAction {
+    mutating func close<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> ConnectionAction {
         guard fd >= 0 else { return .none }  // closed before: counted then
-        io.kernel.close(fd)
+        kernel.close(fd)
         if let file = http.pendingFile {
-            io.kernel.close(file.fd)
+            kernel.close(file.fd)
             http.pendingFile = nil
         }
         input.release()

@@ -19,7 +19,7 @@ extension HTTPWorker {
         if state == .draining, let deadline = drainDeadline, now >= deadline {
             logger.warning("drain timeout: closing \(table.openCount) busy connection(s)")
             stats.add(.connectionsClosedOnDrain, UInt64(table.openCount))
-            for fd in 0..<table.endIndex where table[fd].isOpen { perform(table[fd].close(&io), on: fd) }
+            for fd in 0..<table.endIndex where table[fd].isOpen { perform(table[fd].close(&io, kernel), on: fd) }
             return
         }
         guard now >= nextSweep else { return }
@@ -27,7 +27,7 @@ extension HTTPWorker {
         let closingIdle = state == .draining && drainMode == .close
         for fd in 0..<table.endIndex where table[fd].isOpen && table[fd].deadline <= now {
             let closeIdle = closingIdle || table[fd].closeAfterResponse
-            perform(table[fd].timedOut(&io, closeIdle: closeIdle), on: fd)
+            perform(table[fd].timedOut(&io, kernel, closeIdle: closeIdle), on: fd)
         }
     }
 
@@ -37,9 +37,9 @@ extension HTTPWorker {
     /// `lingerTimeout`: a request that crossed the FIN gets no reset, and the client sees the
     /// connection end before any byte of a response, the case HTTP clients retry (RFC 9112 §9.3.1).
     func closeIdleGracefully(_ fd: Int32) {
-        perform(table[fd].readable(&io), on: fd)
+        perform(table[fd].readable(&io, kernel, handler), on: fd)
         guard table.isOpen(fd), table[fd].mayShutDownIdle else { return }
-        table[fd].shutDownAndLinger(io)
+        table[fd].shutDownAndLinger(io, kernel)
     }
 
     /// Fast stop (INT/QUIT, which is also what the master sends when a drain times out): whatever

@@ -78,7 +78,7 @@ extension HTTPWorker {
         if pending.count > 0 {
             table[fd].input.write(pending)
             table[fd].requestStart = kernel.monotonicNanoseconds()
-            perform(table[fd].serve(&io, fromScratch: false), on: fd)
+            perform(table[fd].serve(&io, kernel, handler, fromScratch: false), on: fd)
         } else if state == .draining && drainMode == .handOff {
             handOffIfIdle(fd)
         }
@@ -100,7 +100,7 @@ extension HTTPWorker {
             sent = try message.withUnsafeBytes { (p) throws(SystemError) -> IOResult<Int> in try kernel.sendDescriptor(channel, fd, p) }
         } catch {
             logger.warning("handing off a connection: \(error); closing it")
-            perform(table[fd].close(&io), on: fd)
+            perform(table[fd].close(&io, kernel), on: fd)
             return
         }
         switch sent {
@@ -108,7 +108,7 @@ extension HTTPWorker {
             stats.add(.connectionsHandedOff, 1)
             // The socket lives on in flight and then in the other worker: leave our epoll set.
             if table[fd].registered { kernel.epollRemove(fd) }
-            perform(table[fd].close(&io), on: fd)
+            perform(table[fd].close(&io, kernel), on: fd)
         case .wouldBlock:
             // The channel is full: try again on the next turn of the loop.
             if !handoffQueue.contains(fd) { handoffQueue.append(fd) }

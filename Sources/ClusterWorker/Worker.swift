@@ -38,11 +38,12 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     }
 
     let kernel: K
+    let handler: Handler
     let settings: WorkerSettings
     let listeners: [Int32]
     let channel: Int32?
     /// The shared buffers, the HTTP engine, the clock and counters the connection steps use.
-    var io: WorkerIO<Handler, K>
+    var io: WorkerIO
     var table: ConnectionTable
 
     var state = RunState.running
@@ -78,17 +79,18 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     ///   - channel: socketpair end to the master, or nil when running alone.
     public init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger, kernel: K) {
         self.kernel = kernel
+        self.handler = handler
         self.settings = settings
         self.listeners = listeners
         self.channel = channel
         self.idleRelease = MemoryRelease.IdleSchedule(after: settings.releaseMemoryAfterIdle)
         self.busyPoll = BusyPollPolicy(windowMicroseconds: settings.busyPollMicroseconds)
-        io = WorkerIO(kernel: kernel, handler: handler, settings: settings, stats: stats, logger: logger)
+        io = WorkerIO(settings: settings, stats: stats, logger: logger)
         table = ConnectionTable(capacity: 1024)
     }
 
     deinit {
-        for fd in 0..<table.endIndex where table[fd].isOpen { _ = table[fd].close(&io) }
+        for fd in 0..<table.endIndex where table[fd].isOpen { _ = table[fd].close(&io, kernel) }
         io.release()
         channelBuffer.deallocate()
     }
@@ -115,7 +117,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         if let channel {
             try kernel.epollAdd(channel, events: Epoll.readable, data: Token.make(Token.channel, 0, channel))
         }
-        io.tick()
+        io.tick(kernel)
         stats[.pid] = UInt64(Sys.pid)
         stats[.startedAtMilliseconds] = UInt64(io.now)
         try registerListeners()
@@ -142,7 +144,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             }
         }
         lastTurnBusy = events > 0
-        io.tick()
+        io.tick(kernel)
         do { try idleRelease.turn(now: io.now, busy: events > 0) } catch {
             logger.warning("cannot release idle memory (\(error)); not trying again")
         }
@@ -181,11 +183,11 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             // A stale event for a closed (maybe reused) fd is dropped.
             guard table.isCurrent(fd, generation: UInt32(truncatingIfNeeded: data >> 32) & 0xFF_FFFF) else { return }
             if events & Epoll.writable != 0 {
-                perform(table[fd].writable(&io), on: fd)
+                perform(table[fd].writable(&io, kernel, handler), on: fd)
                 guard table.isOpen(fd) else { return }
             }
             if events & (Epoll.readable | Epoll.hangup | Epoll.error) != 0 {
-                perform(table[fd].readable(&io), on: fd)
+                perform(table[fd].readable(&io, kernel, handler), on: fd)
             }
         case Token.listener:
             // One connection per readiness report, as nginx does without multi_accept: epoll is

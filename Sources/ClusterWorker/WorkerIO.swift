@@ -7,9 +7,10 @@ import Logging
 /// connection itself: the kernel, the buffers all connections share, the HTTP engine, the clock and
 /// the counters. Kept apart from the connection table so that a step can run on a connection in
 /// place in the table (`table[fd].readable(&io)`) while it uses these.
-struct WorkerIO<Handler: HTTPHandler, K: Kernel> {
-    let kernel: K
-    let handler: Handler
+///
+/// Not generic (the kernel and the handler are passed to the steps beside it): the worker's code is
+/// compiled once for any handler, and a generic struct there would cost a metadata lookup per use.
+struct WorkerIO {
     let parser: HTTPParser
     let settings: WorkerSettings
     let stats: StatsSlot
@@ -34,9 +35,7 @@ struct WorkerIO<Handler: HTTPHandler, K: Kernel> {
     var latencyCounts = [UInt64](repeating: 0, count: 11)
     var latencySum: UInt64 = 0
 
-    init(kernel: K, handler: Handler, settings: WorkerSettings, stats: StatsSlot, logger: Logger) {
-        self.kernel = kernel
-        self.handler = handler
+    init(settings: WorkerSettings, stats: StatsSlot, logger: Logger) {
         self.parser = HTTPParser(limits: settings.limits)
         self.settings = settings
         self.stats = stats
@@ -54,7 +53,7 @@ struct WorkerIO<Handler: HTTPHandler, K: Kernel> {
 
     /// Reads the clocks at the start of a turn; the Date line changes once a second.
     @inline(__always)
-    mutating func tick() {
+    mutating func tick<K: Kernel>(_ kernel: K) {
         now = kernel.monotonicMilliseconds()
         let wall = kernel.wallSeconds()
         wallSecond = wall
@@ -76,8 +75,8 @@ struct WorkerIO<Handler: HTTPHandler, K: Kernel> {
 
     /// Counts `answered` requests whose first byte was read at `requestStart` (ns).
     @inline(__always)
-    mutating func recordLatency(answered: Int, since requestStart: UInt64) {
-        let micros = (kernel.monotonicNanoseconds() &- requestStart) / 1000
+    mutating func recordLatency(answered: Int, since requestStart: UInt64, now: UInt64) {
+        let micros = (now &- requestStart) / 1000
         let bucket = StatsSlot.latencyField(micros: micros).rawValue - StatsSlot.Field.latency0.rawValue
         latencyCounts[bucket] &+= UInt64(answered)
         latencySum &+= micros &* UInt64(answered)
