@@ -34,7 +34,7 @@ struct ConnectionTable {
         return index >= 0 && index < slots.count && slots[index].fd == fd
     }
 
-    /// Takes the new connection `fd` in, with a fresh generation; returns it for the caller to set up.
+    /// Takes the new connection `fd` in, with a fresh generation, for the caller to set up.
     mutating func open(_ fd: Int32) {
         let index = Int(fd)
         if index >= slots.count {
@@ -51,12 +51,5 @@ struct ConnectionTable {
     /// Book-keeping for a connection whose step closed it (`Connection.close`).
     mutating func closed() {
         openCount -= 1
-    }
-
-    /// The descriptors of the open connections that `include` selects, in order.
-    func openDescriptors(where include: (Connection) -> Bool) -> [Int32] {
-        var result: [Int32] = []
-        for i in slots.indices where slots[i].isOpen && include(slots[i]) { result.append(Int32(i)) }
-        return result
     }
 }

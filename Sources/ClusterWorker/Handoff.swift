@@ -76,9 +76,7 @@ extension HTTPWorker {
             if !io.closeConnections { stats.add(.handoffsClosedAtCap, 1) }
         }
         if pending.count > 0 {
-            table[fd].input.write(pending)
-            table[fd].requestStart = kernel.monotonicNanoseconds()
-            perform(table[fd].serve(&io, kernel, handler, fromScratch: false), on: fd)
+            perform(table[fd].serveHandedOver(pending, &io, kernel, handler), on: fd)
         } else if state == .draining && drainMode == .handOff {
             handOffIfIdle(fd)
         }
@@ -123,6 +121,13 @@ extension HTTPWorker {
 }
 
 extension Connection {
+    /// A connection handed over with `pending`, the bytes the other worker had read: serves them.
+    mutating func serveHandedOver<H: HTTPHandler, K: Kernel>(_ pending: UnsafeRawBufferPointer, _ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
+        input.write(pending)
+        requestStart = kernel.monotonicNanoseconds()
+        return serve(&io, kernel, handler, fromScratch: false)
+    }
+
     /// Between requests with nothing to send and at most `ConnectionHandoff.maxPendingBytes` read
     /// ahead: may move to another worker.
     var canHandOff: Bool {
