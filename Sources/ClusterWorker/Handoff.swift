@@ -7,7 +7,8 @@ import ClusterSystem
 extension HTTPWorker {
     func send(_ message: WorkerToMaster) {
         guard let channel else { return }
-        message.encoded.withUnsafeBytes { kernel.sendMessage(channel, $0) }
+        // A notice: if the channel is full or gone, the master learns it otherwise (exit, heartbeat).
+        _ = message.encoded.withUnsafeBytes { kernel.sendMessage(channel, $0) }
     }
 
     func channelReadable() {

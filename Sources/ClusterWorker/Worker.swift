@@ -139,12 +139,10 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             events = try pollBriefly()
         }
         if events == 0 {
-            events = try kernel.epollWait(timeoutMilliseconds: state == .running ? 500 : 100) { events, data in
-                self.dispatch(events, data)
-            }
+            events = try waitForEvents(timeoutMilliseconds: state == .running ? 500 : 100)
         }
         lastTurnBusy = events > 0
-        io.tick(kernel)
+        if events == 0 { io.tick(kernel) }  // (else read as the events came)
         do { try idleRelease.turn(now: io.now, busy: events > 0) } catch {
             logger.warning("cannot release idle memory (\(error)); not trying again")
         }
@@ -157,14 +155,14 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// to anything else runnable on it. Returns the events handled (0: the window ran out).
     func pollBriefly() throws(SystemError) -> Int {
         // Under load the next event is usually there already: no clock read for that.
-        var events = try kernel.epollWait(timeoutMilliseconds: 0) { events, data in self.dispatch(events, data) }
+        var events = try waitForEvents(timeoutMilliseconds: 0)
         if events == 0 {
             let until = kernel.monotonicNanoseconds() &+ busyPoll.windowNanoseconds
             repeat {
                 // Where the CPU is shared (more runnable threads than CPUs: the client's, other
                 // workers'), they run first; the poll goes on after them.
                 kernel.yieldCPU()
-                events = try kernel.epollWait(timeoutMilliseconds: 0) { events, data in self.dispatch(events, data) }
+                events = try waitForEvents(timeoutMilliseconds: 0)
             } while events == 0 && kernel.monotonicNanoseconds() < until
         }
         busyPoll.record(foundEvent: events > 0)
@@ -173,6 +171,22 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     }
 
     // MARK: - Events
+
+    /// epoll_wait, handing each event to `dispatch`. The clock is read when events come, before the
+    /// first is handled (as nginx updates its time right after epoll_wait): the worker may have
+    /// slept up to the timeout, and a deadline set from the time before the sleep (`drainIdleGrace`
+    /// from a `drain` message, a header timeout from a first byte) would come that much early.
+    @inline(__always)
+    func waitForEvents(timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        var clockRead = false
+        return try kernel.epollWait(timeoutMilliseconds: timeoutMilliseconds) { events, data in
+            if !clockRead {
+                self.io.tick(self.kernel)
+                clockRead = true
+            }
+            self.dispatch(events, data)
+        }
+    }
 
     /// Hands one epoll event to its owner.
     @inline(__always)

@@ -24,6 +24,9 @@ final class FakeKernel: Kernel {
     }
 
     // Clock
+    /// How long the next `epoll_wait` that finds events "slept" before they came (the clock moves
+    /// by this much before they are handed out).
+    var sleepBeforeEvents: Int64 = 0
     var nanoseconds: UInt64 = 5_000_000_000_000
     var wall: Int64 = 1_750_000_000
 
@@ -182,6 +185,8 @@ final class FakeKernel: Kernel {
         }
         // With nothing ready it returns at once: time moves only when the test moves it.
         if events.isEmpty { return 0 }
+        advance(milliseconds: sleepBeforeEvents)
+        sleepBeforeEvents = 0
         for (ready, data) in events { body(ready, data) }
         return events.count
     }

@@ -300,6 +300,23 @@ import Testing
         #expect(try h.turn() == false)
     }
 
+    @Test func drainIdleGraceCountsFromTheDrainMessageNotFromBeforeTheSleep() throws {
+        var settings = LoopHarness.testSettings
+        settings.drainIdleGrace = 1_000
+        let h = try LoopHarness(settings: settings, withChannel: true)
+        let c = try h.client()
+        _ = h.kernel.received(c)
+        // The worker slept 400 ms in epoll_wait before the master's `drain` came.
+        h.kernel.toWorker = [(Array("drain".utf8), -1)]
+        h.kernel.sleepBeforeEvents = 400
+        try h.turn()
+        #expect(h.worker.state == .draining)
+        try h.after(milliseconds: 900)
+        #expect(!h.kernel.sockets[c]!.shutWrite)
+        try h.after(milliseconds: 300)
+        #expect(h.kernel.sockets[c]!.shutWrite)
+    }
+
     @Test func stopDuringAHandOffDrainClosesGracefullyInstead() throws {
         var settings = LoopHarness.testSettings
         settings.drainIdleGrace = 1_000
