@@ -102,7 +102,8 @@ public final class LinuxKernel: Kernel {
 
     @discardableResult
     public func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        Sys.sendMessage(socket, bytes)
+        guard let base = bytes.baseAddress, case .processed? = try? Sys.send(socket, base, bytes.count) else { return false }
+        return true
     }
 
     public func sendDescriptor(_ socket: Int32, _ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) -> IOResult<Int> {

@@ -73,16 +73,6 @@ public enum Sys {
         }
     }
 
-    /// send(2) of one message on a (Unix) socket without blocking and without SIGPIPE
-    /// (MSG_DONTWAIT|MSG_NOSIGNAL). False when it was not sent (full, or the peer is gone): the
-    /// callers' messages are notices that may be lost.
-    @discardableResult
-    public static func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        let result = try? nonBlockingSyscall("send") { Glibc.send(socket, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
-        if case .processed = result { return true }
-        return false
-    }
-
     /// open(2) for appending (O_WRONLY|O_APPEND|O_CREAT|O_CLOEXEC), mode 0644 for a new file: logs.
     public static func openForAppending(_ path: String) throws(SystemError) -> Int32 {
         try open(path, O_WRONLY | O_APPEND | O_CREAT, mode: 0o644)
