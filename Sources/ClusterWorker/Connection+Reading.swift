@@ -2,21 +2,6 @@ import ClusterControl
 import ClusterHTTP
 import ClusterSystem
 
-/// What the loop must do after a connection step.
-enum ConnectionAction: Equatable {
-    /// Nothing: the connection waits for its next event.
-    case none
-    /// Nothing was there to read (`readable` only; the optimistic read at accept learns from it).
-    case nothingRead
-    /// Waiting for its next request: a worker handing its connections off may take it now.
-    case idle
-    /// An idle connection's time is up and it must not be lost to a race with a request in flight:
-    /// close it gracefully (`HTTPWorker.closeIdleGracefully`).
-    case closeGracefully
-    /// The step closed the socket: the slot is free (`HTTPWorker.connectionClosed`).
-    case closed
-}
-
 extension Connection {
     /// EPOLLIN (or a hang-up or error): reads what arrived and serves it.
     mutating func readable<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {

@@ -2,6 +2,9 @@ import ClusterHTTP
 
 /// One accepted client connection as the worker keeps it. Buffers are allocated only while they
 /// hold bytes: an idle keep-alive connection owns no buffer memory at all.
+///
+/// Its steps (`readable`, `writable`, `timedOut`, `close`, ... in Connection+Reading.swift and
+/// Connection+Writing.swift) run in place in the `ConnectionTable` and return a `ConnectionAction`.
 struct Connection {
     /// The socket, or -1 for a free table entry.
     var fd: Int32 = -1
@@ -39,4 +42,19 @@ struct Connection {
 
     /// Bytes or a file body still to send.
     var hasPendingOutput: Bool { output.readableBytes > 0 || http.pendingFile != nil }
+}
+
+/// What the loop must do after a connection step.
+enum ConnectionAction: Equatable {
+    /// Nothing: the connection waits for its next event.
+    case none
+    /// Nothing was there to read (`readable` only; the optimistic read at accept learns from it).
+    case nothingRead
+    /// Waiting for its next request: a worker handing its connections off may take it now.
+    case idle
+    /// An idle connection's time is up and it must not be lost to a race with a request in flight:
+    /// close it gracefully (`HTTPWorker.closeIdleGracefully`).
+    case closeGracefully
+    /// The step closed the socket: the slot is free (`HTTPWorker.connectionClosed`).
+    case closed
 }
