@@ -25,7 +25,9 @@ enum Token {
 /// Handoff.swift and Draining.swift; then it expires deadlines (`expireTimers`, Draining.swift).
 ///
 /// Generic over its `Kernel`: `LinuxKernel` in the daemon, a fake with a manual clock in the tests
-/// (Tests/ClusterWorkerTests), with no existential on the path of a request.
+/// (Tests/ClusterWorkerTests), with no existential on the path of a request. The state the
+/// connection steps share (`WorkerIO`) is deliberately not generic: this class is compiled once for
+/// any handler, and there a generic struct would cost a metadata lookup at every use.
 public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     enum RunState { case running, draining, stopping }
 
