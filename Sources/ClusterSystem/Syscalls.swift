@@ -73,11 +73,6 @@ public enum Sys {
         }
     }
 
-    /// open(2) for appending (O_WRONLY|O_APPEND|O_CREAT|O_CLOEXEC), mode 0644 for a new file: logs.
-    public static func openForAppending(_ path: String) throws(SystemError) -> Int32 {
-        try open(path, O_WRONLY | O_APPEND | O_CREAT, mode: 0o644)
-    }
-
     public static func shutdown(_ fd: Int32, _ how: Int32) {
         _ = Glibc.shutdown(fd, how)
     }

@@ -16,16 +16,6 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
         self.detail = detail
     }
 
-    /// The process or the system is out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM):
-    /// a call that allocates may work again once some are released.
-    public var isResourceExhaustion: Bool { errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM }
-
-    /// EINVAL: from accept4, the socket is not listening (any more).
-    public var isInvalidArgument: Bool { errno == EINVAL }
-
-    /// ENOSPC (no space left on the device) from `call`.
-    public static func noSpace(call: String) -> SystemError { SystemError(call: call, errno: ENOSPC) }
-
     public var reason: String { detail ?? String(cString: strerror(errno)) }
     public var description: String { "\(call): \(reason) (errno \(errno))" }
 }

@@ -35,21 +35,22 @@ extension HTTPWorker {
                 case .processed(let newFD): fd = newFD
                 }
             } catch {
-                if error.isResourceExhaustion {
+                switch error.code {
+                case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: what is queued stays queued; try again later.
                     logger.warning("accept4: \(error.reason); pausing accept for \(settings.acceptBackoff) ms")
                     pauseAccepting(until: io.now + settings.acceptBackoff)
                     return
-                }
-                if error.isInvalidArgument {
+                case .invalidArgument:
                     // Not listening any more: the master shut the listeners (a stop). What they
                     // had queued was passed to us through the channel; `drain` follows there.
                     listenersShut = true
                     unregisterListeners()
                     return
+                default:
+                    // ECONNABORTED, EPROTO, ...: that client is gone; carry on with the next.
+                    continue
                 }
-                // ECONNABORTED, EPROTO, ...: that client is gone; carry on with the next.
-                continue
             }
             opened(fd)
         }

@@ -53,7 +53,7 @@ public final class AccessLog {
 
     func open() {
         do {
-            fd = try Sys.openForAppending(path)
+            fd = try FileIO.openAppending(path)
         } catch {
             logger.error("access log \(path): \(error); requests are not logged until the next reopen")
             fd = -1
@@ -88,7 +88,7 @@ public final class AccessLog {
                 case .wouldBlock: written = 0
                 }
                 // A regular file never takes nothing without an error; if one does, stop rather than spin.
-                if written == 0 { throw SystemError.noSpace(call: "write") }
+                if written == 0 { throw SystemError(call: "write", .noSpace) }
             } catch {
                 failed(error, unwritten: view, torn: torn)
                 return

@@ -255,6 +255,24 @@ import Testing
         #expect(h.kernel.interest[fd]?.events == Epoll.readable)
     }
 
+    @Test func connectionAdoptedDuringAStopGetsTheIdleGraceNotKeepAlive() throws {
+        var settings = LoopHarness.testSettings
+        settings.drainIdleGrace = 1_000
+        let h = try LoopHarness(settings: settings, withChannel: true)
+        h.worker.beginDrain(mode: .close, timeout: nil)
+        // The master passes on what was queued at the stop: nothing arrives on it.
+        let fd: Int32 = 77
+        h.kernel.sockets[fd] = FakeKernel.Socket()
+        h.kernel.toWorker = [(Array("conn ".utf8), fd)]
+        try h.turn()
+        #expect(!h.kernel.isClosed(fd))
+        try h.after(milliseconds: 1_300)
+        #expect(h.kernel.sockets[fd]!.shutWrite)
+        h.kernel.sockets[fd]!.clientClosed = true
+        try h.turn()
+        #expect(try h.turn() == false)
+    }
+
     @Test func stopAnswersPipelinedRequestsThenCloses() throws {
         let h = try LoopHarness()
         let c = try h.client()
