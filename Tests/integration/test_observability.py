@@ -74,8 +74,11 @@ def test_metrics_cover_the_whole_cluster(daemon_factory):
     for _ in range(60):
         get(d.port)
     get(d.port, "/nope")
+    # Any worker answers for all of them. A worker publishes its counters at the end of the loop
+    # turn that wrote the answer, so a scrape served by another worker right after may not count
+    # the last request yet (as with any Prometheus counter): wait for it rather than race it.
+    wait_until(lambda: value(metrics(d.port), "clusterd_requests_total") >= 61, what="the last request to be counted")
     fams = metrics(d.port)
-    # Any worker answers for all of them.
     assert value(fams, "clusterd_requests_total") >= 61
     assert value(fams, "clusterd_responses_total", **{"class": "4xx"}) >= 1
     assert value(fams, "clusterd_workers") == 3
