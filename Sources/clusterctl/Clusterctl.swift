@@ -64,7 +64,7 @@ struct ConnectionOptions: ParsableArguments {
         let resolved = ControlSocketLocation.resolve(
             socket: socket, config: config, environment: Sys.environment("CLUSTERD_SOCKET"),
             readFile: { path in
-                do throws(SystemError) { return .bytes(try FileIO.readAll(path: path, limit: 4 * 1024 * 1024)) } catch {
+                do throws(SystemError) { return .bytes(try FileIO.readRegularFile(path: path, limit: 4 * 1024 * 1024)) } catch {
                     return error.code == .noSuchFileOrDirectory ? .missing : .failed(error.reason)
                 }
             })

@@ -218,6 +218,23 @@ def test_clusterctl_finds_the_socket_through_the_config(daemon_factory):
     assert "clusterd.json.missing: cannot read: no such file" in r.stderr
 
 
+def test_clusterctl_refuses_a_config_that_is_a_fifo_at_once(tmpdir_short):
+    """--config naming a FIFO with no writer: refused as not a regular file (non-blocking open, as
+    the master reads its config), not a clusterctl hung in open(2) until someone writes to it."""
+    fifo = os.path.join(tmpdir_short, "clusterd.json")
+    os.mkfifo(fifo)
+    env = dict(os.environ)
+    env.pop("CLUSTERD_SOCKET", None)
+    started = time.monotonic()
+    try:
+        r = subprocess.run([CLUSTERCTL, "--config", fifo, "status"], capture_output=True, text=True, timeout=10, env=env)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("clusterctl hung on a FIFO as --config")
+    assert time.monotonic() - started < 5
+    assert r.returncode == 64, (r.returncode, r.stderr)
+    assert "not a regular file (a FIFO)" in r.stderr, r.stderr
+
+
 def test_clusterctl_says_what_to_check_when_it_cannot_get_through(daemon_factory, tmpdir_short):
     missing = os.path.join(tmpdir_short, "nothing.sock")
     r = subprocess.run([CLUSTERCTL, "--socket", missing, "status"], capture_output=True, text=True, timeout=30)
