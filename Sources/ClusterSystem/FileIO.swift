@@ -201,6 +201,19 @@ public enum FileIO {
         Int(try syscall("lseek") { lseek(fd, 0, SEEK_CUR) })
     }
 
+    /// Takes the exclusive advisory lock of the open file (flock(2) LOCK_EX), waiting while another
+    /// open of the file (another process) holds it. Released by `unlock`, or when the last
+    /// descriptor of this open file is closed (a process that dies holding it releases it).
+    public static func lockExclusive(fd: Int32) throws(SystemError) {
+        _ = try syscall("flock(LOCK_EX)") { flock(fd, LOCK_EX) }
+    }
+
+    /// Releases the lock `lockExclusive` took (flock(2) LOCK_UN). It cannot fail on a descriptor
+    /// that holds the lock; closing the descriptor releases it in any case.
+    public static func unlock(fd: Int32) {
+        _ = flock(fd, LOCK_UN)
+    }
+
     /// Cuts the file to `size` bytes (ftruncate(2)).
     public static func truncate(fd: Int32, size: Int) throws(SystemError) {
         _ = try syscall("ftruncate") { ftruncate(fd, off_t(size)) }

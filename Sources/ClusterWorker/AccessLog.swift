@@ -4,8 +4,9 @@ import ClusterHTTP
 import ClusterSystem
 import Logging
 
-/// A per-worker access log: lines are formatted into a buffer and written to the file (O_APPEND, so
-/// the workers' lines interleave whole) once per turn of the loop or when 64 KiB are waiting.
+/// A per-worker access log: lines are formatted into a buffer and written to the file (O_APPEND,
+/// under the file's flock, so the workers' lines interleave whole) once per turn of the loop or
+/// when 64 KiB are waiting.
 /// Reopened on USR1 / `clusterctl reopen-logs` for logrotate.
 ///
 /// When the file cannot take them (a full disk, a quota, EIO), whole lines are dropped, never part
@@ -69,6 +70,16 @@ public final class AccessLog {
     }
 
     /// Writes the buffered lines (all whole: `append` adds whole lines only).
+    ///
+    /// The workers append to one file, each through its own open of it. Each flush holds the file's
+    /// exclusive advisory lock (flock) from its first write to its last, and through the cut-back
+    /// of a torn line, so no other worker's bytes can land between the part of a line already
+    /// written and its rest, or after it before it is cut off: a torn line is always completed in
+    /// place or cut back, and the cut takes exactly this worker's bytes. (Only lock holders are
+    /// excluded: if the file system refuses flock, the writes go ahead unlocked and the cut is made
+    /// only while the file still ends where this worker's write ended, as before.) One flush per
+    /// loop turn that produced lines: two more syscalls per turn (an EX+UN pair ~1.7 µs on the
+    /// test machine, about one small write), never per line.
     public func flush() {
         guard buffer.readableBytes > 0 else { return }
         defer { buffer.clear() }
@@ -77,9 +88,12 @@ public final class AccessLog {
             count(dropped: Self.lines(in: buffer.readableView))
             return
         }
+        var locked = true
+        do throws(SystemError) { try FileIO.lockExclusive(fd: fd) } catch { locked = false }
         var view = buffer.readableView
         // Bytes of the line being written that are already in the file.
         var torn = 0
+        var failure: SystemError? = nil
         while view.count > 0 {
             let written: Int
             do throws(SystemError) {
@@ -90,8 +104,8 @@ public final class AccessLog {
                 // A regular file never takes nothing without an error; if one does, stop rather than spin.
                 if written == 0 { throw SystemError(call: "write", .noSpace) }
             } catch {
-                failed(error, unwritten: view, torn: torn)
-                return
+                failure = error
+                break
             }
             let chunk = UnsafeRawBufferPointer(rebasing: view[..<written])
             if let newline = Self.lastNewline(in: chunk) {
@@ -100,6 +114,13 @@ public final class AccessLog {
                 torn += written
             }
             view = UnsafeRawBufferPointer(rebasing: view[written...])
+        }
+        if failure != nil && torn > 0 && !cutTornLine(torn) { tornLineLeft = true }
+        // Released before anything is logged: the lock covers the file's bytes only.
+        if locked { FileIO.unlock(fd: fd) }
+        if let failure {
+            failed(failure, unwritten: view)
+            return
         }
         // Working again: said once, within the same limit as the errors (a disk on the edge of full
         // that takes one write and refuses the next must not make a line per turn either).
@@ -111,9 +132,8 @@ public final class AccessLog {
         }
     }
 
-    /// A write failed with `unwritten` still to go, `torn` bytes of its first line already in the file.
-    func failed(_ error: SystemError, unwritten: UnsafeRawBufferPointer, torn: Int) {
-        if torn > 0 && !cutTornLine(torn) { tornLineLeft = true }
+    /// A write failed with `unwritten` still to go (a torn line already cut back, or noted).
+    func failed(_ error: SystemError, unwritten: UnsafeRawBufferPointer) {
         failing = true
         count(dropped: Self.lines(in: unwritten))
         guard let now = mayReport() else { return }
@@ -131,7 +151,8 @@ public final class AccessLog {
     }
 
     /// Takes the first `torn` bytes of a line back out of the file: the file ends where this
-    /// worker's last write ended (nobody appended since), so it is cut there minus those bytes.
+    /// worker's last write ended (under the lock nobody appended since; checked again all the
+    /// same, for a file system without flock), so it is cut there minus those bytes.
     /// Returns false when that could not be done safely.
     func cutTornLine(_ torn: Int) -> Bool {
         do throws(SystemError) {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ClusterControl
+import Dispatch
 import ClusterHTTP
 import ClusterSystem
 @testable import ClusterWorker
@@ -92,6 +93,42 @@ import Testing
         #expect(log.cutTornLine(12))
         let text = try FileIO.readAll(path: path)
         #expect(String(decoding: text, as: UTF8.self) == "whole line\n")
+    }
+
+    /// Issue 12 follow-up: the workers' appends and cut-backs exclude each other through the
+    /// file's flock. Another open of the file (another worker) holds the lock: the flush waits for
+    /// it instead of writing (before the fix it wrote at once, so a worker could land its line
+    /// between another's torn line and its cut-back or its completion).
+    @Test func aFlushWaitsWhileAnotherWriterHoldsTheLock() throws {
+        var template = Array("/tmp/clusterd-accesslog-XXXXXX".utf8CString)
+        let tmp = mkstemp(&template)
+        #expect(tmp >= 0)
+        close(tmp)
+        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { unlink(path) }
+        let other = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        #expect(other >= 0)
+        defer { close(other) }
+        #expect(flock(other, LOCK_EX) == 0)
+        final class Shared: @unchecked Sendable {
+            let log: AccessLog
+            init(_ log: AccessLog) { self.log = log }
+        }
+        let shared = Shared(AccessLog(path: path, format: .combined, logger: logger(Lines())))
+        shared.log.appendRejected(HTTPError(400, "bad"), peer: "127.0.0.1", wall: 1_800_000_000)
+        let flushed = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            shared.log.flush()
+            flushed.signal()
+        }
+        #expect(flushed.wait(timeout: .now() + .milliseconds(300)) == .timedOut)
+        #expect(try FileIO.size(fd: other) == 0)
+        #expect(flock(other, LOCK_UN) == 0)
+        #expect(flushed.wait(timeout: .now() + .seconds(10)) == .success)
+        let text = try FileIO.readAll(path: path)
+        #expect(String(decoding: text, as: UTF8.self).hasSuffix(" 400 4 \"-\" \"-\"\n"))
+        // Released again after the flush: another writer gets it at once.
+        #expect(flock(other, LOCK_EX | LOCK_NB) == 0)
     }
 
     @Test func newlineScans() {

@@ -190,6 +190,8 @@ def test_busy_poll_backs_off_for_a_slow_client(daemon_factory, busy_poll):
 # --- Issue 12 item 13: the access log on a full disk ---------------------------------------------
 
 COMBINED_LINE = re.compile(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /full/\d+ HTTP/1\.1" 404 10 "-" "agent-\d+-x*"$')
+# The test's own /metrics request is logged too when a cut-back left room for its line.
+METRICS_LINE = re.compile(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /metrics HTTP/1\.1" 200 \d+ "-" "-"$')
 
 
 @pytest.fixture
@@ -241,7 +243,7 @@ def test_access_log_on_a_full_disk(full_disk_log, daemon_factory):
             text = f.read()
         assert len(text) > 32 * 1024, len(text)
         assert text.endswith(b"\n"), text[-200:]
-        lines = text.decode().split("\n")[:-1]
+        lines = [l for l in text.decode().split("\n")[:-1] if not METRICS_LINE.match(l)]
         bad = [l for l in lines if not COMBINED_LINE.match(l)]
         assert bad == [], bad[:3]
         assert len(lines) + dropped == sent, (len(lines), dropped, sent)
@@ -252,3 +254,98 @@ def test_access_log_on_a_full_disk(full_disk_log, daemon_factory):
     # One report per worker at the first failure, then at most one per 10 s (the run took ~3 s).
     assert 1 <= len(reports) <= 2 * 2, reports[:5]
     assert "line(s) dropped" in reports[0]
+
+
+
+def test_access_log_workers_racing_at_the_edge_of_a_full_disk(daemon_factory, tmpdir_short):
+    """Four workers appending to one log on a 2 MiB tmpfs kept full by a ballast file that gives
+    back one page every 2 ms while 6 clients send: the disk fills up ~450 times, in the
+    middle of lines, with room appearing at any moment. A worker's write that stops inside a line
+    is completed or cut back with no other worker's bytes in between (each flush holds the file's
+    flock), so every line in the file is whole and lines + dropped = requests. Without the lock a
+    worker's line could land between another's torn line and its rest, or be cut off with it, or
+    leave it (a CI run of the test above ended the file with `...x"\n127.0.`)."""
+    import threading
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = os.path.join(tmpdir_short, "racing")
+    os.makedirs(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mnt], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        log = os.path.join(mnt, "access.log")
+        d = daemon_factory({"workers": 4, "accessLog": {"path": log, "format": "combined"}})
+        wait_ready(d, 4)
+        fd = os.open(os.path.join(mnt, "ballast"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while True:
+                os.write(fd, b"b" * 4096)
+        except OSError:
+            pass
+        counter = [0]
+        lock = threading.Lock()
+        failures = []
+        done = threading.Event()
+
+        def client():
+            while not done.is_set():
+                try:
+                    batch = b""
+                    with lock:
+                        first = counter[0]
+                        counter[0] += 21
+                    for n in range(first, first + 20):
+                        batch += b"GET /full/%d HTTP/1.1\r\nHost: t\r\nUser-Agent: agent-%d-%s\r\n\r\n" % (n, n, b"x" * (n * 37 % 1500))
+                    n = first + 20
+                    batch += b"GET /full/%d HTTP/1.1\r\nHost: t\r\nUser-Agent: agent-%d-x\r\nConnection: close\r\n\r\n" % (n, n)
+                    got = statuses(raw_exchange(d.port, batch, read_timeout=10)).count(404)
+                    if got != 21:
+                        failures.append(got)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    failures.append(repr(e))
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            size = os.fstat(fd).st_size
+            while size > 256 * 1024:
+                size -= 4096
+                os.ftruncate(fd, size)
+                time.sleep(0.002)
+        finally:
+            done.set()
+            for t in threads:
+                t.join()
+            # Room for what comes after (the /metrics requests are logged too).
+            os.ftruncate(fd, 0)
+            os.close(fd)
+        assert failures == [], failures[:3]
+        sent = counter[0]
+        # The ballast is all gone: the /metrics requests below are logged (with room), not dropped.
+
+        def read():
+            with open(log, "rb") as f:
+                text = f.read()
+            lines = text.decode(errors="replace").split("\n")[:-1]
+            return text, [l for l in lines if not METRICS_LINE.match(l)]
+
+        # Every worker has flushed (and cut back) once the file and the count add up.
+        def settled():
+            text, lines = read()
+            return len(lines) + value(metrics(d.port), "clusterd_access_log_dropped_lines_total") == sent and text.endswith(b"\n")
+        try:
+            wait_until(settled, timeout=10)
+        except TimeoutError:
+            pass  # the assertions below say what is wrong
+        dropped = value(metrics(d.port), "clusterd_access_log_dropped_lines_total")
+        text, lines = read()
+        assert text.endswith(b"\n"), text[-200:]
+        bad = [l for l in lines if not COMBINED_LINE.match(l)]
+        assert bad == [], (len(bad), [l[:100] + " ... " + l[-60:] for l in bad[:3]])
+        assert len(lines) + dropped == sent, (len(lines), dropped, sent)
+        assert dropped > 0 and len(lines) > 200
+    finally:
+        if subprocess.run(["umount", mnt]).returncode != 0:
+            subprocess.run(["umount", "-l", mnt])
