@@ -70,6 +70,10 @@ public struct HTTPConnectionState: Sendable {
     public var pendingFile: FileBody? = nil
     /// Requests answered on this connection.
     public private(set) var requestsServed = 0
+    /// Under `ResponseContext.answerOnlyWhatHasArrived`: bytes of input, counted from the start of
+    /// the request being answered, that had arrived when the first answer went out; the requests
+    /// beginning in them are answered, none after (-1: not set yet).
+    var bytesLeftToAnswer = -1
 
     public init() {}
 
@@ -222,7 +226,15 @@ public struct HTTPConnectionState: Sendable {
         // Closing connections (a stop): every request the client already sent is answered, so a
         // request followed by more bytes in the buffer (pipelined) keeps the connection; the last
         // one says `Connection: close`.
-        let keepAlive = limits.keepAlive && head.wantsKeepAlive && (!context.closeConnections || input.readableBytes > consumed)
+        // Over the cap (`answerOnlyWhatHasArrived`): only what had begun to arrive by the first
+        // answer, so a client that never stops pipelining cannot hold the connection.
+        var moreToAnswer = input.readableBytes > consumed
+        if context.closeConnections && context.answerOnlyWhatHasArrived {
+            if bytesLeftToAnswer < 0 { bytesLeftToAnswer = input.readableBytes }
+            bytesLeftToAnswer = max(0, bytesLeftToAnswer - consumed)
+            moreToAnswer = moreToAnswer && bytesLeftToAnswer > 0
+        }
+        let keepAlive = limits.keepAlive && head.wantsKeepAlive && (!context.closeConnections || moreToAnswer)
             && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
         let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body, socket: context.socket)
         let (status, keep, bodyBytes, file) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool, Int, FileBody?) in

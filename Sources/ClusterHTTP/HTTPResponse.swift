@@ -70,11 +70,17 @@ public struct ResponseContext {
     public var closeConnections: Bool
     /// The connection's socket, handed to the handler as `HTTPRequest.socket`; -1 when none.
     public var socket: Int32
+    /// With `closeConnections`: answer only the requests that had begun to arrive when the first
+    /// answer under it went out (a connection a worker adopted beyond its connection cap), the last
+    /// with `Connection: close`, however much the client pipelines after. Without it a stopping
+    /// worker also answers what arrives while it answers (its drain timeout bounds that).
+    public var answerOnlyWhatHasArrived: Bool
 
-    public init(dateLine: UnsafeRawBufferPointer, closeConnections: Bool = false, socket: Int32 = -1) {
+    public init(dateLine: UnsafeRawBufferPointer, closeConnections: Bool = false, socket: Int32 = -1, answerOnlyWhatHasArrived: Bool = false) {
         self.dateLine = dateLine
         self.closeConnections = closeConnections
         self.socket = socket
+        self.answerOnlyWhatHasArrived = answerOnlyWhatHasArrived
     }
 }
 

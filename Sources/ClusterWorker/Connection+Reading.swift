@@ -55,7 +55,7 @@ extension Connection {
             let outcome: HTTPConnectionState.Outcome
             var context = io.context(socket: fd)
             // One adopted over the connection cap is answered with `Connection: close` too.
-            if closeAfterResponse { context.closeConnections = true }
+            if closeAfterResponse { context.closeConnections = true; context.answerOnlyWhatHasArrived = true }
             if fromScratch {
                 outcome = http.process(&io.scratchIn, output: &io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if io.scratchIn.readableBytes > 0 {

@@ -25,12 +25,13 @@ let testDateLine: [UInt8] = Array("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n".utf8
 
 /// Feeds `bytes` to one connection in pieces of `pieceSize` (0 = all at once) and collects what it
 /// writes, as the worker would.
-/// `closing`: the worker is stopping (`ResponseContext.closeConnections`).
-func exchange(_ text: String, pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits(), closing: Bool = false) -> Exchange {
-    exchange(Array(text.utf8), pieceSize: pieceSize, limits: limits, closing: closing)
+/// `closing`: the worker is stopping (`ResponseContext.closeConnections`); `overCap`: a connection
+/// adopted beyond the cap (`closeConnections` and `answerOnlyWhatHasArrived`).
+func exchange(_ text: String, pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits(), closing: Bool = false, overCap: Bool = false) -> Exchange {
+    exchange(Array(text.utf8), pieceSize: pieceSize, limits: limits, closing: closing, overCap: overCap)
 }
 
-func exchange(_ bytes: [UInt8], pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits(), closing: Bool = false) -> Exchange {
+func exchange(_ bytes: [UInt8], pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits(), closing: Bool = false, overCap: Bool = false) -> Exchange {
     let parser = HTTPParser(limits: limits)
     defer { parser.release() }
     var state = HTTPConnectionState()
@@ -43,7 +44,7 @@ func exchange(_ bytes: [UInt8], pieceSize: Int = 0, limits: HTTPLimits = HTTPLim
     let size = pieceSize == 0 ? max(bytes.count, 1) : pieceSize
     var offset = 0
     testDateLine.withUnsafeBytes { date in
-        let context = ResponseContext(dateLine: date, closeConnections: closing)
+        let context = ResponseContext(dateLine: date, closeConnections: closing || overCap, answerOnlyWhatHasArrived: overCap)
         repeat {
             let end = min(offset + size, bytes.count)
             input.write(Array(bytes[offset..<end]))
