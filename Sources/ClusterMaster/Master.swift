@@ -117,7 +117,7 @@ public final class Master {
         while exitCode == nil {
             let events: Int
             do {
-                events = try epoll.wait(timeoutMilliseconds: 100) { events, data in self.dispatch(events, data) }
+                events = try epoll.wait(timeoutMilliseconds: Self.waitTimeout(now: Clock.monotonicMilliseconds(), deadline: core.nextDeadline())) { events, data in self.dispatch(events, data) }
             } catch {
                 logger.critical("\(error)")
                 exitCode = 1
@@ -132,6 +132,20 @@ public final class Master {
         }
         shutdown()
         return exitCode ?? 0
+    }
+
+    /// The loop's regular tick (relays to retry, status, gauges, heartbeats, the watchdog).
+    public static let tickMilliseconds: Int64 = 100
+
+    /// How long the loop waits for an event: the regular tick, or less when the core has a deadline
+    /// (`MasterCore.nextDeadline`) before it, so that e.g. a graceful stop closes its listeners
+    /// when its accept grace ends, not up to a tick later. At least 1 ms: a deadline that has passed
+    /// is met by the tick after this wait, and a deadline left in the past (a bug) cannot spin the loop.
+    public static func waitTimeout(now: Int64, deadline: Int64?) -> Int32 {
+        guard let deadline else { return Int32(tickMilliseconds) }
+        let (left, overflow) = deadline.subtractingReportingOverflow(now)
+        if overflow { return Int32(tickMilliseconds) }
+        return Int32(min(tickMilliseconds, max(1, left)))
     }
 
     func shutdown() {

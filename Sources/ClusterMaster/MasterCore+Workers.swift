@@ -237,6 +237,43 @@ extension MasterCore {
         return flush()
     }
 
+    /// The earliest time (CLOCK_MONOTONIC ms) at which `tick` has something to do that no other
+    /// input brings: a graceful stop's listener close, a drain escalation, a respawn after its
+    /// backoff, a start timeout, a reload's or a `--wait`'s deadline, the config read's deadline.
+    /// nil: nothing is due. (Heartbeats and the watchdog, seconds apart, are left to the
+    /// executor's regular tick.) Each of these is cleared or moved on by the `tick` that meets it.
+    /// The executor's loop waits no longer than this, so a deadline is met on time rather than at
+    /// the next fixed tick.
+    public func nextDeadline() -> Int64? {
+        var earliest: Int64? = nil
+        func consider(_ t: Int64?) {
+            guard let t else { return }
+            earliest = min(earliest ?? t, t)
+        }
+        consider(closeListenersAt)
+        let graceful: Bool
+        if case .stopping(let g) = phase { graceful = g } else { graceful = true }
+        for worker in workers.values {
+            switch worker.state {
+            case .draining:
+                let since = worker.drainSince ?? now
+                if worker.escalation == 0 { consider(since &+ (graceful ? settings.drainTimeout : 0)) }
+                if worker.escalation == 1 { consider(since &+ settings.fastStopGrace) }
+            case .starting where worker.escalation == 0:
+                consider(worker.startedAt &+ settings.startTimeout &+ 1)
+            default: break
+            }
+        }
+        if case .stopping = phase {} else {
+            for slot in slots[..<min(target, slots.count)] { consider(slot.respawnAt) }
+        }
+        if let r = reload { consider(r.startedAt &+ settings.startTimeout &+ 1) }
+        if let waiting = awaitingDrainAcks { consider(waiting.since &+ Self.drainAckTimeout &+ 1) }
+        for w in scaleWaiters { consider(w.since &+ settings.startTimeout &+ 1) }
+        if let read = configRead { consider(read.startedAt &+ settings.configReadTimeout &+ 1) }
+        return earliest
+    }
+
     /// Graceful → INT (fast stop) → KILL, on the clock.
     mutating func escalateDrain(_ pid: ProcessID, _ worker: WorkerRecord) {
         let since = worker.drainSince ?? now

@@ -405,6 +405,45 @@ import Testing
         #expect(h.listenersClosedRelayingTo.count == 1)
     }
 
+    @Test func theLoopWakesAtTheStopsCloseDeadline() {
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.tick(now: 1000)
+        #expect(h.core.nextDeadline() == nil, "running, nothing due")
+        h.stop(graceful: true, requester: nil)
+        #expect(h.core.nextDeadline() == 1500, "the accept grace's end")
+        // The loop's wait ends there, not at its next fixed tick.
+        #expect(Master.waitTimeout(now: 1450, deadline: h.core.nextDeadline()) == 50)
+        #expect(Master.waitTimeout(now: 1460, deadline: 1500) == 40)
+        h.tick(now: 1500)
+        #expect(h.core.listenersClosed)
+        // Then the drain timeout (1 s in the harness), counted from the stop.
+        #expect(h.core.nextDeadline() == 2000)
+    }
+
+    @Test func nextDeadlineCoversRespawnsAndTimeouts() {
+        let h = makeCore(workers: 2)
+        #expect(h.core.nextDeadline() == 30_001, "the start timeout of the first workers")
+        h.readyAll()
+        h.tick(now: 20_000)
+        h.workerExited(pid: h.spawned[0].pid, status: .signaled(9))  // first crash: respawned at once
+        h.tick(now: 20_050)
+        h.workerExited(pid: h.spawned[2].pid, status: .signaled(9))  // second: 200 ms backoff
+        #expect(h.core.nextDeadline() == 20_250)
+        h.tick(now: 20_250)
+        #expect(h.spawned.count == 4)
+        #expect(h.core.nextDeadline() == 50_251, "the new worker's start timeout")
+    }
+
+    @Test func waitTimeoutIsTheTickOrLessNeverNegative() {
+        #expect(Master.waitTimeout(now: 0, deadline: nil) == 100)
+        #expect(Master.waitTimeout(now: 0, deadline: 10_000) == 100)
+        #expect(Master.waitTimeout(now: 1000, deadline: 1037) == 37)
+        #expect(Master.waitTimeout(now: 1000, deadline: 1000) == 1)
+        #expect(Master.waitTimeout(now: 1000, deadline: 400) == 1, "a deadline passed: at once")
+        #expect(Master.waitTimeout(now: Int64.min, deadline: Int64.max) == 100)
+    }
+
     @Test func fastStopInterrupts() {
         let h = makeCore(workers: 2)
         h.readyAll()
