@@ -73,6 +73,9 @@ extension HTTPWorker {
             return
         }
         guard state == .running else { return }
+        // The loop reads the clock after its wait: an idle worker's `now` can be up to its 500 ms
+        // wait old here, and the drain's deadlines (idle grace, accept grace, timeout) count from it.
+        io.now = kernel.monotonicMilliseconds()
         // Take what is already queued on our listeners first.
         for fd in listeners where acceptingRegistered { acceptConnections(fd) }
         state = .draining
