@@ -174,7 +174,8 @@ extension MasterCore {
         guard !listenersClosed else { return }
         listenersClosed = true
         // Ready workers take them before their `drain` (the channel keeps the order). With none
-        // (every worker was sent TERM itself, e.g. to the process group), draining ones do.
+        // (every worker is already leaving, e.g. a reload's hand-over), draining ones do. (A worker
+        // sent TERM with the process group keeps serving until this `drain`.)
         var takers = workers.values.filter { $0.state == .ready }
         if takers.isEmpty { takers = workers.values.filter { $0.state == .draining && $0.escalation == 0 } }
         emit(.closeListeners(relayingQueuedTo: takers.map(\.pid).sorted()))

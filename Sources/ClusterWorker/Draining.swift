@@ -97,11 +97,29 @@ extension HTTPWorker {
         }
     }
 
+    /// The master that started this worker still runs: it is still the parent (once it dies the
+    /// worker is reparented before the parent-death TERM arrives).
+    var masterIsAlive: Bool {
+        guard let masterPID, channel != nil, state == .running else { return false }
+        return Sys.parentPID == masterPID
+    }
+
     func signalReadable() {
         guard let signals else { return }
         while let signal = try? signals.next() {
             switch signal {
-            case SignalNumber.terminate: beginDrain(mode: .close, timeout: nil)
+            case SignalNumber.terminate:
+                if masterIsAlive {
+                    // TERM to the whole process group (`kill -TERM -PGID`, a supervisor or shell
+                    // that signals the group): the master got it too and runs the stop. Draining
+                    // now, this worker could reach 0 connections and exit before the master's
+                    // accept grace ends, leaving what is queued on the listeners to be reset when
+                    // the master, with no worker left, exits. It keeps serving until the master's
+                    // `drain` (or the master's death: the parent-death TERM, the channel's end).
+                    logger.notice("TERM: the master (pid \(masterPID ?? 0)) runs the stop; serving until it says drain (INT/QUIT stop this worker now)")
+                } else {
+                    beginDrain(mode: .close, timeout: nil)
+                }
             case SignalNumber.interrupt, SignalNumber.quit: stopNow()
             case SignalNumber.user1: io.accessLog?.reopen()
             default: break  // HUP: the master's business

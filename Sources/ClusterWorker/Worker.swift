@@ -44,6 +44,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     let settings: WorkerSettings
     let listeners: [Int32]
     let channel: Int32?
+    /// The master that started this worker (its parent when it has a channel), or nil when running
+    /// alone. While it lives, the worker's stop is the master's to decide (`signalReadable`).
+    let masterPID: ProcessID?
     /// The shared buffers, the HTTP engine, the clock and counters the connection steps use.
     var io: WorkerIO
     var table: ConnectionTable
@@ -85,6 +88,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         self.settings = settings
         self.listeners = listeners
         self.channel = channel
+        masterPID = channel == nil ? nil : Sys.parentPID
         self.idleRelease = MemoryRelease.IdleSchedule(after: settings.releaseMemoryAfterIdle)
         self.busyPoll = BusyPollPolicy(windowMicroseconds: settings.busyPollMicroseconds)
         io = WorkerIO(settings: settings, stats: stats, logger: logger)

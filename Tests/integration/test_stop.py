@@ -353,26 +353,50 @@ def test_stop_with_defer_accept_keeps_silent_connections(daemon_factory):
 
 
 def test_idle_connection_handed_to_a_draining_worker_gets_the_idle_grace(daemon_factory):
-    """A connection a worker adopts after its drain began (here: the queue the master passes on at
-    the stop, when every worker was sent TERM itself, as to a process group) and on which nothing
-    arrives is closed gracefully after the idle grace like the worker's own idle connections, not
+    """A connection queued at the worker's cap when the process group gets TERM, which the worker
+    takes once room frees (it keeps serving until its master says drain) and on which nothing
+    arrives, is closed gracefully after the idle grace like the worker's own idle connections, not
     kept until keepAliveTimeout, holding the stop until drainTimeout."""
     d = daemon_factory({"workers": 1, "drainTimeout": 10, "http": {"maxConnections": 2}})
     wait_ready(d, 1)
-    (worker,) = children(d.proc.pid)
     with connections(d.port, 2) as (a1, a2), connections(d.port, 1) as (queued,):
         assert keepalive_request(a1)[0] == 200
         assert keepalive_request(a2)[0] == 200
         time.sleep(0.3)
         assert status(d)["connections"] == 2, "at its cap, the worker leaves the third one queued"
-        os.kill(worker, signal.SIGTERM)
-        time.sleep(0.1)
-        d.signal(signal.SIGTERM)
-        a1.close()  # room under the cap: the queued connection is adopted, not closed at the cap
+        os.killpg(d.proc.pid, signal.SIGTERM)
+        a1.close()  # room under the cap: the queued connection is taken, not closed at the cap
         start = time.time()
         queued.settimeout(6)
         assert queued.recv(4096) == b""  # FIN after the idle grace, no response bytes
         assert time.time() - start < ACCEPT_GRACE + MASTER_TICK + 3
     assert d.proc.wait(timeout=10) == 0
-    assert "1 queued connection(s) passed to workers" in d.log_text()
     assert "still open; they are closed" not in d.log_text()
+
+
+def test_term_to_the_process_group_answers_what_is_queued(daemon_factory):
+    """TERM sent to the whole process group (`kill -TERM -PGID`, a shell or supervisor that signals
+    the group): the worker got TERM too. It does not drain on its own and exit once its last
+    connection closed, before the master's accept grace ends (the master, with no worker left,
+    would then exit and the connection queued on the listener be reset); it keeps serving until
+    its master says drain, so the queued connection is answered."""
+    d = daemon_factory({"workers": 1, "drainTimeout": 10, "http": {"maxConnections": 2}})
+    wait_ready(d, 1)
+    with connections(d.port, 2) as (a1, a2), connections(d.port, 1) as (queued,):
+        assert keepalive_request(a1)[0] == 200
+        assert keepalive_request(a2)[0] == 200
+        queued.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)
+        assert status(d)["connections"] == 2, "at its cap, the worker leaves the third one queued"
+        os.killpg(d.proc.pid, signal.SIGTERM)
+        time.sleep(0.05)
+        a1.close()  # the idle keep-alive clients go away: the worker has no connection left
+        a2.close()
+        queued.settimeout(5)
+        try:
+            head, body = read_response(queued)
+        except (ConnectionResetError, EOFError) as e:
+            raise AssertionError(f"the queued connection was not answered: {e!r}") from None
+        assert statuses(head) == [200] and body == b"Hello world!"
+    assert d.proc.wait(timeout=10) == 0
+    assert "the master (pid" in d.log_text()
