@@ -15,7 +15,8 @@ public final class Master {
         /// The binary workers are started from (re-executed, not forked).
         public var executable: String
         public var arguments: [String]
-        /// Extra validation of a config (the app builds its handler once to see that it can).
+        /// Extra validation of a config (the app builds its handler once to see that it can). For a
+        /// reload it runs on a background thread (`ConfigLoad`): it must only build values.
         public var validate: (ClusterConfiguration) throws -> Void
 
         public init(configPath: String, executable: String, arguments: [String], validate: @escaping (ClusterConfiguration) throws -> Void) {
@@ -71,9 +72,9 @@ public final class Master {
     var lostConnections = 0
     /// A reload's read of the config file, on a thread of its own (a hung filesystem must not
     /// freeze the loop).
-    var configRead: BackgroundCall? = nil
+    var configRead: ConfigLoad? = nil
     /// A read the core gave up on at its deadline that has not returned yet.
-    var abandonedRead: BackgroundCall? = nil
+    var abandonedRead: ConfigLoad? = nil
 
     public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger) throws(SystemError) {
         self.options = options
@@ -181,7 +182,7 @@ public final class Master {
             for fd in listenerTable.takeQueued(set: core.currentListenerSet, slot: slot) { relay(fd, message: ConnectionHandoff.prefix) }
         }
         retryRelays(now)
-        if let stuck = abandonedRead, stuck.result != nil {
+        if let stuck = abandonedRead, stuck.call.result != nil {
             abandonedRead = nil
             perform(core.abandonedReadReturned())
         }
@@ -270,49 +271,44 @@ public final class Master {
 
     // MARK: - Reload
 
-    /// Starts the read the core asked for (`readConfig`) on a thread of its own.
+    /// Starts the load the core asked for (`readConfig`) on a thread of its own: the read, the
+    /// decode and the validation, the app's own check included (`ConfigLoad`).
     func startConfigRead() {
         let path = options.configPath
         do {
-            let call = try BackgroundCall.start { () throws(SystemError) -> [UInt8] in
-                try FileIO.readRegularFile(path: path, limit: 4 * 1024 * 1024)
-            }
-            try epoll.add(call.readyFD, events: Epoll.readable, data: Kind.configRead.rawValue << 56)
-            configRead = call
+            let load = try ConfigLoad.start(path: path, validate: ConfigLoad.Validation(check: options.validate))
+            try epoll.add(load.call.readyFD, events: Epoll.readable, data: Kind.configRead.rawValue << 56)
+            configRead = load
         } catch {
             perform(core.configLoadFailed("\(ConfigError(file: path, keyPath: "", message: "cannot read: \(error.reason)"))"))
         }
     }
 
-    /// The core gave up on the read at its deadline; it may still return (and is then dropped).
+    /// The core gave up on the load at its deadline; it may still return (and is then dropped).
     func abandonConfigRead() {
-        guard let call = configRead else { return }
-        epoll.remove(call.readyFD)
+        guard let load = configRead else { return }
+        epoll.remove(load.call.readyFD)
         configRead = nil
-        abandonedRead = call
+        abandonedRead = load
     }
 
-    /// The reload's read returned: decode and validate (the app's own check included), then hand
-    /// the config to the core, which decides what it may change.
+    /// The reload's load returned: hand the config (decoded and validated off the loop) to the
+    /// core, which decides what it may change.
     func configReadFinished() {
-        guard let call = configRead, let result = call.result else { return }
-        epoll.remove(call.readyFD)
+        guard let load = configRead, let result = load.call.result else { return }
+        epoll.remove(load.call.readyFD)
         configRead = nil
-        let bytes: [UInt8]
-        let newConfig: ClusterConfiguration
-        do {
-            switch result {
-            case .success(let b): bytes = b
-            case .failure(let error): throw ConfigError(file: options.configPath, keyPath: "", message: "cannot read: \(error.reason)")
-            }
-            newConfig = try ClusterConfiguration.decode(bytes, file: options.configPath)
-            try options.validate(newConfig)
-        } catch {
-            perform(core.configLoadFailed("\(error)"))
-            return
+        switch (result, load.outcome) {
+        case (.failure(let error), _):
+            perform(core.configLoadFailed("\(ConfigError(file: options.configPath, keyPath: "", message: "cannot read: \(error.reason)"))"))
+        case (.success(let bytes), .loaded(let newConfig)?):
+            let set = listenerTable.set(for: newConfig.listen)
+            perform(core.configLoaded(newConfig, bytes: bytes, listenerSet: set, cpus: Sys.allowedCPUs.count))
+        case (.success, .failed(let message)?):
+            perform(core.configLoadFailed(message))
+        case (.success, nil):
+            perform(core.configLoadFailed("\(ConfigError(file: options.configPath, keyPath: "", message: "cannot check: no outcome"))"))
         }
-        let set = listenerTable.set(for: newConfig.listen)
-        perform(core.configLoaded(newConfig, bytes: bytes, listenerSet: set, cpus: Sys.allowedCPUs.count))
     }
 
     // MARK: - Totals

@@ -50,7 +50,7 @@ extension MasterCore {
         configRead = nil
         abandonedRead = true
         emit(.abandonConfigRead)
-        let error = ConfigError(file: config.source, keyPath: "", message: "cannot read: no answer in \(settings.configReadTimeout / 1000) s (a hung filesystem?)")
+        let error = ConfigError(file: config.source, keyPath: "", message: "cannot read or check: no answer in \(settings.configReadTimeout / 1000) s (a hung filesystem?)")
         reloadFailed("\(error)", requester: read.requester)
     }
 

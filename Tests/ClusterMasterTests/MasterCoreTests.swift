@@ -563,7 +563,7 @@ import Testing
         #expect(!h.answered(1))
         h.tick(now: 10_001)
         #expect(h.last.contains(.abandonConfigRead))
-        #expect(h.replies.last?.1["error"] == "reload failed: test.json: cannot read: no answer in 10 s (a hung filesystem?)")
+        #expect(h.replies.last?.1["error"] == "reload failed: test.json: cannot read or check: no answer in 10 s (a hung filesystem?)")
         h.perform(h.core.reload(requester: 2, wait: false))
         #expect(h.replies.last?.1["error"] == "the last read of test.json has not returned yet (a hung filesystem?); try again when it has")
         h.perform(h.core.abandonedReadReturned())
