@@ -163,6 +163,7 @@ public final class Master {
     // MARK: - Loop
 
     func dispatch(_ events: UInt32, _ data: UInt64) {
+        core.clock(Clock.monotonicMilliseconds())
         let fd = Int32(truncatingIfNeeded: data & 0xFFFF_FFFF)
         switch Kind(rawValue: data >> 56) {
         case .signal: readSignals()

@@ -176,6 +176,13 @@ public struct MasterCore {
     }
     public var currentListenerSet: Int { generations[generation]?.listenerSet ?? 0 }
 
+    /// The executor's clock as an input arrives (a signal, a control command, a worker's message),
+    /// so that what the input decides counts from now rather than from the last `tick` (up to a
+    /// tick old): a graceful stop's accept grace is the full `stopAcceptGrace`. Never goes back.
+    public mutating func clock(_ now: Int64) {
+        if now > self.now { self.now = now }
+    }
+
     /// Returns what the input just handled decided, and starts a new list.
     mutating func flush() -> [MasterAction] {
         let out = actions

@@ -421,6 +421,17 @@ import Testing
         #expect(h.core.nextDeadline() == 2000)
     }
 
+    @Test func aStopsGraceCountsFromTheInputsClockNotTheLastTick() {
+        let h = makeCore(workers: 1)
+        h.readyAll()
+        h.tick(now: 1000)
+        h.core.clock(1090)  // TERM read 90 ms after the last tick
+        h.stop(graceful: true, requester: nil)
+        #expect(h.core.nextDeadline() == 1590, "the full 500 ms accept grace")
+        h.core.clock(1050)
+        #expect(h.core.now == 1090, "the clock never goes back")
+    }
+
     @Test func nextDeadlineCoversRespawnsAndTimeouts() {
         let h = makeCore(workers: 2)
         #expect(h.core.nextDeadline() == 30_001, "the start timeout of the first workers")
