@@ -24,8 +24,8 @@ struct EngineBench {
         let batch = Array(String(repeating: one, count: 16).utf8)
         let parser = HTTPParser(limits: HTTPLimits())
         var state = HTTPConnectionState()
-        var input = ByteBuffer(capacity: 65536)
-        var output = ByteBuffer(capacity: 65536)
+        let input = IOBuffer(capacity: 65536)
+        let output = IOBuffer(capacity: 65536)
         var counters = HTTPCounters()
         let date: [UInt8] = Array("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n".utf8)
         var bytesOut = 0
@@ -33,7 +33,7 @@ struct EngineBench {
             let context = ResponseContext(dateLine: d)
             for _ in 0..<(requests / 16) {
                 input.write(batch)
-                _ = state.process(&input, output: &output, parser: parser, context: context, handler: Hello(), counters: &counters)
+                _ = state.process(input, output: output, parser: parser, context: context, handler: Hello(), counters: &counters)
                 bytesOut += output.readableBytes
                 output.clear()
             }

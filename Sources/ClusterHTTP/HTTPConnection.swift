@@ -26,7 +26,7 @@ public struct HTTPCounters: Sendable, Equatable {
 /// The HTTP/1.1 state of one connection: bytes in, responses out, no syscalls. The worker owns the
 /// socket and buffers; this decides what the bytes mean. Everything needed to carry on serving a
 /// connection elsewhere is this value plus the unparsed input bytes.
-public struct HTTPConnectionState: Sendable {
+public struct HTTPConnectionState {
     /// What the connection is waiting for; the worker maps it to a timeout.
     public enum Phase: Equatable, Sendable {
         /// Between requests, nothing buffered: keep-alive timeout.
@@ -68,6 +68,8 @@ public struct HTTPConnectionState: Sendable {
     var state: State = .idle
     /// A file body to send (after the output bytes) before anything else happens on the connection.
     public var pendingFile: FileBody? = nil
+    /// The fields of a head whose body spans reads (allocated at the first such request).
+    var savedHeaders: SavedHeaders? = nil
     /// Requests answered on this connection.
     public private(set) var requestsServed = 0
     /// Under `ResponseContext.answerOnlyWhatHasArrived`: bytes of input, counted from the start of
@@ -96,17 +98,17 @@ public struct HTTPConnectionState: Sendable {
 
     /// Answers every complete request in `input` (consuming it) into `output`, in order.
     public mutating func process<H: HTTPHandler>(
-        _ input: inout ByteBuffer, output: inout ByteBuffer, parser: HTTPParser, context: ResponseContext,
+        _ input: IOBuffer, output: IOBuffer, parser: HTTPParser, context: ResponseContext,
         handler: H, counters: inout HTTPCounters
     ) -> Outcome {
         var observer = NoObserver()
-        return process(&input, output: &output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
+        return process(input, output: output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
     }
 
     /// `process` that reports each answered request to `observer`. When a response has a file body,
     /// it stops after that response (`flushFirst`, or `close`) with `pendingFile` set.
     public mutating func process<H: HTTPHandler, O: HTTPObserver>(
-        _ input: inout ByteBuffer, output: inout ByteBuffer, parser: HTTPParser, context: ResponseContext,
+        _ input: IOBuffer, output: IOBuffer, parser: HTTPParser, context: ResponseContext,
         handler: H, counters: inout HTTPCounters, observer: inout O
     ) -> Outcome {
         precondition(pendingFile == nil, "send the pending file before processing more")
@@ -122,7 +124,7 @@ public struct HTTPConnectionState: Sendable {
                     input.moveReaderIndex(forwardBy: 2)
                 }
                 if input.readableBytes == 0 { return .needInput }
-                if input.readableView[0] == 0x0A { return fail(.bareLF, &output, context, &counters, &observer) }
+                if input.readableView[0] == 0x0A { return fail(.bareLF, output, context, &counters, &observer) }
                 if input.readableBytes == 1 && input.readableView[0] == 0x0D { return .needInput }
                 state = .head(HeadScanState())
             case .head(var scan):
@@ -132,20 +134,20 @@ public struct HTTPConnectionState: Sendable {
                     state = .head(scan)
                     return .needInput
                 case .failed(let error):
-                    return fail(error, &output, context, &counters, &observer)
+                    return fail(error, output, context, &counters, &observer)
                 case .complete(let head):
                     if head.hasBody {
                         let decoder: ChunkedDecoder? = head.isChunked ? ChunkedDecoder() : nil
                         state = .body(BodyProgress(head: head, decoder: decoder, raw: head.headLength, decoded: head.headLength))
-                        if let outcome = continueBody(&input, &output, parser, context, handler, &counters, &observer, headIsFresh: true) { return outcome }
+                        if let outcome = continueBody(input, output, parser, context, handler, &counters, &observer, headIsFresh: true) { return outcome }
                     } else {
-                        if let outcome = dispatch(head, body: .empty, consumed: head.headLength, &input, &output, parser, context, handler, &counters, &observer) {
+                        if let outcome = dispatch(head, fields: parser.headers(head.headerCount), body: .empty, consumed: head.headLength, input, output, parser, context, handler, &counters, &observer) {
                             return outcome
                         }
                     }
                 }
             case .body:
-                if let outcome = continueBody(&input, &output, parser, context, handler, &counters, &observer, headIsFresh: false) { return outcome }
+                if let outcome = continueBody(input, output, parser, context, handler, &counters, &observer, headIsFresh: false) { return outcome }
             }
         }
     }
@@ -153,7 +155,7 @@ public struct HTTPConnectionState: Sendable {
     /// Moves the body on with what is buffered. Returns nil when a request was answered and the loop
     /// should go on.
     mutating func continueBody<H: HTTPHandler, O: HTTPObserver>(
-        _ input: inout ByteBuffer, _ output: inout ByteBuffer, _ parser: HTTPParser, _ context: ResponseContext,
+        _ input: IOBuffer, _ output: IOBuffer, _ parser: HTTPParser, _ context: ResponseContext,
         _ handler: H, _ counters: inout HTTPCounters, _ observer: inout O, headIsFresh: Bool
     ) -> Outcome? {
         guard case .body(var progress) = state else { return nil }
@@ -167,46 +169,51 @@ public struct HTTPConnectionState: Sendable {
             progress.decoder = decoder
             switch result {
             case .failed(let error):
-                return fail(error, &output, context, &counters, &observer)
+                return fail(error, output, context, &counters, &observer)
             case .needMore:
-                sendContinueIfExpected(&progress, &output, bodyBytesSeen: available > progress.head.headLength)
+                sendContinueIfExpected(&progress, output, bodyBytesSeen: available > progress.head.headLength)
                 // The framing decoded so far is dead: drop it, so that the buffer holds the head and
                 // the decoded body only (`HTTPLimits.maxInputBufferBytes`), not every chunk line
                 // since the body began.
                 input.removeReadable(from: progress.decoded, upTo: progress.raw)
                 progress.raw = progress.decoded
                 state = .body(progress)
+                if headIsFresh { saveHeaders(parser, progress.head) }
                 return .needInput
             case .done:
                 let span = ByteSpan(start: progress.head.headLength, count: progress.decoded - progress.head.headLength)
-                let head = headIsFresh ? progress.head : reparse(input, parser, progress.head)
-                return dispatch(head, body: span, consumed: progress.raw, &input, &output, parser, context, handler, &counters, &observer)
+                return dispatch(progress.head, fields: fields(parser, progress.head, headIsFresh), body: span, consumed: progress.raw, input, output, parser, context, handler, &counters, &observer)
             }
         } else {
             let total = progress.head.headLength + progress.head.contentLength
             if available < total {
-                sendContinueIfExpected(&progress, &output, bodyBytesSeen: available > progress.head.headLength)
+                sendContinueIfExpected(&progress, output, bodyBytesSeen: available > progress.head.headLength)
                 state = .body(progress)
+                if headIsFresh { saveHeaders(parser, progress.head) }
                 return .needInput
             }
             let span = ByteSpan(start: progress.head.headLength, count: progress.head.contentLength)
-            let head = headIsFresh ? progress.head : reparse(input, parser, progress.head)
-            return dispatch(head, body: span, consumed: total, &input, &output, parser, context, handler, &counters, &observer)
+            return dispatch(progress.head, fields: fields(parser, progress.head, headIsFresh), body: span, consumed: total, input, output, parser, context, handler, &counters, &observer)
         }
     }
 
-    /// The parser's header table is shared by all connections of a worker; a head parsed during an
-    /// earlier read is parsed again (it is still at the front of the buffer) before its handler runs.
-    func reparse(_ input: ByteBuffer, _ parser: HTTPParser, _ head: HTTPRequestHead) -> HTTPRequestHead {
-        var scan = HeadScanState()
-        let bytes = UnsafeRawBufferPointer(rebasing: input.readableView[0..<head.headLength])
-        guard case .complete(let again) = parser.parseHead(bytes, scan: &scan) else {
-            preconditionFailure("a head that parsed once must parse again")
-        }
-        return again
+    /// The body is still to come: keep the head's fields, which the next parse (any connection's)
+    /// overwrites in the parser's table.
+    mutating func saveHeaders(_ parser: HTTPParser, _ head: HTTPRequestHead) {
+        let saved = savedHeaders ?? SavedHeaders()
+        saved.save(parser.headers(head.headerCount))
+        savedHeaders = saved
     }
 
-    func sendContinueIfExpected(_ progress: inout BodyProgress, _ output: inout ByteBuffer, bodyBytesSeen: Bool) {
+    /// The header fields of the request about to be dispatched: still in the parser's table when
+    /// the whole request came in one read, else the copy `saveHeaders` made.
+    func fields(_ parser: HTTPParser, _ head: HTTPRequestHead, _ headIsFresh: Bool) -> UnsafeBufferPointer<HTTPHeaderSpan> {
+        if headIsFresh { return parser.headers(head.headerCount) }
+        guard let saved = savedHeaders, saved.count == head.headerCount else { preconditionFailure("a head whose body spans reads has its fields saved") }
+        return saved.fields
+    }
+
+    func sendContinueIfExpected(_ progress: inout BodyProgress, _ output: IOBuffer, bodyBytesSeen: Bool) {
         guard !progress.continueSettled else { return }
         if bodyBytesSeen {
             progress.continueSettled = true
@@ -217,7 +224,7 @@ public struct HTTPConnectionState: Sendable {
     }
 
     mutating func dispatch<H: HTTPHandler, O: HTTPObserver>(
-        _ head: HTTPRequestHead, body: ByteSpan, consumed: Int, _ input: inout ByteBuffer, _ output: inout ByteBuffer,
+        _ head: HTTPRequestHead, fields: UnsafeBufferPointer<HTTPHeaderSpan>, body: ByteSpan, consumed: Int, _ input: IOBuffer, _ output: IOBuffer,
         _ parser: HTTPParser, _ context: ResponseContext, _ handler: H, _ counters: inout HTTPCounters, _ observer: inout O
     ) -> Outcome? {
         requestsServed += 1
@@ -236,20 +243,18 @@ public struct HTTPConnectionState: Sendable {
         }
         let keepAlive = limits.keepAlive && head.wantsKeepAlive && (!context.closeConnections || moreToAnswer)
             && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
-        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), parser: parser, body: body, socket: context.socket)
-        let (status, keep, bodyBytes, file) = withUnsafeMutablePointer(to: &output) { out -> (Int, Bool, Int, FileBody?) in
-            var writer = HTTPResponseWriter(output: out, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: keepAlive)
-            if head.method == .OPTIONS && head.path.count == 0 {
-                writer.respondToServerOptions(allow: handler.allowedMethods)
-            } else {
-                handler.handle(request, &writer)
-            }
-            if !writer.hasResponded {
-                writer.keepAlive = false
-                writer.respond(status: 500, body: "handler did not respond\n" as StaticString)
-            }
-            return (writer.status, writer.keepAlive, writer.bodyBytes, writer.fileBody)
+        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), fields: fields, body: body, socket: context.socket)
+        var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: keepAlive)
+        if head.method == .OPTIONS && head.path.count == 0 {
+            writer.respondToServerOptions(allow: handler.allowedMethods)
+        } else {
+            handler.handle(request, &writer)
         }
+        if !writer.hasResponded {
+            writer.keepAlive = false
+            writer.respond(status: 500, body: "handler did not respond\n" as StaticString)
+        }
+        let (status, keep, bodyBytes, file) = (writer.status, writer.keepAlive, writer.bodyBytes, writer.fileBody)
         counters.count(status: status)
         observer.completed(request, status: status, bodyBytes: bodyBytes)
         input.moveReaderIndex(forwardBy: consumed)
@@ -263,19 +268,19 @@ public struct HTTPConnectionState: Sendable {
         return nil
     }
 
-    mutating func fail<O: HTTPObserver>(_ error: HTTPError, _ output: inout ByteBuffer, _ context: ResponseContext, _ counters: inout HTTPCounters, _ observer: inout O) -> Outcome {
+    mutating func fail<O: HTTPObserver>(_ error: HTTPError, _ output: IOBuffer, _ context: ResponseContext, _ counters: inout HTTPCounters, _ observer: inout O) -> Outcome {
         counters.parseErrors += 1
         observer.rejected(error)
         counters.count(status: error.status)
-        HTTPResponseWriter.writeError(&output, error, dateLine: context.dateLine)
+        HTTPResponseWriter.writeError(output, error, dateLine: context.dateLine)
         state = .closing
         return .close
     }
 
     /// Answers a request that timed out (408) with an error response and marks the connection
     /// closing. An idle connection (no request started) just closes: nothing is written.
-    public mutating func abandon(with error: HTTPError, output: inout ByteBuffer, context: ResponseContext) {
-        if isMidRequest { HTTPResponseWriter.writeError(&output, error, dateLine: context.dateLine) }
+    public mutating func abandon(with error: HTTPError, output: IOBuffer, context: ResponseContext) {
+        if isMidRequest { HTTPResponseWriter.writeError(output, error, dateLine: context.dateLine) }
         state = .closing
     }
 }

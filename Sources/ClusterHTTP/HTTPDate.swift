@@ -155,15 +155,29 @@ public enum HTTPDate {
     static func twoDigits(_ v: Int) -> [UInt8] { [UInt8(48 + v / 10), UInt8(48 + v % 10)] }
 }
 
-/// The `Date: ...\r\n` line, refreshed at most once a second (Hummingbird's DateCache idea).
-public struct DateLineCache {
-    public private(set) var second: Int64 = .min
-    /// "Date: " + IMF-fixdate + CRLF: always 37 bytes.
-    public private(set) var line: [UInt8] = []
+/// The `Date: ...\r\n` line, refreshed at most once a second (Hummingbird's DateCache idea). It
+/// owns one fixed buffer for its whole life (freed in `deinit`): `line` is always the same memory,
+/// rewritten in place when the second changes, so a `ResponseContext` can point at it directly.
+public struct DateLineCache: ~Copyable {
+    /// "Date: " + IMF-fixdate + CRLF.
+    public static let length = 37
+    public private(set) var second: Int64
+    @usableFromInline let storage: UnsafeMutableRawBufferPointer
 
-    public init() {}
+    /// A cache holding the line for `epochSeconds`.
+    public init(epochSeconds: Int64 = 0) {
+        storage = .allocate(byteCount: Self.length, alignment: 8)
+        second = epochSeconds
+        refresh(epochSeconds)
+    }
 
-    /// Refreshes the line if the second changed.
+    deinit { storage.deallocate() }
+
+    /// The current line; valid, and the same memory, for as long as the cache lives.
+    @inlinable
+    public var line: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
+
+    /// Rewrites the line if the second changed.
     @inlinable
     public mutating func update(epochSeconds: Int64) {
         if epochSeconds != second { refresh(epochSeconds) }
@@ -172,6 +186,11 @@ public struct DateLineCache {
     @usableFromInline
     mutating func refresh(_ t: Int64) {
         second = t
-        line = Array("Date: ".utf8) + HTTPDate.format(epochSeconds: t) + [0x0D, 0x0A]
+        let date = HTTPDate.format(epochSeconds: t)
+        precondition(date.count == Self.length - 8)
+        storage.copyMemory(from: UnsafeRawBufferPointer(start: ("Date: " as StaticString).utf8Start, count: 6))
+        date.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: storage[6..<Self.length - 2]).copyMemory(from: $0) }
+        storage[Self.length - 2] = 0x0D
+        storage[Self.length - 1] = 0x0A
     }
 }

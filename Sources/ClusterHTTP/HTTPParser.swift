@@ -50,6 +50,28 @@ public struct HTTPRequestHead: Sendable {
     public var hasBody: Bool { isChunked || contentLength > 0 }
 }
 
+/// The header fields of one connection's request whose body arrives over several reads: by the
+/// time the body is complete, other connections' heads have overwritten the parser's shared table.
+/// Allocated at a connection's first such request and reused for its next ones (grown to the most
+/// fields seen), freed with the connection's state.
+final class SavedHeaders {
+    private(set) var spans = UnsafeMutableBufferPointer<HTTPHeaderSpan>(start: nil, count: 0)
+    private(set) var count = 0
+
+    deinit { spans.deallocate() }
+
+    func save(_ fields: UnsafeBufferPointer<HTTPHeaderSpan>) {
+        if fields.count > spans.count {
+            spans.deallocate()
+            spans = .allocate(capacity: max(fields.count, 16))
+        }
+        if fields.count > 0 { _ = UnsafeMutableBufferPointer(rebasing: spans[0..<fields.count]).initialize(fromContentsOf: fields) }
+        count = fields.count
+    }
+
+    var fields: UnsafeBufferPointer<HTTPHeaderSpan> { UnsafeBufferPointer(rebasing: spans[0..<count]) }
+}
+
 /// Progress of the search for the end of a head, kept across reads so that a head arriving one byte
 /// at a time is scanned once, not once per byte.
 public struct HeadScanState: Sendable, Equatable {
@@ -66,8 +88,10 @@ public enum HeadParseResult {
 
 /// The zero-copy HTTP/1.1 request-head parser (RFC 9112), in the shape of picohttpparser: it reads
 /// the caller's bytes, records offsets, and reports complete / incomplete / error. It allocates
-/// nothing after init. One parser per worker; its header table is overwritten by each parse.
-public struct HTTPParser {
+/// nothing after init. One parser per worker; its header table is overwritten by each parse (a
+/// connection whose body spans reads keeps its own copy: `SavedHeaders`). It owns the table and
+/// frees it in `deinit`.
+public final class HTTPParser {
     public let limits: HTTPLimits
     @usableFromInline let table: UnsafeMutableBufferPointer<HTTPHeaderSpan>
 
@@ -76,12 +100,17 @@ public struct HTTPParser {
         table = .allocate(capacity: limits.maxHeaderCount + 1)
     }
 
-    /// Frees the header table.
-    public func release() { table.deallocate() }
+    deinit { table.deallocate() }
 
     /// Header field `i` of the last parse.
     @inlinable
     public func header(_ i: Int) -> HTTPHeaderSpan { table[i] }
+
+    /// The first `count` header fields of the last parse.
+    @inlinable
+    func headers(_ count: Int) -> UnsafeBufferPointer<HTTPHeaderSpan> {
+        UnsafeBufferPointer(rebasing: table[0..<count])
+    }
 
     /// Parses the head at the start of `bytes`. `scan` carries the search state between calls for
     /// the same request (reset it for a new request).

@@ -73,7 +73,8 @@ func memcmpBytes(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool
 public struct HTTPRequest {
     public let head: HTTPRequestHead
     @usableFromInline let base: UnsafeRawBufferPointer
-    @usableFromInline let parser: HTTPParser
+    /// The head's header fields (the parser's table, or the connection's saved copy).
+    @usableFromInline let fields: UnsafeBufferPointer<HTTPHeaderSpan>
     @usableFromInline let bodySpan: ByteSpan
     /// The connection's socket descriptor, for asking the kernel about the connection
     /// (`getpeername`, `getsockname`); -1 where there is none (tests, the fuzzer). It belongs to
@@ -81,10 +82,11 @@ public struct HTTPRequest {
     public let socket: Int32
 
     @inlinable
-    init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, parser: HTTPParser, body: ByteSpan, socket: Int32 = -1) {
+    init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, fields: UnsafeBufferPointer<HTTPHeaderSpan>, body: ByteSpan, socket: Int32 = -1) {
+        assert(fields.count == head.headerCount)
         self.head = head
         self.base = base
-        self.parser = parser
+        self.fields = fields
         self.bodySpan = body
         self.socket = socket
     }
@@ -113,7 +115,7 @@ public struct HTTPRequest {
     @inlinable
     public func header(at i: Int) -> (name: HTTPBytes, value: HTTPBytes) {
         precondition(i >= 0 && i < head.headerCount)
-        let h = parser.header(i)
+        let h = fields[i]
         return (bytes(h.name), bytes(h.value))
     }
 
@@ -121,7 +123,7 @@ public struct HTTPRequest {
     @inlinable
     public func header(_ name: StaticString) -> HTTPBytes? {
         for i in 0..<head.headerCount {
-            let h = parser.header(i)
+            let h = fields[i]
             if HTTPParser.equalsLower(base, h.name, name) { return bytes(h.value) }
         }
         return nil
@@ -131,7 +133,7 @@ public struct HTTPRequest {
     public func header(named name: String) -> HTTPBytes? {
         let wanted = Array(name.lowercased().utf8)
         for i in 0..<head.headerCount {
-            let h = parser.header(i)
+            let h = fields[i]
             guard Int(h.name.count) == wanted.count else { continue }
             var same = true
             for k in 0..<wanted.count {

@@ -18,8 +18,8 @@ public struct PreparedResponse: Sendable {
 
     public init(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: [UInt8]) {
         self.status = status
-        var h = ByteBuffer(capacity: 256)
-        HTTPResponseWriter.writeStatusLine(&h, status)
+        let h = IOBuffer(capacity: 256)
+        HTTPResponseWriter.writeStatusLine(h, status)
         h.write("Server: clusterd\r\n")
         if let contentType, !HTTPStatus.forbidsBody(status) {
             h.write("Content-Type: ")
@@ -38,7 +38,6 @@ public struct PreparedResponse: Sendable {
             h.write("\r\n")
         }
         head = h.readableArray
-        h.release()
         self.body = HTTPStatus.forbidsBody(status) ? [] : body
     }
 
@@ -87,7 +86,11 @@ public struct ResponseContext {
 /// Writes one response into the connection's output. A handler calls exactly one `respond`; if it
 /// calls none, the client gets a 500.
 public struct HTTPResponseWriter: ~Copyable {
-    @usableFromInline let output: UnsafeMutablePointer<ByteBuffer>
+    /// The connection's output, borrowed for the one `dispatch` call this writer lives in (which
+    /// holds a reference the whole time): unretained, so the hot path does no reference counting.
+    @usableFromInline let unretainedOutput: Unmanaged<IOBuffer>
+    @inlinable @inline(__always)
+    func withOutput<R>(_ body: (IOBuffer) -> R) -> R { unretainedOutput._withUnsafeGuaranteedRef(body) }
     @usableFromInline let dateLine: UnsafeRawBufferPointer
     @usableFromInline let isHead: Bool
     @usableFromInline let versionMinor: UInt8
@@ -101,8 +104,8 @@ public struct HTTPResponseWriter: ~Copyable {
     public var fileBody: FileBody? = nil
 
     @usableFromInline
-    init(output: UnsafeMutablePointer<ByteBuffer>, dateLine: UnsafeRawBufferPointer, isHead: Bool, versionMinor: UInt8, keepAlive: Bool) {
-        self.output = output
+    init(output: IOBuffer, dateLine: UnsafeRawBufferPointer, isHead: Bool, versionMinor: UInt8, keepAlive: Bool) {
+        self.unretainedOutput = .passUnretained(output)
         self.dateLine = dateLine
         self.isHead = isHead
         self.versionMinor = versionMinor
@@ -116,35 +119,39 @@ public struct HTTPResponseWriter: ~Copyable {
 
     /// Status line, Server, Content-Type (if any), the given fields, Content-Length (if any).
     mutating func writeHead(status: Int, contentType: String?, headers: [HTTPField], contentLength: Int?) {
-        HTTPResponseWriter.writeStatusLine(&output.pointee, status)
-        output.pointee.write("Server: clusterd\r\n")
-        if let contentType {
-            output.pointee.write("Content-Type: ")
-            output.pointee.write(string: contentType)
-            output.pointee.write("\r\n")
-        }
-        for field in headers {
-            output.pointee.write(string: field.name)
-            output.pointee.write(": ")
-            output.pointee.write(string: field.value)
-            output.pointee.write("\r\n")
-        }
-        if let contentLength {
-            output.pointee.write("Content-Length: ")
-            output.pointee.writeDecimal(contentLength)
-            output.pointee.write("\r\n")
+        withOutput { out in
+            HTTPResponseWriter.writeStatusLine(out, status)
+            out.write("Server: clusterd\r\n")
+            if let contentType {
+                out.write("Content-Type: ")
+                out.write(string: contentType)
+                out.write("\r\n")
+            }
+            for field in headers {
+                out.write(string: field.name)
+                out.write(": ")
+                out.write(string: field.value)
+                out.write("\r\n")
+            }
+            if let contentLength {
+                out.write("Content-Length: ")
+                out.writeDecimal(contentLength)
+                out.write("\r\n")
+            }
         }
     }
 
     @inlinable
     mutating func writeTrailingHeaders() {
-        output.pointee.write(dateLine)
-        if !keepAlive {
-            output.pointee.write("Connection: close\r\n\r\n")
-        } else if versionMinor == 0 {
-            output.pointee.write("Connection: keep-alive\r\n\r\n")
-        } else {
-            output.pointee.write("\r\n")
+        withOutput { out in
+            out.write(dateLine)
+            if !keepAlive {
+                out.write("Connection: close\r\n\r\n")
+            } else if versionMinor == 0 {
+                out.write("Connection: keep-alive\r\n\r\n")
+            } else {
+                out.write("\r\n")
+            }
         }
     }
 
@@ -153,10 +160,10 @@ public struct HTTPResponseWriter: ~Copyable {
     public mutating func respond(_ prepared: PreparedResponse) {
         precondition(status == 0, "a handler must respond once")
         status = prepared.status
-        prepared.head.withUnsafeBytes { output.pointee.write($0) }
+        withOutput { out in prepared.head.withUnsafeBytes { out.write($0) } }
         writeTrailingHeaders()
         if !isHead {
-            prepared.body.withUnsafeBytes { output.pointee.write($0) }
+            withOutput { out in prepared.body.withUnsafeBytes { out.write($0) } }
             bodyBytes = prepared.body.count
         }
     }
@@ -170,7 +177,7 @@ public struct HTTPResponseWriter: ~Copyable {
         writeHead(status: status, contentType: bodyAllowed ? contentType : nil, headers: headers, contentLength: bodyAllowed ? body.count : nil)
         writeTrailingHeaders()
         if bodyAllowed && !isHead {
-            output.pointee.write(body)
+            withOutput { $0.write(body) }
             bodyBytes = body.count
         }
     }
@@ -213,14 +220,16 @@ public struct HTTPResponseWriter: ~Copyable {
     mutating func respondToServerOptions(allow: StaticString) {
         precondition(status == 0, "a handler must respond once")
         status = 200
-        HTTPResponseWriter.writeStatusLine(&output.pointee, 200)
-        output.pointee.write("Server: clusterd\r\nAllow: ")
-        output.pointee.write(allow)
-        output.pointee.write("\r\nContent-Length: 0\r\n")
+        withOutput { out in
+            HTTPResponseWriter.writeStatusLine(out, 200)
+            out.write("Server: clusterd\r\nAllow: ")
+            out.write(allow)
+            out.write("\r\nContent-Length: 0\r\n")
+        }
         writeTrailingHeaders()
     }
 
-    static func writeStatusLine(_ out: inout ByteBuffer, _ status: Int) {
+    static func writeStatusLine(_ out: IOBuffer, _ status: Int) {
         out.write("HTTP/1.1 ")
         out.writeDecimal(status)
         out.writeByte(0x20)
@@ -229,8 +238,8 @@ public struct HTTPResponseWriter: ~Copyable {
     }
 
     /// The response the engine sends for a request it refuses, always closing the connection.
-    static func writeError(_ out: inout ByteBuffer, _ error: HTTPError, dateLine: UnsafeRawBufferPointer) {
-        writeStatusLine(&out, error.status)
+    static func writeError(_ out: IOBuffer, _ error: HTTPError, dateLine: UnsafeRawBufferPointer) {
+        writeStatusLine(out, error.status)
         out.write("Server: clusterd\r\nContent-Type: text/plain\r\nContent-Length: ")
         out.writeDecimal(error.reason.utf8.count + 1)
         out.write("\r\n")

@@ -19,7 +19,7 @@ public final class AccessLog {
     public let path: String
     public let format: ClusterConfiguration.AccessLog.Format
     var fd: Int32 = -1
-    var buffer = ByteBuffer(capacity: 64 * 1024)
+    let buffer = IOBuffer(capacity: 64 * 1024)
     var logger: Logger
     var second: Int64 = -1
     var combinedTime: [UInt8] = []
@@ -49,7 +49,6 @@ public final class AccessLog {
     deinit {
         flush()
         if fd >= 0 { Sys.close(fd) }
-        buffer.release()
     }
 
     func open() {

@@ -57,7 +57,7 @@ extension Connection {
             // One adopted over the connection cap is answered with `Connection: close` too.
             if closeAfterResponse { context.closeConnections = true; context.answerOnlyWhatHasArrived = true }
             if fromScratch {
-                outcome = http.process(&io.scratchIn, output: &io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+                outcome = http.process(io.scratchIn, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if io.scratchIn.readableBytes > 0 {
                     // A partial request stays with the connection; the scratch buffer is shared.
                     input.write(io.scratchIn.readableView)
@@ -65,8 +65,8 @@ extension Connection {
                 io.scratchIn.clear()
                 fromScratch = false
             } else {
-                outcome = http.process(&input, output: &io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
-                if input.readableBytes == 0 { input.release() }
+                outcome = http.process(input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+                if input.readableBytes == 0 { input.releaseStorage() }
             }
             updateDeadline(io, phaseBefore: phaseBefore)
             let open = flush(&io, kernel, closing: outcome == .close)
@@ -135,7 +135,7 @@ extension Connection {
 
     /// Shuts the write side (FIN after what was sent) and discards input until EOF or `lingerTimeout`.
     mutating func shutDownAndLinger<K: Kernel>(_ io: borrowing WorkerIO, _ kernel: K) {
-        input.release()
+        input.releaseStorage()
         kernel.shutdownWrite(fd)
         lingering = true
         deadline = io.now + io.settings.lingerTimeout

@@ -10,7 +10,7 @@ extension Connection {
         guard writePending(&io, kernel) else { return .closed }
         deadline = io.now + io.settings.sendTimeout
         if hasPendingOutput { return .none }
-        output.release()
+        output.releaseStorage()
         writeBlocked = false
         try? kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, generation, fd))
         if closeWhenFlushed || http.phase == .closing { return beginClose(&io, kernel) }
@@ -55,7 +55,7 @@ extension Connection {
                 if registered { try? kernel.epollModify(fd, events: Epoll.writable, data: Token.make(Token.connection, generation, fd)) }
             }
         } else if output.isAllocated {
-            output.release()
+            output.releaseStorage()
         }
         return true
     }
@@ -143,7 +143,7 @@ extension Connection {
         if lingering || writeBlocked { return close(&io, kernel) }
         if http.isMidRequest {
             let error: HTTPError = http.phase == .head ? .headerTimeout : .bodyTimeout
-            http.abandon(with: error, output: &io.scratchOut, context: io.context(socket: -1))
+            http.abandon(with: error, output: io.scratchOut, context: io.context(socket: -1))
             io.counters.count(status: error.status)
             io.accessLog?.appendRejected(error, peer: peer, wall: io.wallSecond)
             guard flush(&io, kernel) else { return .closed }
@@ -165,8 +165,8 @@ extension Connection {
             kernel.close(file.fd)
             http.pendingFile = nil
         }
-        input.release()
-        output.release()
+        input.releaseStorage()
+        output.releaseStorage()
         fd = -1
         return .closed
     }

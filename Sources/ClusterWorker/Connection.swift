@@ -12,9 +12,9 @@ struct Connection {
     var generation: UInt32 = 0
     var http = HTTPConnectionState()
     /// Bytes read but not yet consumed (partial request), else unallocated.
-    var input = ByteBuffer()
+    let input = IOBuffer()
     /// Bytes the socket did not take yet, else unallocated.
-    var output = ByteBuffer()
+    let output = IOBuffer()
     /// CLOCK_MONOTONIC ms at which the current phase times out.
     var deadline: Int64 = 0
     /// TCP_NODELAY is set (once the connection is kept alive).

@@ -97,7 +97,6 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
 
     deinit {
         for fd in 0..<table.endIndex where table[fd].isOpen { _ = table[fd].close(&io, kernel) }
-        io.release()
         channelBuffer.deallocate()
     }
 

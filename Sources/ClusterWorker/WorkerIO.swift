@@ -10,7 +10,7 @@ import Logging
 ///
 /// Not generic (the kernel and the handler are passed to the steps beside it): the worker's code is
 /// compiled once for any handler, and a generic struct there would cost a metadata lookup per use.
-struct WorkerIO {
+struct WorkerIO: ~Copyable {
     let parser: HTTPParser
     let settings: WorkerSettings
     let stats: StatsSlot
@@ -18,11 +18,10 @@ struct WorkerIO {
     var logger: Logger
 
     /// Where a read lands when the connection has no partial request buffered (the common case).
-    var scratchIn = ByteBuffer(capacity: HTTPLimits.scratchReadBytes)
+    let scratchIn = IOBuffer(capacity: HTTPLimits.scratchReadBytes)
     /// Where responses are encoded before they are written.
-    var scratchOut = ByteBuffer(capacity: 64 * 1024)
+    let scratchOut = IOBuffer(capacity: 64 * 1024)
     var dateCache = DateLineCache()
-    var dateLine: UnsafeMutableRawBufferPointer = .allocate(byteCount: 64, alignment: 8)
 
     /// CLOCK_MONOTONIC ms at the start of this turn of the loop.
     var now: Int64 = 0
@@ -43,25 +42,13 @@ struct WorkerIO {
         accessLog = settings.accessLog.map { AccessLog(path: $0.path, format: $0.format, logger: logger, stats: stats) }
     }
 
-    /// Frees the buffers (the owner's deinit).
-    mutating func release() {
-        scratchIn.release()
-        scratchOut.release()
-        parser.release()
-        dateLine.deallocate()
-    }
-
     /// Reads the clocks at the start of a turn; the Date line changes once a second.
     @inline(__always)
     mutating func tick<K: Kernel>(_ kernel: K) {
         now = kernel.monotonicMilliseconds()
         let wall = kernel.wallSeconds()
         wallSecond = wall
-        if wall != dateCache.second {
-            dateCache.update(epochSeconds: wall)
-            let line = dateCache.line
-            line.withUnsafeBytes { dateLine.copyMemory(from: $0) }
-        }
+        dateCache.update(epochSeconds: wall)
         stats[.heartbeatMilliseconds] = UInt64(now)
     }
 
@@ -69,7 +56,7 @@ struct WorkerIO {
     @inline(__always)
     func context(socket: Int32) -> ResponseContext {
         ResponseContext(
-            dateLine: UnsafeRawBufferPointer(rebasing: dateLine[0..<dateCache.line.count]),
+            dateLine: dateCache.line,
             closeConnections: closeConnections, socket: socket)
     }
 

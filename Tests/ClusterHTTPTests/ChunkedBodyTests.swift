@@ -131,11 +131,9 @@ func chunkedPost(_ chunks: String, path: String = "/c") -> String {
     /// Records the buffer's largest allocation.
     static func feedLikeTheWorker(_ stream: [UInt8], limits: HTTPLimits) -> Run {
         let parser = HTTPParser(limits: limits)
-        defer { parser.release() }
         var state = HTTPConnectionState()
-        var input = ByteBuffer()
-        var output = ByteBuffer()
-        defer { input.release(); output.release() }
+        let input = IOBuffer()
+        let output = IOBuffer()
         var counters = HTTPCounters()
         var run = Run()
         var collected: [UInt8] = []
@@ -151,11 +149,11 @@ func chunkedPost(_ chunks: String, path: String = "/c") -> String {
                     offset += n
                     run.peakCapacity = max(run.peakCapacity, input.allocatedCapacity)
                     repeat {
-                        run.outcome = state.process(&input, output: &output, parser: parser, context: context, handler: EchoHandler(), counters: &counters)
+                        run.outcome = state.process(input, output: output, parser: parser, context: context, handler: EchoHandler(), counters: &counters)
                         collected += output.readableArray
                         output.clear()
                     } while run.outcome == .flushFirst
-                    if input.readableBytes == 0 { input.release() }
+                    if input.readableBytes == 0 { input.releaseStorage() }
                 }
                 run.bytesFed = offset
             }

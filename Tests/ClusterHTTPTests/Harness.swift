@@ -33,11 +33,9 @@ func exchange(_ text: String, pieceSize: Int = 0, limits: HTTPLimits = HTTPLimit
 
 func exchange(_ bytes: [UInt8], pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits(), closing: Bool = false, overCap: Bool = false) -> Exchange {
     let parser = HTTPParser(limits: limits)
-    defer { parser.release() }
     var state = HTTPConnectionState()
-    var input = ByteBuffer()
-    var output = ByteBuffer()
-    defer { input.release(); output.release() }
+    let input = IOBuffer()
+    let output = IOBuffer()
     var counters = HTTPCounters()
     var collected: [UInt8] = []
     var outcome = HTTPConnectionState.Outcome.needInput
@@ -50,7 +48,7 @@ func exchange(_ bytes: [UInt8], pieceSize: Int = 0, limits: HTTPLimits = HTTPLim
             input.write(Array(bytes[offset..<end]))
             offset = end
             repeat {
-                outcome = state.process(&input, output: &output, parser: parser, context: context, handler: EchoHandler(), counters: &counters)
+                outcome = state.process(input, output: output, parser: parser, context: context, handler: EchoHandler(), counters: &counters)
                 collected += output.readableArray
                 output.clear()
             } while outcome == .flushFirst

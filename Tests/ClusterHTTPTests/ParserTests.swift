@@ -105,15 +105,13 @@ func both(_ text: String, limits: HTTPLimits = HTTPLimits()) -> Exchange {
         var limits = HTTPLimits()
         limits.maxPendingOutput = 300
         let parser = HTTPParser(limits: limits)
-        defer { parser.release() }
         var state = HTTPConnectionState()
-        var input = ByteBuffer()
-        var output = ByteBuffer()
-        defer { input.release(); output.release() }
+        let input = IOBuffer()
+        let output = IOBuffer()
         var counters = HTTPCounters()
         input.write(Array(String(repeating: "GET / HTTP/1.1\r\nHost: a\r\n\r\n", count: 10).utf8))
         let outcome = testDateLine.withUnsafeBytes { date in
-            state.process(&input, output: &output, parser: parser, context: ResponseContext(dateLine: date), handler: EchoHandler(), counters: &counters)
+            state.process(input, output: output, parser: parser, context: ResponseContext(dateLine: date), handler: EchoHandler(), counters: &counters)
         }
         #expect(outcome == .flushFirst)
         #expect(counters.requests < 10)
@@ -227,8 +225,7 @@ func both(_ text: String, limits: HTTPLimits = HTTPLimits()) -> Exchange {
     }
 
     @Test func decimalWriter() {
-        var b = ByteBuffer()
-        defer { b.release() }
+        let b = IOBuffer()
         for v in [0, 7, 10, 12345, Int.max] { b.writeDecimal(v); b.write(",") }
         #expect(String(decoding: b.readableArray, as: UTF8.self) == "0,7,10,12345,\(Int.max),")
     }

@@ -12,15 +12,13 @@ struct GreedyHandler: HTTPHandler {
 
 func exchange<H: HTTPHandler>(_ text: String, handler: H) -> String {
     let parser = HTTPParser(limits: HTTPLimits())
-    defer { parser.release() }
     var state = HTTPConnectionState()
-    var input = ByteBuffer()
-    var output = ByteBuffer()
-    defer { input.release(); output.release() }
+    let input = IOBuffer()
+    let output = IOBuffer()
     var counters = HTTPCounters()
     input.write(Array(text.utf8))
     testDateLine.withUnsafeBytes { date in
-        _ = state.process(&input, output: &output, parser: parser, context: ResponseContext(dateLine: date), handler: handler, counters: &counters)
+        _ = state.process(input, output: output, parser: parser, context: ResponseContext(dateLine: date), handler: handler, counters: &counters)
     }
     return String(decoding: output.readableArray, as: UTF8.self)
 }

@@ -1,15 +1,22 @@
-/// A growable byte buffer with a reader and a writer index, over memory it allocates itself.
+/// A growable byte buffer with a reader and a writer index, over memory it allocates itself: a
+/// connection's unparsed input or unsent output, or a worker's scratch space.
 ///
-/// It is a struct holding a raw pointer: whoever owns it calls `release()` exactly once (a
-/// connection does so when it closes). It never shrinks on its own; `release()` followed by lazy
-/// re-allocation is how idle connections give their memory back.
-public struct ByteBuffer {
-    @usableFromInline var storage: UnsafeMutableRawPointer?
-    @usableFromInline var capacity: Int = 0
+/// A reference type that owns its memory: `deinit` frees it, so nothing is freed by hand and
+/// nothing is freed twice. Copies of a reference share the bytes, as with any class (this is not
+/// swift-nio's copy-on-write `ByteBuffer`). The memory is allocated on the first write and never
+/// shrinks on its own; `releaseStorage()` gives it back early (an idle keep-alive connection holds
+/// an `IOBuffer` but no memory).
+///
+/// The indices are only ever touched by the one thread that owns the connection, inside short
+/// non-overlapping accesses, so they opt out of run-time exclusivity checks (`@exclusivity(unchecked)`):
+/// the hot path pays for no access tracking.
+public final class IOBuffer {
+    @usableFromInline @exclusivity(unchecked) var storage: UnsafeMutableRawPointer?
+    @usableFromInline @exclusivity(unchecked) var capacity: Int = 0
     /// First unread byte.
-    public var readerIndex: Int = 0
+    @exclusivity(unchecked) public var readerIndex: Int = 0
     /// One past the last written byte.
-    public var writerIndex: Int = 0
+    @exclusivity(unchecked) public var writerIndex: Int = 0
 
     public init() {}
 
@@ -17,14 +24,17 @@ public struct ByteBuffer {
         reserveCapacity(capacity)
     }
 
+    deinit { storage?.deallocate() }
+
     @inlinable public var readableBytes: Int { writerIndex - readerIndex }
     @inlinable public var isEmpty: Bool { writerIndex == readerIndex }
     @inlinable public var allocatedCapacity: Int { capacity }
     @inlinable public var isAllocated: Bool { storage != nil }
     @inlinable public var writableBytes: Int { capacity - writerIndex }
 
-    /// Frees the memory. The buffer is empty and unallocated afterwards and can be used again.
-    public mutating func release() {
+    /// Gives the memory back now rather than at `deinit`. The buffer is empty and unallocated
+    /// afterwards and can be used again (the next write allocates).
+    public func releaseStorage() {
         storage?.deallocate()
         storage = nil
         capacity = 0
@@ -35,13 +45,13 @@ public struct ByteBuffer {
     /// Makes room for at least `count` more bytes after `writerIndex`, moving unread bytes to the
     /// front first when that is enough.
     @inlinable
-    public mutating func reserveWritable(_ count: Int) {
+    public func reserveWritable(_ count: Int) {
         if capacity - writerIndex >= count { return }
         growSlowPath(count)
     }
 
     @usableFromInline
-    mutating func growSlowPath(_ count: Int) {
+    func growSlowPath(_ count: Int) {
         if readerIndex > 0 && capacity - readableBytes >= count && storage != nil {
             discardReadBytes()
             return
@@ -49,7 +59,7 @@ public struct ByteBuffer {
         reserveCapacity(max(writerIndex - readerIndex + count, capacity * 2, 512))
     }
 
-    public mutating func reserveCapacity(_ newCapacity: Int) {
+    public func reserveCapacity(_ newCapacity: Int) {
         guard newCapacity > capacity else { return }
         let fresh = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
         if let old = storage {
@@ -64,7 +74,7 @@ public struct ByteBuffer {
     }
 
     /// Moves unread bytes to the front.
-    public mutating func discardReadBytes() {
+    public func discardReadBytes() {
         guard readerIndex > 0, let base = storage else { return }
         let live = writerIndex - readerIndex
         if live > 0 { base.copyMemory(from: base + readerIndex, byteCount: live) }
@@ -74,7 +84,7 @@ public struct ByteBuffer {
 
     /// Removes the readable bytes at offsets `start..<end` (relative to `readerIndex`), moving the
     /// bytes after them down: a chunked body's framing, once decoded, is dropped this way.
-    public mutating func removeReadable(from start: Int, upTo end: Int) {
+    public func removeReadable(from start: Int, upTo end: Int) {
         precondition(0 <= start && start <= end && end <= readableBytes)
         guard start < end, let base = storage else { return }
         let tail = readableBytes - end
@@ -84,20 +94,20 @@ public struct ByteBuffer {
 
     /// Drops all bytes, keeping the memory.
     @inlinable
-    public mutating func clear() {
+    public func clear() {
         readerIndex = 0
         writerIndex = 0
     }
 
     @inlinable
-    public mutating func moveReaderIndex(forwardBy n: Int) {
+    public func moveReaderIndex(forwardBy n: Int) {
         precondition(n >= 0 && readerIndex + n <= writerIndex)
         readerIndex += n
         if readerIndex == writerIndex { readerIndex = 0; writerIndex = 0 }
     }
 
     @inlinable
-    public mutating func moveWriterIndex(forwardBy n: Int) {
+    public func moveWriterIndex(forwardBy n: Int) {
         precondition(n >= 0 && writerIndex + n <= capacity)
         writerIndex += n
     }
@@ -120,8 +130,8 @@ public struct ByteBuffer {
     @inlinable
     public var baseAddress: UnsafeMutableRawPointer? { storage }
 
-    @inlinable
-    public mutating func write(_ bytes: UnsafeRawBufferPointer) {
+    @inlinable @inline(__always)
+    public func write(_ bytes: UnsafeRawBufferPointer) {
         let n = bytes.count
         guard n > 0 else { return }
         reserveWritable(n)
@@ -129,24 +139,24 @@ public struct ByteBuffer {
         writerIndex += n
     }
 
-    @inlinable
-    public mutating func write(_ bytes: [UInt8]) {
+    @inlinable @inline(__always)
+    public func write(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { write($0) }
     }
 
-    @inlinable
-    public mutating func write(_ string: StaticString) {
+    @inlinable @inline(__always)
+    public func write(_ string: StaticString) {
         write(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
     }
 
-    @inlinable
-    public mutating func write(string: String) {
+    @inlinable @inline(__always)
+    public func write(string: String) {
         var s = string
         s.withUTF8 { write(UnsafeRawBufferPointer($0)) }
     }
 
     @inlinable
-    public mutating func writeByte(_ byte: UInt8) {
+    public func writeByte(_ byte: UInt8) {
         reserveWritable(1)
         storage!.storeBytes(of: byte, toByteOffset: writerIndex, as: UInt8.self)
         writerIndex += 1
@@ -154,7 +164,7 @@ public struct ByteBuffer {
 
     /// Writes `value` in decimal without allocating.
     @inlinable
-    public mutating func writeDecimal(_ value: Int) {
+    public func writeDecimal(_ value: Int) {
         reserveWritable(20)
         var v = value.magnitude
         if value < 0 { writeByte(UInt8(ascii: "-")) }
