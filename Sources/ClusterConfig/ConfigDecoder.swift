@@ -22,9 +22,11 @@ extension ClusterConfiguration {
     public static func decode(_ json: JSON, file: String) throws(ConfigError) -> ClusterConfiguration {
         var config = ClusterConfiguration()
         config.source = file
+        // Every default below is the one `ClusterConfiguration` declares (the single source; Docs/configuration.md is checked against it).
+        let defaults = ClusterConfiguration()
         var top = try ObjectReader(file: file, path: "", value: json, keys: topLevelKeys)
 
-        config.maxWorkers = try top.int("maxWorkers", default: 256, range: 1...4096)
+        config.maxWorkers = try top.int("maxWorkers", default: defaults.maxWorkers, range: 1...4096)
         if let w = top.take("workers") {
             switch w {
             case .string("auto"): config.workers = .auto
@@ -67,24 +69,25 @@ extension ClusterConfiguration {
         if top.object["controlGroup"] != nil {
             config.controlGroup = try top.int("controlGroup", default: 0, range: 0...Int(Int32.max))
         }
-        config.drainTimeout = try top.seconds("drainTimeout", default: 30, range: 0...3600)
-        config.heartbeatTimeout = try top.seconds("heartbeatTimeout", default: 10, range: 1...3600)
-        config.releaseMemoryAfterIdle = try top.seconds("releaseMemoryAfterIdle", default: 10, range: 0...86400)
-        config.busyPoll = try top.int("busyPoll", default: 20, range: 0...1000)
+        config.drainTimeout = try top.seconds("drainTimeout", default: defaults.drainTimeout, range: 0...3600)
+        config.heartbeatTimeout = try top.seconds("heartbeatTimeout", default: defaults.heartbeatTimeout, range: 1...3600)
+        config.releaseMemoryAfterIdle = try top.seconds("releaseMemoryAfterIdle", default: defaults.releaseMemoryAfterIdle, range: 0...86400)
+        config.busyPoll = try top.int("busyPoll", default: defaults.busyPoll, range: 0...1000)
 
         if let http = top.take("http") {
             var r = try ObjectReader(
                 file: file, path: "http", value: http,
-                keys: ["keepAliveTimeout", "headerTimeout", "bodyTimeout", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "maxConnections", "maxKeepAliveRequests"])
+                keys: httpKeys)
             var h = HTTPSettings()
-            h.keepAliveTimeout = try r.seconds("keepAliveTimeout", default: 75, range: 0...3600)
-            h.headerTimeout = try r.seconds("headerTimeout", default: 10, range: 0.1...3600)
-            h.bodyTimeout = try r.seconds("bodyTimeout", default: 30, range: 0.1...3600)
-            h.maxHeaderBytes = try r.int("maxHeaderBytes", default: 16384, range: 1024...1_048_576)
-            h.maxHeaderCount = try r.int("maxHeaderCount", default: 100, range: 1...1000)
-            h.maxBodyBytes = try r.int("maxBodyBytes", default: 1_048_576, range: 0...1_073_741_824)
-            h.maxConnections = try r.int("maxConnections", default: 10_000, range: 1...1_000_000)
-            h.maxKeepAliveRequests = try r.int("maxKeepAliveRequests", default: 0, range: 0...1_000_000_000)
+            let d = defaults.http
+            h.keepAliveTimeout = try r.seconds("keepAliveTimeout", default: d.keepAliveTimeout, range: 0...3600)
+            h.headerTimeout = try r.seconds("headerTimeout", default: d.headerTimeout, range: 0.1...3600)
+            h.bodyTimeout = try r.seconds("bodyTimeout", default: d.bodyTimeout, range: 0.1...3600)
+            h.maxHeaderBytes = try r.int("maxHeaderBytes", default: d.maxHeaderBytes, range: 1024...1_048_576)
+            h.maxHeaderCount = try r.int("maxHeaderCount", default: d.maxHeaderCount, range: 1...1000)
+            h.maxBodyBytes = try r.int("maxBodyBytes", default: d.maxBodyBytes, range: 0...1_073_741_824)
+            h.maxConnections = try r.int("maxConnections", default: d.maxConnections, range: 1...1_000_000)
+            h.maxKeepAliveRequests = try r.int("maxKeepAliveRequests", default: d.maxKeepAliveRequests, range: 0...1_000_000_000)
             try r.finish()
             config.http = h
         }
@@ -94,7 +97,7 @@ extension ClusterConfiguration {
         if let routes = try top.array("routes") {
             for (i, item) in routes.enumerated() {
                 let path = "routes[\(i)]"
-                var r = try ObjectReader(file: file, path: path, value: item, keys: ["path", "status", "contentType", "body", "headers"])
+                var r = try ObjectReader(file: file, path: path, value: item, keys: routeKeys)
                 guard let routePath = try r.string("path") else { throw r.fail("path", "is required") }
                 guard routePath.hasPrefix("/"), !routePath.contains("?"), !routePath.contains("#"),
                     routePath.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
@@ -107,7 +110,7 @@ extension ClusterConfiguration {
                     throw r.fail("path", "\(routePath) is the metrics endpoint (metrics.path): pick another path, or move or turn off metrics")
                 }
                 var route = Route(path: routePath)
-                route.status = try r.int("status", default: 200, range: 200...599)
+                route.status = try r.int("status", default: route.status, range: 200...599)
                 if let ct = try r.string("contentType") {
                     guard isFieldValue(ct), !ct.isEmpty else { throw r.fail("contentType", "must be a header value without control characters") }
                     route.contentType = ct
@@ -132,7 +135,7 @@ extension ClusterConfiguration {
 
         if let roots = try top.array("static") {
             for (i, item) in roots.enumerated() {
-                var r = try ObjectReader(file: file, path: "static[\(i)]", value: item, keys: ["prefix", "root", "index", "allowSymlinksOutside", "allowHidden"])
+                var r = try ObjectReader(file: file, path: "static[\(i)]", value: item, keys: staticKeys)
                 guard let prefix = try r.string("prefix") else { throw r.fail("prefix", "is required") }
                 guard prefix.hasPrefix("/"), prefix.hasSuffix("/") else { throw r.fail("prefix", "must start and end with '/', got \"\(prefix)\"") }
                 // A prefix is sent back in redirects: `//host/` there would leave the site.
@@ -144,8 +147,8 @@ extension ClusterConfiguration {
                     guard !index.isEmpty, !index.contains("/"), index != ".", index != ".." else { throw r.fail("index", "must be a file name, got \"\(index)\"") }
                     entry.index = index
                 }
-                entry.allowSymlinksOutside = try r.bool("allowSymlinksOutside", default: false)
-                entry.allowHidden = try r.bool("allowHidden", default: false)
+                entry.allowSymlinksOutside = try r.bool("allowSymlinksOutside", default: entry.allowSymlinksOutside)
+                entry.allowHidden = try r.bool("allowHidden", default: entry.allowHidden)
                 if config.staticRoots.contains(where: { $0.prefix == prefix }) { throw r.fail("prefix", "\"\(prefix)\" is used twice") }
                 try r.finish()
                 config.staticRoots.append(entry)
@@ -153,7 +156,7 @@ extension ClusterConfiguration {
         }
 
         if let log = top.take("accessLog") {
-            var r = try ObjectReader(file: file, path: "accessLog", value: log, keys: ["path", "format"])
+            var r = try ObjectReader(file: file, path: "accessLog", value: log, keys: accessLogKeys)
             guard let path = try r.string("path") else { throw r.fail("path", "is required (or remove accessLog to turn it off)") }
             guard path.hasPrefix("/") else { throw r.fail("path", "must be an absolute path, got \"\(path)\"") }
             var access = AccessLog(path: path)
@@ -187,7 +190,7 @@ extension ClusterConfiguration {
             guard let s = Steering(rawValue: steering) else { throw top.fail("reusePortSteering", "must be \"random\" or \"cpu\", got \"\(steering)\"") }
             config.reusePortSteering = s
         }
-        config.deferAccept = try top.bool("deferAccept", default: false)
+        config.deferAccept = try top.bool("deferAccept", default: defaults.deferAccept)
         if let types = top.take("mimeTypes") {
             let r = try ObjectReader(file: file, path: "mimeTypes", value: types)
             for entry in r.object.entries {
@@ -210,6 +213,19 @@ extension ClusterConfiguration {
         "workers", "maxWorkers", "listen", "controlSocket", "controlGroup", "drainTimeout", "heartbeatTimeout",
         "releaseMemoryAfterIdle", "busyPoll", "http", "routes", "static", "accessLog", "metrics", "metricsPath",
         "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes",
+    ]
+
+    static let httpKeys = ["keepAliveTimeout", "headerTimeout", "bodyTimeout", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "maxConnections", "maxKeepAliveRequests"]
+    static let routeKeys = ["path", "status", "contentType", "body", "headers"]
+    static let staticKeys = ["prefix", "root", "index", "allowSymlinksOutside", "allowHidden"]
+    static let accessLogKeys = ["path", "format"]
+    static let metricsKeys = ["path", "allow"]
+
+    /// Each object of the file and the keys it may have, under the heading of Docs/configuration.md
+    /// that documents them (a test holds the two in step).
+    static let keysByDocumentedSection: [(heading: String, keys: [String])] = [
+        ("Top level", topLevelKeys), ("`http`", httpKeys), ("`routes[]`", routeKeys), ("`static[]`", staticKeys),
+        ("`accessLog`", accessLogKeys), ("`metrics`", metricsKeys),
     ]
 
     /// The top-level key a misspelt `key` was probably meant to be (for messages and tools).
@@ -237,7 +253,7 @@ extension ClusterConfiguration {
             config.metrics = nil
             return
         }
-        var r = try ObjectReader(file: file, path: "metrics", value: value, keys: ["path", "allow"])
+        var r = try ObjectReader(file: file, path: "metrics", value: value, keys: metricsKeys)
         var metrics = ClusterConfiguration.Metrics()
         if let path = try r.string("path") { metrics.path = try metricsPath(path) { r.fail("path", $0) } }
         if let allow = try r.array("allow") {

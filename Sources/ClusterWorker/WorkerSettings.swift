@@ -1,19 +1,21 @@
 import ClusterConfig
 import ClusterHTTP
 
-/// What one worker process needs to know, derived from the config.
+/// What one worker process needs to know, derived from the config. The values that come from the
+/// config have no defaults of their own here: `init()` takes `ClusterConfiguration`'s.
 public struct WorkerSettings: Sendable {
     public var limits = HTTPLimits()
     /// Milliseconds; 0 disables keep-alive.
-    public var keepAliveTimeout: Int64 = 75_000
-    public var headerTimeout: Int64 = 10_000
-    public var bodyTimeout: Int64 = 30_000
-    /// Time a blocked write may make no progress before the connection is dropped.
-    public var sendTimeout: Int64 = 30_000
+    public var keepAliveTimeout: Int64
+    public var headerTimeout: Int64
+    public var bodyTimeout: Int64
+    /// Time a blocked write may make no progress before the connection is dropped: not a config
+    /// key, `max(bodyTimeout, 10 s)` (Docs/configuration.md, `http`).
+    public var sendTimeout: Int64
     /// Time spent discarding input after an error response before closing (avoids a reset that
     /// would destroy the response on the client's side).
     public var lingerTimeout: Int64 = 2_000
-    public var maxConnections = 10_000
+    public var maxConnections: Int
     /// When the daemon stops, how long an idle keep-alive connection stays open: a request that
     /// arrives meanwhile is answered with `Connection: close`; then it is closed gracefully (FIN,
     /// then reading until the client closes or `lingerTimeout`).
@@ -26,11 +28,11 @@ public struct WorkerSettings: Sendable {
     /// The access log, nil when off.
     public var accessLog: ClusterConfiguration.AccessLog? = nil
     /// Milliseconds without a request before idle memory is given back; 0: never.
-    public var releaseMemoryAfterIdle: Int64 = 10_000
+    public var releaseMemoryAfterIdle: Int64
     /// Longest poll for the next event before sleeping, in µs (`BusyPollPolicy`); 0: never.
-    public var busyPollMicroseconds = 20
+    public var busyPollMicroseconds: Int
 
-    public init() {}
+    public init() { self.init(ClusterConfiguration()) }
 
     public init(_ config: ClusterConfiguration) {
         let http = config.http
