@@ -86,19 +86,18 @@ public enum Cluster {
     }
 
     static func bootstrapLogging() {
-        let level: Logger.Level
-        switch Sys.environment("CLUSTERD_LOG_LEVEL") {
-        case "trace": level = .trace
-        case "debug": level = .debug
-        case "warning": level = .warning
-        case "error": level = .error
-        default: level = .info
-        }
+        let level = logLevel(Sys.environment("CLUSTERD_LOG_LEVEL"))
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
+    }
+
+    /// `CLUSTERD_LOG_LEVEL`: any of swift-log's levels by name (trace, debug, info, notice,
+    /// warning, error, critical); unset or anything else: info.
+    static func logLevel(_ name: String?) -> Logger.Level {
+        name.flatMap(Logger.Level.init(rawValue:)) ?? .info
     }
 
     static func printError(_ text: String) {
