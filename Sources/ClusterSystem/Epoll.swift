@@ -52,3 +52,36 @@ public struct Epoll: ~Copyable {
         return n
     }
 }
+
+extension Epoll {
+    /// The 64-bit user data clusterd's loops register: a kind in the top byte, a 24-bit
+    /// registration generation (an event for a descriptor that was closed and whose number was
+    /// reused is recognised as stale by it), the descriptor in the low 32 bits. One encoding for
+    /// every loop.
+    public struct Token: Equatable, Sendable {
+        public static let generationMask: UInt32 = 0xFF_FFFF
+        public var kind: UInt8
+        /// Only the low 24 bits are kept.
+        public var generation: UInt32
+        public var fd: Int32
+
+        @inlinable
+        public init(kind: UInt8, generation: UInt32 = 0, fd: Int32) {
+            self.kind = kind
+            self.generation = generation & Self.generationMask
+            self.fd = fd
+        }
+
+        @inlinable
+        public init(data: UInt64) {
+            kind = UInt8(truncatingIfNeeded: data >> 56)
+            generation = UInt32(truncatingIfNeeded: data >> 32) & Self.generationMask
+            fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
+        }
+
+        @inlinable
+        public var data: UInt64 {
+            UInt64(kind) << 56 | UInt64(generation & Self.generationMask) << 32 | UInt64(UInt32(bitPattern: fd))
+        }
+    }
+}

@@ -1,3 +1,5 @@
+import ClusterSystem
+
 /// The worker's connections, indexed by socket descriptor (as nginx's `ngx_cycle->files`): a step
 /// runs on a connection in place (`table[fd].readable(&io)`), never on a copy written back.
 struct ConnectionTable {
@@ -24,7 +26,7 @@ struct ConnectionTable {
     @inline(__always)
     func isCurrent(_ fd: Int32, generation: UInt32) -> Bool {
         let index = Int(fd)
-        return index >= 0 && index < slots.count && slots[index].fd == fd && slots[index].generation & 0xFF_FFFF == generation
+        return index >= 0 && index < slots.count && slots[index].fd == fd && slots[index].generation & Epoll.Token.generationMask == generation
     }
 
     /// Whether `fd` holds an open connection.
@@ -43,7 +45,7 @@ struct ConnectionTable {
         nextGeneration = nextGeneration &+ 1
         var c = Connection()
         c.fd = fd
-        c.generation = nextGeneration & 0xFF_FFFF
+        c.generation = nextGeneration & Epoll.Token.generationMask
         slots[index] = c
         openCount += 1
     }

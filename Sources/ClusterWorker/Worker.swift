@@ -3,15 +3,15 @@ import ClusterHTTP
 import ClusterSystem
 import Logging
 
-/// epoll user data: kind in the top byte, a 24-bit registration generation, the fd in the low 32 bits.
+/// The kinds of the worker's epoll registrations (`Epoll.Token.kind`).
 enum Token {
-    static let listener: UInt64 = 1
-    static let connection: UInt64 = 2
-    static let channel: UInt64 = 3
-    static let signal: UInt64 = 4
+    static let listener: UInt8 = 1
+    static let connection: UInt8 = 2
+    static let channel: UInt8 = 3
+    static let signal: UInt8 = 4
 
-    @inline(__always) static func make(_ kind: UInt64, _ generation: UInt32, _ fd: Int32) -> UInt64 {
-        kind << 56 | UInt64(generation & 0xFF_FFFF) << 32 | UInt64(UInt32(bitPattern: fd))
+    @inline(__always) static func make(_ kind: UInt8, _ generation: UInt32, _ fd: Int32) -> UInt64 {
+        Epoll.Token(kind: kind, generation: generation, fd: fd).data
     }
 }
 
@@ -196,11 +196,12 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// Hands one epoll event to its owner.
     @inline(__always)
     func dispatch(_ events: UInt32, _ data: UInt64) {
-        let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
-        switch data >> 56 {
+        let token = Epoll.Token(data: data)
+        let fd = token.fd
+        switch token.kind {
         case Token.connection:
             // A stale event for a closed (maybe reused) fd is dropped.
-            guard table.isCurrent(fd, generation: UInt32(truncatingIfNeeded: data >> 32) & 0xFF_FFFF) else { return }
+            guard table.isCurrent(fd, generation: token.generation) else { return }
             if events & Epoll.writable != 0 {
                 perform(table[fd].writable(&io, kernel, handler), on: fd)
                 guard table.isOpen(fd) else { return }
