@@ -19,26 +19,10 @@ public struct PreparedResponse: Sendable {
     public init(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: [UInt8]) {
         self.status = status
         let h = IOBuffer(capacity: 256)
-        HTTPResponseWriter.writeStatusLine(h, status)
-        h.write("Server: clusterd\r\n")
-        if let contentType, !HTTPStatus.forbidsBody(status) {
-            h.write("Content-Type: ")
-            h.write(string: contentType)
-            h.write("\r\n")
-        }
-        for field in headers {
-            h.write(string: field.name)
-            h.write(": ")
-            h.write(string: field.value)
-            h.write("\r\n")
-        }
-        if !HTTPStatus.forbidsBody(status) {
-            h.write("Content-Length: ")
-            h.writeDecimal(body.count)
-            h.write("\r\n")
-        }
+        let bodyAllowed = !HTTPStatus.forbidsBody(status)
+        HTTPResponseWriter.writeHead(h, status: status, contentType: bodyAllowed ? contentType : nil, headers: headers, contentLength: bodyAllowed ? body.count : nil)
         head = h.readableArray
-        self.body = HTTPStatus.forbidsBody(status) ? [] : body
+        self.body = bodyAllowed ? body : []
     }
 
     public init(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: String) {
@@ -119,25 +103,27 @@ public struct HTTPResponseWriter: ~Copyable {
 
     /// Status line, Server, Content-Type (if any), the given fields, Content-Length (if any).
     mutating func writeHead(status: Int, contentType: String?, headers: [HTTPField], contentLength: Int?) {
-        withOutput { out in
-            HTTPResponseWriter.writeStatusLine(out, status)
-            out.write("Server: clusterd\r\n")
-            if let contentType {
-                out.write("Content-Type: ")
-                out.write(string: contentType)
-                out.write("\r\n")
-            }
-            for field in headers {
-                out.write(string: field.name)
-                out.write(": ")
-                out.write(string: field.value)
-                out.write("\r\n")
-            }
-            if let contentLength {
-                out.write("Content-Length: ")
-                out.writeDecimal(contentLength)
-                out.write("\r\n")
-            }
+        withOutput { HTTPResponseWriter.writeHead($0, status: status, contentType: contentType, headers: headers, contentLength: contentLength) }
+    }
+
+    static func writeHead(_ out: IOBuffer, status: Int, contentType: String?, headers: [HTTPField], contentLength: Int?) {
+        writeStatusLine(out, status)
+        out.write("Server: clusterd\r\n")
+        if let contentType {
+            out.write("Content-Type: ")
+            out.write(string: contentType)
+            out.write("\r\n")
+        }
+        for field in headers {
+            out.write(string: field.name)
+            out.write(": ")
+            out.write(string: field.value)
+            out.write("\r\n")
+        }
+        if let contentLength {
+            out.write("Content-Length: ")
+            out.writeDecimal(contentLength)
+            out.write("\r\n")
         }
     }
 

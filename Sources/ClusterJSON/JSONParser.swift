@@ -150,16 +150,7 @@ public struct JSONParser {
             try skipWhitespace()
             let value = try parseValue()
             object[key] = value
-            try skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","):
-                let comma = index
-                index += 1
-                try skipWhitespace()
-                if current == UInt8(ascii: "}") { throw error("trailing comma before '}' (JSON allows none)", at: comma) }
-            case UInt8(ascii: "}"): index += 1; return .object(object)
-            default: throw expected("expected ',' or '}' after the value of \"\(key)\"")
-            }
+            guard try another(before: "}", orElse: "expected ',' or '}' after the value of \"\(key)\"") else { return .object(object) }
         }
     }
 
@@ -173,16 +164,26 @@ public struct JSONParser {
         while true {
             try skipWhitespace()
             items.append(try parseValue())
+            guard try another(before: "]", orElse: "expected ',' or ']' in array") else { return .array(items) }
+        }
+    }
+
+    /// After an object member or an array element: true past a `,` (another must follow), false
+    /// past the closing `close`; anything else is an error saying `message`.
+    private mutating func another(before close: Unicode.Scalar, orElse message: @autoclosure () -> String) throws(JSONSyntaxError) -> Bool {
+        try skipWhitespace()
+        switch current {
+        case UInt8(ascii: ","):
+            let comma = index
+            index += 1
             try skipWhitespace()
-            switch current {
-            case UInt8(ascii: ","):
-                let comma = index
-                index += 1
-                try skipWhitespace()
-                if current == UInt8(ascii: "]") { throw error("trailing comma before ']' (JSON allows none)", at: comma) }
-            case UInt8(ascii: "]"): index += 1; return .array(items)
-            default: throw expected("expected ',' or ']' in array")
-            }
+            if current == UInt8(ascii: close) { throw error("trailing comma before '\(close)' (JSON allows none)", at: comma) }
+            return true
+        case UInt8(ascii: close):
+            index += 1
+            return false
+        default:
+            throw expected(message())
         }
     }
 

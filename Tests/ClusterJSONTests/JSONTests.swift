@@ -35,6 +35,22 @@ import Testing
         }
     }
 
+    /// What follows an object member or an array element: the messages name the position and
+    /// what was expected (one routine serves both).
+    @Test(arguments: [
+        ("{\"a\":1,}", "trailing comma before '}' (JSON allows none)", 7), ("[1, ]", "trailing comma before ']' (JSON allows none)", 3),
+        ("{\"a\":1 \"b\":2}", "expected ',' or '}' after the value of \"a\"", 8), ("[1 2]", "expected ',' or ']' in array", 4),
+    ])
+    func separators(_ input: String, _ message: String, _ column: Int) {
+        do {
+            _ = try JSONParser.parse(input)
+            Issue.record("must fail")
+        } catch {
+            #expect(error.description.contains(message), "\(error)")
+            #expect(error.column == column, "\(error)")
+        }
+    }
+
     @Test func depthLimit() {
         let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
         #expect(throws: JSONSyntaxError.self) { try JSONParser.parse(deep) }
