@@ -1,9 +1,14 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Arrows only point down: clusterd/clusterctl → Cluster → ClusterMaster | ClusterWorker → ClusterControl,
-// ClusterSystemd → ClusterSystem → CClusterShims. ClusterHTTP, ClusterJSON and
-// ClusterConfig (over ClusterJSON) know nothing of processes or syscalls.
+// The module graph; arrows point down only (Docs/architecture.md walks it):
+//   clusterd, clusterd-example → Cluster → ClusterMaster, ClusterWorker
+//   ClusterMaster → ClusterSystemd (→ CSystemd: libsystemd), ClusterControl, ClusterConfig, ClusterSystem
+//   ClusterWorker → ClusterHTTP, ClusterControl, ClusterConfig, ClusterSystem
+//   clusterctl → ClusterControl, ClusterConfig, ClusterSystem, swift-argument-parser (≥ 1.6: @ParentCommand)
+//   ClusterControl → ClusterJSON, ClusterSystem → CClusterShims
+// ClusterHTTP and ClusterJSON depend on nothing, ClusterConfig only on ClusterJSON: none of the three
+// knows of processes or syscalls. The master and the workers log through swift-log.
 let package = Package(
     name: "clusterd",
     platforms: [.macOS(.v14)],
@@ -14,7 +19,7 @@ let package = Package(
         .executable(name: "clusterd-example", targets: ["clusterd-example"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
@@ -52,11 +57,12 @@ let package = Package(
                 "ClusterControl", "ClusterJSON", "ClusterConfig", "ClusterSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "ClusterHTTPTests", dependencies: ["ClusterHTTP"]),
+        .target(name: "ClusterTestSupport", path: "Tests/Support"),
+        .testTarget(name: "ClusterHTTPTests", dependencies: ["ClusterHTTP", "ClusterTestSupport"]),
         .testTarget(name: "ClusterJSONTests", dependencies: ["ClusterJSON"]),
-        .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig", "ClusterJSON"]),
+        .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig", "ClusterJSON", "ClusterTestSupport"]),
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
-        .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterConfig", "ClusterControl", "ClusterJSON", "ClusterSystem"]),
+        .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterConfig", "ClusterControl", "ClusterJSON", "ClusterSystem", "ClusterTestSupport"]),
         .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),
         .testTarget(
             name: "ClusterWorkerTests",

@@ -42,7 +42,7 @@ public enum Cluster {
         switch DaemonOptions.parse(arguments) {
         case .success(let o): options = o
         case .failure(let e):
-            printError("clusterd: \(e.message)\n\(DaemonOptions.usage)")
+            Sys.printError("clusterd: \(e.message)\n\(DaemonOptions.usage)")
             Sys.exit(ExitCode.usage)
         }
         if options.showHelp {
@@ -59,7 +59,7 @@ public enum Cluster {
             (config, configBytes) = try loadConfigAndBytes(path: options.configPath)
             try ConfigCheck.validate(config, makeHandler: makeHandler)
         } catch {
-            printError("clusterd: \(error)")
+            Sys.printError("clusterd: \(error)")
             Sys.exit(ExitCode.config)
         }
         if options.checkConfig {
@@ -100,11 +100,6 @@ public enum Cluster {
         name.flatMap(Logger.Level.init(rawValue:)) ?? .info
     }
 
-    static func printError(_ text: String) {
-        var line = text
-        line += "\n"
-        try? FileIO.writeAll(fd: 2, Array(line.utf8))
-    }
 
     /// The master: owns listeners, spawns and supervises workers, serves the control socket.
     static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, configBytes: [UInt8], makeHandler: @escaping (ClusterConfiguration) throws -> H) -> Int32 {

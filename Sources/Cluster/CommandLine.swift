@@ -56,6 +56,3 @@ public struct UsageError: Error, Equatable, Sendable {
     public init(_ message: String) { self.message = message }
 }
 
-public enum ClusterVersion {
-    public static let string = "0.1.0"
-}

@@ -5,30 +5,7 @@ import ClusterJSON
 import ClusterSystem
 
 @main
-enum Main {
-    static func main() {
-        Clusterctl.main(Clusterctl.hoistingGlobalOptions(Array(CommandLine.arguments.dropFirst())))
-    }
-}
-
 struct Clusterctl: ParsableCommand {
-    /// `clusterctl --socket PATH status` is how operators write it: connection options given before
-    /// the subcommand are moved after it, where the subcommand's option group reads them.
-    static func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
-        var leading: [String] = []
-        var rest = arguments[...]
-        while let first = rest.first, first.hasPrefix("--socket") || first.hasPrefix("--config") || first.hasPrefix("--timeout") {
-            leading.append(first)
-            rest = rest.dropFirst()
-            if !first.contains("="), let value = rest.first {
-                leading.append(value)
-                rest = rest.dropFirst()
-            }
-        }
-        guard let subcommand = rest.first, !leading.isEmpty else { return arguments }
-        return [subcommand] + leading + Array(rest.dropFirst())
-    }
-
     static let configuration = CommandConfiguration(
         commandName: "clusterctl",
         abstract: "Control a running clusterd through its control socket.",
@@ -40,8 +17,26 @@ struct Clusterctl: ParsableCommand {
             Exit codes: 0 done, 1 the daemon refused or the command failed, 3 the daemon cannot be
             reached, 4 the daemon's answer made no sense, 64 bad usage (or an unreadable --config).
             """,
-        version: "0.1.0",
+        version: ClusterVersion.string,
         subcommands: [Status.self, Workers.self, Top.self, Scale.self, Reload.self, Stop.self, ReopenLogs.self])
+
+    /// The connection options given before the subcommand (`clusterctl --socket PATH status`, as
+    /// operators write it); those given after it take precedence (`ControlCommand.send`).
+    @OptionGroup var connection: ConnectionOptions
+}
+
+/// A subcommand that talks to the daemon: its connection options are those given after its name,
+/// over those given before it.
+protocol ControlCommand: ParsableCommand {
+    var connection: ConnectionOptions { get }
+    var root: Clusterctl { get }
+}
+
+extension ControlCommand {
+    /// The connection options given after the subcommand, over those given before it.
+    var resolvedConnection: ConnectionOptions { connection.over(root.connection) }
+
+    func send(_ request: ControlRequest) throws -> JSONObject { try resolvedConnection.send(request) }
 }
 
 /// Options every subcommand takes.
@@ -52,11 +47,20 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The daemon's config file: its controlSocket is the socket.", valueName: "file"))
     var config: String?
 
-    @Option(name: .long, help: "Seconds to wait for an answer.")
-    var timeout: Int = 60
+    @Option(name: .long, help: ArgumentHelp("Seconds to wait for an answer (default: 60).", valueName: "seconds"))
+    var timeout: Int?
 
     func validate() throws {
-        guard (1...86_400).contains(timeout) else { throw ValidationError("--timeout must be 1...86400 seconds") }
+        if let timeout { guard (1...86_400).contains(timeout) else { throw ValidationError("--timeout must be 1...86400 seconds") } }
+    }
+
+    /// These options, each one not given taken from `outer`.
+    func over(_ outer: ConnectionOptions) -> ConnectionOptions {
+        var merged = self
+        merged.socket = socket ?? outer.socket
+        merged.config = config ?? outer.config
+        merged.timeout = timeout ?? outer.timeout
+        return merged
     }
 
     /// The socket to use and where that path came from.
@@ -71,7 +75,7 @@ struct ConnectionOptions: ParsableArguments {
         switch resolved {
         case .success(let location): return location
         case .failure(let error):
-            printError("clusterctl: \(error)")
+            Sys.printError("clusterctl: \(error)")
             throw ExitCode(64)
         }
     }
@@ -80,23 +84,23 @@ struct ConnectionOptions: ParsableArguments {
         let location = try location()
         let response: JSON
         do {
-            response = try ControlClient(path: location.path, timeout: timeout).send(request)
+            response = try ControlClient(path: location.path, timeout: timeout ?? 60).send(request)
         } catch {
             switch error {
             case .connect(let cause):
-                printError("clusterctl: \(Self.unreachable(location, cause))")
+                Sys.printError("clusterctl: \(Self.unreachable(location, cause))")
                 throw ExitCode(3)
             default:
-                printError("clusterctl: \(error)")
+                Sys.printError("clusterctl: \(error)")
                 throw ExitCode(4)
             }
         }
         guard case .object(let o) = response, let ok = o["ok"]?.boolValue else {
-            printError("clusterctl: bad response from daemon: \(response.serialized)")
+            Sys.printError("clusterctl: bad response from daemon: \(response.serialized)")
             throw ExitCode(4)
         }
         guard ok else {
-            printError("clusterctl: \(o["error"]?.stringValue ?? "failed")")
+            Sys.printError("clusterctl: \(o["error"]?.stringValue ?? "failed")")
             throw ExitCode(1)
         }
         return o
@@ -150,22 +154,6 @@ func clampedInt64(_ d: Double) -> Int64 {
     if d >= 9.2e18 { return Int64.max }
     if d <= -9.2e18 { return Int64.min }
     return Int64(d)
-}
-
-func printError(_ text: String) {
-    let line = text + "\n"
-    try? FileIO.writeAll(fd: 2, Array(line.utf8))
-}
-
-/// 12345 → "12,345".
-func grouped(_ value: Int64) -> String {
-    var digits = String(value.magnitude)
-    var out = ""
-    while digits.count > 3 {
-        out = "," + digits.suffix(3) + out
-        digits.removeLast(3)
-    }
-    return (value < 0 ? "-" : "") + digits + out
 }
 
 func duration(_ seconds: Int64) -> String {

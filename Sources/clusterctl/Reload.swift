@@ -1,15 +1,17 @@
 import ArgumentParser
 import ClusterControl
 
-struct Reload: ParsableCommand {
+struct Reload: ControlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Re-read the config and replace the workers gracefully.",
         discussion: "A config that does not validate leaves the running generation serving; the error is printed and the exit code is 1.")
 
     @OptionGroup var options: ChangeOptions
+    @ParentCommand var root: Clusterctl
+    var connection: ConnectionOptions { options.connection }
 
     func run() throws {
-        let answer = try options.connection.send(.reload(wait: options.wait))
+        let answer = try send(.reload(wait: options.wait))
         let generation = answer["generation"]?.intValue ?? 0
         print(options.wait ? "reloaded: generation \(generation) serving with \(answer["workers"]?.intValue ?? 0) workers" : "reload started: generation \(generation)")
     }
@@ -24,27 +26,29 @@ struct ChangeOptions: ParsableArguments {
     var wait = false
 }
 
-struct Stop: ParsableCommand {
+struct Stop: ControlCommand {
     static let configuration = CommandConfiguration(abstract: "Stop the daemon (graceful: drain connections first).")
 
     @OptionGroup var connection: ConnectionOptions
+    @ParentCommand var root: Clusterctl
 
     @Flag(name: .long, help: "Stop at once instead of draining.")
     var fast = false
 
     func run() throws {
-        _ = try connection.send(.stop(graceful: !fast))
+        _ = try send(.stop(graceful: !fast))
         print(fast ? "stopping" : "stopping (draining)")
     }
 }
 
-struct ReopenLogs: ParsableCommand {
+struct ReopenLogs: ControlCommand {
     static let configuration = CommandConfiguration(commandName: "reopen-logs", abstract: "Reopen log files (after logrotate).")
 
     @OptionGroup var connection: ConnectionOptions
+    @ParentCommand var root: Clusterctl
 
     func run() throws {
-        _ = try connection.send(.reopenLogs)
+        _ = try send(.reopenLogs)
         print("logs reopened")
     }
 }

@@ -1,12 +1,14 @@
 import ArgumentParser
 import ClusterControl
 
-struct Scale: ParsableCommand {
+struct Scale: ControlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Set the number of workers: N, +k or -k.",
         discussion: "Scale-down retires the highest slots: new connections are steered away first, then their workers drain.")
 
     @OptionGroup var options: ChangeOptions
+    @ParentCommand var root: Clusterctl
+    var connection: ConnectionOptions { options.connection }
 
     @Argument(parsing: .allUnrecognized, help: ArgumentHelp("N (absolute), +k or -k (relative).", valueName: "count"))
     var count: [String] = []
@@ -24,7 +26,7 @@ struct Scale: ParsableCommand {
     }
 
     func run() throws {
-        let answer = try options.connection.send(.scale(Self.parse(count[0])!, wait: options.wait))
+        let answer = try send(.scale(Self.parse(count[0])!, wait: options.wait))
         let workers = answer["workers"]?.int64Value ?? 0
         print(answer["ready"] != nil ? "scaled to \(workers) workers (\(answer["ready"]?.int64Value ?? 0) ready)" : "scaled to \(workers) workers")
     }

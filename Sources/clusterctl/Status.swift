@@ -2,17 +2,18 @@ import ArgumentParser
 import ClusterControl
 import ClusterJSON
 
-struct Status: ParsableCommand {
+struct Status: ControlCommand {
     static let configuration = CommandConfiguration(abstract: "Show the daemon's state, totals and workers.")
 
     @OptionGroup var connection: ConnectionOptions
+    @ParentCommand var root: Clusterctl
 
     @Flag(name: .long, help: "Print the daemon's JSON answer.")
     var json = false
 
     func run() throws {
-        let status = try connection.send(.status)
-        let workers = try connection.send(.workers)
+        let status = try send(.status)
+        let workers = try send(.workers)
         if json {
             var combined = status
             combined["workerList"] = workers["workers"]
@@ -22,7 +23,7 @@ struct Status: ParsableCommand {
         func i(_ key: String) -> Int64 { status[key]?.int64Value ?? 0 }
         let listen = status["listen"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ", ") ?? ""
         print("clusterd pid \(i("pid")) \(status["state"]?.stringValue ?? "?"), generation \(i("generation")), \(i("workers")) workers (\(i("ready")) ready, \(i("draining")) draining), up \(duration(i("uptime")))")
-        print("requests \(grouped(i("requests"))) total, \(grouped(clampedInt64(status["requestsPerSecond"]?.doubleValue ?? 0))) req/s, \(grouped(i("connections"))) connections open, \(Self.reloads(succeeded: i("reloads"), failed: i("failedReloads"))), \(i("restarts")) restarts")
+        print("requests \(groupedDigits(i("requests"))) total, \(groupedDigits(clampedInt64(status["requestsPerSecond"]?.doubleValue ?? 0))) req/s, \(groupedDigits(i("connections"))) connections open, \(Self.reloads(succeeded: i("reloads"), failed: i("failedReloads"))), \(i("restarts")) restarts")
         print("listen \(listen); config \(status["config"]?.stringValue ?? "?")")
         if let e = status["lastReloadError"]?.stringValue { print("last reload failed: \(e)") }
         print()
@@ -36,23 +37,24 @@ struct Status: ParsableCommand {
     }
 }
 
-struct Workers: ParsableCommand {
+struct Workers: ControlCommand {
     static let configuration = CommandConfiguration(abstract: "List the worker processes.")
 
     @OptionGroup var connection: ConnectionOptions
+    @ParentCommand var root: Clusterctl
 
     @Flag(name: .long, help: "Print the daemon's JSON answer.")
     var json = false
 
     func run() throws {
-        let workers = try connection.send(.workers)
+        let workers = try send(.workers)
         print(json ? JSON.object(workers).serialized : Self.render(workers))
     }
 
     static func render(_ answer: JSONObject) -> String {
         let rows = (answer["workers"]?.arrayValue ?? []).map { w -> [String] in
             func i(_ key: String) -> Int64 { w[key]?.int64Value ?? 0 }
-            return [String(i("slot")), String(i("pid")), String(i("generation")), w["state"]?.stringValue ?? "?", duration(i("uptime")), grouped(i("requests")), grouped(i("connections"))]
+            return [String(i("slot")), String(i("pid")), String(i("generation")), w["state"]?.stringValue ?? "?", duration(i("uptime")), groupedDigits(i("requests")), groupedDigits(i("connections"))]
         }
         return table(["SLOT", "PID", "GEN", "STATE", "UPTIME", "REQUESTS", "CONNS"], rows)
     }

@@ -3,10 +3,11 @@ import ClusterControl
 import ClusterJSON
 import ClusterSystem
 
-struct Top: ParsableCommand {
+struct Top: ControlCommand {
     static let configuration = CommandConfiguration(abstract: "Live requests per second per worker, refreshing.")
 
     @OptionGroup var connection: ConnectionOptions
+    @ParentCommand var root: Clusterctl
 
     @Option(help: "Seconds between refreshes.")
     var interval: Double = 1
@@ -25,8 +26,8 @@ struct Top: ParsableCommand {
         var previousTime = monotonicSeconds()
         var round = 0
         while iterations.map({ round < $0 }) ?? true {
-            let status = try connection.send(.status)
-            let workers = try connection.send(.workers)["workers"]?.arrayValue ?? []
+            let status = try send(.status)
+            let workers = try send(.workers)["workers"]?.arrayValue ?? []
             let now = monotonicSeconds()
             let dt = max(0.001, now - previousTime)
             var rows: [[String]] = []
@@ -38,12 +39,12 @@ struct Top: ParsableCommand {
                 let rate = previous[pid].map { (Double(requests) - Double($0)) / dt } ?? 0
                 total += rate
                 previous[pid] = requests
-                rows.append([String(i("slot")), String(pid), String(i("generation")), w["state"]?.stringValue ?? "?", grouped(clampedInt64(rate.rounded())), grouped(requests), grouped(i("connections"))])
+                rows.append([String(i("slot")), String(pid), String(i("generation")), w["state"]?.stringValue ?? "?", groupedDigits(clampedInt64(rate.rounded())), groupedDigits(requests), groupedDigits(i("connections"))])
             }
             previousTime = now
             if tty { print("\u{1B}[H\u{1B}[2J", terminator: "") }
             let gen = status["generation"]?.intValue ?? 0
-            print("clusterd top — generation \(gen), \(status["workers"]?.intValue ?? 0) workers, \(grouped(clampedInt64(total.rounded()))) req/s (every \(interval) s)")
+            print("clusterd top — generation \(gen), \(status["workers"]?.intValue ?? 0) workers, \(groupedDigits(clampedInt64(total.rounded()))) req/s (every \(interval) s)")
             print(table(["SLOT", "PID", "GEN", "STATE", "REQ/S", "REQUESTS", "CONNS"], rows))
             if !tty { print() }
             Sys.flushStandardStreams()

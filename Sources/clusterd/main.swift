@@ -1,4 +1,5 @@
 import Cluster
 
-// The stock app: routes, /healthz (and, later, static files and metrics) from the config.
+// The stock app: the config's routes and static roots, /healthz and the Prometheus /metrics
+// (StockHandler), run as master and workers by the Cluster library.
 Cluster.main { config in try StockHandler(config: config) }

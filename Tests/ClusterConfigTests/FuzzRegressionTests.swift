@@ -1,5 +1,6 @@
 import ClusterConfig
 import ClusterJSON
+import ClusterTestSupport
 import Foundation
 import Testing
 
@@ -8,12 +9,8 @@ import Testing
 /// reading (comments allowed) decode the same document alike; an accepted config keeps the
 /// decoder's promises.
 @Suite struct ConfigFuzzRegressions {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../Fuzz/config/crashers").standardized
-
-    static var files: [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
-    }
+    static let crashers = FuzzCrashers("config")
+    static var files: [String] { crashers.names }
 
     @Test func crashersDirectoryIsNotEmpty() {
         #expect(!Self.files.isEmpty)
@@ -21,7 +18,7 @@ import Testing
 
     @Test(arguments: files)
     func replay(_ name: String) throws {
-        let bytes = try [UInt8](Data(contentsOf: Self.directory.appendingPathComponent(name)))
+        let bytes = try Self.crashers.bytes(name)
         do {
             let config = try ClusterConfiguration.decode(bytes, file: "fuzz.json")
             #expect(!config.listen.isEmpty && config.listen.count <= 16)

@@ -1,4 +1,5 @@
 import ClusterHTTP
+import ClusterTestSupport
 import Foundation
 import Testing
 
@@ -6,12 +7,8 @@ import Testing
 /// no trap, the same final responses for one read and for the fuzzer's piece size and for one byte
 /// at a time, and a refused request that says it closes.
 @Suite struct FuzzRegressions {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../Fuzz/http/crashers").standardized
-
-    static var files: [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
-    }
+    static let crashers = FuzzCrashers("http")
+    static var files: [String] { crashers.names }
 
     @Test func crashersDirectoryIsNotEmpty() {
         #expect(!Self.files.isEmpty)
@@ -19,7 +16,7 @@ import Testing
 
     @Test(arguments: files)
     func replay(_ name: String) throws {
-        let data = try [UInt8](Data(contentsOf: Self.directory.appendingPathComponent(name)))
+        let data = try Self.crashers.bytes(name)
         // The first byte picks the limits: a shorter file is a broken crasher, not a pass.
         try #require(data.count > 1, "\(name): a crasher has at least 2 bytes (the first picks the limits)")
         var limits = HTTPLimits()

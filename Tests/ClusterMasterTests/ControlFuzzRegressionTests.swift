@@ -1,3 +1,4 @@
+import ClusterTestSupport
 import Foundation
 import Testing
 
@@ -6,12 +7,8 @@ import Testing
 /// trap, a decoded request survives encoding, the worker count stays within maxWorkers, every
 /// request answered exactly once by the time the daemon stopped.
 @Suite struct ControlFuzzRegressions {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../Fuzz/control/crashers").standardized
-
-    static var files: [String] {
-        ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
-    }
+    static let crashers = FuzzCrashers("control")
+    static var files: [String] { crashers.names }
 
     @Test func crashersDirectoryIsNotEmpty() {
         #expect(Self.files.contains("scale-delta-int-max"))
@@ -19,7 +16,7 @@ import Testing
 
     @Test(arguments: files)
     func replay(_ name: String) throws {
-        let data = try [UInt8](Data(contentsOf: Self.directory.appendingPathComponent(name)))
+        let data = try Self.crashers.bytes(name)
         ControlFuzzDriver.run(data)
     }
 }
