@@ -91,13 +91,26 @@ import Testing
     }
 }
 
+/// A stats segment in zeroed memory of its own, as the master maps it.
+struct ZeroedSegment {
+    let base: UnsafeMutableRawPointer
+    let segment: StatsSegment
+
+    init(slots: Int) {
+        let bytes = StatsSegment.byteCount(workerSlots: slots)
+        base = .allocate(byteCount: bytes, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        segment = StatsSegment(base: base, workerSlots: slots)
+    }
+
+    func free() { base.deallocate() }
+}
+
 @Suite struct MetricsText {
     @Test func rendersTotalsAndWorkers() {
-        let slots = 4
-        let base = UnsafeMutableRawPointer.allocate(byteCount: StatsSegment.byteCount(workerSlots: slots), alignment: 64)
-        defer { base.deallocate() }
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: StatsSegment.byteCount(workerSlots: slots))
-        let segment = StatsSegment(base: base, workerSlots: slots)
+        let memory = ZeroedSegment(slots: 4)
+        defer { memory.free() }
+        let segment = memory.segment
         segment.master[.slotsHighWater] = 2
         segment.master[.workers] = 2
         let w = segment.worker(1)
@@ -124,11 +137,9 @@ import Testing
     /// a slot has an old and a new worker (a reload draining), their numbers are summed, the state
     /// is the newest's, and only clusterd_worker_info tells the processes apart.
     @Test func perWorkerSeriesAreKeyedBySlot() {
-        let slots = 4
-        let base = UnsafeMutableRawPointer.allocate(byteCount: StatsSegment.byteCount(workerSlots: slots), alignment: 64)
-        defer { base.deallocate() }
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: StatsSegment.byteCount(workerSlots: slots))
-        let segment = StatsSegment(base: base, workerSlots: slots)
+        let memory = ZeroedSegment(slots: 4)
+        defer { memory.free() }
+        let segment = memory.segment
         segment.master[.slotsHighWater] = 3
         for (i, (pid, slot, generation, requests, state)) in [(100, 0, 1, 7, 2), (200, 0, 2, 3, 1), (300, 1, 2, 5, 1)].enumerated() {
             let w = segment.worker(i)
