@@ -12,9 +12,9 @@ struct Connection {
     var generation: UInt32 = 0
     var http = HTTPConnectionState()
     /// Bytes read but not yet consumed (partial request), else unallocated.
-    let input = IOBuffer()
+    let input: IOBuffer
     /// Bytes the socket did not take yet, else unallocated.
-    let output = IOBuffer()
+    let output: IOBuffer
     /// CLOCK_MONOTONIC ms at which the current phase times out.
     var deadline: Int64 = 0
     /// TCP_NODELAY is set (once the connection is kept alive).
@@ -39,6 +39,26 @@ struct Connection {
     var requestStart: UInt64 = 0
 
     var isOpen: Bool { fd >= 0 }
+
+    /// An entry of the connection table that was never opened: it has no buffers of its own yet
+    /// (all such entries share two that are never written).
+    init() {
+        input = Self.notOpened
+        output = Self.notOpened
+    }
+
+    /// A connection opened in table entry `entry`. The entry's buffers (empty since it was closed)
+    /// are taken over, so that accepting a connection on a descriptor number used before allocates
+    /// nothing; an entry never opened gets its own.
+    init(reusing entry: Connection) {
+        input = entry.input === Self.notOpened ? IOBuffer() : entry.input
+        output = entry.output === Self.notOpened ? IOBuffer() : entry.output
+        assert(input.isEmpty && output.isEmpty, "a closed entry keeps no bytes")
+    }
+
+    /// Never written (an entry is opened through `init(reusing:)` before any I/O), read only by the
+    /// worker's one thread.
+    nonisolated(unsafe) private static let notOpened = IOBuffer()
 
     /// Bytes or a file body still to send.
     var hasPendingOutput: Bool { output.readableBytes > 0 || http.pendingFile != nil }
