@@ -47,16 +47,24 @@ struct Connection {
         output = Self.notOpened
     }
 
-    /// A connection opened in table entry `entry`. The entry's buffers (empty since it was closed)
-    /// are taken over, so that accepting a connection on a descriptor number used before allocates
-    /// nothing; an entry never opened gets its own.
-    init(reusing entry: Connection) {
-        input = entry.input === Self.notOpened ? IOBuffer() : entry.input
-        output = entry.output === Self.notOpened ? IOBuffer() : entry.output
+    /// Makes this table entry a new connection on `fd`, in place. The entry's buffers (empty since
+    /// its last connection closed) are kept, so that accepting a connection on a descriptor number
+    /// used before allocates nothing; an entry never opened gets its own.
+    mutating func reopen(fd: Int32, generation: UInt32) {
+        let input = input === Self.notOpened ? IOBuffer() : input
+        let output = output === Self.notOpened ? IOBuffer() : output
         assert(input.isEmpty && output.isEmpty, "a closed entry keeps no bytes")
+        self = Connection(input: input, output: output)
+        self.fd = fd
+        self.generation = generation
     }
 
-    /// Never written (an entry is opened through `init(reusing:)` before any I/O), read only by the
+    private init(input: IOBuffer, output: IOBuffer) {
+        self.input = input
+        self.output = output
+    }
+
+    /// Never written (an entry is opened through `reopen` before any I/O), read only by the
     /// worker's one thread.
     nonisolated(unsafe) private static let notOpened = IOBuffer()
 

@@ -43,10 +43,7 @@ struct ConnectionTable {
             slots.append(contentsOf: repeatElement(Connection(), count: index - slots.count + 1 + slots.count / 2))
         }
         nextGeneration = nextGeneration &+ 1
-        var c = Connection(reusing: slots[index])
-        c.fd = fd
-        c.generation = nextGeneration & Epoll.Token.generationMask
-        slots[index] = c
+        slots[index].reopen(fd: fd, generation: nextGeneration & Epoll.Token.generationMask)
         openCount += 1
     }
 
