@@ -35,7 +35,7 @@ public enum Cluster {
     ) -> Never {
         Signals.ignorePipe()
         bootstrapLogging()
-        if Sys.environment(WorkerEnvironment.slot) != nil {
+        if Sys.environment(WorkerStartup.slotVariable) != nil {
             Sys.exit(runWorker(makeHandler: makeHandler))
         }
         let options: DaemonOptions
@@ -120,36 +120,32 @@ public enum Cluster {
     /// A worker started by the master: listeners from fd 3 (LISTEN_FDS), the channel and the stats
     /// segment from the environment, the config from the memfd the master validated.
     static func runWorker<H: HTTPHandler>(makeHandler: (ClusterConfiguration) throws -> H) -> Int32 {
-        let slot = Int(Sys.environment(WorkerEnvironment.slot) ?? "") ?? -1
+        let startup = WorkerStartup(environment: Sys.environment)
+        let slot = startup?.slot ?? -1
         let logger = Logger(label: "clusterd.worker[\(slot)]")
         Sys.dieWithParent(signal: SignalNumber.terminate)
-        if let master = Sys.environment(WorkerEnvironment.masterPID).flatMap({ ProcessID($0) }), Sys.parentPID != master {
-            logger.error("master \(master) is gone; exiting")
+        guard let startup else {
+            logger.critical("started as a worker without the master's environment")
+            return ExitCode.config
+        }
+        if Sys.parentPID != startup.masterPID {
+            logger.error("master \(startup.masterPID) is gone; exiting")
             return ExitCode.failure
         }
         do {
-            guard let configFD = Sys.environment(WorkerEnvironment.configFD).flatMap({ Int32($0) }),
-                let channel = Sys.environment(WorkerEnvironment.channelFD).flatMap({ Int32($0) }),
-                let statsFD = Sys.environment(WorkerEnvironment.statsFD).flatMap({ Int32($0) }),
-                let statsSlots = Sys.environment(WorkerEnvironment.statsSlots).flatMap({ Int($0) }),
-                let statsSlot = Sys.environment(WorkerEnvironment.statsSlot).flatMap({ Int($0) }),
-                let listenCount = Sys.environment(WorkerEnvironment.listenFDs).flatMap({ Int($0) }), listenCount > 0
-            else {
-                logger.critical("started as a worker without the master's environment")
-                return ExitCode.config
-            }
+            let channel = startup.channelFD
             // Owned from here: closed once read or mapped, and on every error on the way.
-            let configMemfd = Descriptor(taking: configFD), statsMemfd = Descriptor(taking: statsFD)
+            let configMemfd = Descriptor(taking: startup.configFD), statsMemfd = Descriptor(taking: startup.statsFD)
             let configBytes = try FileIO.readAll(fd: configMemfd.rawValue, name: "config memfd")
             _ = consume configMemfd
-            let config = try ClusterConfiguration.decode(configBytes, file: Sys.environment(WorkerEnvironment.configPath) ?? "config")
-            let base = try FileIO.map(fd: statsMemfd.rawValue, size: StatsSegment.byteCount(workerSlots: statsSlots))
+            let config = try ClusterConfiguration.decode(configBytes, file: startup.configPath)
+            let base = try FileIO.map(fd: statsMemfd.rawValue, size: StatsSegment.byteCount(workerSlots: startup.statsSlots))
             _ = consume statsMemfd
-            ClusterRuntime.segment = StatsSegment(base: base, workerSlots: statsSlots)
-            let stats = StatsSlot(base: base + statsSlot * StatsSlot.size)
-            stats[.generation] = UInt64(Sys.environment(WorkerEnvironment.generation).flatMap { UInt64($0) } ?? 0)
-            stats[.slot] = UInt64(max(0, slot))
-            let listeners = (0..<listenCount).map { Int32(3 + $0) }
+            ClusterRuntime.segment = StatsSegment(base: base, workerSlots: startup.statsSlots)
+            let stats = StatsSlot(base: base + startup.statsSlot * StatsSlot.size)
+            stats[.generation] = UInt64(startup.generation)
+            stats[.slot] = UInt64(slot)
+            let listeners = startup.listenerFDs
             for fd in listeners { try Sys.setNonBlocking(fd) ; try Sys.setCloseOnExec(fd, true) }
             try Sys.setCloseOnExec(channel, true)
             try Sys.setNonBlocking(channel)

@@ -75,26 +75,80 @@ public enum ConnectionHandoff {
     }
 }
 
-/// Environment variables a master sets for the workers it spawns.
-public enum WorkerEnvironment {
-    /// The worker's slot number (0-based); its presence means "run as a worker".
-    public static let slot = "CLUSTERD_WORKER_SLOT"
-    /// The worker's generation.
-    public static let generation = "CLUSTERD_GENERATION"
-    /// Descriptor of the socketpair end to the master.
-    public static let channelFD = "CLUSTERD_CHANNEL_FD"
-    /// Descriptor of the shared stats memfd.
-    public static let statsFD = "CLUSTERD_STATS_FD"
-    /// Number of stats slots in the memfd.
-    public static let statsSlots = "CLUSTERD_STATS_SLOTS"
-    /// Index of this worker's stats slot.
-    public static let statsSlot = "CLUSTERD_STATS_SLOT"
-    /// The master's pid (a worker exits when its parent is no longer it).
-    public static let masterPID = "CLUSTERD_MASTER_PID"
-    /// The systemd convention: number of listeners passed from fd 3 on.
-    public static let listenFDs = "LISTEN_FDS"
-    /// Descriptor of a memfd holding the config bytes the master validated.
-    public static let configFD = "CLUSTERD_CONFIG_FD"
-    /// The config file name, for messages.
-    public static let configPath = "CLUSTERD_CONFIG"
+/// What a master tells a worker it starts, in one place for both sides: which descriptors the
+/// worker inherits where (listeners from fd 3, the systemd `LISTEN_FDS` convention, then its
+/// channel, the stats memfd and a memfd with the config bytes the master validated) and who it is.
+/// The master writes it as environment variables (`environment`); the worker reads it back
+/// (`init(environment:)`), so the layout is written once and the two sides cannot disagree.
+public struct WorkerStartup: Equatable, Sendable {
+    /// The worker's slot number (0-based).
+    public var slot: Int
+    /// The generation it belongs to.
+    public var generation: Int
+    /// Listeners it inherits, at fds 3 ..< 3 + listenerCount (at least one).
+    public var listenerCount: Int
+    /// Slots in the stats segment, and this worker's.
+    public var statsSlots: Int
+    public var statsSlot: Int
+    /// The master's pid (a worker whose parent is no longer it exits).
+    public var masterPID: Int32
+    /// The config file's name, for messages.
+    public var configPath: String
+
+    public init(slot: Int, generation: Int, listenerCount: Int, statsSlots: Int, statsSlot: Int, masterPID: Int32, configPath: String) {
+        (self.slot, self.generation, self.listenerCount) = (slot, generation, listenerCount)
+        (self.statsSlots, self.statsSlot, self.masterPID, self.configPath) = (statsSlots, statsSlot, masterPID, configPath)
+    }
+
+    /// The first inherited descriptor (the first listener).
+    public static let firstFD: Int32 = 3
+    /// The listeners' descriptors in the worker.
+    public var listenerFDs: [Int32] { (0..<listenerCount).map { Self.firstFD + Int32($0) } }
+    /// The worker's end of its channel to the master.
+    public var channelFD: Int32 { Self.firstFD + Int32(listenerCount) }
+    /// The shared stats memfd.
+    public var statsFD: Int32 { channelFD + 1 }
+    /// The memfd with the config bytes of the worker's generation.
+    public var configFD: Int32 { channelFD + 2 }
+    /// The master's descriptors in the order the worker inherits them from fd 3 on (listeners,
+    /// channel, stats, config), which is where `listenerFDs`, `channelFD`, `statsFD` and `configFD` say.
+    public static func inherited(listeners: [Int32], channel: Int32, stats: Int32, config: Int32) -> [Int32] {
+        listeners + [channel, stats, config]
+    }
+
+    /// The environment variable whose presence means "run as a worker".
+    public static let slotVariable = "CLUSTERD_WORKER_SLOT"
+    /// The variables the master adds to a worker's environment.
+    public var environment: [String] {
+        [
+            "\(Self.slotVariable)=\(slot)",
+            "CLUSTERD_GENERATION=\(generation)",
+            "LISTEN_FDS=\(listenerCount)",
+            "CLUSTERD_CHANNEL_FD=\(channelFD)",
+            "CLUSTERD_STATS_FD=\(statsFD)",
+            "CLUSTERD_CONFIG_FD=\(configFD)",
+            "CLUSTERD_STATS_SLOTS=\(statsSlots)",
+            "CLUSTERD_STATS_SLOT=\(statsSlot)",
+            "CLUSTERD_MASTER_PID=\(masterPID)",
+            "CLUSTERD_CONFIG=\(configPath)",
+        ]
+    }
+
+    /// Reads what a master wrote; nil when anything is missing, malformed or out of range, or the
+    /// descriptors are not where this layout puts them (a worker started by another build).
+    public init?(environment lookup: (String) -> String?) {
+        func int(_ name: String) -> Int? { lookup(name).flatMap { Int($0) } }
+        guard let slot = int(Self.slotVariable), slot >= 0,
+            let generation = int("CLUSTERD_GENERATION"), generation >= 0,
+            let listenerCount = int("LISTEN_FDS"), (1...65_536).contains(listenerCount),
+            let statsSlots = int("CLUSTERD_STATS_SLOTS"), statsSlots > 0,
+            let statsSlot = int("CLUSTERD_STATS_SLOT"), (0..<statsSlots).contains(statsSlot),
+            let masterPID = lookup("CLUSTERD_MASTER_PID").flatMap({ Int32($0) }), masterPID > 0
+        else { return nil }
+        self.init(slot: slot, generation: generation, listenerCount: listenerCount, statsSlots: statsSlots,
+                  statsSlot: statsSlot, masterPID: masterPID, configPath: lookup("CLUSTERD_CONFIG") ?? "config")
+        guard int("CLUSTERD_CHANNEL_FD") == Int(channelFD), int("CLUSTERD_STATS_FD") == Int(statsFD),
+            int("CLUSTERD_CONFIG_FD") == Int(configFD)
+        else { return nil }
+    }
 }

@@ -26,24 +26,14 @@ extension Master {
             Sys.close(workerEnd)
             Sys.close(configFD)
         }
-        let inherit = listeners + [workerEnd, statsFD, configFD]
-        let base = 3 + listeners.count
+        let inherit = WorkerStartup.inherited(listeners: listeners, channel: workerEnd, stats: statsFD, config: configFD)
+        let startup = WorkerStartup(slot: slot, generation: generation, listenerCount: listeners.count, statsSlots: statsSlots,
+                                    statsSlot: statsSlot, masterPID: Sys.pid, configPath: options.configPath)
         var env = ProcessControl.currentEnvironment().filter { entry in
             !entry.hasPrefix("CLUSTERD_") && !entry.hasPrefix("LISTEN_") && !entry.hasPrefix("NOTIFY_SOCKET=")
                 && !entry.hasPrefix("WATCHDOG_")
         }
-        env += [
-            "\(WorkerEnvironment.slot)=\(slot)",
-            "\(WorkerEnvironment.generation)=\(generation)",
-            "\(WorkerEnvironment.listenFDs)=\(listeners.count)",
-            "\(WorkerEnvironment.channelFD)=\(base)",
-            "\(WorkerEnvironment.statsFD)=\(base + 1)",
-            "\(WorkerEnvironment.configFD)=\(base + 2)",
-            "\(WorkerEnvironment.statsSlots)=\(statsSlots)",
-            "\(WorkerEnvironment.statsSlot)=\(statsSlot)",
-            "\(WorkerEnvironment.masterPID)=\(Sys.pid)",
-            "\(WorkerEnvironment.configPath)=\(options.configPath)",
-        ]
+        env += startup.environment
         if let level = Sys.environment("CLUSTERD_LOG_LEVEL") { env.append("CLUSTERD_LOG_LEVEL=\(level)") }
         let pid: ProcessID
         do {
