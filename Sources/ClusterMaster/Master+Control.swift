@@ -32,7 +32,7 @@ extension Master {
     }
 
     func watchControlSocket() throws(SystemError) {
-        try epoll.add(controlSocket.fd, events: Epoll.readable, data: Kind.control.rawValue << 56 | UInt64(UInt32(bitPattern: controlSocket.fd)))
+        try epoll.add(controlSocket.fd, events: Epoll.readable, data: Kind.control.data(controlSocket.fd))
     }
 
     func closeControlSocket() {
@@ -99,7 +99,7 @@ extension Master {
         }
     }
 
-    func clientData(_ fd: Int32) -> UInt64 { Kind.client.rawValue << 56 | UInt64(UInt32(bitPattern: fd)) }
+    func clientData(_ fd: Int32) -> UInt64 { Kind.client.data(fd) }
 
     func clientEvent(_ fd: Int32, _ events: UInt32) {
         guard control.has(fd) else { return }

@@ -45,7 +45,7 @@ extension Master {
         processes[pid] = WorkerProcess(channel: masterEnd, slot: slot, statsSlot: statsSlot)
         channelOwners[masterEnd] = pid
         do {
-            try epoll.add(masterEnd, events: Epoll.readable, data: Kind.channel.rawValue << 56 | UInt64(UInt32(bitPattern: masterEnd)))
+            try epoll.add(masterEnd, events: Epoll.readable, data: Kind.channel.data(masterEnd))
         } catch {
             logger.error("watching worker \(pid): \(error)")
         }

@@ -35,8 +35,11 @@ public final class Master {
         var relayed: UInt64 = 0
     }
 
-    enum Kind: UInt64 {
+    /// The kinds of the master's epoll registrations (`Epoll.Token.kind`).
+    enum Kind: UInt8 {
         case signal = 1, control, client, channel, configRead
+
+        func data(_ fd: Int32 = 0) -> UInt64 { Epoll.Token(kind: rawValue, fd: fd).data }
     }
 
     let options: Options
@@ -102,7 +105,7 @@ public final class Master {
                 SignalNumber.terminate, SignalNumber.interrupt, SignalNumber.quit, SignalNumber.hangup, SignalNumber.ttin,
                 SignalNumber.ttou, SignalNumber.user1, SignalNumber.child,
             ])
-            try epoll.add(signals.fd, events: Epoll.readable, data: Kind.signal.rawValue << 56)
+            try epoll.add(signals.fd, events: Epoll.readable, data: Kind.signal.data())
             try openControlSocket()
         } catch {
             logger.critical("\(error)")
@@ -164,8 +167,9 @@ public final class Master {
 
     func dispatch(_ events: UInt32, _ data: UInt64) {
         core.clock(Clock.monotonicMilliseconds())
-        let fd = Int32(truncatingIfNeeded: data & 0xFFFF_FFFF)
-        switch Kind(rawValue: data >> 56) {
+        let token = Epoll.Token(data: data)
+        let fd = token.fd
+        switch Kind(rawValue: token.kind) {
         case .signal: readSignals()
         case .configRead: configReadFinished()
         case .control: acceptClients()
@@ -220,14 +224,7 @@ public final class Master {
 
     func formatRate(_ r: Double) -> String {
         // A rate from counters in shared memory: anything not a sane number shows as 0.
-        let n = r.isFinite && r >= 0 && r < 1e15 ? Int(r.rounded()) : 0
-        var digits = String(n)
-        var out = ""
-        while digits.count > 3 {
-            out = "," + digits.suffix(3) + out
-            digits.removeLast(3)
-        }
-        return digits + out
+        groupedDigits(r.isFinite && r >= 0 && r < 1e15 ? Int64(r.rounded()) : 0)
     }
 
     // MARK: - Signals
@@ -278,7 +275,7 @@ public final class Master {
         let path = options.configPath
         do {
             let load = try ConfigLoad.start(path: path, validate: ConfigLoad.Validation(check: options.validate))
-            try epoll.add(load.call.readyFD, events: Epoll.readable, data: Kind.configRead.rawValue << 56)
+            try epoll.add(load.call.readyFD, events: Epoll.readable, data: Kind.configRead.data())
             configRead = load
         } catch {
             perform(core.configLoadFailed("\(ConfigError(file: path, keyPath: "", message: "cannot read: \(error.reason)"))"))
