@@ -138,6 +138,12 @@ final class Harness {
         loadConfig(config, listenerSet: listenerSet)
     }
 
+    /// A `reload --wait` from `requester` to one worker, whose new worker then reports ready.
+    func reloadToOneReadyWorker(requester: RequestID) {
+        beginReload(workers: 1, listenerSet: 0, requester: requester, wait: true)
+        readyAll()
+    }
+
     func loadConfig(_ config: ClusterConfiguration, listenerSet: Int = 0) {
         perform(core.configLoaded(config, bytes: Array("{\"reloaded\":1}".utf8), listenerSet: listenerSet, cpus: 4))
     }

@@ -325,10 +325,8 @@ import Testing
     @Test func backToBackReloadsAnswerEveryRequester() {
         let h = makeCore(workers: 1)
         h.readyAll()
-        h.beginReload(workers: 1, listenerSet: 0, requester: 8, wait: true)
-        h.readyAll()
-        h.beginReload(workers: 1, listenerSet: 0, requester: 9, wait: true)
-        h.readyAll()
+        h.reloadToOneReadyWorker(requester: 8)
+        h.reloadToOneReadyWorker(requester: 9)
         #expect(h.answeredOK(8))
         for s in h.spawned where h.core.workers[s.pid]?.generation ?? 3 < 3 { h.workerSaid(.draining, pid: s.pid) }
         #expect(h.answeredOK(9))
@@ -337,8 +335,7 @@ import Testing
     @Test func reloadWaitIsAnsweredEvenIfAnOldWorkerNeverAcknowledges() {
         let h = makeCore(workers: 1)
         h.readyAll()
-        h.beginReload(workers: 1, listenerSet: 0, requester: 7, wait: true)
-        h.readyAll()
+        h.reloadToOneReadyWorker(requester: 7)
         #expect(!h.answered(7))
         h.tick(now: 100_000)
         #expect(h.answeredOK(7))

@@ -79,11 +79,7 @@ import Testing
     }
 
     @Test func aTornLineIsCutOffAgain() throws {
-        var template = Array("/tmp/clusterd-accesslog-XXXXXX".utf8CString)
-        let tmp = mkstemp(&template)
-        #expect(tmp >= 0)
-        close(tmp)
-        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let path = try temporaryFile()
         defer { unlink(path) }
         let lines = Lines()
         let log = AccessLog(path: path, format: .combined, logger: logger(lines))
@@ -100,11 +96,7 @@ import Testing
     /// it instead of writing (before the fix it wrote at once, so a worker could land its line
     /// between another's torn line and its cut-back or its completion).
     @Test func aFlushWaitsWhileAnotherWriterHoldsTheLock() throws {
-        var template = Array("/tmp/clusterd-accesslog-XXXXXX".utf8CString)
-        let tmp = mkstemp(&template)
-        #expect(tmp >= 0)
-        close(tmp)
-        let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let path = try temporaryFile()
         defer { unlink(path) }
         let other = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
         #expect(other >= 0)
@@ -139,4 +131,14 @@ import Testing
             #expect(AccessLog.lastNewline(in: UnsafeRawBufferPointer(rebasing: $0[..<1])) == nil)
         }
     }
+}
+
+/// A new empty file under /tmp (mkstemp), for a test to remove.
+private func temporaryFile() throws -> String {
+    struct NoTemporaryFile: Error {}
+    var template = Array("/tmp/clusterd-accesslog-XXXXXX".utf8CString)
+    let tmp = mkstemp(&template)
+    guard tmp >= 0 else { throw NoTemporaryFile() }
+    close(tmp)
+    return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

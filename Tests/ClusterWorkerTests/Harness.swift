@@ -40,6 +40,13 @@ final class LoopHarness {
         try worker.start()
     }
 
+    /// A harness whose settings are `testSettings` changed by `configure`.
+    convenience init(withChannel: Bool = false, _ configure: (inout WorkerSettings) -> Void) throws {
+        var settings = LoopHarness.testSettings
+        configure(&settings)
+        try self.init(settings: settings, withChannel: withChannel)
+    }
+
     deinit { statsMemory.deallocate() }
 
     var stats: StatsSlot { StatsSlot(base: statsMemory) }

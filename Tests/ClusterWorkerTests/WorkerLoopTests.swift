@@ -22,9 +22,7 @@ import Testing
     }
 
     @Test func acceptBacksOffOnEMFILEThenResumes() throws {
-        var settings = LoopHarness.testSettings
-        settings.acceptBackoff = 100
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.acceptBackoff = 100 }
         h.kernel.acceptErrors = [EMFILE]
         let c = h.kernel.connect(h.listener, sending: get("/"))
         try h.turn()
@@ -43,9 +41,7 @@ import Testing
     }
 
     @Test func acceptPausesAtConnectionCapAndResumesWhenOneCloses() throws {
-        var settings = LoopHarness.testSettings
-        settings.maxConnections = 1
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.maxConnections = 1 }
         let first = try h.client()
         #expect(h.kernel.received(first).responses == 1)
         let second = h.kernel.connect(h.listener, sending: get("/"))
@@ -87,9 +83,7 @@ import Testing
     }
 
     @Test func sendTimeoutDropsAClientThatDoesNotRead() throws {
-        var settings = LoopHarness.testSettings
-        settings.sendTimeout = 5_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.sendTimeout = 5_000 }
         let c = h.kernel.connect(h.listener, sending: get("/big"))
         h.kernel.sockets[c]!.sendRoom = 1000
         try h.turn()
@@ -101,9 +95,7 @@ import Testing
     }
 
     @Test func lingeringCloseAfterConnectionCloseWithUnreadInput() throws {
-        var settings = LoopHarness.testSettings
-        settings.lingerTimeout = 2_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.lingerTimeout = 2_000 }
         // A pipelined request behind a `Connection: close` one: closing at once would reset.
         let c = try h.client(sending: get("/", close: true) + "GET /late HTTP/1.1\r\nHo")
         #expect(h.kernel.received(c).responses == 1)
@@ -121,9 +113,7 @@ import Testing
     }
 
     @Test func lingeringCloseEndsAtLingerTimeout() throws {
-        var settings = LoopHarness.testSettings
-        settings.lingerTimeout = 2_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.lingerTimeout = 2_000 }
         let c = try h.client(sending: get("/", close: true) + "GET /x")
         #expect(h.kernel.sockets[c]!.shutWrite)
         try h.after(milliseconds: 1_900)
@@ -140,9 +130,7 @@ import Testing
     }
 
     @Test func headerTimeoutAnswers408() throws {
-        var settings = LoopHarness.testSettings
-        settings.headerTimeout = 10_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.headerTimeout = 10_000 }
         let c = try h.client(sending: "GET / HTTP/1.1\r\nHo")
         try h.after(milliseconds: 9_900)
         #expect(h.kernel.received(c).isEmpty)
@@ -155,9 +143,7 @@ import Testing
 
     @Test func headerTimeoutCountsFromTheFirstByteNotTheLast() throws {
         // A slowloris client trickling its head in does not push the deadline forward.
-        var settings = LoopHarness.testSettings
-        settings.headerTimeout = 10_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.headerTimeout = 10_000 }
         let c = try h.client(sending: "GET / HTTP/1.1\r\n")
         for _ in 0..<9 {
             h.kernel.advance(milliseconds: 1_000)
@@ -169,9 +155,7 @@ import Testing
     }
 
     @Test func bodyTimeoutAnswers408() throws {
-        var settings = LoopHarness.testSettings
-        settings.bodyTimeout = 30_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.bodyTimeout = 30_000 }
         let c = try h.client(sending: "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
         try h.after(milliseconds: 29_800)
         #expect(h.kernel.received(c).isEmpty)
@@ -180,9 +164,7 @@ import Testing
     }
 
     @Test func idleKeepAliveConnectionClosesAtKeepAliveTimeout() throws {
-        var settings = LoopHarness.testSettings
-        settings.keepAliveTimeout = 75_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness { $0.keepAliveTimeout = 75_000 }
         let c = try h.client()
         try h.after(milliseconds: 74_800)
         #expect(!h.kernel.isClosed(c))
@@ -256,9 +238,7 @@ import Testing
     }
 
     @Test func connectionAdoptedDuringAStopGetsTheIdleGraceNotKeepAlive() throws {
-        var settings = LoopHarness.testSettings
-        settings.drainIdleGrace = 1_000
-        let h = try LoopHarness(settings: settings, withChannel: true)
+        let h = try LoopHarness(withChannel: true) { $0.drainIdleGrace = 1_000 }
         h.worker.beginDrain(mode: .close, timeout: nil)
         // The master passes on what was queued at the stop: nothing arrives on it.
         let fd: Int32 = 77
@@ -289,10 +269,10 @@ import Testing
     }
 
     @Test func stopClosesIdleConnectionsGracefullyAfterDrainIdleGrace() throws {
-        var settings = LoopHarness.testSettings
-        settings.drainIdleGrace = 1_000
-        settings.lingerTimeout = 2_000
-        let h = try LoopHarness(settings: settings)
+        let h = try LoopHarness {
+            $0.drainIdleGrace = 1_000
+            $0.lingerTimeout = 2_000
+        }
         let quiet = try h.client()
         let late = try h.client()
         _ = h.kernel.received(quiet)
@@ -319,9 +299,7 @@ import Testing
     }
 
     @Test func drainIdleGraceCountsFromTheDrainMessageNotFromBeforeTheSleep() throws {
-        var settings = LoopHarness.testSettings
-        settings.drainIdleGrace = 1_000
-        let h = try LoopHarness(settings: settings, withChannel: true)
+        let h = try LoopHarness(withChannel: true) { $0.drainIdleGrace = 1_000 }
         let c = try h.client()
         _ = h.kernel.received(c)
         // The worker slept 400 ms in epoll_wait before the master's `drain` came.
@@ -336,9 +314,7 @@ import Testing
     }
 
     @Test func stopDuringAHandOffDrainClosesGracefullyInstead() throws {
-        var settings = LoopHarness.testSettings
-        settings.drainIdleGrace = 1_000
-        let h = try LoopHarness(settings: settings, withChannel: true)
+        let h = try LoopHarness(withChannel: true) { $0.drainIdleGrace = 1_000 }
         let c = try h.client()
         _ = h.kernel.received(c)
         h.kernel.channelFull = true
