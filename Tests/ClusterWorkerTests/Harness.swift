@@ -2,6 +2,7 @@ import ClusterControl
 import ClusterHTTP
 import ClusterSystem
 import Logging
+import Testing
 @testable import ClusterWorker
 
 /// Answers `/big` with 200,000 bytes, anything else with "hello".
@@ -73,6 +74,27 @@ final class LoopHarness {
     }
 
     var listenerRegistered: Bool { kernel.interest[listener] != nil }
+
+    /// Expects nothing sent to `connection` `silentFor` ms from now, then a response that starts
+    /// with `prefix` `answeredWithin` ms later: a timeout that answers neither early nor late.
+    func expectAnswer(_ prefix: String, to connection: Int32, silentFor: Int64, answeredWithin: Int64,
+                      sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try after(milliseconds: silentFor)
+        #expect(kernel.received(connection).isEmpty, sourceLocation: sourceLocation)
+        try after(milliseconds: answeredWithin)
+        #expect(kernel.received(connection).hasPrefix(prefix), sourceLocation: sourceLocation)
+    }
+
+    /// Expects `connection` still open `openFor` ms from now, then closed (and no longer counted)
+    /// `closedWithin` ms later: a timeout that fires neither early nor late.
+    func expectCloses(_ connection: Int32, openFor: Int64, closedWithin: Int64,
+                      sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try after(milliseconds: openFor)
+        #expect(!kernel.isClosed(connection), sourceLocation: sourceLocation)
+        try after(milliseconds: closedWithin)
+        #expect(kernel.isClosed(connection), sourceLocation: sourceLocation)
+        #expect(stats[.openConnections] == 0, sourceLocation: sourceLocation)
+    }
 }
 
 func get(_ path: String, close: Bool = false) -> String {

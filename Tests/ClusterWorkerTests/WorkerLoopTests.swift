@@ -87,11 +87,7 @@ import Testing
         let c = h.kernel.connect(h.listener, sending: get("/big"))
         h.kernel.sockets[c]!.sendRoom = 1000
         try h.turn()
-        try h.after(milliseconds: 4_999)
-        #expect(!h.kernel.isClosed(c))
-        try h.after(milliseconds: 300)
-        #expect(h.kernel.isClosed(c))
-        #expect(h.stats[.openConnections] == 0)
+        try h.expectCloses(c, openFor: 4_999, closedWithin: 300)
     }
 
     @Test func lingeringCloseAfterConnectionCloseWithUnreadInput() throws {
@@ -132,11 +128,7 @@ import Testing
     @Test func headerTimeoutAnswers408() throws {
         let h = try LoopHarness { $0.headerTimeout = 10_000 }
         let c = try h.client(sending: "GET / HTTP/1.1\r\nHo")
-        try h.after(milliseconds: 9_900)
-        #expect(h.kernel.received(c).isEmpty)
-        try h.after(milliseconds: 400)
-        let out = h.kernel.received(c)
-        #expect(out.hasPrefix("HTTP/1.1 408"))
+        try h.expectAnswer("HTTP/1.1 408", to: c, silentFor: 9_900, answeredWithin: 400)
         #expect(h.kernel.isClosed(c) || h.kernel.sockets[c]!.shutWrite)
         #expect(h.stats[.status4xx] == 1)
     }
@@ -157,20 +149,13 @@ import Testing
     @Test func bodyTimeoutAnswers408() throws {
         let h = try LoopHarness { $0.bodyTimeout = 30_000 }
         let c = try h.client(sending: "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
-        try h.after(milliseconds: 29_800)
-        #expect(h.kernel.received(c).isEmpty)
-        try h.after(milliseconds: 500)
-        #expect(h.kernel.received(c).hasPrefix("HTTP/1.1 408"))
+        try h.expectAnswer("HTTP/1.1 408", to: c, silentFor: 29_800, answeredWithin: 500)
     }
 
     @Test func idleKeepAliveConnectionClosesAtKeepAliveTimeout() throws {
         let h = try LoopHarness { $0.keepAliveTimeout = 75_000 }
         let c = try h.client()
-        try h.after(milliseconds: 74_800)
-        #expect(!h.kernel.isClosed(c))
-        try h.after(milliseconds: 500)
-        #expect(h.kernel.isClosed(c))
-        #expect(h.stats[.openConnections] == 0)
+        try h.expectCloses(c, openFor: 74_800, closedWithin: 500)
     }
 
     @Test func staleEventForAReusedDescriptorIsDropped() throws {
