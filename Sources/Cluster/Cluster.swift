@@ -17,21 +17,29 @@ public enum ExitCode {
     public static let config: Int32 = FatalConfigExit.code
 }
 
-/// What a worker knows about the cluster it belongs to.
-public enum ClusterRuntime {
-    /// The shared stats segment (every worker's slot plus the master's), set in a worker before the
-    /// handler is made; nil in the master and in tests.
-    public nonisolated(unsafe) static var segment: StatsSegment? = nil
+/// What a handler factory is given: the config to serve and, in a worker, the cluster it belongs to.
+public struct HandlerContext {
+    public var config: ClusterConfiguration
+    /// The shared stats segment (every worker's slot plus the master's), read-only for a handler
+    /// (what `/metrics` renders). Nil where no worker runs the handler: the master's validation of
+    /// a config (`--check-config`, start-up, reload), and tests.
+    public var stats: StatsSegment?
+
+    public init(config: ClusterConfiguration, stats: StatsSegment? = nil) {
+        self.config = config
+        self.stats = stats
+    }
 }
 
 /// The library's one entry point: a Swift program calls `Cluster.main` with a factory for its
 /// handler and becomes a full clusterd — master, workers, control socket, systemd, reload, scale —
 /// configured from the same JSON file.
 public enum Cluster {
-    /// Runs as master, or as a worker when started by a master. Never returns.
+    /// Runs as master, or as a worker when started by a master. Never returns. `makeHandler` runs in
+    /// the master to validate each config (the context without stats) and once in each worker.
     public static func main<H: HTTPHandler>(
         arguments: [String] = Array(CommandLine.arguments.dropFirst()),
-        makeHandler: @escaping (ClusterConfiguration) throws -> H
+        makeHandler: @escaping (HandlerContext) throws -> H
     ) -> Never {
         Signals.ignorePipe()
         bootstrapLogging()
@@ -102,7 +110,7 @@ public enum Cluster {
 
 
     /// The master: owns listeners, spawns and supervises workers, serves the control socket.
-    static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, configBytes: [UInt8], makeHandler: @escaping (ClusterConfiguration) throws -> H) -> Int32 {
+    static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, configBytes: [UInt8], makeHandler: @escaping (HandlerContext) throws -> H) -> Int32 {
         let logger = Logger(label: "clusterd")
         do {
             let master = try Master(
@@ -119,7 +127,7 @@ public enum Cluster {
 
     /// A worker started by the master: listeners from fd 3 (LISTEN_FDS), the channel and the stats
     /// segment from the environment, the config from the memfd the master validated.
-    static func runWorker<H: HTTPHandler>(makeHandler: (ClusterConfiguration) throws -> H) -> Int32 {
+    static func runWorker<H: HTTPHandler>(makeHandler: (HandlerContext) throws -> H) -> Int32 {
         let startup = WorkerStartup(environment: Sys.environment)
         let slot = startup?.slot ?? -1
         let logger = Logger(label: "clusterd.worker[\(slot)]")
@@ -141,7 +149,7 @@ public enum Cluster {
             let config = try ClusterConfiguration.decode(configBytes, file: startup.configPath)
             let base = try FileIO.map(fd: statsMemfd.rawValue, size: StatsSegment.byteCount(workerSlots: startup.statsSlots))
             _ = consume statsMemfd
-            ClusterRuntime.segment = StatsSegment(base: base, workerSlots: startup.statsSlots)
+            let segment = StatsSegment(base: base, workerSlots: startup.statsSlots)
             let stats = StatsSlot(base: base + startup.statsSlot * StatsSlot.size)
             stats[.generation] = UInt64(startup.generation)
             stats[.slot] = UInt64(slot)
@@ -152,7 +160,7 @@ public enum Cluster {
             if let cpu = config.cpuAffinity.cpu(forSlot: slot, allowed: Sys.allowedCPUs) {
                 do { try Sys.pinToCPU(cpu) } catch { logger.warning("cpuAffinity: cannot pin to CPU \(cpu): \(error)") }
             }
-            let handler = try makeHandler(config)
+            let handler = try makeHandler(HandlerContext(config: config, stats: segment))
             let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners, channel: channel, stats: stats, logger: logger)
             return try worker.run()
         } catch let error as SystemError {

@@ -8,9 +8,9 @@ import ClusterSystem
 /// `/healthz` or the metrics path, no second `Server`/`Date`/... header), then what only this
 /// machine can answer (below), then the app's own handler built once (its static roots readable).
 public enum ConfigCheck {
-    public static func validate<H>(_ config: ClusterConfiguration, makeHandler: (ClusterConfiguration) throws -> H) throws {
+    public static func validate<H>(_ config: ClusterConfiguration, makeHandler: (HandlerContext) throws -> H) throws {
         try checkEnvironment(config)
-        _ = try makeHandler(config)
+        _ = try makeHandler(HandlerContext(config: config))
     }
 
     /// What the workers will open, opened the way they will open it, as the user they run as (the

@@ -1,4 +1,5 @@
 import ClusterConfig
+import ClusterControl
 import ClusterHTTP
 import ClusterSystem
 
@@ -15,19 +16,27 @@ public struct StockHandler: HTTPHandler {
     let staticRoots: [StaticFiles]
     let metricsPath: [UInt8]?
     let metrics: ClusterConfiguration.Metrics?
+    /// What `/metrics` renders; without it (nil: not in a worker) the metrics path is not served.
+    let stats: StatsSegment?
     let forbidden = PreparedResponse(status: 403, body: "forbidden\n")
     let health = PreparedResponse(status: 200, body: "ok\n")
     let notFound = PreparedResponse(status: 404, body: "not found\n")
     let methodNotAllowed = PreparedResponse(status: 405, headers: [HTTPField("Allow", "GET, HEAD")], body: "method not allowed\n")
 
+    /// The handler for a factory's context: its config, and its stats for `/metrics`.
+    public init(context: HandlerContext) throws {
+        try self.init(config: context.config, stats: context.stats)
+    }
+
     /// Throws a `ConfigError` for a config this handler cannot serve (a static root it cannot read).
-    public init(config: ClusterConfiguration) throws {
+    public init(config: ClusterConfiguration, stats: StatsSegment? = nil) throws {
         for (i, root) in config.staticRoots.enumerated() where !FileIO.isReadableDirectory(root.root) {
             throw ConfigError(file: config.source, keyPath: "static[\(i)].root", message: "\(root.root) is not a readable directory")
         }
         let types = MimeTypes(overrides: config.mimeTypes)
         staticRoots = config.staticRoots.map { StaticFiles($0, types: types) }
         metrics = config.metrics
+        self.stats = stats
         metricsPath = config.metrics.map { Array($0.path.utf8) }
         routes = config.routes.map { r in
             Route(
@@ -49,12 +58,12 @@ public struct StockHandler: HTTPHandler {
             guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
             return response.respond(health)
         }
-        if let metricsPath, metricsPath.withUnsafeBytes({ path.equals($0) }), let segment = ClusterRuntime.segment {
+        if let metricsPath, metricsPath.withUnsafeBytes({ path.equals($0) }), let stats {
             // Only for the clients metrics.allow names (nginx's stub_status behind allow/deny): the
             // peer is looked up here, for metrics requests only, not for every connection.
             guard let metrics, Self.peer(of: request).map(metrics.allows) == true else { return response.respond(forbidden) }
             guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
-            return response.respond(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: MetricsRenderer.render(segment))
+            return response.respond(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: MetricsRenderer.render(stats))
         }
         // The longest matching prefix serves.
         var best: StaticFiles? = nil

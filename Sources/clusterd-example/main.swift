@@ -42,4 +42,4 @@ struct ExampleAPI: HTTPHandler {
     }
 }
 
-Cluster.main { config in ExampleAPI(fallback: try StockHandler(config: config)) }
+Cluster.main { context in ExampleAPI(fallback: try StockHandler(context: context)) }
