@@ -252,6 +252,63 @@ def connections(port, count, host="127.0.0.1"):
             s.close()
 
 
+def sending_connections(port, count, data, timeout=10.0, into=None):
+    """`count` new connections to `port` (127.0.0.1), each having sent `data`; appended to `into`
+    (for the caller to close) as each is made, and returned."""
+    socks = [] if into is None else into
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.sendall(data)
+        socks.append(s)
+    return socks
+
+
+def keepalive_request(s, path="/"):
+    """A GET on a kept-alive connection: (status, body). AssertionError if the server closed it or
+    said it would (`Connection: close`)."""
+    s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = s.recv(65536)
+        assert b, "server closed a keep-alive connection"
+        data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        b = s.recv(65536)
+        assert b, "server closed mid-response"
+        body += b
+    assert b"Connection: close" not in head
+    return statuses(head + b" ")[0], body
+
+
+def get_hello(s):
+    """A GET / on a kept-alive connection, read up to the default route's body (`Hello world!`)."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    while not data.endswith(b"Hello world!"):
+        chunk = s.recv(4096)
+        assert chunk
+        data += chunk
+
+
+@contextlib.contextmanager
+def kept_alive(port, count):
+    """`count` open connections to `port`, each answered 200 once and kept alive; closed however
+    the block ends."""
+    with connections(port, count) as socks:
+        for s in socks:
+            assert keepalive_request(s)[0] == 200
+        yield socks
+
+
+def scale_down_to_one(d):
+    """`clusterctl scale 1`, until the one worker is ready and the retired ones have exited."""
+    d.ctl("scale", "1", check=True)
+    wait_ready(d, 1)
+    wait_until(lambda: len(children(d.proc.pid)) == 1, what="the retired workers to exit")
+
+
 def control_line(path, data, read=True, timeout=5):
     """Sends `data` on a new control connection and returns the decoded reply line. A request the
     master refuses (too long) is answered and the connection closed while the rest is still being

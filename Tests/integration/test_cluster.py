@@ -7,7 +7,8 @@ import subprocess
 import threading
 import time
 
-from conftest import (children, control_line, connections, get, listener_count, raw_exchange, read_to_eof, status, statuses, wait_ready, wait_until)
+from conftest import (children, control_line, connections, get, get_hello, keepalive_request, kept_alive, listener_count,
+                      read_to_eof, scale_down_to_one, sending_connections, status, statuses, wait_ready, wait_until)
 
 
 def test_starts_n_workers_each_with_its_own_listeners(daemon_factory):
@@ -182,11 +183,7 @@ def test_backlog_survives_a_dead_worker(daemon_factory):
     wait_ready(d, 1)
     victim = children(d.proc.pid)[0]
     os.kill(victim, signal.SIGKILL)
-    socks = []
-    for _ in range(20):
-        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        socks.append(s)
+    socks = sending_connections(d.port, 20, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     for s in socks:
         data = read_to_eof(s)
         s.close()
@@ -326,23 +323,6 @@ def test_control_group_may_use_it(daemon_factory):
     assert json.loads(r.stdout)["ok"] is True
 
 
-def keepalive_request(s, path="/"):
-    s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        b = s.recv(4096)
-        assert b, "server closed a keep-alive connection"
-        data += b
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
-    while len(body) < length:
-        b = s.recv(4096)
-        assert b, "server closed mid-response"
-        body += b
-    assert b"Connection: close" not in head
-    return statuses(head)[0], body
-
-
 def test_reload_hands_idle_keepalive_connections_over(daemon_factory):
     d = daemon_factory({"workers": 2})
     wait_ready(d, 2)
@@ -362,12 +342,8 @@ def test_reload_hands_idle_keepalive_connections_over(daemon_factory):
 def test_scale_down_hands_connections_over(daemon_factory):
     d = daemon_factory({"workers": 4})
     wait_ready(d, 4)
-    with connections(d.port, 40) as socks:
-        for s in socks:
-            assert keepalive_request(s)[0] == 200
-        d.ctl("scale", "1", check=True)
-        wait_ready(d, 1)
-        wait_until(lambda: len(children(d.proc.pid)) == 1, what="retired workers to exit")
+    with kept_alive(d.port, 40) as socks:
+        scale_down_to_one(d)
         for s in socks:
             assert keepalive_request(s)[0] == 200
         assert listener_count(d.port) == 2
@@ -449,9 +425,7 @@ def test_scale_down_with_defer_accept_keeps_silent_connections(daemon_factory):
     wait_ready(d, 4)
     with connections(d.port, 40) as socks:
         time.sleep(0.2)
-        d.ctl("scale", "1", check=True)
-        wait_ready(d, 1)
-        wait_until(lambda: len(children(d.proc.pid)) == 1, what="retired workers to exit")
+        scale_down_to_one(d)
         wait_until(lambda: listener_count(d.port) == 2, timeout=10, what="retired listeners to close")
         for s in socks:
             assert keepalive_request(s)[0] == 200
@@ -511,12 +485,7 @@ def test_what_a_killed_worker_loses(daemon_factory):
     victim = children(d.proc.pid)[0]
     with connections(d.port, 6) as held:
         for s in held[:4]:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-            got = b""
-            while not got.endswith(b"Hello world!"):
-                chunk = s.recv(4096)
-                assert chunk
-                got += chunk
+            get_hello(s)
         held[4].sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
         wait_until(lambda: (status(d) or {}).get("connections") == 6, what="6 open connections published")
         os.kill(victim, signal.SIGKILL)
@@ -528,11 +497,7 @@ def test_what_a_killed_worker_loses(daemon_factory):
             except OSError:
                 return True
         wait_until(dead, what="the worker gone")
-        queued = []
-        for _ in range(10):
-            q = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-            q.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            queued.append(q)
+        queued = sending_connections(d.port, 10, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         for s in held:
             s.settimeout(5)
             try:

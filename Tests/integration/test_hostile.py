@@ -6,12 +6,11 @@ import os
 import resource
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import CLUSTERD, children, free_port, get, raw_exchange, statuses, wait_ready, wait_until
+from conftest import CLUSTERD, children, get, raw_exchange, sending_connections, statuses, wait_ready, wait_until
 
 
 def rss_kb(pid):
@@ -50,10 +49,7 @@ def test_slowloris_idle_and_slow_readers_do_not_starve_others(daemon_factory):
     socks = []
     try:
         # 1500 connections that send a request head one byte at a time (slowloris),
-        for _ in range(1500):
-            s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-            s.sendall(b"G")
-            socks.append(s)
+        sending_connections(d.port, 1500, b"G", into=socks)
         # 1000 that connect and say nothing,
         idle = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(1000)]
         socks += idle

@@ -5,10 +5,9 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 
-from conftest import CLUSTERD, Daemon, children, get, status, wait_ready, wait_until
+from conftest import CLUSTERD, Daemon, children, get, sending_connections, status, wait_ready, wait_until
 
 
 @contextlib.contextmanager
@@ -113,7 +112,6 @@ def test_a_slot_in_crash_backoff_takes_no_new_connections(daemon_factory):
 def test_connections_queued_on_a_dead_slot_go_to_a_live_worker(daemon_factory):
     """Connections already queued on slot 1's listener when its worker dies into a long backoff are
     handed to slot 0 by the master instead of waiting for slot 1's restart."""
-    import socket
     d = daemon_factory({"workers": 2})
     wait_ready(d, 2)
     victim = crash_loop(d, 1, 5)
@@ -121,10 +119,7 @@ def test_connections_queued_on_a_dead_slot_go_to_a_live_worker(daemon_factory):
     os.kill(victim, signal.SIGSTOP)  # it accepts nothing: about half of what follows queues on it
     socks = []
     try:
-        for _ in range(20):
-            c = socket.create_connection(("127.0.0.1", d.port), timeout=5)
-            c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            socks.append(c)
+        sending_connections(d.port, 20, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", timeout=5, into=socks)
         os.kill(victim, signal.SIGKILL)  # the 6th crash in a row: 3.2 s before the next start
         t = time.time()
         for c in socks:

@@ -1,5 +1,6 @@
 """Access log (combined and JSON, reopen for logrotate), Prometheus metrics for the whole cluster
 (checked with prometheus_client's own parser), clusterctl status/top reading the same numbers."""
+import contextlib
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import pytest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import children, get, raw_exchange, status, statuses, wait_ready, wait_until
+from conftest import children, get, get_hello, raw_exchange, status, statuses, wait_ready, wait_until
 
 
 def metrics(port):
@@ -172,12 +173,7 @@ def test_busy_poll_backs_off_for_a_slow_client(daemon_factory, busy_poll):
     before = busy_polls(d.port)
     with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
         for _ in range(200):
-            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-            data = b""
-            while not data.endswith(b"Hello world!"):
-                chunk = s.recv(4096)
-                assert chunk
-                data += chunk
+            get_hello(s)
             time.sleep(0.003)
     polls = busy_polls(d.port) - before
     if busy_poll == 0:
@@ -194,23 +190,31 @@ COMBINED_LINE = re.compile(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /full/\d+ HTTP/1\
 METRICS_LINE = re.compile(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /metrics HTTP/1\.1" 200 \d+ "-" "-"$')
 
 
+@contextlib.contextmanager
+def small_tmpfs(tmpdir_short, name, size):
+    """A tmpfs of `size` (mount's size=) at tmpdir_short/name, unmounted on exit whatever happened.
+    Skips the test without root or where a tmpfs cannot be mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = os.path.join(tmpdir_short, name)
+    os.makedirs(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", mnt], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", mnt]).returncode != 0:
+            subprocess.run(["umount", "-l", mnt])
+
+
 @pytest.fixture
 def full_disk_log(request, tmpdir_short):
     """An access log path on a filesystem that fills up: a 64 KiB tmpfs (needs root; unmounted in
     teardown whatever happened), or a symlink to /dev/full (every write ENOSPC)."""
     if request.param == "tmpfs":
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        mnt = os.path.join(tmpdir_short, "full")
-        os.makedirs(mnt)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", mnt], capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-        try:
+        with small_tmpfs(tmpdir_short, "full", "64k") as mnt:
             yield os.path.join(mnt, "access.log"), True
-        finally:
-            if subprocess.run(["umount", mnt]).returncode != 0:
-                subprocess.run(["umount", "-l", mnt])
     else:
         path = os.path.join(tmpdir_short, "access.log")
         os.symlink("/dev/full", path)
@@ -266,14 +270,7 @@ def test_access_log_workers_racing_at_the_edge_of_a_full_disk(daemon_factory, tm
     worker's line could land between another's torn line and its rest, or be cut off with it, or
     leave it (a CI run of the test above ended the file with `...x"\n127.0.`)."""
     import threading
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = os.path.join(tmpdir_short, "racing")
-    os.makedirs(mnt)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mnt], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with small_tmpfs(tmpdir_short, "racing", "2m") as mnt:
         log = os.path.join(mnt, "access.log")
         d = daemon_factory({"workers": 4, "accessLog": {"path": log, "format": "combined"}})
         wait_ready(d, 4)
@@ -346,6 +343,4 @@ def test_access_log_workers_racing_at_the_edge_of_a_full_disk(daemon_factory, tm
         assert bad == [], (len(bad), [l[:100] + " ... " + l[-60:] for l in bad[:3]])
         assert len(lines) + dropped == sent, (len(lines), dropped, sent)
         assert dropped > 0 and len(lines) > 200
-    finally:
-        if subprocess.run(["umount", mnt]).returncode != 0:
-            subprocess.run(["umount", "-l", mnt])
+

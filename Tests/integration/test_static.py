@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import CLUSTERD, children, connections, raw_exchange, statuses, wait_ready
+from conftest import children, connections, keepalive_request, raw_exchange, statuses, wait_ready
 
 
 def request(port, path, headers=b"", method=b"GET"):
@@ -221,24 +221,6 @@ def test_hidden_names_served_when_the_root_allows(hidden_root, daemon_factory):
     assert request(d.port, "/a/.hidden/x")[2] == b"x"
 
 
-def keepalive_get(sock, path):
-    """One request on an open keep-alive connection; returns (status, body)."""
-    sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed"
-        body += chunk
-    assert len(body) == length
-    return statuses(head + b" ")[0], body
-
-
 def established_owners(port):
     """PIDs holding established server-side connections on `port`."""
     out = subprocess.run(["ss", "-Htnp", "state", "established", f"sport = :{port}"], capture_output=True, text=True, timeout=10).stdout
@@ -266,25 +248,25 @@ def test_symlink_swap_deploy_is_followed_at_once(tmpdir_short, daemon_factory):
     assert len(workers) == 2
     with connections(d.port, 24) as socks:
         for s in socks:
-            assert keepalive_get(s, "/v.txt") == (200, b"release 1")
+            assert keepalive_request(s, "/v.txt") == (200, b"release 1")
         # Both workers hold some of the connections (the kernel spreads them by hash).
         assert established_owners(d.port) == workers
         new = os.path.join(base, "current.new")
         os.symlink("releases/2", new)
         os.rename(new, current)
         for s in socks:
-            assert keepalive_get(s, "/v.txt") == (200, b"release 2")
+            assert keepalive_request(s, "/v.txt") == (200, b"release 2")
         subprocess.run(["rm", "-rf", os.path.join(base, "releases", "1")], check=True)
         for s in socks:
-            assert keepalive_get(s, "/") == (200, b"release 2")
-            assert keepalive_get(s, "/sub/") == (200, b"release 2")
-            code, body = keepalive_get(s, "/escape.txt")
+            assert keepalive_request(s, "/") == (200, b"release 2")
+            assert keepalive_request(s, "/sub/") == (200, b"release 2")
+            code, body = keepalive_request(s, "/escape.txt")
             assert code == 403 and b"secret" not in body
-            assert keepalive_get(s, "/../secret.txt")[0] in (400, 403)
+            assert keepalive_request(s, "/../secret.txt")[0] in (400, 403)
         # The root gone altogether: 404, and back as soon as it is there again.
         os.unlink(current)
         for s in socks:
-            assert keepalive_get(s, "/v.txt")[0] == 404
+            assert keepalive_request(s, "/v.txt")[0] == 404
         os.symlink("releases/2", current)
         for s in socks:
-            assert keepalive_get(s, "/v.txt") == (200, b"release 2")
+            assert keepalive_request(s, "/v.txt") == (200, b"release 2")

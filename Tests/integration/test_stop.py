@@ -1,14 +1,14 @@
 """Graceful stop and drain (issue 12, items 10, 25, 26, 27): a stop refuses new connections at once
 and answers everything already sent; whatever a dying worker takes down with it is counted; a
 worker at http.maxConnections does not keep connections handed over to it."""
-import errno
+import contextlib
 import os
 import signal
 import socket
 import threading
 import time
 
-from conftest import children, connections, status, statuses, wait_ready, wait_until
+from conftest import children, connections, keepalive_request, kept_alive, scale_down_to_one, status, statuses, wait_ready, wait_until
 
 # MasterCore.Settings.stopAcceptGrace: listeners close this long after a graceful stop began.
 ACCEPT_GRACE = 0.5
@@ -48,17 +48,6 @@ class Responses:
 
 def read_response(s):
     return Responses(s).next()
-
-
-def keepalive_request(s):
-    """A GET on a kept-alive connection: (status, body). AssertionError if the server closed it."""
-    s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-    try:
-        head, body = read_response(s)
-    except EOFError as e:
-        raise AssertionError(f"server closed a keep-alive connection: {e}")
-    assert b"Connection: close" not in head
-    return statuses(head)[0], body
 
 
 class Load:
@@ -221,15 +210,23 @@ def test_idle_connection_is_closed_gracefully_on_stop(daemon_factory):
     assert d.proc.wait(timeout=10) == 0
 
 
-def test_worker_killed_while_draining_is_counted(daemon_factory):
-    d = daemon_factory({"workers": 1, "drainTimeout": 30})
+@contextlib.contextmanager
+def draining_with_bodies_pending(d, count):
+    """`count` connections to a one-worker daemon, each in the middle of a request body, then
+    `reload --wait`: yields the old worker's PID, draining with them (its drain timeout runs)."""
     wait_ready(d, 1)
     (old,) = children(d.proc.pid)
-    with connections(d.port, 3) as socks:
+    with connections(d.port, count) as socks:
         for s in socks:
             s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhel")
         time.sleep(0.3)
         d.ctl("reload", "--wait", check=True)
+        yield old
+
+
+def test_worker_killed_while_draining_is_counted(daemon_factory):
+    d = daemon_factory({"workers": 1, "drainTimeout": 30})
+    with draining_with_bodies_pending(d, 3) as old:
         wait_until(lambda: status(d)["draining"] == 1, what="the old worker to drain")
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: status(d)["draining"] == 0, what="the old worker to be reaped")
@@ -239,13 +236,7 @@ def test_worker_killed_while_draining_is_counted(daemon_factory):
 
 def test_stuck_worker_killed_at_the_drain_deadline_is_counted(daemon_factory):
     d = daemon_factory({"workers": 1, "drainTimeout": 1})
-    wait_ready(d, 1)
-    (old,) = children(d.proc.pid)
-    with connections(d.port, 2) as socks:
-        for s in socks:
-            s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhel")
-        time.sleep(0.3)
-        d.ctl("reload", "--wait", check=True)
+    with draining_with_bodies_pending(d, 2) as old:
         os.kill(old, signal.SIGSTOP)  # ignores the fast stop: killed 3 s after the deadline
         try:
             wait_until(lambda: status(d)["draining"] == 0, timeout=10, what="the stuck worker to be killed")
@@ -261,12 +252,8 @@ def test_stuck_worker_killed_at_the_drain_deadline_is_counted(daemon_factory):
 def test_handover_beyond_max_connections_is_closed_gracefully(daemon_factory):
     d = daemon_factory({"workers": 2, "http": {"maxConnections": 25}})
     wait_ready(d, 2)
-    with connections(d.port, 30) as socks:
-        for s in socks:
-            assert keepalive_request(s)[0] == 200
-        d.ctl("scale", "1", check=True)
-        wait_ready(d, 1)
-        wait_until(lambda: len(children(d.proc.pid)) == 1, what="the retired worker to exit")
+    with kept_alive(d.port, 30) as socks:
+        scale_down_to_one(d)
         wait_until(lambda: status(d)["handoffsClosedAtCap"] == 5, what="5 hand-overs closed at the cap")
         served, closed = 0, 0
         for s in socks:
