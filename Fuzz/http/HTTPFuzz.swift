@@ -29,14 +29,9 @@ struct FuzzHandler: HTTPHandler {
 
 func runConnection(_ bytes: UnsafeRawBufferPointer, piece: Int, limits: HTTPLimits) -> ([UInt8], HTTPConnectionState.Outcome) {
     let parser = HTTPParser(limits: limits)
-    defer { parser.release() }
     var state = HTTPConnectionState()
-    var input = ByteBuffer()
-    var output = ByteBuffer()
-    defer {
-        input.release()
-        output.release()
-    }
+    let input = IOBuffer()
+    let output = IOBuffer()
     var counters = HTTPCounters()
     var collected: [UInt8] = []
     var outcome = HTTPConnectionState.Outcome.needInput
@@ -49,7 +44,7 @@ func runConnection(_ bytes: UnsafeRawBufferPointer, piece: Int, limits: HTTPLimi
             input.write(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
             offset = end
             repeat {
-                outcome = state.process(&input, output: &output, parser: parser, context: context, handler: FuzzHandler(), counters: &counters)
+                outcome = state.process(input, output: output, parser: parser, context: context, handler: FuzzHandler(), counters: &counters)
                 collected += output.readableView
                 output.clear()
             } while outcome == .flushFirst
