@@ -14,7 +14,11 @@ cd "$(dirname "$0")/.."
 # a harness can reach code whose module imports others.
 sources_for() {
   case "$1" in
-    http) echo "ClusterHTTP Sources/ClusterHTTP/*.swift" ;;
+    http)
+      # ClusterHTTP as a module of its own; the harness and its driver (shared with the unit tests)
+      # are the module HTTPFuzz over it.
+      echo "ClusterHTTP Sources/ClusterHTTP/*.swift"
+      echo "HTTPFuzz" ;;
     config) echo "ClusterConfig Sources/ClusterJSON/*.swift Sources/ClusterConfig/*.swift" ;;
     control)
       # The control protocol over ClusterJSON, and the master's pure state machine (MasterCore*.swift

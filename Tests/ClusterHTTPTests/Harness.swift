@@ -21,7 +21,7 @@ struct Exchange {
     var state: HTTPConnectionState
 }
 
-let testDateLine: [UInt8] = Array("Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n".utf8)
+let testDateLine = HTTPFuzzDriver.dateLine
 
 /// Feeds `bytes` to one connection in pieces of `pieceSize` (0 = all at once) and collects what it
 /// writes, as the worker would.
@@ -32,29 +32,11 @@ func exchange(_ text: String, pieceSize: Int = 0, limits: HTTPLimits = HTTPLimit
 }
 
 func exchange(_ bytes: [UInt8], pieceSize: Int = 0, limits: HTTPLimits = HTTPLimits(), closing: Bool = false, overCap: Bool = false) -> Exchange {
-    let parser = HTTPParser(limits: limits)
-    var state = HTTPConnectionState()
-    let input = IOBuffer()
-    let output = IOBuffer()
-    var counters = HTTPCounters()
-    var collected: [UInt8] = []
-    var outcome = HTTPConnectionState.Outcome.needInput
-    let size = pieceSize == 0 ? max(bytes.count, 1) : pieceSize
-    var offset = 0
-    testDateLine.withUnsafeBytes { date in
-        let context = ResponseContext(dateLine: date, closeConnections: closing || overCap, answerOnlyWhatHasArrived: overCap)
-        repeat {
-            let end = min(offset + size, bytes.count)
-            input.write(Array(bytes[offset..<end]))
-            offset = end
-            repeat {
-                outcome = state.process(input, output: output, parser: parser, context: context, handler: EchoHandler(), counters: &counters)
-                collected += output.readableArray
-                output.clear()
-            } while outcome == .flushFirst
-        } while outcome == .needInput && offset < bytes.count
+    let fed = bytes.withUnsafeBytes { b in
+        HTTPFuzzDriver.feed(b, piece: pieceSize == 0 ? max(bytes.count, 1) : pieceSize, limits: limits, handler: EchoHandler(),
+                            closing: closing, overCap: overCap)
     }
-    return Exchange(output: String(decoding: collected, as: UTF8.self), outcome: outcome, counters: counters, state: state)
+    return Exchange(output: String(decoding: fed.output, as: UTF8.self), outcome: fed.outcome, counters: fed.counters, state: fed.state)
 }
 
 /// The status codes of every response in `output`, in order.

@@ -1,0 +1,1 @@
+../../Fuzz/http/HTTPFuzzDriver.swift
