@@ -329,3 +329,19 @@ def control_line(path, data, read=True, timeout=5):
                 break
             out += b
         return json.loads(out)
+
+
+def rss_kib(pid):
+    """Resident set size of a process, KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -7,23 +7,7 @@ import socket
 import subprocess
 import time
 
-from conftest import CLUSTERCTL, CLUSTERD, children, control_line, get, status, wait_ready, wait_until
-
-
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from conftest import CLUSTERCTL, CLUSTERD, control_line, cpu_seconds, get, rss_kib, status, wait_ready, wait_until
 
 
 # Item 2 -------------------------------------------------------------------------------------------

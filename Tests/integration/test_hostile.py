@@ -2,7 +2,6 @@
 stays bounded, descriptor exhaustion backs off and recovers, and the raw parser rules hold on the
 wire."""
 import json
-import os
 import resource
 import socket
 import subprocess
@@ -10,21 +9,7 @@ import time
 
 import pytest
 
-from conftest import CLUSTERD, children, get, raw_exchange, sending_connections, statuses, wait_ready, wait_until
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from conftest import CLUSTERD, children, cpu_seconds, get, raw_exchange, rss_kib, sending_connections, statuses, wait_ready, wait_until
 
 
 def timed_get(port):
@@ -45,7 +30,7 @@ def test_slowloris_idle_and_slow_readers_do_not_starve_others(daemon_factory):
     d = daemon_factory({"workers": 1, "http": {"headerTimeout": 30, "keepAliveTimeout": 30}})
     wait_ready(d, 1)
     worker = children(d.proc.pid)[0]
-    rss_before = rss_kb(worker)
+    rss_before = rss_kib(worker)
     socks = []
     try:
         # 1500 connections that send a request head one byte at a time (slowloris),
@@ -73,7 +58,7 @@ def test_slowloris_idle_and_slow_readers_do_not_starve_others(daemon_factory):
             latencies.append(elapsed)
         latencies.sort()
         assert latencies[len(latencies) // 2] < 0.05, latencies[-10:]
-        rss_during = rss_kb(worker)
+        rss_during = rss_kib(worker)
         s = json.loads(d.ctl("status", "--json").stdout)
         assert s["connections"] >= 2500
     finally:
@@ -215,7 +200,7 @@ def test_chunk_extension_flood_is_refused_at_once(daemon_factory):
     wait_ready(d, 1)
     worker = children(d.proc.pid)[0]
     reset_peak_rss(worker)
-    rss_before = rss_kb(worker)
+    rss_before = rss_kib(worker)
     hwm_before = vm_kb(worker, "VmHWM")
     chunk = b"1;" + b"a" * 4000 + b"\r\nX\r\n"
     sent = 0
@@ -270,7 +255,7 @@ def test_chunked_framing_does_not_stay_in_memory(daemon_factory):
     wait_ready(d, 1)
     worker = children(d.proc.pid)[0]
     reset_peak_rss(worker)
-    rss_before = rss_kb(worker)
+    rss_before = rss_kib(worker)
     hwm_before = vm_kb(worker, "VmHWM")
     bound_kb = 2 * (max_header + max_body + 16 * 1024) // 1024
     body = 2 * 1024 * 1024
