@@ -104,14 +104,14 @@ extension Connection {
 
     /// Sets the deadline of the phase the connection is in now.
     mutating func updateDeadline(_ io: borrowing WorkerIO, phaseBefore: HTTPConnectionState.Phase) {
-        let settings = io.settings
+        // Fields read in place: a copy of `settings` would retain its strings once per request.
         switch http.phase {
         case .idle:
-            deadline = io.now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+            deadline = io.now + (io.settings.limits.keepAlive ? io.settings.keepAliveTimeout : io.settings.headerTimeout)
         case .head:
-            if phaseBefore != .head { deadline = io.now + settings.headerTimeout }
+            if phaseBefore != .head { deadline = io.now + io.settings.headerTimeout }
         case .body:
-            deadline = io.now + settings.bodyTimeout
+            deadline = io.now + io.settings.bodyTimeout
         case .closing:
             break
         }
