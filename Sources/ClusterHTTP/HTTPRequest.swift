@@ -131,15 +131,18 @@ public struct HTTPRequest {
 
     /// Header lookup by a runtime name (allocates nothing; case-insensitive).
     public func header(named name: String) -> HTTPBytes? {
-        let wanted = Array(name.lowercased().utf8)
+        // Header names are ASCII tokens: both sides folded byte by byte (no lowercased copy).
+        let wanted = name.utf8
         for i in 0..<head.headerCount {
             let h = fields[i]
             guard Int(h.name.count) == wanted.count else { continue }
             var same = true
-            for k in 0..<wanted.count {
-                var c = base[Int(h.name.start) + k]
+            var k = Int(h.name.start)
+            for w in wanted {
+                var c = base[k]
                 if c >= 0x41 && c <= 0x5A { c |= 0x20 }
-                if c != wanted[k] { same = false; break }
+                if c != (w >= 0x41 && w <= 0x5A ? w | 0x20 : w) { same = false; break }
+                k += 1
             }
             if same { return bytes(h.value) }
         }

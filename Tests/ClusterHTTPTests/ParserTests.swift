@@ -253,3 +253,29 @@ func both(_ text: String, limits: HTTPLimits = HTTPLimits()) -> Exchange {
         #expect(Array("Sun, 06 Nov 1994 08:49:37 XXX".utf8).withUnsafeBytes { HTTPDate.parse($0, now: 1_700_000_000) } == nil)
     }
 }
+
+/// Echoes the header named at run time by the request's path (`/X-Custom` → `x-custom`'s value).
+struct NamedHeaderHandler: HTTPHandler {
+    func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
+        let name = String(request.path.string.dropFirst())
+        response.respond(status: 200, body: "value=\(request.header(named: name)?.string ?? "none")")
+    }
+}
+
+@Suite struct RuntimeHeaderLookup {
+    func lookup(_ path: String, _ headers: String) -> String {
+        let bytes = Array("GET /\(path) HTTP/1.1\r\nHost: h\r\n\(headers)\r\n".utf8)
+        let fed = bytes.withUnsafeBytes { HTTPFuzzDriver.feed($0, piece: bytes.count, limits: HTTPLimits(), handler: NamedHeaderHandler(), closing: false, overCap: false) }
+        return String(decoding: fed.output, as: UTF8.self)
+    }
+
+    @Test func matchesWhateverTheCaseOfEitherName() {
+        #expect(lookup("X-Custom", "x-cUSTOM: one\r\n").hasSuffix("value=one"))
+        #expect(lookup("x-custom", "X-CUSTOM: two\r\n").hasSuffix("value=two"))
+    }
+
+    @Test func aNameOfTheSameLengthOrAPrefixDoesNotMatch() {
+        #expect(lookup("X-Custom", "X-Customs: a\r\nX-Cust0m: b\r\n").hasSuffix("value=none"))
+        #expect(lookup("X-Cust", "X-Custom: c\r\n").hasSuffix("value=none"))
+    }
+}
