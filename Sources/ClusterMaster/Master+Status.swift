@@ -41,7 +41,7 @@ extension Master {
     func workersJSON() -> JSON {
         let now = Clock.monotonicMilliseconds()
         let list = core.workers.values.sorted { ($0.slot, $0.generation) < ($1.slot, $1.generation) }.map { w -> JSON in
-            let s = StatsSlot(base: statsBase + w.statsSlot * StatsSlot.size)
+            let s = segment.worker(w.statsSlot)
             return .object([
                 "slot": .integer(Int64(w.slot)),
                 "pid": .integer(Int64(w.pid)),
