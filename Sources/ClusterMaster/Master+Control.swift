@@ -75,7 +75,7 @@ extension Master {
                 continue
             }
             do {
-                try epoll.add(fd, events: Epoll.readable, data: clientData(fd))
+                try epoll.add(fd, events: Epoll.readable, data: Kind.client.data(fd))
             } catch {
                 Sys.close(fd)
                 continue
@@ -98,8 +98,6 @@ extension Master {
             closeClient(fd)
         }
     }
-
-    func clientData(_ fd: Int32) -> UInt64 { Kind.client.data(fd) }
 
     func clientEvent(_ fd: Int32, _ events: UInt32) {
         guard control.has(fd) else { return }
@@ -163,7 +161,7 @@ extension Master {
         let wanted = (read ? Epoll.readable : 0) | (write ? Epoll.writable : 0)
         guard wanted != controlSocket.interest[fd] else { return }
         controlSocket.interest[fd] = wanted
-        try? epoll.modify(fd, events: wanted, data: clientData(fd))
+        try? epoll.modify(fd, events: wanted, data: Kind.client.data(fd))
     }
 
     /// Sends what the socket takes now; the rest waits for EPOLLOUT.
