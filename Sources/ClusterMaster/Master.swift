@@ -278,8 +278,13 @@ public final class Master {
             try epoll.add(load.call.readyFD, events: Epoll.readable, data: Kind.configRead.data())
             configRead = load
         } catch {
-            perform(core.configLoadFailed("\(ConfigError(file: path, keyPath: "", message: "cannot read: \(error.reason)"))"))
+            configReadFailed("cannot read: \(error.reason)")
         }
+    }
+
+    /// The reload's load ended without a config: the core fails the reload, naming the file.
+    func configReadFailed(_ message: String) {
+        perform(core.configLoadFailed("\(ConfigError(file: options.configPath, keyPath: "", message: message))"))
     }
 
     /// The core gave up on the load at its deadline; it may still return (and is then dropped).
@@ -298,14 +303,14 @@ public final class Master {
         configRead = nil
         switch (result, load.outcome) {
         case (.failure(let error), _):
-            perform(core.configLoadFailed("\(ConfigError(file: options.configPath, keyPath: "", message: "cannot read: \(error.reason)"))"))
+            configReadFailed("cannot read: \(error.reason)")
         case (.success(let bytes), .loaded(let newConfig)?):
             let set = listenerTable.set(for: newConfig.listen)
             perform(core.configLoaded(newConfig, bytes: bytes, listenerSet: set, cpus: Sys.allowedCPUs.count))
         case (.success, .failed(let message)?):
             perform(core.configLoadFailed(message))
         case (.success, nil):
-            perform(core.configLoadFailed("\(ConfigError(file: options.configPath, keyPath: "", message: "cannot check: no outcome"))"))
+            configReadFailed("cannot check: no outcome")
         }
     }
 
