@@ -116,12 +116,8 @@ final class ListenerTable {
         }
     }
 
-    /// Two addresses whose listeners would take each other's connections: the same port and family,
-    /// and the same host or a wildcard on either side.
-    static func overlap(_ a: ListenAddress, _ b: ListenAddress) -> Bool {
-        a.port == b.port && a.isIPv6 == b.isIPv6
-            && (a.host == b.host || Socket.isWildcard(host: a.host) || Socket.isWildcard(host: b.host))
-    }
+    /// Two addresses whose listeners would take each other's connections (`ListenAddress.overlaps`).
+    static func overlap(_ a: ListenAddress, _ b: ListenAddress) -> Bool { a.overlaps(b) }
 
     /// Keep `count` slots for `set`; close, highest slot first, what no set needs any more.
     /// Returns connections that were still queued on closed listeners (for a live worker).

@@ -107,14 +107,6 @@ public enum Socket {
         }
     }
 
-    /// `0.0.0.0`, `::` or another spelling of the unspecified address.
-    public static func isWildcard(host: String) -> Bool {
-        var bytes = (UInt64(0), UInt64(0))
-        let family = host.contains(":") ? AF_INET6 : AF_INET
-        guard withUnsafeMutableBytes(of: &bytes, { inet_pton(family, host, $0.baseAddress) }) == 1 else { return false }
-        return bytes == (0, 0)
-    }
-
     /// The port a bound socket actually got (for port 0).
     public static func localPort(_ fd: Int32) throws(SystemError) -> UInt16 {
         var storage = sockaddr_storage()

@@ -209,6 +209,10 @@ import Testing
         #expect(IPAddress.parseIPv6("::ffff:10.0.0.1")?.unmapped.description == "10.0.0.1")
         #expect(IPAddress.parseIPv4("256.0.0.1") == nil)
         #expect(IPAddress.parseIPv4("1.2.3") == nil)
+        for wildcard in ["0.0.0.0", "::", "0:0::0"] { #expect(IPAddress.parse(wildcard)?.isUnspecified == true, "\(wildcard)") }
+        for host in ["127.0.0.1", "::1"] { #expect(IPAddress.parse(host)?.isUnspecified == false, "\(host)") }
+        // Another spelling of the same address overlaps (compared as bytes, not as text).
+        #expect(ListenAddress(host: "::1", port: 80).overlaps(ListenAddress(host: "0:0::1", port: 80)))
     }
 
     @Test func networks() throws {
