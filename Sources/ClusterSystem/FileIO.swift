@@ -22,21 +22,9 @@ public enum FileIO {
         var st = stat()
         _ = try syscall(named: "fstat(\(path))") { fstat(fd, &st) }
         guard st.st_mode & S_IFMT == S_IFREG else {
-            throw SystemError(call: "open(\(path))", errno: EINVAL, detail: "not a regular file (\(fileTypeName(st.st_mode)))")
+            throw SystemError(call: "open(\(path))", errno: EINVAL, detail: "not a regular file (\(FileType(mode: st.st_mode)))")
         }
         return try readAll(fd: fd, limit: limit, name: path)
-    }
-
-    /// "a FIFO", "a directory", ... for an error message.
-    static func fileTypeName(_ mode: mode_t) -> String {
-        switch mode & S_IFMT {
-        case S_IFIFO: return "a FIFO"
-        case S_IFSOCK: return "a socket"
-        case S_IFCHR: return "a character device"
-        case S_IFBLK: return "a block device"
-        case S_IFDIR: return "a directory"
-        default: return "type \(mode & S_IFMT)"
-        }
     }
 
     /// Opens a log file for appending (O_WRONLY | O_APPEND | O_CREAT, created with `mode`). With
@@ -137,7 +125,21 @@ public enum FileIO {
             case .fifo: return "a FIFO"
             case .characterDevice: return "a character device"
             case .blockDevice: return "a block device"
-            case .unknown: return "not a socket"
+            case .unknown: return "of an unknown type"
+            }
+        }
+
+        /// The type in `st_mode`'s S_IFMT bits.
+        init(mode: mode_t) {
+            switch mode & S_IFMT {
+            case S_IFSOCK: self = .socket
+            case S_IFREG: self = .regular
+            case S_IFDIR: self = .directory
+            case S_IFLNK: self = .symlink
+            case S_IFIFO: self = .fifo
+            case S_IFCHR: self = .characterDevice
+            case S_IFBLK: self = .blockDevice
+            default: self = .unknown
             }
         }
     }
@@ -158,16 +160,7 @@ public enum FileIO {
             if error.errno == ENOENT || error.errno == ENOTDIR { return nil }
             throw error
         }
-        switch st.st_mode & S_IFMT {
-        case S_IFSOCK: return .socket
-        case S_IFREG: return .regular
-        case S_IFDIR: return .directory
-        case S_IFLNK: return .symlink
-        case S_IFIFO: return .fifo
-        case S_IFCHR: return .characterDevice
-        case S_IFBLK: return .blockDevice
-        default: return .unknown
-        }
+        return FileType(mode: st.st_mode)
     }
 
     /// Metadata of an open file (fstat).
