@@ -141,29 +141,37 @@ private func blockingConnect(host: String, family: Int32, port: UInt16) throws -
 }
 
 @Suite struct DescriptorOwnership {
-    static func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) >= 0 }
+    /// Whether `fd` still names the socket `id`: tests in other suites run in parallel and may be
+    /// given a closed descriptor's number at once, so an open number alone proves nothing.
+    /// (fstat(2) directly: the door traps on EBADF, a closed descriptor being a bug there.)
+    static func isOpen(_ fd: Int32, _ id: FileIO.FileIdentity) -> Bool {
+        var st = stat()
+        return fstat(fd, &st) == 0 && FileIO.FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) == id
+    }
 
     @Test func closedWhenTheOwnerGoesAndNotBefore() throws {
         let (a, b) = try Sys.socketpair()
         Sys.close(b)
+        let idA = try FileIO.info(fd: a).identity
         do {
             let owner = Descriptor(taking: a)
             let fd = owner.rawValue
-            #expect(Self.isOpen(fd))
+            #expect(Self.isOpen(fd, idA))
             _ = try FileIO.readAll(path: "/proc/self/stat", limit: 65536)  // other work in the scope
-            #expect(Self.isOpen(fd), "open until the end of the owner's scope")
+            #expect(Self.isOpen(fd, idA), "open until the end of the owner's scope")
         }
-        #expect(!Self.isOpen(a), "closed by the owner's deinit")
+        #expect(!Self.isOpen(a, idA), "closed by the owner's deinit")
     }
 
     @Test func consumedOwnersCloseAtOnceAndTakenOnesNever() throws {
         let (a, b) = try Sys.socketpair()
+        let (idA, idB) = (try FileIO.info(fd: a).identity, try FileIO.info(fd: b).identity)
         let first = Descriptor(taking: a)
         _ = consume first
-        #expect(!Self.isOpen(a))
+        #expect(!Self.isOpen(a, idA))
         let second = Descriptor(taking: b)
         let handedOn = second.take()
-        #expect(handedOn == b && Self.isOpen(b), "take() hands it on without closing")
+        #expect(handedOn == b && Self.isOpen(b, idB), "take() hands it on without closing")
         Sys.close(handedOn)
     }
 
@@ -171,11 +179,12 @@ private func blockingConnect(host: String, family: Int32, port: UInt16) throws -
     @Test func anErrorPathClosesToo() throws {
         let (a, b) = try Sys.socketpair()
         Sys.close(b)
+        let idA = try FileIO.info(fd: a).identity
         func failing() throws(SystemError) {
             let owner = Descriptor(taking: a)
             _ = try FileIO.readAll(path: "/nonexistent/clusterd-test-\(owner.rawValue)")
         }
         #expect(throws: SystemError.self) { try failing() }
-        #expect(!Self.isOpen(a))
+        #expect(!Self.isOpen(a, idA))
     }
 }
