@@ -157,10 +157,10 @@ extension MasterCore {
             listenersClosed = true
             emit(.closeListeners(relayingQueuedTo: []))
         }
-        for pid in workers.keys.sorted() where workers[pid]!.escalation == 0 {
+        for pid in workers.keys.sorted() where workers[pid]!.escalation == .none {
             emit(.signal(SignalNumber.interrupt, to: pid))
             workers[pid]!.state = .draining
-            workers[pid]!.escalation = 1
+            workers[pid]!.escalation = .fastStop
             workers[pid]!.drainSince = now
         }
         if workers.isEmpty { emit(.exit(code: stopExitCode)) }
@@ -177,7 +177,7 @@ extension MasterCore {
         // (every worker is already leaving, e.g. a reload's hand-over), draining ones do. (A worker
         // sent TERM with the process group keeps serving until this `drain`.)
         var takers = workers.values.filter { $0.state == .ready }
-        if takers.isEmpty { takers = workers.values.filter { $0.state == .draining && $0.escalation == 0 } }
+        if takers.isEmpty { takers = workers.values.filter { $0.state == .draining && $0.escalation == .none } }
         emit(.closeListeners(relayingQueuedTo: takers.map(\.pid).sorted()))
         for pid in workers.keys.sorted() {
             if workers[pid]!.state != .draining {

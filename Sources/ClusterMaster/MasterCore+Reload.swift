@@ -171,9 +171,9 @@ extension MasterCore {
         reload = nil
         for pid in workers.keys.sorted() where workers[pid]!.generation == r.generation {
             let worker = workers[pid]!
-            if worker.state == .ready { drain(pid, replacement(for: worker.generation)) } else if worker.escalation < 2 {
+            if worker.state == .ready { drain(pid, replacement(for: worker.generation)) } else if worker.escalation != .killed {
                 emit(.signal(SignalNumber.kill, to: pid))
-                workers[pid]!.escalation = 2
+                workers[pid]!.escalation = .killed
                 workers[pid]!.state = .draining
                 workers[pid]!.drainSince = now
             }

@@ -134,7 +134,7 @@ extension MasterCore {
     /// A worker that exits 0 closed (and counted) its connections itself.
     mutating func countConnectionsLost(_ worker: WorkerRecord, _ status: ExitStatus, open: Int) {
         guard status != .exited(0), open > 0 else { return }
-        let atDeadline = worker.state == .draining && worker.escalation > 0
+        let atDeadline = worker.state == .draining && worker.escalation != .none
         emit(.countLostConnections(open, closedOnDrainTimeout: atDeadline))
         let who = "worker \(worker.pid) (slot \(worker.slot), generation \(worker.generation)\(worker.state == .draining ? ", draining" : ""))"
         if atDeadline {
@@ -168,7 +168,7 @@ extension MasterCore {
             // Its batch was called off in the same turn (a reload aborted by an earlier spawn's failure).
             record.state = .draining
             record.drainSince = now
-            record.escalation = 2
+            record.escalation = .killed
             emit(.signal(SignalNumber.kill, to: pid))
         }
         workers[pid] = record
@@ -205,18 +205,18 @@ extension MasterCore {
             case .ready:
                 let beat = heartbeats[pid] ?? 0
                 // Once: the KILL is sent, and the worker stays `.ready` until it is reaped.
-                if worker.escalation == 0 && beat > 0 && now &- beat > settings.heartbeatTimeout {
+                if worker.escalation == .none && beat > 0 && now &- beat > settings.heartbeatTimeout {
                     log(.error, "worker \(pid) (slot \(worker.slot)) missed its heartbeat for \(now &- beat) ms; killing it")
                     emit(.signal(SignalNumber.kill, to: pid))
-                    workers[pid]!.escalation = 2
+                    workers[pid]!.escalation = .killed
                 }
             case .draining:
                 escalateDrain(pid, worker)
             case .starting:
-                if now - worker.startedAt > settings.startTimeout && worker.escalation == 0 {
+                if now - worker.startedAt > settings.startTimeout && worker.escalation == .none {
                     log(.error, "worker \(pid) (slot \(worker.slot)) did not report ready in \(settings.startTimeout) ms; killing it")
                     emit(.signal(SignalNumber.kill, to: pid))
-                    workers[pid]!.escalation = 2
+                    workers[pid]!.escalation = .killed
                 }
             case .exited:
                 break
@@ -257,9 +257,9 @@ extension MasterCore {
             switch worker.state {
             case .draining:
                 let since = worker.drainSince ?? now
-                if worker.escalation == 0 { consider(since &+ (graceful ? settings.drainTimeout : 0)) }
-                if worker.escalation == 1 { consider(since &+ settings.fastStopGrace) }
-            case .starting where worker.escalation == 0:
+                if worker.escalation == .none { consider(since &+ (graceful ? settings.drainTimeout : 0)) }
+                if worker.escalation == .fastStop { consider(since &+ settings.fastStopGrace) }
+            case .starting where worker.escalation == .none:
                 consider(worker.startedAt &+ settings.startTimeout &+ 1)
             default: break
             }
@@ -280,15 +280,15 @@ extension MasterCore {
         let graceful: Bool
         if case .stopping(let g) = phase { graceful = g } else { graceful = true }
         let firstDeadline = graceful ? settings.drainTimeout : 0
-        if worker.escalation == 0 && now - since >= firstDeadline {
+        if worker.escalation == .none && now - since >= firstDeadline {
             if graceful { log(.warning, "worker \(pid) (slot \(worker.slot)) still draining after \(settings.drainTimeout) ms; fast-stopping it") }
             emit(.signal(SignalNumber.interrupt, to: pid))
-            workers[pid]!.escalation = 1
+            workers[pid]!.escalation = .fastStop
             workers[pid]!.drainSince = now
-        } else if worker.escalation == 1 && now - since >= settings.fastStopGrace {
+        } else if worker.escalation == .fastStop && now - since >= settings.fastStopGrace {
             log(.warning, "worker \(pid) (slot \(worker.slot)) ignored the fast stop; killing it")
             emit(.signal(SignalNumber.kill, to: pid))
-            workers[pid]!.escalation = 2
+            workers[pid]!.escalation = .killed
         }
     }
 

@@ -54,8 +54,8 @@ public struct MasterCore {
         public var drainSince: Int64? = nil
         /// The worker said `draining`: it has stopped accepting.
         public var drainAcknowledged = false
-        /// 0: none, 1: INT sent (fast stop), 2: KILL sent.
-        public var escalation = 0
+        /// How far a stop of this worker has been pushed.
+        public var escalation = Escalation.none
     }
 
     struct SlotRecord {
@@ -170,7 +170,7 @@ public struct MasterCore {
     /// serve what they are given, with `Connection: close`).
     public var liveWorkers: [ProcessID] {
         if listenersClosed, case .stopping(true) = phase {
-            return workers.values.filter { $0.state == .draining && $0.escalation == 0 }.map(\.pid).sorted()
+            return workers.values.filter { $0.state == .draining && $0.escalation == .none }.map(\.pid).sorted()
         }
         return workers.values.filter { $0.generation == generation && $0.state == .ready }.map(\.pid).sorted()
     }
@@ -368,4 +368,10 @@ public struct MasterCore {
 
     /// The most workers a generation may have: `maxWorkers`, and never more slots than were made.
     var workerLimit: Int { min(settings.maxWorkers, slots.count) }
+}
+
+/// How far the master has pushed a worker that should stop: nothing sent beyond the drain, a fast
+/// stop (SIGINT) after its drain deadline, or SIGKILL.
+public enum Escalation: Sendable, Equatable {
+    case none, fastStop, killed
 }
