@@ -30,7 +30,10 @@ extension SystemError {
     /// The process or the system is out of descriptors or memory for now (EMFILE, ENFILE, ENOBUFS,
     /// ENOMEM): retrying at once would fail the same way.
     public var isResourceExhaustion: Bool {
-        [.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory].contains(code)
+        switch code {
+        case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory: true
+        default: false
+        }
     }
 }
 
