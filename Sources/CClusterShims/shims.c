@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <linux/openat2.h>
+#include <link.h>
+#include <elf.h>
 
 int ccluster_errno(void) { return errno; }
 
@@ -126,3 +128,40 @@ int ccluster_pin_to_cpu(int cpu) {
     CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof(set), &set);
 }
+
+struct build_id_search { unsigned char *out; size_t cap; size_t length; };
+
+static int find_build_id(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct build_id_search *search = data;
+    // The first object is the program itself; its notes are mapped at dlpi_addr + p_vaddr.
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_NOTE) continue;
+        const unsigned char *p = (const unsigned char *)(info->dlpi_addr + ph->p_vaddr);
+        size_t left = ph->p_memsz;
+        while (left >= sizeof(ElfW(Nhdr))) {
+            const ElfW(Nhdr) *note = (const ElfW(Nhdr) *)p;
+            size_t name = (note->n_namesz + 3) & ~(size_t)3, desc = (note->n_descsz + 3) & ~(size_t)3;
+            size_t total = sizeof(ElfW(Nhdr)) + name + desc;
+            if (total > left) break;
+            if (note->n_type == NT_GNU_BUILD_ID && note->n_namesz == 4 && memcmp(p + sizeof(ElfW(Nhdr)), "GNU", 4) == 0) {
+                size_t n = note->n_descsz < search->cap ? note->n_descsz : search->cap;
+                memcpy(search->out, p + sizeof(ElfW(Nhdr)) + name, n);
+                search->length = n;
+                return 1;
+            }
+            p += total;
+            left -= total;
+        }
+    }
+    return 1;  // only the first object (the program) is searched
+}
+
+size_t ccluster_build_id(unsigned char *out, size_t cap) {
+    struct build_id_search search = { out, cap, 0 };
+    dl_iterate_phdr(find_build_id, &search);
+    return search.length;
+}
+
+int ccluster_set_process_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }

@@ -58,7 +58,7 @@ public enum Cluster {
             Sys.exit(ExitCode.success)
         }
         if options.showVersion {
-            print("clusterd \(ClusterVersion.string)")
+            print("clusterd \(ClusterVersion.string) (build \(BuildID.current?.description ?? "none"))")
             Sys.exit(ExitCode.success)
         }
         let config: ClusterConfiguration
@@ -75,6 +75,12 @@ public enum Cluster {
             Sys.exit(ExitCode.success)
         }
         Sys.exit(runMaster(options: options, config: config, configBytes: configBytes, makeHandler: makeHandler))
+    }
+
+    /// The name a worker shows in `ps -o comm` and `top`: its binary's, although it runs from
+    /// /proc/self/exe (which would show as "exe").
+    static var processName: String {
+        CommandLine.arguments.first.flatMap { $0.split(separator: "/").last.map(String.init) } ?? "clusterd"
     }
 
     /// Reads and validates a config file.
@@ -139,6 +145,15 @@ public enum Cluster {
         if Sys.parentPID != startup.masterPID {
             logger.error("master \(startup.masterPID) is gone; exiting")
             return ExitCode.failure
+        }
+        Sys.setProcessName(processName)
+        let build = BuildID.current?.description ?? ""
+        if build != startup.build {
+            // The master spawns workers from its own image (`ProcessControl.currentImage`), so this
+            // takes a binary started by hand or a master that lost its image: never serve with a
+            // master of another build (the channel's messages are only agreed within one).
+            logger.critical("version skew: this worker's binary is build \(build.isEmpty ? "(none)" : build), its master runs build \(startup.build.isEmpty ? "(none)" : startup.build); refusing to serve")
+            return ExitCode.config
         }
         do {
             let channel = startup.channelFD

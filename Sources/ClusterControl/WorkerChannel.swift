@@ -94,10 +94,14 @@ public struct WorkerStartup: Equatable, Sendable {
     public var masterPID: Int32
     /// The config file's name, for messages.
     public var configPath: String
+    /// The master's build (`BuildID`, hex; "" when its binary has none). A worker whose own build
+    /// differs refuses to run: the channel's format is only ever agreed between one build.
+    public var build: String
 
-    public init(slot: Int, generation: Int, listenerCount: Int, statsSlots: Int, statsSlot: Int, masterPID: Int32, configPath: String) {
+    public init(slot: Int, generation: Int, listenerCount: Int, statsSlots: Int, statsSlot: Int, masterPID: Int32, configPath: String, build: String = "") {
         (self.slot, self.generation, self.listenerCount) = (slot, generation, listenerCount)
         (self.statsSlots, self.statsSlot, self.masterPID, self.configPath) = (statsSlots, statsSlot, masterPID, configPath)
+        self.build = build
     }
 
     /// The first inherited descriptor (the first listener).
@@ -131,6 +135,7 @@ public struct WorkerStartup: Equatable, Sendable {
             "CLUSTERD_STATS_SLOT=\(statsSlot)",
             "CLUSTERD_MASTER_PID=\(masterPID)",
             "CLUSTERD_CONFIG=\(configPath)",
+            "CLUSTERD_BUILD=\(build)",
         ]
     }
 
@@ -146,7 +151,8 @@ public struct WorkerStartup: Equatable, Sendable {
             let masterPID = lookup("CLUSTERD_MASTER_PID").flatMap({ Int32($0) }), masterPID > 0
         else { return nil }
         self.init(slot: slot, generation: generation, listenerCount: listenerCount, statsSlots: statsSlots,
-                  statsSlot: statsSlot, masterPID: masterPID, configPath: lookup("CLUSTERD_CONFIG") ?? "config")
+                  statsSlot: statsSlot, masterPID: masterPID, configPath: lookup("CLUSTERD_CONFIG") ?? "config",
+                  build: lookup("CLUSTERD_BUILD") ?? "")
         guard int("CLUSTERD_CHANNEL_FD") == Int(channelFD), int("CLUSTERD_STATS_FD") == Int(statsFD),
             int("CLUSTERD_CONFIG_FD") == Int(configFD)
         else { return nil }

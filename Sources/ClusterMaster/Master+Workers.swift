@@ -28,7 +28,8 @@ extension Master {
         }
         let inherit = WorkerStartup.inherited(listeners: listeners, channel: workerEnd, stats: statsFD, config: configFD)
         let startup = WorkerStartup(slot: slot, generation: generation, listenerCount: listeners.count, statsSlots: statsSlots,
-                                    statsSlot: statsSlot, masterPID: Sys.pid, configPath: options.configPath)
+                                    statsSlot: statsSlot, masterPID: Sys.pid, configPath: options.configPath,
+                                    build: BuildID.current?.description ?? "")
         var env = ProcessControl.currentEnvironment().filter { entry in
             !entry.hasPrefix("CLUSTERD_") && !entry.hasPrefix("LISTEN_") && !entry.hasPrefix("NOTIFY_SOCKET=")
                 && !entry.hasPrefix("WATCHDOG_")
@@ -37,7 +38,10 @@ extension Master {
         if let level = Sys.environment("CLUSTERD_LOG_LEVEL") { env.append("CLUSTERD_LOG_LEVEL=\(level)") }
         let pid: ProcessID
         do {
-            pid = try ProcessControl.spawn(executable: options.executable, arguments: options.arguments, environment: env, inherit: inherit)
+            // From this process's own image, not the file at `executable` (argv[0] only): a binary
+            // installed over it since this master started is run only by `clusterctl upgrade`.
+            pid = try ProcessControl.spawn(executable: options.executable, arguments: options.arguments, environment: env,
+                                           inherit: inherit, image: ProcessControl.currentImage)
         } catch {
             Sys.close(masterEnd)
             throw MasterFailure("\(error)")

@@ -113,13 +113,18 @@ extension MasterCore {
 
     // MARK: - Stop
 
-    /// TERM / `stop` (graceful) or INT / QUIT (fast).
-    public mutating func stop(graceful: Bool, requester: RequestID?) -> [MasterAction] {
-        beginStop(graceful: graceful, requester: requester)
+    /// TERM / `stop` (graceful) or INT / QUIT (fast). `keepListeners`: a graceful stop that systemd
+    /// follows with a start (`systemctl restart`), the listeners held in its fd store for the next
+    /// master: nothing is refused or closed; every worker stops accepting at once and hands each
+    /// keep-alive connection to the master as soon as it is idle (`.replace`), and the master, with
+    /// no live worker, passes them to the fd store too (`restarting`). What arrives meanwhile waits
+    /// in the listeners' queues for the next master's workers.
+    public mutating func stop(graceful: Bool, requester: RequestID?, keepListeners: Bool = false) -> [MasterAction] {
+        beginStop(graceful: graceful, requester: requester, keepListeners: keepListeners)
         return flush()
     }
 
-    mutating func beginStop(graceful: Bool, requester: RequestID?) {
+    mutating func beginStop(graceful: Bool, requester: RequestID?, keepListeners: Bool = false) {
         if case .stopping(let already) = phase, already == false || graceful {
             if let requester { emit(.reply(requester, ControlResponse.ok(["stopping": true]))) }
             return
@@ -137,23 +142,34 @@ extension MasterCore {
         }
         answerReloadWhenOldGenerationStopped(force: true)
         answerScaleWaiters()
+        stopBeganAt = now
+        if graceful && keepListeners && !listenersClosed {
+            restarting = true
+            log(.notice, "restart: the listeners stay open in systemd's fd store; handing \(workers.count) workers' connections over (timeout \(settings.drainTimeout / 1000) s)")
+            emit(.notify("STOPPING=1\nSTATUS=restarting: listeners and keep-alive connections kept for the next start"))
+            if let requester { emit(.reply(requester, ControlResponse.ok(["stopping": true]))) }
+            closeListenersAt = nil
+            for pid in workers.keys.sorted() where workers[pid]!.state != .draining {
+                drain(pid, .replace)
+            }
+            if workers.isEmpty { emit(.exit(code: stopExitCode)) }
+            return
+        }
         log(.notice, graceful ? "graceful stop: draining \(workers.count) workers (timeout \(settings.drainTimeout / 1000) s)" : "fast stop")
         emit(.notify("STOPPING=1\nSTATUS=stopping (\(graceful ? "graceful" : "fast"))"))
         if let requester { emit(.reply(requester, ControlResponse.ok(["stopping": true]))) }
-        stopBeganAt = now
         if graceful && !workers.isEmpty {
             // New connections are refused at once (so clients and balancers go elsewhere); what is
             // queued, or still completing its handshake, is served: the workers keep serving until
             // the grace ends, then the master takes what is left in the queues, hands it to them,
             // closes the listeners and only then tells them to drain (`closeListenersAndDrain`).
-            // A restart that must not refuse anything (listeners kept for the next master) would
-            // skip this and leave the listeners open.
+            // (A restart, listeners kept for the next master, took the branch above.)
             emit(.refuseNewConnections)
             closeListenersAt = now + settings.stopAcceptGrace
             return
         }
         closeListenersAt = nil
-        if !listenersClosed {
+        if !listenersClosed && !restarting {
             listenersClosed = true
             emit(.closeListeners(relayingQueuedTo: []))
         }

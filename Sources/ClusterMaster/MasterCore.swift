@@ -146,6 +146,9 @@ public struct MasterCore {
     var lastWatchdog: Int64? = nil
     /// The listeners were shut for a stop (connection attempts are refused).
     public internal(set) var listenersClosed = false
+    /// A stop for a restart (`stop(keepListeners: true)`): the listeners stay open for the next
+    /// master, and connections the workers hand over go to systemd's fd store, not to a worker.
+    public internal(set) var restarting = false
     /// What the input being handled decided so far (returned and emptied by `flush`).
     var actions: [MasterAction] = []
 

@@ -48,6 +48,22 @@ public enum FileIO {
         return result
     }
 
+    /// pread(2) of at most `count` bytes at `offset` (fewer at the end of the file).
+    public static func read(fd: Int32, offset: Int, count: Int, name: String = "fd") throws(SystemError) -> [UInt8] {
+        guard count > 0, offset >= 0 else { return [] }
+        var result = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let n = try syscall(named: "pread(\(name))") {
+                result.withUnsafeMutableBytes { p in Glibc.pread(fd, p.baseAddress! + filled, count - filled, off_t(offset + filled)) }
+            }
+            if n == 0 { break }
+            filled += n
+        }
+        result.removeLast(count - filled)
+        return result
+    }
+
     /// Writes all bytes to a blocking descriptor.
     public static func writeAll(fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
         var offset = 0

@@ -81,8 +81,10 @@ public enum ProcessControl {
     /// Re-execute `executable` with `arguments` and `environment` via posix_spawn, with `inherit[i]`
     /// placed at descriptor 3+i in the child (every other descriptor is CLOEXEC). The child's signal
     /// mask is emptied and the signals the parent handles are reset to their defaults, so no Swift
-    /// code runs between fork and exec.
-    public static func spawn(executable: String, arguments: [String], environment: [String], inherit: [Int32]) throws(SystemError) -> pid_t {
+    /// code runs between fork and exec. `image` is the file executed when it is not `executable`
+    /// (which is then only argv[0]): `currentImage` runs the binary this process runs, even after
+    /// the file at its path was replaced.
+    public static func spawn(executable: String, arguments: [String], environment: [String], inherit: [Int32], image: String? = nil) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -121,11 +123,29 @@ public enum ProcessControl {
         var pid: pid_t = 0
         let rc = argv.withUnsafeBufferPointer { a in
             envp.withUnsafeBufferPointer { e in
-                posix_spawn(&pid, executable, &actions, &attr, a.baseAddress!, e.baseAddress!)
+                posix_spawn(&pid, image ?? executable, &actions, &attr, a.baseAddress!, e.baseAddress!)
             }
         }
-        if rc != 0 { throw SystemError(call: "posix_spawn(\(executable))", errno: rc) }
+        if rc != 0 { throw SystemError(call: "posix_spawn(\(image ?? executable))", errno: rc) }
         return pid
+    }
+
+    /// The binary this process runs, as a path the kernel resolves at exec time to the running image
+    /// (its inode), whatever has been installed at its path since. posix_spawn execs in the child,
+    /// whose /proc/self is a copy of this process until the exec.
+    public static let currentImage = "/proc/self/exe"
+
+    /// execve(2): replaces this process's image (same PID, the descriptors without CLOEXEC kept).
+    /// Returns only by throwing, when the kernel refused (this process carries on unchanged).
+    public static func execute(path: String, arguments: [String], environment: [String]) throws(SystemError) {
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        let rc = argv.withUnsafeBufferPointer { a in envp.withUnsafeBufferPointer { e in execve(path, a.baseAddress!, e.baseAddress!) } }
+        throw SystemError(call: "execve(\(path))", errno: rc == -1 ? ccluster_errno() : EINVAL)
     }
 
     /// waitpid(-1, WNOHANG): the next child that ended, or nil.

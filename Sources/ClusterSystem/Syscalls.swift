@@ -189,6 +189,11 @@ public enum Sys {
         _ = ccluster_set_parent_death_signal(signal)
     }
 
+    /// The name `ps -o comm` and `top` show for this process (prctl(PR_SET_NAME); 15 bytes kept).
+    public static func setProcessName(_ name: String) {
+        _ = ccluster_set_process_name(name)
+    }
+
     public static func environment(_ name: String) -> String? {
         guard let value = getenv(name) else { return nil }
         return String(cString: value)

@@ -16,7 +16,7 @@ import Testing
     @Test(arguments: [1, 2, 16])
     func whatTheMasterWritesTheWorkerReads(listeners: Int) {
         let startup = WorkerStartup(slot: 3, generation: 7, listenerCount: listeners, statsSlots: 40, statsSlot: 11,
-                                    masterPID: 4242, configPath: "/etc/clusterd/clusterd.json")
+                                    masterPID: 4242, configPath: "/etc/clusterd/clusterd.json", build: "e17ca85fc624")
         #expect(WorkerStartup(environment: Self.lookup(startup.environment)) == startup)
         // The layout: listeners from fd 3, then channel, stats and config, in the order inherited.
         #expect(startup.listenerFDs == (0..<listeners).map { 3 + Int32($0) })

@@ -402,6 +402,28 @@ import Testing
         #expect(h.listenersClosedRelayingTo.count == 1)
     }
 
+    @Test func aRestartKeepsTheListenersAndHandsEveryConnectionOver() {
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.tick(now: 1000)
+        h.perform(h.core.stop(graceful: true, requester: 4, keepListeners: true))
+        #expect(h.core.restarting)
+        #expect(!h.refusing && h.listenersClosedRelayingTo.isEmpty, "nothing refused, nothing closed: the next master adopts the listeners")
+        #expect(h.sent.map(\.0) == [.replace, .replace], "stop accepting now, hand keep-alive connections over")
+        #expect(h.core.liveWorkers.isEmpty, "handed-over connections go to the fd store, not to a worker")
+        #expect(h.answeredOK(4))
+        h.tick(now: 5000)
+        #expect(!h.core.listenersClosed, "still open after the stop's accept grace")
+        // A fast stop on top of it (INT) stops the workers now, but still leaves the listeners open.
+        h.perform(h.core.stop(graceful: false, requester: nil))
+        #expect(h.listenersClosedRelayingTo.isEmpty && !h.core.listenersClosed)
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
+        h.workerExited(pid: h.spawned[0].pid, status: .exited(0))
+        h.workerExited(pid: h.spawned[1].pid, status: .exited(0))
+        #expect(h.exitCode == 0)
+        #expect(h.spawned.count == 2, "nothing respawned")
+    }
+
     @Test func theLoopWakesAtTheStopsCloseDeadline() {
         let h = makeCore(workers: 2)
         h.readyAll()

@@ -55,4 +55,11 @@ int ccluster_pin_to_cpu(int cpu);
 /// SO_PEERCRED of a connected Unix socket.
 int ccluster_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 
+/// The running program's GNU build ID (its NT_GNU_BUILD_ID note, found with dl_iterate_phdr in the
+/// loaded image, not the file on disk): copies at most `cap` bytes to `out`, returns the ID's
+/// length, 0 when the program has none.
+size_t ccluster_build_id(unsigned char *out, size_t cap);
+/// prctl(PR_SET_NAME): the name `ps` and `top` show (at most 15 bytes are kept).
+int ccluster_set_process_name(const char *name);
+
 #endif
