@@ -1,11 +1,31 @@
 import ClusterConfig
 import ClusterSystem
 
+/// One listening socket of the master, which owns it: it is closed when the table lets go of it
+/// (its `Descriptor` goes with the last reference, and the table hands none out), never by hand.
+final class Listener {
+    let address: ListenAddress
+    private let descriptor: Descriptor
+
+    /// Opens a listener on `address` (`Socket.tcpListener`); the one place the table creates one.
+    init(opening address: ListenAddress, deferAccept: Bool) throws(SystemError) {
+        self.address = address
+        descriptor = Descriptor(taking: try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept))
+    }
+
+    /// The number, borrowed for a call: valid while the table holds this listener.
+    var fd: Int32 { descriptor.rawValue }
+}
+
 /// The master's listening sockets: per address, one SO_REUSEPORT listener per worker slot, created
 /// in slot order so that a slot's index in the kernel's reuseport group is its slot number. Sets are
 /// the address lists of generations; an address in several sets keeps one list of listeners.
+///
+/// The table owns its listeners (`Listener`): one is closed when the table drops it (trimmed,
+/// released, its deferred close due, or all at a stop), never by hand. The numbers it hands out
+/// (`fds(set:slot:)`, `allFDs`) are borrowed, for the call they are passed to.
 final class ListenerTable {
-    private(set) var listeners: [ListenAddress: [Int32]] = [:]
+    private(set) var listeners: [ListenAddress: [Listener]] = [:]
     private(set) var sets: [Int: [ListenAddress]] = [:]
     /// How many slots each set needs per address.
     private var keep: [Int: Int] = [:]
@@ -22,13 +42,14 @@ final class ListenerTable {
 
     func addresses(of set: Int) -> [ListenAddress] { sets[set] ?? [] }
 
-    /// Listener fds of `slot` for each address of `set`, in the set's order.
+    /// Listener fds of `slot` for each address of `set`, in the set's order; borrowed: valid until
+    /// the table next trims, releases, closes or stops.
     func fds(set: Int, slot: Int) -> [Int32] {
-        addresses(of: set).map { listeners[$0]![slot] }
+        addresses(of: set).map { listeners[$0]![slot].fd }
     }
 
     /// Opens what `set` lacks for slots 0..<count, all or nothing: if one listener cannot be opened,
-    /// every listener this call opened is closed again and the table is as it was.
+    /// the table is as it was, and every listener this call opened is closed again with it.
     ///
     /// An address this daemon holds no listener on yet is probed first (`Socket.addressInUse`): if
     /// anything else listens there (another clusterd, whose SO_REUSEPORT group ours would silently
@@ -39,17 +60,14 @@ final class ListenerTable {
     /// at once cannot both pass the probe: the second waits, then sees the first one's listener.
     func ensure(set: Int, count: Int) throws(MasterFailure) {
         let saved = (listeners: listeners, closing: closing)
-        var opened: [Int32] = []
-        var lock: Int32? = nil
-        defer { if let lock { Sys.close(lock) } }
+        // The port lock of the address being opened, if it needed one (closed when replaced or at
+        // the end of the call).
+        var lock: Descriptor? = nil
         do throws(MasterFailure) {
             for address in addresses(of: set) {
-                if let held = lock {
-                    Sys.close(held)
-                    lock = nil
-                }
+                lock = nil
                 var list = listeners[address] ?? []
-                if list.count < count && list.isEmpty && !closing.contains(where: { $0.address == address }) {
+                if list.count < count && list.isEmpty && !closing.contains(where: { $0.listener.address == address }) {
                     lock = Self.lockPort(address.port)
                     try refuseIfTaken(address)
                 }
@@ -57,14 +75,12 @@ final class ListenerTable {
                     // A listener waiting to close (deferAccept) is still in the reuseport group at the
                     // next index: take it back rather than join a new one behind it. The last one set
                     // aside is the lowest of them.
-                    if let i = closing.lastIndex(where: { $0.address == address }) {
-                        list.append(closing.remove(at: i).fd)
+                    if let i = closing.lastIndex(where: { $0.listener.address == address }) {
+                        list.append(closing.remove(at: i).listener)
                         continue
                     }
                     do {
-                        let fd = try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept)
-                        opened.append(fd)
-                        list.append(fd)
+                        list.append(try Listener(opening: address, deferAccept: deferAccept))
                     } catch {
                         throw MasterFailure("cannot listen on \(address): \(error.reason)")
                     }
@@ -72,7 +88,7 @@ final class ListenerTable {
                 listeners[address] = list
             }
         } catch {
-            for fd in opened { Sys.close(fd) }
+            // Whatever this call opened is in no list any more: it is closed.
             (listeners, closing) = saved
             throw error
         }
@@ -85,13 +101,12 @@ final class ListenerTable {
     static let portLockWaitMilliseconds = 250
 
     /// The port's lock, waiting a moment if another daemon holds it; nil if it stays taken.
-    static func lockPort(_ port: UInt16) -> Int32? {
+    static func lockPort(_ port: UInt16) -> Descriptor? {
         for _ in 0..<portLockWaitMilliseconds {
-            switch Result(catching: { () throws(SystemError) -> Int32? in try Socket.lockPort(port) }) {
-            case .success(let fd?): return fd
-            case .success(nil): Sys.sleep(milliseconds: 1)
-            case .failure: return nil
-            }
+            let fd: Int32?
+            do { fd = try Socket.lockPort(port) } catch { return nil }
+            if let fd { return Descriptor(taking: fd) }
+            Sys.sleep(milliseconds: 1)
         }
         return nil
     }
@@ -99,13 +114,13 @@ final class ListenerTable {
     /// Listeners `ensure(set:count:)` would open (those set aside to close are taken back instead).
     func missing(set: Int, count: Int) -> Int {
         addresses(of: set).reduce(0) { total, address in
-            let have = (listeners[address]?.count ?? 0) + closing.count { $0.address == address }
+            let have = (listeners[address]?.count ?? 0) + closing.count { $0.listener.address == address }
             return total + max(0, count - have)
         }
     }
 
     private func refuseIfTaken(_ address: ListenAddress) throws(MasterFailure) {
-        let held = listeners.keys.map { $0 } + closing.map(\.address)
+        let held = listeners.keys.map { $0 } + closing.map(\.listener.address)
         if held.contains(where: { Self.overlap($0, address) }) { return }
         let taken: Bool
         do { taken = try Socket.addressInUse(host: address.host, port: address.port) } catch {
@@ -139,22 +154,19 @@ final class ListenerTable {
     /// connections were steered away before the listener was trimmed.
     static let deferredCloseMilliseconds: Int64 = 2500
     /// Listeners out of use, closed at `at` (deferAccept only), in the order they were set aside.
-    private var closing: [(address: ListenAddress, fd: Int32, at: Int64)] = []
+    private var closing: [(listener: Listener, at: Int64)] = []
 
     private func closeUnneeded(now: Int64) -> [Int32] {
         var orphans: [Int32] = []
         for (address, var list) in listeners {
             let needed = sets.filter { $0.value.contains(address) }.map { keep[$0.key] ?? 0 }.max() ?? 0
             while list.count > needed {
-                let fd = list.removeLast()
+                let listener = list.removeLast()
                 // A connection that completed its handshake on this listener after its worker left
                 // must not be reset by the close: take it, and let the master pass it on.
-                orphans += Self.acceptAll(fd)
-                if deferAccept {
-                    closing.append((address, fd, now + Self.deferredCloseMilliseconds))
-                } else {
-                    Sys.close(fd)
-                }
+                orphans += Self.acceptAll(listener.fd)
+                // Without deferAccept, dropping it here closes it.
+                if deferAccept { closing.append((listener, now + Self.deferredCloseMilliseconds)) }
             }
             listeners[address] = list.isEmpty ? nil : list
         }
@@ -165,11 +177,8 @@ final class ListenerTable {
     /// Returns the connections taken (for a live worker).
     func closeDue(now: Int64) -> [Int32] {
         var orphans: [Int32] = []
-        for entry in closing { orphans += Self.acceptAll(entry.fd) }
-        while let first = closing.first, first.at <= now {
-            Sys.close(first.fd)
-            closing.removeFirst()
-        }
+        for entry in closing { orphans += Self.acceptAll(entry.listener.fd) }
+        while let first = closing.first, first.at <= now { closing.removeFirst() }
         return orphans
     }
 
@@ -187,12 +196,12 @@ final class ListenerTable {
     func steer(set: Int, active: Int, skipping: [Int]) throws(SystemError) {
         for address in addresses(of: set) {
             guard let first = listeners[address]?.first else { continue }
-            try Socket.steerReusePortGroup(first, active: active, skipping: skipping, byCPU: steerByCPU)
+            try Socket.steerReusePortGroup(first.fd, active: active, skipping: skipping, byCPU: steerByCPU)
         }
     }
 
-    /// Every listener, in use or set aside.
-    var allFDs: [Int32] { listeners.values.flatMap { $0 } + closing.map(\.fd) }
+    /// Every listener, in use or set aside; borrowed, like `fds(set:slot:)`.
+    var allFDs: [Int32] { (listeners.values.flatMap { $0 } + closing.map(\.listener)).map(\.fd) }
 
     /// A stop: for each listener, takes what is queued (`takingQueued`), then shuts it down and
     /// closes it. shutdown(SHUT_RD) takes a listening socket out of LISTEN for every process that
@@ -206,10 +215,8 @@ final class ListenerTable {
         for fd in allFDs {
             if takingQueued { taken += Self.acceptAll(fd) }
             Sys.shutdownListener(fd)
-            Sys.close(fd)
         }
-        listeners = [:]
-        closing = []
+        closeAll()
         return taken
     }
 
@@ -218,15 +225,14 @@ final class ListenerTable {
         var taken: [Int32] = []
         for address in addresses(of: set) {
             guard let list = listeners[address], slot < list.count else { continue }
-            taken += Self.acceptAll(list[slot])
+            taken += Self.acceptAll(list[slot].fd)
         }
         return taken
     }
 
+    /// Closes every listener (by letting go of it).
     func closeAll() {
-        for list in listeners.values { list.forEach(Sys.close) }
         listeners = [:]
-        for entry in closing { Sys.close(entry.fd) }
         closing = []
     }
 

@@ -95,6 +95,38 @@ import Testing
         #expect(Clock.monotonicMilliseconds() - started < 2000)
     }
 
+    /// Whether `fd` still names the socket `id` (fstat(2) directly: another suite may reuse a closed
+    /// number at once, and the door traps on EBADF).
+    static func isOpen(_ fd: Int32, _ id: FileIO.FileIdentity) -> Bool {
+        var st = stat()
+        return fstat(fd, &st) == 0 && FileIO.FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) == id
+    }
+
+    /// The table owns its listeners: one it lets go of is closed, at once or, with deferAccept,
+    /// when its deferred close is due; one taken back from the deferred list stays open.
+    @Test(arguments: [false, true]) func listenersTheTableDropsAreClosed(deferAccept: Bool) throws {
+        let table = ListenerTable()
+        table.deferAccept = deferAccept
+        defer { table.closeAll() }
+        let set = table.set(for: [ListenAddress(host: "127.0.0.1", port: try freePort())])
+        try table.ensure(set: set, count: 3)
+        let (fd1, fd2) = (table.fds(set: set, slot: 1)[0], table.fds(set: set, slot: 2)[0])
+        let (id1, id2) = (try FileIO.info(fd: fd1).identity, try FileIO.info(fd: fd2).identity)
+        #expect(table.trim(set: set, keep: 1, now: 0).isEmpty)
+        #expect(table.totalOpen == 1)
+        #expect(Self.isOpen(fd1, id1) == deferAccept && Self.isOpen(fd2, id2) == deferAccept)
+        if deferAccept {
+            try table.ensure(set: set, count: 2)  // takes slot 1's listener back
+            #expect(table.fds(set: set, slot: 1) == [fd1])
+            #expect(table.closeDue(now: ListenerTable.deferredCloseMilliseconds - 1).isEmpty)
+            #expect(Self.isOpen(fd2, id2))
+            #expect(table.closeDue(now: ListenerTable.deferredCloseMilliseconds).isEmpty)
+            #expect(!Self.isOpen(fd2, id2) && Self.isOpen(fd1, id1))
+        }
+        table.closeAll()
+        #expect(!Self.isOpen(fd1, id1) && table.allFDs.isEmpty)
+    }
+
     @Test func overlapIsPerFamilyAndPortWithWildcards() {
         let v4 = ListenAddress(host: "127.0.0.1", port: 80)
         #expect(ListenerTable.overlap(v4, ListenAddress(host: "0.0.0.0", port: 80)))
