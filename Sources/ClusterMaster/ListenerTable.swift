@@ -60,12 +60,12 @@ final class ListenerTable {
     /// at once cannot both pass the probe: the second waits, then sees the first one's listener.
     func ensure(set: Int, count: Int) throws(MasterFailure) {
         let saved = (listeners: listeners, closing: closing)
-        // The port lock of the address being opened, if it needed one (closed when replaced or at
-        // the end of the call).
+        // The port lock of the address being opened, if it needed one: closed at the next address
+        // (whose first listener then listens) or when this returns.
         var lock: Descriptor? = nil
         do throws(MasterFailure) {
             for address in addresses(of: set) {
-                lock = nil
+                _ = lock.take()
                 var list = listeners[address] ?? []
                 if list.count < count && list.isEmpty && !closing.contains(where: { $0.listener.address == address }) {
                     lock = Self.lockPort(address.port)
@@ -136,12 +136,12 @@ final class ListenerTable {
 
     /// Keep `count` slots for `set`; close, highest slot first, what no set needs any more.
     /// Returns connections that were still queued on closed listeners (for a live worker).
-    func trim(set: Int, keep count: Int, now: Int64) -> [Int32] {
+    func trim(set: Int, keep count: Int, now: Int64) -> DescriptorList {
         keep[set] = count
         return closeUnneeded(now: now)
     }
 
-    func release(set: Int, now: Int64) -> [Int32] {
+    func release(set: Int, now: Int64) -> DescriptorList {
         keep[set] = nil
         sets[set] = nil
         return closeUnneeded(now: now)
@@ -156,15 +156,15 @@ final class ListenerTable {
     /// Listeners out of use, closed at `at` (deferAccept only), in the order they were set aside.
     private var closing: [(listener: Listener, at: Int64)] = []
 
-    private func closeUnneeded(now: Int64) -> [Int32] {
-        var orphans: [Int32] = []
+    private func closeUnneeded(now: Int64) -> DescriptorList {
+        var orphans = DescriptorList()
         for (address, var list) in listeners {
             let needed = sets.filter { $0.value.contains(address) }.map { keep[$0.key] ?? 0 }.max() ?? 0
             while list.count > needed {
                 let listener = list.removeLast()
                 // A connection that completed its handshake on this listener after its worker left
                 // must not be reset by the close: take it, and let the master pass it on.
-                orphans += Self.acceptAll(listener.fd)
+                orphans.append(contentsOf: Self.acceptAll(listener.fd))
                 // Without deferAccept, dropping it here closes it.
                 if deferAccept { closing.append((listener, now + Self.deferredCloseMilliseconds)) }
             }
@@ -175,16 +175,16 @@ final class ListenerTable {
 
     /// Takes what is queued on listeners set aside, and closes those whose time has come.
     /// Returns the connections taken (for a live worker).
-    func closeDue(now: Int64) -> [Int32] {
-        var orphans: [Int32] = []
-        for entry in closing { orphans += Self.acceptAll(entry.listener.fd) }
+    func closeDue(now: Int64) -> DescriptorList {
+        var orphans = DescriptorList()
+        for entry in closing { orphans.append(contentsOf: Self.acceptAll(entry.listener.fd)) }
         while let first = closing.first, first.at <= now { closing.removeFirst() }
         return orphans
     }
 
-    private static func acceptAll(_ fd: Int32) -> [Int32] {
-        var taken: [Int32] = []
-        while case .processed(let conn)? = try? Sys.accept(fd) { taken.append(conn) }
+    private static func acceptAll(_ fd: Int32) -> DescriptorList {
+        var taken = DescriptorList()
+        while case .processed(let conn)? = try? Sys.accept(fd) { taken.append(Descriptor(taking: conn)) }
         return taken
     }
 
@@ -210,10 +210,10 @@ final class ListenerTable {
     /// shuts is reset by the kernel: with new SYNs already dropped (`Socket.dropNewConnections`)
     /// and the queue just emptied, that is only a handshake that completed in between.
     /// Returns the connections taken.
-    func shutDownAll(takingQueued: Bool) -> [Int32] {
-        var taken: [Int32] = []
+    func shutDownAll(takingQueued: Bool) -> DescriptorList {
+        var taken = DescriptorList()
         for fd in allFDs {
-            if takingQueued { taken += Self.acceptAll(fd) }
+            if takingQueued { taken.append(contentsOf: Self.acceptAll(fd)) }
             Sys.shutdownListener(fd)
         }
         closeAll()
@@ -221,11 +221,11 @@ final class ListenerTable {
     }
 
     /// Takes the connections queued on `slot`'s listeners of `set` (for a live worker).
-    func takeQueued(set: Int, slot: Int) -> [Int32] {
-        var taken: [Int32] = []
+    func takeQueued(set: Int, slot: Int) -> DescriptorList {
+        var taken = DescriptorList()
         for address in addresses(of: set) {
             guard let list = listeners[address], slot < list.count else { continue }
-            taken += Self.acceptAll(list[slot].fd)
+            taken.append(contentsOf: Self.acceptAll(list[slot].fd))
         }
         return taken
     }

@@ -24,9 +24,9 @@ extension Master {
             }
             perform(core.listenersOpened(for: request))
         case .trimListeners(let set, let keep):
-            for fd in listenerTable.trim(set: set, keep: keep, now: Clock.monotonicMilliseconds()) { relay(fd, message: ConnectionHandoff.prefix) }
+            relayQueued(listenerTable.trim(set: set, keep: keep, now: Clock.monotonicMilliseconds()))
         case .releaseListenerSet(let set):
-            for fd in listenerTable.release(set: set, now: Clock.monotonicMilliseconds()) { relay(fd, message: ConnectionHandoff.prefix) }
+            relayQueued(listenerTable.release(set: set, now: Clock.monotonicMilliseconds()))
         case .steer(let set, let active, let skipping):
             do { try listenerTable.steer(set: set, active: active, skipping: skipping) } catch {
                 logger.error("steering connections to \(active - skipping.count) listeners: \(error)")
@@ -118,17 +118,18 @@ extension Master {
     }
 
     func closeListeners(relayingQueuedTo relayTo: [ProcessID]) {
-        let queued = listenerTable.shutDownAll(takingQueued: !relayTo.isEmpty)
+        var queued = listenerTable.shutDownAll(takingQueued: !relayTo.isEmpty)
+        let total = queued.count
         var dropped = 0
-        for fd in queued where !relay(fd, message: ConnectionHandoff.prefix, to: relayTo) {
-            Sys.close(fd)
-            dropped += 1
+        while let connection = queued.next() {
+            // Passed on or not, the master's copy closes at the end of this turn.
+            if !relay(connection, message: ConnectionHandoff.prefix, to: relayTo) { dropped += 1 }
         }
         droppedRelays += dropped
         if relayTo.isEmpty {
             logger.notice("listeners closed: connection attempts are refused from now on; queued connections are reset")
         } else {
-            logger.notice("listeners closed: connection attempts are refused from now on (\(queued.count - dropped) queued connection(s) passed to workers\(dropped > 0 ? ", \(dropped) closed: no worker could take them" : ""))")
+            logger.notice("listeners closed: connection attempts are refused from now on (\(total - dropped) queued connection(s) passed to workers\(dropped > 0 ? ", \(dropped) closed: no worker could take them" : ""))")
         }
     }
 }

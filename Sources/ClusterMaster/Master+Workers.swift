@@ -14,19 +14,16 @@ extension Master {
         let gauges = segment.master
         gauges[.slotsHighWater] = max(gauges[.slotsHighWater], UInt64(statsSlot + 1))
         let listeners = listenerTable.fds(set: launch.listenerSet, slot: slot)
-        let (masterEnd, workerEnd): (Int32, Int32)
-        let configFD: Int32
-        do {
-            (masterEnd, workerEnd) = try Sys.socketpair()
-            configFD = try FileIO.memfd(name: "clusterd-config", bytes: launch.configBytes)
-        } catch {
+        // The worker's end and the config memfd are closed when this returns (the worker has its
+        // copies); the master's end goes to the `WorkerProcess`, or is closed here if none starts.
+        let ends: (Int32, Int32)
+        do { ends = try Sys.socketpair() } catch { throw MasterFailure("\(error)") }
+        let masterEnd = Descriptor(taking: ends.0), workerEnd = Descriptor(taking: ends.1)
+        let config: Descriptor
+        do { config = Descriptor(taking: try FileIO.memfd(name: "clusterd-config", bytes: launch.configBytes)) } catch {
             throw MasterFailure("\(error)")
         }
-        defer {
-            Sys.close(workerEnd)
-            Sys.close(configFD)
-        }
-        let inherit = WorkerStartup.inherited(listeners: listeners, channel: workerEnd, stats: statsFD, config: configFD)
+        let inherit = WorkerStartup.inherited(listeners: listeners, channel: workerEnd.rawValue, stats: statsFD, config: config.rawValue)
         let startup = WorkerStartup(slot: slot, generation: generation, listenerCount: listeners.count, statsSlots: statsSlots,
                                     statsSlot: statsSlot, masterPID: Sys.pid, configPath: options.configPath,
                                     build: BuildID.current?.description ?? "")
@@ -43,13 +40,13 @@ extension Master {
             pid = try ProcessControl.spawn(executable: options.executable, arguments: options.arguments, environment: env,
                                            inherit: inherit, image: ProcessControl.currentImage)
         } catch {
-            Sys.close(masterEnd)
             throw MasterFailure("\(error)")
         }
+        let channel = masterEnd.rawValue
         processes[pid] = WorkerProcess(channel: masterEnd, slot: slot, statsSlot: statsSlot)
-        channelOwners[masterEnd] = pid
+        channelOwners[channel] = pid
         do {
-            try epoll.add(masterEnd, events: Epoll.readable, data: Kind.channel.data(masterEnd))
+            try epoll.add(channel, events: Epoll.readable, data: Kind.channel.data(channel))
         } catch {
             logger.error("watching worker \(pid): \(error)")
         }
@@ -60,7 +57,7 @@ extension Master {
         guard let p = processes[pid] else { return }
         let bytes = message.encoded
         let sent = bytes.withUnsafeBytes { b -> Bool in
-            guard case .processed? = try? Sys.send(p.channel, b.baseAddress!, b.count) else { return false }
+            guard case .processed? = try? Sys.send(p.channelFD, b.baseAddress!, b.count) else { return false }
             return true
         }
         if !sent {
@@ -86,11 +83,9 @@ extension Master {
             }
             let message = UnsafeRawBufferPointer(rebasing: channelBuffer[0..<n])
             if passed >= 0 {
-                if ConnectionHandoff.isHandoff(message) {
-                    relay(passed, message: Array(message))
-                } else {
-                    Sys.close(passed)
-                }
+                let connection = Descriptor(taking: passed)
+                // Anything but a hand-off is closed, as it goes out of scope.
+                if ConnectionHandoff.isHandoff(message) { relay(connection, message: Array(message)) }
                 continue
             }
             if let decoded = WorkerToMaster.decode(message) {
@@ -102,20 +97,25 @@ extension Master {
     // MARK: - Connections in transit
 
     /// Passes a connection from a retiring worker (or a closing listener's backlog) to a live worker.
-    /// The master only holds the descriptor in transit; it never reads from it.
-    func relay(_ connection: Int32, message: [UInt8]) {
+    /// The master only holds the descriptor in transit; it never reads from it. Its copy is closed
+    /// once a worker has the connection.
+    func relay(_ connection: consuming Descriptor, message: [UInt8]) {
         if relay(connection, message: message, to: core.liveWorkers) { return }
         // No live worker can take it now (all channels full, or none ready yet): keep it and retry
         // on the next tick.
-        pendingRelays.append((connection, message, Clock.monotonicMilliseconds()))
+        pendingRelays.append(PendingRelay(connection, message: message, since: Clock.monotonicMilliseconds()))
     }
 
-    /// Sends `connection` to one of `live` (round robin), then closes the master's copy. A worker
-    /// whose last published connection count is at `http.maxConnections` is passed over while
-    /// another has room (one at the cap closes a hand-over gracefully instead of holding it).
-    /// False when none took it.
-    @discardableResult
-    func relay(_ connection: Int32, message: [UInt8], to live: [ProcessID]) -> Bool {
+    /// Relays connections taken from listeners' queues, each with the plain hand-off message.
+    func relayQueued(_ connections: consuming DescriptorList) {
+        while let connection = connections.next() { relay(connection, message: ConnectionHandoff.prefix) }
+    }
+
+    /// Sends `connection` to one of `live` (round robin); the caller's copy is then to be closed
+    /// (it is, when the caller lets go of it). A worker whose last published connection count is
+    /// at `http.maxConnections` is passed over while another has room (one at the cap closes a
+    /// hand-over gracefully instead of holding it). False when none took it.
+    func relay(_ connection: borrowing Descriptor, message: [UInt8], to live: [ProcessID]) -> Bool {
         guard !live.isEmpty else { return false }
         let cap = config.http.maxConnections
         let roomy = live.filter { pid in
@@ -125,11 +125,11 @@ extension Master {
         let candidates = roomy.isEmpty ? live : roomy
         for attempt in 0..<candidates.count {
             let pid = candidates[(nextRelay + attempt) % candidates.count]
-            guard let channel = processes[pid]?.channel else { continue }
-            let result = message.withUnsafeBytes { try? Socket.sendDescriptor(channel, connection, $0) }
+            guard let channel = processes[pid]?.channelFD else { continue }
+            let fd = connection.rawValue
+            let result = message.withUnsafeBytes { try? Socket.sendDescriptor(channel, fd, $0) }
             if case .processed = result {
                 nextRelay = (nextRelay + attempt + 1) % candidates.count
-                Sys.close(connection)
                 relayed += 1
                 processes[pid]?.relayed += 1
                 return true
@@ -140,18 +140,16 @@ extension Master {
 
     func retryRelays(_ now: Int64) {
         guard !pendingRelays.isEmpty else { return }
+        // An entry dropped here (passed on, or given up) closes the master's copy.
         let pending = pendingRelays
         pendingRelays = []
-        for (fd, message, since) in pending {
-            if now - since > 30_000 {
+        for entry in pending {
+            if now - entry.since > 30_000 {
                 logger.error("no live worker took a handed-off connection for 30 s; closing it")
-                Sys.close(fd)
                 droppedRelays += 1
                 continue
             }
-            let before = pendingRelays.count
-            relay(fd, message: message)
-            if pendingRelays.count > before { pendingRelays[pendingRelays.count - 1].since = since }
+            if !relay(entry.connection, message: entry.message, to: core.liveWorkers) { pendingRelays.append(entry) }
         }
     }
 }

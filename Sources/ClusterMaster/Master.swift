@@ -27,12 +27,37 @@ public final class Master {
         }
     }
 
-    struct WorkerProcess {
-        var channel: Int32
-        var slot: Int
-        var statsSlot: Int
+    /// A worker process and the master's end of its channel, which it owns: the channel is closed
+    /// when the master lets go of the worker (`processes[pid] = nil` once it is reaped, or at exit).
+    final class WorkerProcess {
+        let channel: Descriptor
+        let slot: Int
+        let statsSlot: Int
         /// Connections passed to it through its channel.
         var relayed: UInt64 = 0
+
+        init(channel: consuming Descriptor, slot: Int, statsSlot: Int) {
+            self.channel = channel
+            self.slot = slot
+            self.statsSlot = statsSlot
+        }
+
+        /// The channel's number, borrowed: valid while the worker is in `processes`.
+        var channelFD: Int32 { channel.rawValue }
+    }
+
+    /// A connection in transit that no live worker could take yet (`relay`), owned until one does:
+    /// closed when dropped, whether passed on, given up after 30 s, or left at exit.
+    final class PendingRelay {
+        let connection: Descriptor
+        let message: [UInt8]
+        let since: Int64
+
+        init(_ connection: consuming Descriptor, message: [UInt8], since: Int64) {
+            self.connection = connection
+            self.message = message
+            self.since = since
+        }
     }
 
     /// The kinds of the master's epoll registrations (`Epoll.Token.kind`).
@@ -56,6 +81,7 @@ public final class Master {
     var idleRelease: MemoryRelease.IdleSchedule
     let listenerTable: ListenerTable
     var processes: [ProcessID: WorkerProcess] = [:]
+    /// The worker whose channel a number is (for its epoll events); the channel is `processes`'s.
     var channelOwners: [Int32: ProcessID] = [:]
     var control: ControlServer
     var controlSocket = ControlSocket()
@@ -68,7 +94,7 @@ public final class Master {
     var requestRate: Double = 0
     var lastStatusAt: Int64 = 0
     let channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
-    var pendingRelays: [(fd: Int32, message: [UInt8], since: Int64)] = []
+    var pendingRelays: [PendingRelay] = []
     var nextRelay = 0
     var relayed = 0
     var droppedRelays = 0
@@ -155,11 +181,11 @@ public final class Master {
     func shutdown() {
         if !pendingRelays.isEmpty {
             logger.warning("exiting with \(pendingRelays.count) handed-over connection(s) no worker took; they are closed")
-            for entry in pendingRelays { Sys.close(entry.fd) }
             pendingRelays = []
         }
         closeControlSocket()
-        for p in processes.values { Sys.close(p.channel) }
+        channelOwners = [:]
+        processes = [:]  // closes the channels
         listenerTable.closeAll()
     }
 
@@ -180,11 +206,11 @@ public final class Master {
     }
 
     func periodic(_ now: Int64) {
-        for fd in listenerTable.closeDue(now: now) { relay(fd, message: ConnectionHandoff.prefix) }
+        relayQueued(listenerTable.closeDue(now: now))
         // Connections queued on the listener of a slot whose worker died (and whose replacement is
         // not ready: it waits out its restart backoff, or starts) go to a live worker rather than wait.
         for slot in core.unservedSlots {
-            for fd in listenerTable.takeQueued(set: core.currentListenerSet, slot: slot) { relay(fd, message: ConnectionHandoff.prefix) }
+            relayQueued(listenerTable.takeQueued(set: core.currentListenerSet, slot: slot))
         }
         retryRelays(now)
         if let stuck = abandonedRead, stuck.call.result != nil {
@@ -255,11 +281,10 @@ public final class Master {
                     logger.warning("worker \(pid) \(status) with \(unread) handed-over connection(s) still in its channel; they are lost")
                 }
                 // Connections it handed off may still sit in its channel: take them first.
-                channelReadable(p.channel)
-                processes[pid] = nil
-                epoll.remove(p.channel)
-                channelOwners[p.channel] = nil
-                Sys.close(p.channel)
+                channelReadable(p.channelFD)
+                epoll.remove(p.channelFD)
+                channelOwners[p.channelFD] = nil
+                processes[pid] = nil  // the last reference but `p`: the channel closes with it
             }
             // What it last published, read before the core retires its stats slot.
             if let worker = core.workers[pid] { open = Int(clamping: segment.worker(worker.statsSlot)[.openConnections]) }

@@ -21,3 +21,37 @@ public struct Descriptor: ~Copyable {
         return fd
     }
 }
+
+/// Descriptors owned as a batch (a Swift Array cannot hold a ~Copyable `Descriptor`), e.g. the
+/// connections taken from a listener's queue: each is handed on, in order, as a `Descriptor` by
+/// `next()`, and those never handed on are closed with the list.
+public struct DescriptorList: ~Copyable {
+    private var fds: [Int32] = []
+    /// How many of `fds`, from the front, were handed on.
+    private var handedOn = 0
+
+    public init() {}
+
+    /// Descriptors not handed on yet.
+    public var count: Int { fds.count - handedOn }
+    public var isEmpty: Bool { count == 0 }
+
+    public mutating func append(_ descriptor: consuming Descriptor) {
+        fds.append(descriptor.take())
+    }
+
+    public mutating func append(contentsOf other: consuming DescriptorList) {
+        while let descriptor = other.next() { append(descriptor) }
+    }
+
+    /// The next descriptor, in the order they were appended, for its new owner; nil at the end.
+    public mutating func next() -> Descriptor? {
+        guard handedOn < fds.count else { return nil }
+        handedOn += 1
+        return Descriptor(taking: fds[handedOn - 1])
+    }
+
+    deinit {
+        for fd in fds[handedOn...] { Sys.close(fd) }
+    }
+}

@@ -30,7 +30,7 @@ import Testing
         #expect(table.listeners[unbindable] == nil)
         #expect(table.totalOpen == 1)
         // Nothing of the failed call is kept for later: trimming the wider set closes nothing more.
-        #expect(table.release(set: wider, now: 0).isEmpty)
+        #expect(table.release(set: wider, now: 0).count == 0)
         #expect(table.totalOpen == 1)
         try table.ensure(set: held, count: 2)
         #expect(table.totalOpen == 2)
@@ -112,15 +112,15 @@ import Testing
         try table.ensure(set: set, count: 3)
         let (fd1, fd2) = (table.fds(set: set, slot: 1)[0], table.fds(set: set, slot: 2)[0])
         let (id1, id2) = (try FileIO.info(fd: fd1).identity, try FileIO.info(fd: fd2).identity)
-        #expect(table.trim(set: set, keep: 1, now: 0).isEmpty)
+        #expect(table.trim(set: set, keep: 1, now: 0).count == 0)
         #expect(table.totalOpen == 1)
         #expect(Self.isOpen(fd1, id1) == deferAccept && Self.isOpen(fd2, id2) == deferAccept)
         if deferAccept {
             try table.ensure(set: set, count: 2)  // takes slot 1's listener back
             #expect(table.fds(set: set, slot: 1) == [fd1])
-            #expect(table.closeDue(now: ListenerTable.deferredCloseMilliseconds - 1).isEmpty)
+            #expect(table.closeDue(now: ListenerTable.deferredCloseMilliseconds - 1).count == 0)
             #expect(Self.isOpen(fd2, id2))
-            #expect(table.closeDue(now: ListenerTable.deferredCloseMilliseconds).isEmpty)
+            #expect(table.closeDue(now: ListenerTable.deferredCloseMilliseconds).count == 0)
             #expect(!Self.isOpen(fd2, id2) && Self.isOpen(fd1, id1))
         }
         table.closeAll()

@@ -175,6 +175,32 @@ private func blockingConnect(host: String, family: Int32, port: UInt16) throws -
         Sys.close(handedOn)
     }
 
+    /// A list hands its descriptors on in order, and closes with it those it did not hand on.
+    @Test func aListHandsOnInOrderAndClosesTheRest() throws {
+        let (a, b) = try Sys.socketpair()
+        let (c, d) = try Sys.socketpair()
+        let ids = try [a, b, c, d].map { try FileIO.info(fd: $0).identity }
+        do {
+            var list = DescriptorList()
+            var more = DescriptorList()
+            list.append(Descriptor(taking: a))
+            more.append(Descriptor(taking: b))
+            more.append(Descriptor(taking: c))
+            list.append(contentsOf: more)
+            list.append(Descriptor(taking: d))
+            #expect(list.count == 4)
+            let first = list.next()?.take() ?? -1
+            #expect(first == a && list.count == 3)
+            if first >= 0 { Sys.close(first) }
+            if let second = list.next() {
+                #expect(second.rawValue == b)
+            }
+            #expect(!Self.isOpen(b, ids[1]), "closed by the owner it was handed to")
+            #expect(Self.isOpen(c, ids[2]) && Self.isOpen(d, ids[3]))
+        }
+        #expect(!Self.isOpen(c, ids[2]) && !Self.isOpen(d, ids[3]), "closed with the list")
+    }
+
     /// Throwing out of a scope closes what it owned (the error paths that leaked before).
     @Test func anErrorPathClosesToo() throws {
         let (a, b) = try Sys.socketpair()
