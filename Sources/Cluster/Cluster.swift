@@ -156,7 +156,11 @@ public enum Cluster {
             return ExitCode.config
         }
         do {
-            let channel = startup.channelFD
+            // Owned from here, for as long as the worker runs (it borrows their numbers): the
+            // channel and the listeners; closed on every error on the way.
+            let channel = Descriptor(taking: startup.channelFD)
+            var listeners = DescriptorList()
+            for fd in startup.listenerFDs { listeners.append(Descriptor(taking: fd)) }
             // Owned from here: closed once read or mapped, and on every error on the way.
             let configMemfd = Descriptor(taking: startup.configFD), statsMemfd = Descriptor(taking: startup.statsFD)
             let configBytes = try FileIO.readAll(fd: configMemfd.rawValue, name: "config memfd")
@@ -168,15 +172,14 @@ public enum Cluster {
             let stats = StatsSlot(base: base + startup.statsSlot * StatsSlot.size)
             stats[.generation] = UInt64(startup.generation)
             stats[.slot] = UInt64(slot)
-            let listeners = startup.listenerFDs
-            for fd in listeners { try Sys.setNonBlocking(fd) ; try Sys.setCloseOnExec(fd, true) }
-            try Sys.setCloseOnExec(channel, true)
-            try Sys.setNonBlocking(channel)
+            for fd in listeners.rawValues { try Sys.setNonBlocking(fd) ; try Sys.setCloseOnExec(fd, true) }
+            try Sys.setCloseOnExec(channel.rawValue, true)
+            try Sys.setNonBlocking(channel.rawValue)
             if let cpu = config.cpuAffinity.cpu(forSlot: slot, allowed: Sys.allowedCPUs) {
                 do { try Sys.pinToCPU(cpu) } catch { logger.warning("cpuAffinity: cannot pin to CPU \(cpu): \(error)") }
             }
             let handler = try makeHandler(HandlerContext(config: config, stats: segment))
-            let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners, channel: channel, stats: stats, logger: logger)
+            let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners.rawValues, channel: channel.rawValue, stats: stats, logger: logger)
             return try worker.run()
         } catch let error as SystemError {
             logger.critical("\(error)")

@@ -34,6 +34,8 @@ public struct DescriptorList: ~Copyable {
 
     /// Descriptors not handed on yet.
     public var count: Int { fds.count - handedOn }
+    /// Their numbers, for the calls that take them; valid while this list owns them.
+    public var rawValues: [Int32] { Array(fds[handedOn...]) }
     public var isEmpty: Bool { count == 0 }
 
     public mutating func append(_ descriptor: consuming Descriptor) {

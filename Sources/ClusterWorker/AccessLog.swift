@@ -18,7 +18,11 @@ import Logging
 public final class AccessLog {
     public let path: String
     public let format: ClusterConfiguration.AccessLog.Format
-    var fd: Int32 = -1
+    /// The open file, owned: closed when replaced (a reopen) or with the log; nil when it cannot
+    /// be opened.
+    var file: Descriptor? = nil
+    /// Its number (-1 when there is none), borrowed for the call it is passed to.
+    var fd: Int32 { file?.rawValue ?? -1 }
     let buffer = IOBuffer(capacity: 64 * 1024)
     var logger: Logger
     var second: Int64 = -1
@@ -46,24 +50,21 @@ public final class AccessLog {
         open()
     }
 
-    deinit {
-        flush()
-        if fd >= 0 { Sys.close(fd) }
-    }
+    deinit { flush() }
 
     func open() {
         do {
-            fd = try FileIO.openAppending(path)
+            file = Descriptor(taking: try FileIO.openAppending(path))
         } catch {
             logger.error("access log \(path): \(error); requests are not logged until the next reopen")
-            fd = -1
+            file = nil
         }
     }
 
     /// After logrotate moved the file: write what is buffered, open the path again.
     public func reopen() {
         flush()
-        if fd >= 0 { Sys.close(fd) }
+        file = nil
         open()
         logger.info("access log reopened")
     }

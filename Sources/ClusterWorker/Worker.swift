@@ -80,8 +80,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     var logger: Logger { io.logger }
 
     /// - Parameters:
-    ///   - listeners: listening sockets (non-blocking); the worker never closes them.
-    ///   - channel: socketpair end to the master, or nil when running alone.
+    ///   - listeners: listening sockets (non-blocking), borrowed: the caller owns them and keeps
+    ///     them open while the worker runs (`Cluster.runWorker`); the worker never closes them.
+    ///   - channel: socketpair end to the master, or nil when running alone; borrowed likewise.
     public init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger, kernel: K) {
         self.kernel = kernel
         self.handler = handler

@@ -61,8 +61,7 @@ import Testing
         log.appendRejected(HTTPError(400, "bad"), peer: nil, wall: 1_800_000_000)
         log.flush()
         // The disk has room again (the descriptor now takes everything).
-        close(log.fd)
-        log.fd = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        log.file = Descriptor(taking: open("/dev/null", O_WRONLY | O_CLOEXEC))
         log.appendRejected(HTTPError(400, "bad"), peer: nil, wall: 1_800_000_000)
         log.flush()
         #expect(lines.messages.count == 1, "\(lines.messages)")
