@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(name: "ClusterJSONTests", dependencies: ["ClusterJSON"]),
         .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig", "ClusterJSON", "ClusterTestSupport"]),
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
-        .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterConfig", "ClusterControl", "ClusterJSON", "ClusterSystem", "ClusterTestSupport"]),
+        .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterConfig", "ClusterControl", "ClusterJSON", "ClusterSystem", "ClusterSystemd", "ClusterTestSupport"]),
         .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),
         .testTarget(
             name: "ClusterWorkerTests",

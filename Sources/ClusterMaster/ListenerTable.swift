@@ -1,16 +1,44 @@
 import ClusterConfig
 import ClusterSystem
+import ClusterSystemd
 
 /// One listening socket of the master, which owns it: it is closed when the table lets go of it
 /// (its `Descriptor` goes with the last reference, and the table hands none out), never by hand.
+/// Where systemd keeps a file descriptor store, a copy lives there too (`storeName`), so that the
+/// socket outlives a restart or a crash of the master; it leaves the store with the table's copy,
+/// except at the exit of a restart (`keepStored`).
 final class Listener {
     let address: ListenAddress
     private let descriptor: Descriptor
+    /// The name of its copy in systemd's store; nil when it has none.
+    private(set) var storeName: String? = nil
+    private var store = FDStore(capacity: 0)
+    /// Leave the store's copy for the next master when this one is closed.
+    var keepStored = false
 
     /// Opens a listener on `address` (`Socket.tcpListener`); the one place the table creates one.
     init(opening address: ListenAddress, deferAccept: Bool) throws(SystemError) {
         self.address = address
         descriptor = Descriptor(taking: try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept))
+    }
+
+    /// Takes over a listener the last master left in systemd's store under `name`.
+    init(adopting fd: consuming Descriptor, address: ListenAddress, store: FDStore, name: String) {
+        self.address = address
+        descriptor = fd
+        self.store = store
+        storeName = name
+    }
+
+    /// Puts a copy in `store` under `name` (a no-op without a store).
+    func keep(in store: FDStore, name: String) {
+        guard store.store([fd], name: name) else { return }
+        self.store = store
+        storeName = name
+    }
+
+    deinit {
+        if let storeName, !keepStored { store.remove(name: storeName) }
     }
 
     /// The number, borrowed for a call: valid while the table holds this listener.
@@ -80,7 +108,9 @@ final class ListenerTable {
                         continue
                     }
                     do {
-                        list.append(try Listener(opening: address, deferAccept: deferAccept))
+                        let listener = try Listener(opening: address, deferAccept: deferAccept)
+                        listener.keep(in: fdStore, name: Self.storeName(address, slot: list.count))
+                        list.append(listener)
                     } catch {
                         throw MasterFailure("cannot listen on \(address): \(error.reason)")
                     }
@@ -230,10 +260,49 @@ final class ListenerTable {
         return taken
     }
 
-    /// Closes every listener (by letting go of it).
-    func closeAll() {
+    /// Closes every listener (by letting go of it). `keepingStored`: the copies in systemd's store
+    /// stay there for the next master (a restart).
+    func closeAll(keepingStored: Bool = false) {
+        if keepingStored {
+            for listener in listeners.values.flatMap({ $0 }) + closing.map(\.listener) { listener.keepStored = true }
+        }
         listeners = [:]
         closing = []
+    }
+
+    // MARK: - systemd's fd store
+
+    /// Where new listeners are stored (`Listener.keep(in:name:)`); no store until the master finds one.
+    var fdStore = FDStore(capacity: 0)
+
+    /// The name a listener is stored under: its slot and address (systemd refuses ':' in a name).
+    static func storeName(_ address: ListenAddress, slot: Int) -> String {
+        "listen.\(slot).\(address.description.map { $0 == ":" ? "_" : $0 }.map(String.init).joined())"
+    }
+
+    /// `storeName`'s inverse among the addresses a config listens on: the address and slot, or nil.
+    static func parseStoreName(_ name: String, among addresses: [ListenAddress]) -> (address: ListenAddress, slot: Int)? {
+        let parts = name.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "listen", let slot = Int(parts[1]), slot >= 0 else { return nil }
+        guard let address = addresses.first(where: { storeName($0, slot: slot) == name }) else { return nil }
+        return (address, slot)
+    }
+
+    /// Takes over the listeners of `address` the last master stored, in slot order from 0: slot i
+    /// is index i of the kernel's reuseport group, as when this table opened them. Those that do
+    /// not continue the run from 0 (a gap: one was lost) are returned, to be closed.
+    func adopt(_ stored: [(slot: Int, fd: Int32, name: String)], address: ListenAddress) -> [Int32] {
+        var list = listeners[address] ?? []
+        var rest: [Int32] = []
+        for entry in stored.sorted(by: { $0.slot < $1.slot }) {
+            if entry.slot == list.count {
+                list.append(Listener(adopting: Descriptor(taking: entry.fd), address: address, store: fdStore, name: entry.name))
+            } else {
+                rest.append(entry.fd)
+            }
+        }
+        listeners[address] = list.isEmpty ? nil : list
+        return rest
     }
 
     /// Listeners in use (those set aside to close later are not counted).

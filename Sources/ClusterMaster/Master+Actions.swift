@@ -22,6 +22,8 @@ extension Master {
             } catch {
                 return perform(core.listenersFailed(for: request, error))
             }
+            // At start, listeners adopted from systemd's store beyond the config's slots close.
+            if request == .start { relayQueued(listenerTable.trim(set: set, keep: slots, now: Clock.monotonicMilliseconds())) }
             perform(core.listenersOpened(for: request))
         case .trimListeners(let set, let keep):
             relayQueued(listenerTable.trim(set: set, keep: keep, now: Clock.monotonicMilliseconds()))

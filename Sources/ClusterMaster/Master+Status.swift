@@ -35,6 +35,25 @@ extension Master {
             "config": .string(options.configPath),
         ]
         if let e = core.lastReloadError { o["lastReloadError"] = .string(e) }
+        // The build this master runs, and the one installed at its path now: they differ after a
+        // package upgrade until `clusterctl upgrade` (a reload keeps running this one).
+        let running = BuildID.current?.description ?? ""
+        o["build"] = .string(running)
+        o["binary"] = .string(options.executable)
+        switch Result(catching: { () throws(SystemError) -> BuildID? in try BuildID.ofFile(path: options.executable) }) {
+        case .success(let onDisk):
+            o["binaryBuild"] = .string(onDisk?.description ?? "")
+            o["binaryDiffers"] = .bool((onDisk?.description ?? "") != running)
+        case .failure(let error):
+            o["binaryBuild"] = .string("")
+            o["binaryError"] = .string(error.reason)
+            o["binaryDiffers"] = .bool(true)
+        }
+        o["fdStore"] = .object([
+            "capacity": n(fdStore.capacity),
+            "adoptedListeners": n(adoptedAtStart.listeners),
+            "adoptedConnections": n(adoptedAtStart.connections),
+        ])
         return ControlResponse.ok(o)
     }
 

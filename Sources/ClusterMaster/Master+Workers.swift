@@ -100,6 +100,8 @@ extension Master {
     /// The master only holds the descriptor in transit; it never reads from it. Its copy is closed
     /// once a worker has the connection.
     func relay(_ connection: consuming Descriptor, message: [UInt8]) {
+        // A restart: the next master's workers take it (`Master+Restart.swift`).
+        if core.restarting { return storeForNextStart(connection, message: message) }
         if relay(connection, message: message, to: core.liveWorkers) { return }
         // No live worker can take it now (all channels full, or none ready yet): keep it and retry
         // on the next tick.
@@ -140,6 +142,11 @@ extension Master {
 
     func retryRelays(_ now: Int64) {
         guard !pendingRelays.isEmpty else { return }
+        if core.restarting {
+            for entry in pendingRelays { storeForNextStart(entry.connection, message: entry.message) }
+            pendingRelays = []
+            return
+        }
         // An entry dropped here (passed on, or given up) closes the master's copy.
         let pending = pendingRelays
         pendingRelays = []

@@ -95,6 +95,12 @@ public final class Master {
     var lastStatusAt: Int64 = 0
     let channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
     var pendingRelays: [PendingRelay] = []
+    /// systemd's file descriptor store for this unit (`Master+Restart.swift`); none until `run` finds one.
+    var fdStore = FDStore(capacity: 0)
+    /// Connections put in the store for the next master during a restart.
+    var storedConnections = 0
+    /// What this master took over from the store at its start (`clusterctl status`).
+    var adoptedAtStart = (listeners: 0, connections: 0)
     var nextRelay = 0
     var relayed = 0
     var droppedRelays = 0
@@ -142,6 +148,7 @@ public final class Master {
 
         let cpus = Sys.allowedCPUs.count
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(config.workers.resolved(cpus: cpus)) workers (pid \(Sys.pid), control socket \(control.path))")
+        adoptFromStore()
         perform(core.start(cpus: cpus, now: Clock.monotonicMilliseconds()))
 
         while exitCode == nil {
@@ -179,6 +186,11 @@ public final class Master {
     }
 
     func shutdown() {
+        if core.restarting {
+            for entry in pendingRelays { storeForNextStart(entry.connection, message: entry.message) }
+            pendingRelays = []
+            logger.notice("restart: \(listenerTable.totalOpen) listener(s) and \(storedConnections) keep-alive connection(s) left in systemd's fd store for the next start")
+        }
         if !pendingRelays.isEmpty {
             logger.warning("exiting with \(pendingRelays.count) handed-over connection(s) no worker took; they are closed")
             pendingRelays = []
@@ -186,7 +198,7 @@ public final class Master {
         closeControlSocket()
         channelOwners = [:]
         processes = [:]  // closes the channels
-        listenerTable.closeAll()
+        listenerTable.closeAll(keepingStored: core.restarting)
     }
 
     // MARK: - Loop
@@ -259,7 +271,7 @@ public final class Master {
         while let signal = try? signals.next() {
             switch signal {
             case SignalNumber.child: reapChildren()
-            case SignalNumber.terminate: perform(core.stop(graceful: true, requester: nil))
+            case SignalNumber.terminate: perform(core.stop(graceful: true, requester: nil, keepListeners: isRestart()))
             case SignalNumber.interrupt, SignalNumber.quit: perform(core.stop(graceful: false, requester: nil))
             case SignalNumber.hangup: perform(core.reload(requester: nil, wait: false))
             case SignalNumber.ttin: perform(core.scale(.relative(1), requester: nil))

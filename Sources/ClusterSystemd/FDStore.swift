@@ -19,6 +19,11 @@ public struct FDStore: Sendable {
     public struct Passed: Equatable, Sendable {
         public var name: String
         public var fd: Int32
+
+        public init(name: String, fd: Int32) {
+            self.name = name
+            self.fd = fd
+        }
     }
 
     /// The descriptors passed at start (each CLOEXEC), in systemd's order, taking LISTEN_PID,

@@ -26,8 +26,21 @@ struct Status: ControlCommand {
         print("requests \(groupedDigits(i("requests"))) total, \(groupedDigits(clampedInt64(status["requestsPerSecond"]?.doubleValue ?? 0))) req/s, \(groupedDigits(i("connections"))) connections open, \(Self.reloads(succeeded: i("reloads"), failed: i("failedReloads"))), \(i("restarts")) restarts")
         print("listen \(listen); config \(status["config"]?.stringValue ?? "?")")
         if let e = status["lastReloadError"]?.stringValue { print("last reload failed: \(e)") }
+        if let line = Self.buildLine(status) { print(line) }
         print()
         print(Workers.render(workers))
+    }
+
+    /// "build 1a2b… (the binary on disk is the same)", or what differs: a package upgrade installed
+    /// another build, which runs only after `clusterctl upgrade`. Nil from a master that does not say.
+    static func buildLine(_ status: JSONObject) -> String? {
+        guard let running = status["build"]?.stringValue else { return nil }
+        let shown = running.isEmpty ? "(none)" : running
+        let binary = status["binary"]?.stringValue ?? "?"
+        if let error = status["binaryError"]?.stringValue { return "build \(shown); \(binary) cannot be read: \(error)" }
+        guard status["binaryDiffers"]?.boolValue == true else { return "build \(shown) (the binary on disk is the same)" }
+        let onDisk = status["binaryBuild"]?.stringValue ?? ""
+        return "build \(shown); \(binary) is build \(onDisk.isEmpty ? "(none)" : onDisk) now: run `clusterctl upgrade` to switch to it"
     }
 
     /// "16 reloads (7 succeeded, 9 failed)": the first number counts every attempt.

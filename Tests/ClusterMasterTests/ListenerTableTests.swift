@@ -1,5 +1,6 @@
 import ClusterConfig
 import ClusterSystem
+import ClusterSystemd
 import Glibc
 import Testing
 
@@ -134,5 +135,40 @@ import Testing
         #expect(!ListenerTable.overlap(v4, ListenAddress(host: "127.0.0.2", port: 80)))
         #expect(!ListenerTable.overlap(v4, ListenAddress(host: "::", port: 80)), "IPv6 listeners are V6ONLY")
         #expect(ListenerTable.overlap(ListenAddress(host: "::1", port: 80), ListenAddress(host: "::", port: 80)))
+    }
+}
+
+/// Listeners in systemd's fd store are found again by name: slot and address, without the ':'
+/// systemd refuses in a name.
+@Suite struct ListenerStoreNames {
+    @Test func namesRoundTripForIPv4AndIPv6() throws {
+        let v4 = ListenAddress(host: "127.0.0.1", port: 8080), v6 = ListenAddress(host: "::1", port: 8080)
+        let any6 = ListenAddress(host: "::", port: 80)
+        for address in [v4, v6, any6] {
+            for slot in [0, 7, 255] {
+                let name = ListenerTable.storeName(address, slot: slot)
+                #expect(FDStore.isValidName(name), "\(name)")
+                let parsed = try #require(ListenerTable.parseStoreName(name, among: [v4, v6, any6]))
+                #expect(parsed.address == address && parsed.slot == slot)
+            }
+        }
+        #expect(ListenerTable.storeName(v6, slot: 3) == "listen.3.[__1]_8080")
+        // An address the config no longer has, a connection's name, or garbage: not a listener of ours.
+        #expect(ListenerTable.parseStoreName(ListenerTable.storeName(v4, slot: 0), among: [v6]) == nil)
+        for name in ["conn.12.3", "listen.x.127.0.0.1_8080", "listen.-1.127.0.0.1_8080", "listen", "", "listen.0."] {
+            #expect(ListenerTable.parseStoreName(name, among: [v4, v6]) == nil, "\(name)")
+        }
+    }
+
+    @Test func adoptionKeepsTheSlotOrderAndReturnsWhatBreaksIt() throws {
+        let table = ListenerTable()
+        let address = ListenAddress(host: "127.0.0.1", port: 1)
+        // Three sockets standing in for stored listeners: slots 1, 0 and 3 (2 was lost).
+        let fds = try (0..<3).map { _ in try Sys.socket(2, 1) }
+        let rest = table.adopt([(1, fds[0], "b"), (0, fds[1], "a"), (3, fds[2], "d")], address: address)
+        #expect(rest == [fds[2]], "slot 3 does not follow slot 1: closed by the caller")
+        #expect(table.listeners[address]?.map(\.fd) == [fds[1], fds[0]])
+        Sys.close(fds[2])
+        table.closeAll()
     }
 }

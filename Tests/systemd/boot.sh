@@ -13,7 +13,9 @@ mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 root=/run/clusterd-test
 mkdir -p $root/units $root/bin
-cp "$bin_dir/clusterd" "$bin_dir/clusterctl" $root/bin/
+# CLUSTERD_BINARY: the program installed as clusterd (clusterd-example for the chaos load's echo route).
+cp "$bin_dir/${CLUSTERD_BINARY:-clusterd}" $root/bin/clusterd
+cp "$bin_dir/clusterctl" $root/bin/
 cp "$config" $root/clusterd.json
 sed -e "s|@BINDIR@|$root/bin|g" -e "s|@CONFIG@|$root/clusterd.json|g" "$service" > $root/units/clusterd.service
 for t in sysinit basic multi-user network network-online sockets timers paths slices shutdown local-fs default; do
