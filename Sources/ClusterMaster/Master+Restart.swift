@@ -39,7 +39,7 @@ extension Master {
         }
         var adopted = 0
         var stored: [ListenAddress: [(slot: Int, fd: Int32, name: String)]] = [:]
-        var unknown: [FDStore.Passed] = []
+        var unknown: [(name: String, fd: Int32)] = []
         for entry in passed where !entry.name.hasPrefix(Self.bytesPrefix) {
             if entry.name.hasPrefix(Self.connectionPrefix) {
                 var message = bytes[String(entry.name.dropFirst(Self.connectionPrefix.count))] ?? ConnectionHandoff.prefix
@@ -50,14 +50,14 @@ extension Master {
             } else if let (address, slot) = ListenerTable.parseStoreName(entry.name, among: config.listen) {
                 stored[address, default: []].append((slot, entry.fd, entry.name))
             } else {
-                unknown.append(entry)
+                unknown.append((entry.name, entry.fd))
             }
         }
         var listeners = 0
         for (address, list) in stored.sorted(by: { $0.key.description < $1.key.description }) {
             let rest = listenerTable.adopt(list, address: address)
             listeners += list.count - rest.count
-            unknown += list.filter { rest.contains($0.fd) }.map { FDStore.Passed(name: $0.name, fd: $0.fd) }
+            unknown += list.filter { rest.contains($0.fd) }.map { ($0.name, $0.fd) }
         }
         for entry in unknown {
             // A listener the config no longer has: what is queued on it still gets served.

@@ -19,11 +19,6 @@ public struct FDStore: Sendable {
     public struct Passed: Equatable, Sendable {
         public var name: String
         public var fd: Int32
-
-        public init(name: String, fd: Int32) {
-            self.name = name
-            self.fd = fd
-        }
     }
 
     /// The descriptors passed at start (each CLOEXEC), in systemd's order, taking LISTEN_PID,
@@ -68,11 +63,6 @@ public struct UnitState: Equatable, Sendable {
     public var jobType: String
     /// `FileDescriptorStoreMax=`.
     public var fileDescriptorStoreMax: Int
-
-    public init(jobType: String, fileDescriptorStoreMax: Int) {
-        self.jobType = jobType
-        self.fileDescriptorStoreMax = fileDescriptorStoreMax
-    }
 
     /// A stop that systemd follows with a start (`systemctl restart`, `try-restart`, or
     /// `reload-or-restart` of a unit that cannot reload): what is in the fd store survives it.
