@@ -77,6 +77,16 @@ public final class FuzzExecutor {
             perform(core.abandonedReadReturned())
         case .exit(let code):
             exitCode = code
+        case .checkUpgrade(let requester):
+            // The binary passes its check or not, by the fuzzer's clock; a re-exec cannot happen here.
+            upgradeChecks += 1
+            if upgradeChecks % 2 == 0 {
+                perform(core.upgradeChecked(requester: requester, build: "b"))
+            } else {
+                perform(core.upgradeCheckFailed(requester: requester, reason: "refused (fuzz)"))
+            }
+        case .execUpgrade:
+            perform(core.upgradeExecFailed(reason: "exec refused (fuzz)"))
         case .send, .signal, .notify, .notifyReloading, .feedWatchdog, .log, .retireStats, .refuseNewConnections,
             .closeListeners, .reopenLogs:
             break
@@ -175,6 +185,8 @@ public enum ControlFuzzDriver {
             fx.loadConfig(workers: fx.core.target, listenerSet: fx.core.generation % 3)
         case .stop(let graceful):
             fx.perform(fx.core.stop(graceful: graceful, requester: id))
+        case .upgrade:
+            fx.perform(fx.core.upgrade(requester: id))
         }
     }
 

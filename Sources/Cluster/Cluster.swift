@@ -61,20 +61,34 @@ public enum Cluster {
             print("clusterd \(ClusterVersion.string) (build \(BuildID.current?.description ?? "none"))")
             Sys.exit(ExitCode.success)
         }
+        // Started by `clusterctl upgrade` (this process's previous image): the running config's bytes
+        // come with what it handed over. A failure here exits 1, not 78: the unit's Restart= then
+        // starts a fresh master on the listeners in systemd's fd store.
+        let upgrade: UpgradeState?
+        do { upgrade = try UpgradeState.take() } catch {
+            Sys.printError("clusterd: upgrade: \(error)")
+            Sys.exit(ExitCode.failure)
+        }
         let config: ClusterConfiguration
         let configBytes: [UInt8]
         do {
-            (config, configBytes) = try loadConfigAndBytes(path: options.configPath)
+            if let upgrade {
+                let memfd = Descriptor(taking: upgrade.configFD)
+                configBytes = try FileIO.readAll(fd: memfd.rawValue, limit: 4 * 1024 * 1024, name: "running config")
+                config = try ClusterConfiguration.decode(configBytes, file: options.configPath)
+            } else {
+                (config, configBytes) = try loadConfigAndBytes(path: options.configPath)
+            }
             try ConfigCheck.validate(config, makeHandler: makeHandler)
         } catch {
-            Sys.printError("clusterd: \(error)")
-            Sys.exit(ExitCode.config)
+            Sys.printError("clusterd: \(upgrade == nil ? "" : "upgrade: the running config: ")\(error)")
+            Sys.exit(upgrade == nil ? ExitCode.config : ExitCode.failure)
         }
         if options.checkConfig {
             print("clusterd: \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
             Sys.exit(ExitCode.success)
         }
-        Sys.exit(runMaster(options: options, config: config, configBytes: configBytes, makeHandler: makeHandler))
+        Sys.exit(runMaster(options: options, config: config, configBytes: configBytes, upgrade: upgrade, makeHandler: makeHandler))
     }
 
     /// The name a worker shows in `ps -o comm` and `top`: its binary's, although it runs from
@@ -116,14 +130,14 @@ public enum Cluster {
 
 
     /// The master: owns listeners, spawns and supervises workers, serves the control socket.
-    static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, configBytes: [UInt8], makeHandler: @escaping (HandlerContext) throws -> H) -> Int32 {
+    static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, configBytes: [UInt8], upgrade: UpgradeState?, makeHandler: @escaping (HandlerContext) throws -> H) -> Int32 {
         let logger = Logger(label: "clusterd")
         do {
             let master = try Master(
                 options: Master.Options(
                     configPath: options.configPath, executable: ProcessControl.currentExecutable(),
                     arguments: ["--config", options.configPath], validate: { try ConfigCheck.validate($0, makeHandler: makeHandler) }),
-                config: config, configBytes: configBytes, logger: logger)
+                config: config, configBytes: configBytes, logger: logger, upgrade: upgrade)
             return master.run()
         } catch {
             logger.critical("\(error)")

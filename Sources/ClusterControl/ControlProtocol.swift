@@ -12,6 +12,9 @@ public enum ControlRequest: Equatable, Sendable {
     case reload(wait: Bool)
     case stop(graceful: Bool)
     case reopenLogs
+    /// Switch to the binary now installed at the daemon's path: the master re-executes itself (same
+    /// PID, listeners, control socket and stats kept) and replaces its workers as a reload does.
+    case upgrade
 
     public static let version = 1
     /// Longest request line accepted (bytes, newline excluded).
@@ -37,6 +40,7 @@ public enum ControlRequest: Equatable, Sendable {
         case .reload(let wait): o["cmd"] = "reload"; o["wait"] = .bool(wait)
         case .stop(let graceful): o["cmd"] = "stop"; o["graceful"] = .bool(graceful)
         case .reopenLogs: o["cmd"] = "reopen-logs"
+        case .upgrade: o["cmd"] = "upgrade"
         }
         return .object(o)
     }
@@ -87,8 +91,11 @@ public enum ControlRequest: Equatable, Sendable {
         case "reopen-logs":
             if let e = only([]) { return .failure(e) }
             return .success(.reopenLogs)
+        case "upgrade":
+            if let e = only([]) { return .failure(e) }
+            return .success(.upgrade)
         default:
-            return .failure(ControlError("unknown command \"\(cmd)\" (status, workers, scale, reload, stop, reopen-logs)"))
+            return .failure(ControlError("unknown command \"\(cmd)\" (status, workers, scale, reload, stop, reopen-logs, upgrade)"))
         }
     }
 }

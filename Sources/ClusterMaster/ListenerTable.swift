@@ -305,6 +305,11 @@ final class ListenerTable {
         return rest
     }
 
+    /// Every listener in use with its store name, for a re-exec (`clusterctl upgrade`); borrowed.
+    var inventory: [(name: String, fd: Int32)] {
+        listeners.flatMap { address, list in list.enumerated().map { (Self.storeName(address, slot: $0.offset), $0.element.fd) } }
+    }
+
     /// Listeners in use (those set aside to close later are not counted).
     var totalOpen: Int { listeners.values.reduce(0) { $0 + $1.count } }
 }

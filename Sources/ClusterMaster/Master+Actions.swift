@@ -80,6 +80,10 @@ extension Master {
             closeListeners(relayingQueuedTo: relayTo)
         case .reopenLogs:
             for pid in processes.keys { send(.reopenLogs, to: pid) }
+        case .checkUpgrade(let requester):
+            checkUpgrade(requester: requester)
+        case .execUpgrade:
+            execUpgrade()
         case .exit(let code):
             exitCode = code
         }

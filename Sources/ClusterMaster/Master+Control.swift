@@ -146,6 +146,7 @@ extension Master {
         case .reload(let wait): perform(core.reload(requester: id, wait: wait))
         case .stop(let graceful): perform(core.stop(graceful: graceful, requester: id))
         case .reopenLogs: perform(core.reopenLogs(requester: id))
+        case .upgrade: perform(core.upgrade(requester: id))
         }
     }
 

@@ -35,6 +35,7 @@ extension Master {
             "config": .string(options.configPath),
         ]
         if let e = core.lastReloadError { o["lastReloadError"] = .string(e) }
+        if let e = core.lastUpgradeError { o["lastUpgradeError"] = .string(e) }
         // The build this master runs, and the one installed at its path now: they differ after a
         // package upgrade until `clusterctl upgrade` (a reload keeps running this one).
         let running = BuildID.current?.description ?? ""

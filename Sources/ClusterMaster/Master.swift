@@ -99,6 +99,10 @@ public final class Master {
     var fdStore = FDStore(capacity: 0)
     /// Connections put in the store for the next master during a restart.
     var storedConnections = 0
+    /// What the previous image handed over at `clusterctl upgrade` (nil: a fresh start).
+    let upgrade: UpgradeState?
+    /// The new binary's check, while it runs.
+    var upgradeCheck: UpgradeCheck? = nil
     /// What this master took over from the store at its start (`clusterctl status`).
     var adoptedAtStart = (listeners: 0, connections: 0)
     var nextRelay = 0
@@ -111,14 +115,24 @@ public final class Master {
     /// A read the core gave up on at its deadline that has not returned yet.
     var abandonedRead: ConfigLoad? = nil
 
-    public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger) throws(SystemError) {
+    /// `upgrade`: what the previous image of this process handed over (`UpgradeState.take`).
+    public init(options: Options, config: ClusterConfiguration, configBytes: [UInt8], logger: Logger, upgrade: UpgradeState? = nil) throws(SystemError) {
         self.options = options
         idleRelease = MemoryRelease.IdleSchedule(after: Int64(config.releaseMemoryAfterIdle * 1000))
         self.logger = logger
         epoll = try Epoll(capacity: 256)
         statsSlots = MasterCore.statsCapacity(maxWorkers: config.maxWorkers)
-        (statsFD, statsBase) = try FileIO.sharedMemory(name: "clusterd-stats", size: StatsSegment.byteCount(workerSlots: statsSlots))
-        startedAt = Clock.monotonicMilliseconds()
+        if let upgrade, upgrade.statsSlots == statsSlots {
+            // The same segment: the adopted workers keep writing their slots, the totals go on.
+            statsFD = upgrade.statsFD
+            statsBase = try FileIO.map(fd: statsFD, size: StatsSegment.byteCount(workerSlots: statsSlots))
+            startedAt = upgrade.startedAt
+            self.upgrade = upgrade
+        } else {
+            (statsFD, statsBase) = try FileIO.sharedMemory(name: "clusterd-stats", size: StatsSegment.byteCount(workerSlots: statsSlots))
+            startedAt = Clock.monotonicMilliseconds()
+            self.upgrade = nil
+        }
         listenerTable = ListenerTable()
         listenerTable.steerByCPU = config.reusePortSteering == .cpu
         listenerTable.deferAccept = config.deferAccept
@@ -138,7 +152,13 @@ public final class Master {
                 SignalNumber.ttou, SignalNumber.user1, SignalNumber.child,
             ])
             try epoll.add(signals.fd, events: Epoll.readable, data: Kind.signal.data())
-            try openControlSocket()
+            if let upgrade {
+                // The previous image's control socket, still bound and listening.
+                controlSocket.fd = upgrade.controlFD
+                try watchControlSocket()
+            } else {
+                try openControlSocket()
+            }
         } catch {
             logger.critical("\(error)")
             notifier.failed(errno: error.errno, status: "failed: \(error)")
@@ -149,6 +169,7 @@ public final class Master {
         let cpus = Sys.allowedCPUs.count
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(config.workers.resolved(cpus: cpus)) workers (pid \(Sys.pid), control socket \(control.path))")
         adoptFromStore()
+        if let upgrade { adoptUpgrade(upgrade) }
         perform(core.start(cpus: cpus, now: Clock.monotonicMilliseconds()))
 
         while exitCode == nil {
@@ -225,6 +246,7 @@ public final class Master {
             relayQueued(listenerTable.takeQueued(set: core.currentListenerSet, slot: slot))
         }
         retryRelays(now)
+        upgradeCheckPeriodic(now)
         if let stuck = abandonedRead, stuck.call.result != nil {
             abandonedRead = nil
             perform(core.abandonedReadReturned())
@@ -284,6 +306,10 @@ public final class Master {
 
     func reapChildren() {
         while let (pid, status) = try? ProcessControl.reap() {
+            if let check = upgradeCheck, check.pid == pid {
+                upgradeCheckExited(check, status)
+                continue
+            }
             var open = 0
             if let p = processes[pid] {
                 // Connections passed to it that it never took from its channel died with it.

@@ -68,6 +68,12 @@ public enum MasterAction: Equatable, Sendable {
     case closeListeners(relayingQueuedTo: [ProcessID])
     /// Tell every worker to reopen its log files.
     case reopenLogs
+    /// Check the binary at the daemon's path (it starts and accepts the running config) off the
+    /// loop. Outcome, later: `upgradeChecked(requester:build:)` or `upgradeCheckFailed`.
+    case checkUpgrade(requester: RequestID?)
+    /// Re-execute the master from the binary at its path, handing over listeners, control socket,
+    /// stats and workers. Returns only if the kernel refused: outcome `upgradeExecFailed`.
+    case execUpgrade
     case exit(code: Int32)
 }
 

@@ -19,6 +19,7 @@ extension MasterCore {
                 steer()
                 log(.notice, "ready: \(target) workers, generation \(generation)")
                 emit(.notify("READY=1\nSTATUS=\(statusLine)"))
+                drainOlderGenerations()
             } else if let r = reload, worker.generation == r.generation, allSlotsReady(generation: r.generation, count: r.target) {
                 completeReload()
             } else if worker.generation == generation {

@@ -149,6 +149,9 @@ public struct MasterCore {
     /// A stop for a restart (`stop(keepListeners: true)`): the listeners stay open for the next
     /// master, and connections the workers hand over go to systemd's fd store, not to a worker.
     public internal(set) var restarting = false
+    /// `clusterctl upgrade` is checking the new binary or re-executing (`MasterCore+Upgrade.swift`).
+    public internal(set) var upgrading = false
+    public internal(set) var lastUpgradeError: String? = nil
     /// What the input being handled decided so far (returned and emptied by `flush`).
     var actions: [MasterAction] = []
 

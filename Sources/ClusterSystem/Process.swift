@@ -84,7 +84,9 @@ public enum ProcessControl {
     /// code runs between fork and exec. `image` is the file executed when it is not `executable`
     /// (which is then only argv[0]): `currentImage` runs the binary this process runs, even after
     /// the file at its path was replaced.
-    public static func spawn(executable: String, arguments: [String], environment: [String], inherit: [Int32], image: String? = nil) throws(SystemError) -> pid_t {
+    /// `standardError`: a descriptor the child gets as its fd 2 (its own otherwise).
+    public static func spawn(executable: String, arguments: [String], environment: [String], inherit: [Int32], image: String? = nil,
+                             standardError: Int32? = nil) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -103,6 +105,8 @@ public enum ProcessControl {
             // dup2 onto the target clears CLOEXEC on the copy in the child.
             posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + i))
         }
+
+        if let standardError { posix_spawn_file_actions_adddup2(&actions, standardError, 2) }
 
         var empty = sigset_t()
         sigemptyset(&empty)

@@ -18,7 +18,7 @@ struct Clusterctl: ParsableCommand {
             reached, 4 the daemon's answer made no sense, 64 bad usage (or an unreadable --config).
             """,
         version: ClusterVersion.string,
-        subcommands: [Status.self, Workers.self, Top.self, Scale.self, Reload.self, Stop.self, ReopenLogs.self])
+        subcommands: [Status.self, Workers.self, Top.self, Scale.self, Reload.self, Upgrade.self, Stop.self, ReopenLogs.self])
 
     /// The connection options given before the subcommand (`clusterctl --socket PATH status`, as
     /// operators write it); those given after it take precedence (`ControlCommand.send`).

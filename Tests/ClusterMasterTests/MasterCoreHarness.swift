@@ -44,6 +44,9 @@ final class Harness {
     var open: [Int: Int] = [:]
     var lost = 0
     var closedOnDrainTimeout = 0
+    /// `checkUpgrade` requesters, and `execUpgrade`s asked for.
+    var upgradeChecks: [RequestID?] = []
+    var upgradeExecs = 0
 
     init(workers: Int, maxWorkers: Int = 8, settings: MasterCore.Settings? = nil, start: Bool = true) {
         var config = ClusterConfiguration()
@@ -103,6 +106,8 @@ final class Harness {
             case .refuseNewConnections: refusing = true
             case .closeListeners(let relayTo): listenersClosedRelayingTo.append(relayTo)
             case .reopenLogs: break
+            case .checkUpgrade(let requester): upgradeChecks.append(requester)
+            case .execUpgrade: upgradeExecs += 1
             case .exit(let code): exitCode = code
             }
         }
