@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import BIN, free_port, get, wait_until
+from test_upgrade import install_rebuilt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -182,7 +183,8 @@ def load_chaos():
 def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
     """Issue 14: `scripts/chaos.py`'s clients (keep-alive GET/POST with echoed bodies, a connection
     per request, pipelining), every answer checked, while systemd restarts the unit twice, reloads it,
-    and the master is killed with SIGKILL (systemd restarts it). The listeners live in systemd's fd
+    `clusterctl upgrade` switches to a rebuilt binary, and the master is killed with SIGKILL
+    (systemd restarts it). The listeners live in systemd's fd
     store: nothing is refused, and no request fails except what the killed master's workers had in
     flight (excused within 3 s of the kill, and counted)."""
     chaos = load_chaos()
@@ -195,7 +197,7 @@ def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
                 self.sock = ns.inner_path("/run/clusterd/control.sock")
                 self.bodies = set()
                 self.stats = chaos.Stats()
-                self.events, self.kills, self.master_kills, self.adoptions = [], [], [], []
+                self.events, self.kills, self.master_kills, self.adoptions, self.upgrades = [], [], [], [], []
                 self.stop = False
                 self.write_config(2, "generation 0 " + "x" * 40)
 
@@ -217,6 +219,20 @@ def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
                 self.write_config(2, f"generation {counter}")
                 return ns.systemctl("reload", "clusterd").returncode == 0
 
+            def upgrade(self):
+                # A rebuilt binary installed over the unit's, as a package upgrade does; then the
+                # upgrade: same MainPID (systemd sees RELOADING=1 then READY=1), the new build serving.
+                binary = ns.inner_path("/run/clusterd-test/bin/clusterd")
+                before = ns.show("MainPID", "NRestarts")
+                want = install_rebuilt(binary, binary)
+                r = subprocess.run([os.path.join(BIN, "clusterctl"), "--socket", self.sock, "upgrade"],
+                                   capture_output=True, text=True, timeout=90)
+                status = json.loads(self.ctl("status", "--json").stdout)
+                after = ns.show("MainPID", "NRestarts", "ActiveState", "SubState")
+                self.upgrades.append((r.returncode, r.stdout + r.stderr, status["build"], want, before, after))
+                return (r.returncode == 0 and status["build"] == want and after["MainPID"] == before["MainPID"]
+                        and after["NRestarts"] == before["NRestarts"] and (after["ActiveState"], after["SubState"]) == ("active", "running"))
+
             def kill_master(self):
                 before = ns.show("MainPID")["MainPID"]
                 self.master_kills.append(time.monotonic())
@@ -232,7 +248,7 @@ def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
                 tasks += [asyncio.create_task(self.persistent_client(random.Random(rng.random()), self.pipeline_batch)) for _ in range(3)]
                 await asyncio.sleep(2)
                 for name, fn in [("restart", self.restart), ("reload", lambda: self.reload(1)), ("restart", self.restart),
-                                 ("kill -9 master", self.kill_master), ("reload", lambda: self.reload(2))]:
+                                 ("upgrade", self.upgrade), ("kill -9 master", self.kill_master), ("reload", lambda: self.reload(2))]:
                     await self.event(name, fn)
                 await asyncio.sleep(2)
                 self.stop = True
@@ -250,7 +266,7 @@ def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
             target[kind] = target.get(kind, 0) + 1
         report = {"sent": run.stats.sent, "verified": run.stats.answered, "failures": real,
                   "excused_killed_master_in_flight": excused, "events": [(e[2], e[3]) for e in run.events],
-                  "adopted": run.adoptions}
+                  "adopted": run.adoptions, "upgrades": run.upgrades}
         print(json.dumps(report))
         with open(os.path.join(tmpdir_short, "report.json"), "w") as f:
             json.dump(report, f)
