@@ -9,7 +9,8 @@ import ClusterSystem
 ///
 /// The inputs, by file: start, queries and shared helpers here; worker messages, exits, spawn
 /// outcomes and the clock in `MasterCore+Workers.swift`; scale, stop and log reopening in
-/// `MasterCore+Commands.swift`; reload in `MasterCore+Reload.swift`.
+/// `MasterCore+Commands.swift`; reload in `MasterCore+Reload.swift`; `clusterctl upgrade` in
+/// `MasterCore+Upgrade.swift`.
 public struct MasterCore {
     public struct Settings: Sendable {
         public var maxWorkers = 256
