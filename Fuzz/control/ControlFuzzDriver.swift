@@ -29,6 +29,7 @@ public final class FuzzExecutor {
     public var exitCode: Int32? = nil
     public var listeners: [Int: Int] = [:]
     public var readPending = false
+    var upgradeChecks = 0
 
     public init(core: MasterCore) { self.core = core }
 
