@@ -1,5 +1,6 @@
 """Fixtures that run the real clusterd/clusterctl binaries on loopback and always clean up."""
 import contextlib
+import importlib.util
 import json
 import re
 import os
@@ -14,6 +15,15 @@ import pytest
 BIN = os.environ.get("CLUSTERD_BIN", os.path.join(os.path.dirname(__file__), "../../.build/release"))
 CLUSTERD = os.path.join(BIN, "clusterd")
 CLUSTERCTL = os.path.join(BIN, "clusterctl")
+
+
+def load_chaos():
+    """scripts/chaos.py as a module: its clients and report, for runs that drive their own events."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("chaos", os.path.join(root, "scripts/chaos.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port():

@@ -2,7 +2,6 @@
 cgroup namespace with fresh tmpfs on /run, /tmp and /var/tmp and only this test's units
 (Tests/systemd/boot.sh). The shipped unit file is used as is, with paths filled in."""
 import asyncio
-import importlib.util
 import json
 import os
 import random
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BIN, free_port, get, wait_until
+from conftest import BIN, free_port, get, load_chaos, wait_until
 from test_upgrade import install_rebuilt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -171,13 +170,6 @@ def test_access_log_in_the_units_logs_directory(ns):
     wait_until(lambda: os.path.exists(log) and '"GET / HTTP/1.1" 200' in open(log).read(), what="the access log line")
     assert ns.systemctl("stop", "clusterd").returncode == 0
 
-
-
-def load_chaos():
-    spec = importlib.util.spec_from_file_location("chaos", os.path.join(ROOT, "scripts/chaos.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):

@@ -3,24 +3,12 @@ control socket and stats — and replaces the workers as a reload does, under th
 (every answer checked byte for byte), with no failed request; a binary that cannot run the config,
 or is not a program at all, leaves the old master serving and the command fails with the reason."""
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 
-from conftest import BIN, get, wait_until
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def load_chaos():
-    spec = importlib.util.spec_from_file_location("chaos", os.path.join(ROOT, "scripts/chaos.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import BIN, load_chaos
 
 def build_id(path):
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
