@@ -26,6 +26,10 @@ extension MasterCore {
             refuse(requester, "cannot scale while \(phaseName)")
             return flush()
         }
+        guard !upgrading else {
+            refuse(requester, "cannot scale while an upgrade is in progress (clusterctl upgrade); try again when it completes")
+            return flush()
+        }
         guard reload == nil else {
             refuse(requester, "cannot scale while a reload is in progress; try again when it completes")
             return flush()

@@ -29,6 +29,7 @@ extension MasterCore {
     /// Whether a reload may start now.
     public func reloadRefusal() -> String? {
         if reload != nil { return "a reload is already in progress" }
+        if upgrading { return "an upgrade is in progress (clusterctl upgrade); try again when it completes" }
         switch phase {
         case .running: return nil
         default: return "cannot reload while \(phaseName)"

@@ -27,7 +27,9 @@ extension MasterCore {
     /// `clusterctl upgrade`. Only from a steady state: running, no reload, no scale waiting, every
     /// worker ready (an upgrade hands the new image exactly one generation to replace).
     public mutating func upgrade(requester: RequestID?) -> [MasterAction] {
-        if let why = upgradeRefusal {
+        if upgrading {
+            refuse(requester, "cannot upgrade: an upgrade is already under way")
+        } else if let why = upgradeRefusal {
             refuse(requester, "cannot upgrade: \(why)")
         } else {
             upgrading = true
@@ -39,7 +41,6 @@ extension MasterCore {
 
     var upgradeRefusal: String? {
         guard case .running = phase else { return "the daemon is \(phaseName)" }
-        if upgrading { return "an upgrade is already under way" }
         if reload != nil || configRead != nil || abandonedRead { return "a reload is under way" }
         if !scaleWaiters.isEmpty { return "a scale is under way" }
         if let busy = workers.values.first(where: { $0.state != .ready || $0.generation != generation }) {
@@ -59,7 +60,7 @@ extension MasterCore {
     /// The new binary passed its check (`build`: its build ID): tell systemd a reload begins,
     /// answer, and re-execute.
     public mutating func upgradeChecked(requester: RequestID?, build: String) -> [MasterAction] {
-        guard upgrading, upgradeRefusal == nil || upgradeRefusal == "an upgrade is already under way" else {
+        guard upgrading, upgradeRefusal == nil else {
             upgrading = false
             refuse(requester, "cannot upgrade: \(upgradeRefusal ?? "the daemon changed state")")
             return flush()

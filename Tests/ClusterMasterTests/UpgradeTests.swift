@@ -36,6 +36,20 @@ import Testing
         #expect(h.answeredOK(5) && !h.core.upgrading)
     }
 
+    @Test func noReloadOrScaleWhileTheCheckRuns() {
+        let h = makeCore(workers: 2)
+        h.readyAll()
+        h.perform(h.core.upgrade(requester: 1))
+        h.perform(h.core.reload(requester: 2, wait: false))
+        h.scale(.absolute(4), requester: 3)
+        #expect(h.replies.suffix(2).allSatisfy { $0.1["ok"] == false && $0.1["error"]?.stringValue?.contains("upgrade") == true })
+        #expect(h.readsAsked == 0 && h.spawned.count == 2)
+        // A worker that crashes meanwhile: its replacement is starting, so the re-exec is called off.
+        h.workerExited(pid: h.spawned[0].pid, status: .signaled(9))
+        h.perform(h.core.upgradeChecked(requester: 1, build: "ab"))
+        #expect(h.upgradeExecs == 0 && !h.core.upgrading && h.replies.last?.0 == 1 && h.replies.last?.1["ok"] == false)
+    }
+
     @Test func notDuringAReloadOrWhileWorkersDrain() {
         let h = makeCore(workers: 2)
         h.readyAll()
