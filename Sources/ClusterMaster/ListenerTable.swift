@@ -290,15 +290,18 @@ final class ListenerTable {
 
     /// Takes over the listeners of `address` the last master stored, in slot order from 0: slot i
     /// is index i of the kernel's reuseport group, as when this table opened them. Those that do
-    /// not continue the run from 0 (a gap: one was lost) are returned, to be closed.
-    func adopt(_ stored: [(slot: Int, fd: Int32, name: String)], address: ListenAddress) -> [Int32] {
+    /// not continue the run from 0 (a gap: one was lost) are closed, after what is queued on them
+    /// is moved to `queued` (for a live worker); their names are returned.
+    func adopt(_ stored: [(slot: Int, fd: Int32, name: String)], address: ListenAddress, queued: inout DescriptorList) -> [String] {
         var list = listeners[address] ?? []
-        var rest: [Int32] = []
+        var rest: [String] = []
         for entry in stored.sorted(by: { $0.slot < $1.slot }) {
+            let descriptor = Descriptor(taking: entry.fd)
             if entry.slot == list.count {
-                list.append(Listener(adopting: Descriptor(taking: entry.fd), address: address, store: fdStore, name: entry.name))
+                list.append(Listener(adopting: descriptor, address: address, store: fdStore, name: entry.name))
             } else {
-                rest.append(entry.fd)
+                queued.append(contentsOf: Self.acceptAll(descriptor.rawValue))
+                rest.append(entry.name)
             }
         }
         listeners[address] = list.isEmpty ? nil : list

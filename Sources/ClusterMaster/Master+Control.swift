@@ -6,10 +6,28 @@ import ClusterSystem
 /// fails for as long as the queue holds a client, and a level-triggered epoll would report it
 /// again at once, so the listener leaves epoll for `ControlServer.acceptBackoff`.
 struct ControlSocket {
-    var fd: Int32 = -1
+    /// The listening socket, owned: closed (and its path unlinked) by `closeControlSocket`.
+    var listener: Owned? = nil
     var resumeAt: Int64? = nil
-    /// The epoll events each client is registered for (reading stops while its replies pile up).
-    var interest: [Int32: UInt32] = [:]
+    /// Each client connection, owned: closed when its entry goes (`closeClient`).
+    var clients: [Int32: Owned] = [:]
+
+    /// A descriptor and the epoll events it is registered for (a client's reading stops while its
+    /// replies pile up); closed with the object.
+    final class Owned {
+        let descriptor: Descriptor
+        var interest: UInt32
+
+        init(_ descriptor: consuming Descriptor, interest: UInt32 = 0) {
+            self.descriptor = descriptor
+            self.interest = interest
+        }
+
+        var fd: Int32 { descriptor.rawValue }
+    }
+
+    /// The listener's number, borrowed; -1 when there is none.
+    var fd: Int32 { listener?.fd ?? -1 }
 }
 
 /// The control socket's descriptors: accept, read, send, epoll. What the bytes mean is
@@ -22,7 +40,7 @@ extension Master {
             try? FileIO.makeDirectory(directory, mode: 0o755)
         }
         let mode: FileMode = control.group == nil ? 0o600 : 0o660
-        controlSocket.fd = try Socket.unixListener(path: path, mode: mode)
+        controlSocket.listener = ControlSocket.Owned(Descriptor(taking: try Socket.unixListener(path: path, mode: mode)))
         if let gid = control.group {
             do { try FileIO.changeGroup(path, to: GroupID(gid)) } catch {
                 logger.warning("cannot give group \(gid) the control socket: \(error.reason)")
@@ -36,20 +54,19 @@ extension Master {
     }
 
     func closeControlSocket() {
-        for fd in controlSocket.interest.keys { Sys.close(fd) }
-        controlSocket.interest = [:]
-        if controlSocket.fd >= 0 {
-            Sys.close(controlSocket.fd)
+        controlSocket.clients = [:]
+        if controlSocket.listener != nil {
+            controlSocket.listener = nil
             try? Sys.unlink(control.path)
         }
     }
 
     func acceptClients() {
         while true {
-            let fd: Int32
+            let client: Descriptor
             do {
                 guard case .processed(let newFD) = try Sys.accept(controlSocket.fd) else { return }
-                fd = newFD
+                client = Descriptor(taking: newFD)
             } catch {
                 let now = Clock.monotonicMilliseconds()
                 var message = "control socket: \(error)"
@@ -61,9 +78,10 @@ extension Master {
                 if let line = control.acceptFailed(message, now: now) { logger.warning("\(line)") }
                 return
             }
+            // Refused before it is registered: the error, then `client` closes at the loop's turn.
+            let fd = client.rawValue
             guard !control.isFull else {
                 writeOnce(fd, ControlResponse.error("too many control connections (\(ControlServer.maxClients)); try again"))
-                Sys.close(fd)
                 continue
             }
             // Only the daemon's own user, root, or the configured group may command it; a client
@@ -71,17 +89,11 @@ extension Master {
             if case .refused(let log, let reply) = ControlAccess(daemonUID: Sys.uid, controlGroup: control.group).check(fd) {
                 logger.warning("\(log)")
                 writeOnce(fd, ControlResponse.error(reply))
-                Sys.close(fd)
                 continue
             }
-            do {
-                try epoll.add(fd, events: Epoll.readable, data: Kind.client.data(fd))
-            } catch {
-                Sys.close(fd)
-                continue
-            }
+            do { try epoll.add(fd, events: Epoll.readable, data: Kind.client.data(fd)) } catch { continue }
             control.opened(fd, now: Clock.monotonicMilliseconds())
-            controlSocket.interest[fd] = Epoll.readable
+            controlSocket.clients[fd] = ControlSocket.Owned(client, interest: Epoll.readable)
         }
     }
 
@@ -160,8 +172,8 @@ extension Master {
         guard control.has(fd) else { return }
         let (read, write) = control.interest(of: fd)
         let wanted = (read ? Epoll.readable : 0) | (write ? Epoll.writable : 0)
-        guard wanted != controlSocket.interest[fd] else { return }
-        controlSocket.interest[fd] = wanted
+        guard let client = controlSocket.clients[fd], wanted != client.interest else { return }
+        client.interest = wanted
         try? epoll.modify(fd, events: wanted, data: Kind.client.data(fd))
     }
 
@@ -190,8 +202,7 @@ extension Master {
     func closeClient(_ fd: Int32) {
         guard control.has(fd) else { return }
         control.closed(fd)
-        controlSocket.interest[fd] = nil
         epoll.remove(fd)
-        Sys.close(fd)
+        controlSocket.clients[fd] = nil  // closes it
     }
 }

@@ -54,20 +54,24 @@ extension Master {
             }
         }
         var listeners = 0
+        var queued = DescriptorList()
+        var closed: [String] = []
         for (address, list) in stored.sorted(by: { $0.key.description < $1.key.description }) {
-            let rest = listenerTable.adopt(list, address: address)
+            let rest = listenerTable.adopt(list, address: address, queued: &queued)
             listeners += list.count - rest.count
-            unknown += list.filter { rest.contains($0.fd) }.map { ($0.name, $0.fd) }
+            closed += rest
         }
         for entry in unknown {
             // A listener the config no longer has: what is queued on it still gets served.
-            var queued = DescriptorList()
-            while case .processed(let conn)? = try? Sys.accept(entry.fd) { queued.append(Descriptor(taking: conn)) }
-            while let conn = queued.next() { pendingRelays.append(PendingRelay(conn, message: ConnectionHandoff.prefix, since: Clock.monotonicMilliseconds())) }
-            logger.info("closing \(entry.name) from systemd's fd store: the config has no such listener")
-            Sys.close(entry.fd)
-            fdStore.remove(name: entry.name)
+            let listener = Descriptor(taking: entry.fd)
+            while case .processed(let conn)? = try? Sys.accept(listener.rawValue) { queued.append(Descriptor(taking: conn)) }
+            closed.append(entry.name)
         }
+        for name in closed {
+            logger.info("closing \(name) from systemd's fd store: the config has no such listener")
+            fdStore.remove(name: name)
+        }
+        while let conn = queued.next() { pendingRelays.append(PendingRelay(conn, message: ConnectionHandoff.prefix, since: Clock.monotonicMilliseconds())) }
         adoptedAtStart = (listeners, adopted)
         logger.notice("adopted from systemd's fd store: \(listeners) listener(s), \(adopted) connection(s) kept through the restart")
     }

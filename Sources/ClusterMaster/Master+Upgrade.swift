@@ -199,19 +199,20 @@ extension Master {
         }
     }
 
-    /// In the new image, at `run`: take over the listeners, the control socket and the workers the
-    /// previous image handed over (`upgrade` was set by `init`, which mapped its stats).
+    /// In the new image, at `run`: take over the listeners and the workers the previous image handed
+    /// over (`init` mapped its stats, `run` took its control socket).
     func adoptUpgrade(_ state: UpgradeState) {
-        controlSocket.fd = state.controlFD
         var stored: [ListenAddress: [(slot: Int, fd: Int32, name: String)]] = [:]
         for entry in state.listeners {
             if let (address, slot) = ListenerTable.parseStoreName(entry.name, among: config.listen) {
                 stored[address, default: []].append((slot, entry.fd, entry.name))
             } else {
-                Sys.close(entry.fd)
+                _ = Descriptor(taking: entry.fd)  // closed: the config has no such address
             }
         }
-        for (address, list) in stored { listenerTable.adopt(list, address: address).forEach(Sys.close) }
+        var queued = DescriptorList()
+        for (address, list) in stored { _ = listenerTable.adopt(list, address: address, queued: &queued) }
+        relayQueued(queued)
         var adopted: [MasterCore.AdoptedWorker] = []
         for worker in state.workers {
             let pid = worker.adopted.pid

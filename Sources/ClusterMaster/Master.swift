@@ -154,7 +154,7 @@ public final class Master {
             try epoll.add(signals.fd, events: Epoll.readable, data: Kind.signal.data())
             if let upgrade {
                 // The previous image's control socket, still bound and listening.
-                controlSocket.fd = upgrade.controlFD
+                controlSocket.listener = ControlSocket.Owned(Descriptor(taking: upgrade.controlFD))
                 try watchControlSocket()
             } else {
                 try openControlSocket()
