@@ -163,7 +163,7 @@ public enum Cluster {
         Sys.setProcessName(processName)
         let build = BuildID.current?.description ?? ""
         if build != startup.build {
-            // The master spawns workers from its own image (`ProcessControl.currentImage`), so this
+            // The master spawns workers from its own image (`ProcessControl.openCurrentImage`), so this
             // takes a binary started by hand or a master that lost its image: never serve with a
             // master of another build (the channel's messages are only agreed within one).
             logger.critical("version skew: this worker's binary is build \(build.isEmpty ? "(none)" : build), its master runs build \(startup.build.isEmpty ? "(none)" : startup.build); refusing to serve")
@@ -177,6 +177,7 @@ public enum Cluster {
             for fd in startup.listenerFDs { listeners.append(Descriptor(taking: fd)) }
             // Owned from here: closed once read or mapped, and on every error on the way.
             let configMemfd = Descriptor(taking: startup.configFD), statsMemfd = Descriptor(taking: startup.statsFD)
+            _ = Descriptor(taking: startup.imageFD)  // the binary this was started from: not needed
             let configBytes = try FileIO.readAll(fd: configMemfd.rawValue, name: "config memfd")
             _ = consume configMemfd
             let config = try ClusterConfiguration.decode(configBytes, file: startup.configPath)

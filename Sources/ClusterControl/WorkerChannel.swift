@@ -114,8 +114,12 @@ public struct WorkerStartup: Equatable, Sendable {
     public var statsFD: Int32 { channelFD + 1 }
     /// The memfd with the config bytes of the worker's generation.
     public var configFD: Int32 { channelFD + 2 }
+    /// The binary it was started from (`ProcessControl.spawn(image:)` puts it after the rest); the
+    /// worker closes it.
+    public var imageFD: Int32 { channelFD + 3 }
     /// The master's descriptors in the order the worker inherits them from fd 3 on (listeners,
-    /// channel, stats, config), which is where `listenerFDs`, `channelFD`, `statsFD` and `configFD` say.
+    /// channel, stats, config), which is where `listenerFDs`, `channelFD`, `statsFD` and `configFD` say;
+    /// `spawn(image:)` adds the binary after them (`imageFD`).
     public static func inherited(listeners: [Int32], channel: Int32, stats: Int32, config: Int32) -> [Int32] {
         listeners + [channel, stats, config]
     }
@@ -131,6 +135,7 @@ public struct WorkerStartup: Equatable, Sendable {
             "CLUSTERD_CHANNEL_FD=\(channelFD)",
             "CLUSTERD_STATS_FD=\(statsFD)",
             "CLUSTERD_CONFIG_FD=\(configFD)",
+            "CLUSTERD_IMAGE_FD=\(imageFD)",
             "CLUSTERD_STATS_SLOTS=\(statsSlots)",
             "CLUSTERD_STATS_SLOT=\(statsSlot)",
             "CLUSTERD_MASTER_PID=\(masterPID)",
@@ -154,7 +159,7 @@ public struct WorkerStartup: Equatable, Sendable {
                   statsSlot: statsSlot, masterPID: masterPID, configPath: lookup("CLUSTERD_CONFIG") ?? "config",
                   build: lookup("CLUSTERD_BUILD") ?? "")
         guard int("CLUSTERD_CHANNEL_FD") == Int(channelFD), int("CLUSTERD_STATS_FD") == Int(statsFD),
-            int("CLUSTERD_CONFIG_FD") == Int(configFD)
+            int("CLUSTERD_CONFIG_FD") == Int(configFD), int("CLUSTERD_IMAGE_FD") == Int(imageFD)
         else { return nil }
     }
 }

@@ -38,7 +38,7 @@ extension Master {
             // From this process's own image, not the file at `executable` (argv[0] only): a binary
             // installed over it since this master started is run only by `clusterctl upgrade`.
             pid = try ProcessControl.spawn(executable: options.executable, arguments: options.arguments, environment: env,
-                                           inherit: inherit, image: ProcessControl.currentImage)
+                                           inherit: inherit, image: image.rawValue)
         } catch {
             throw MasterFailure("\(error)")
         }

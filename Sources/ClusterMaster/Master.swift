@@ -86,6 +86,8 @@ public final class Master {
     var control: ControlServer
     var controlSocket = ControlSocket()
     let statsFD: Int32
+    /// This process's own binary, open: workers are started from it (`ProcessControl.spawn(image:)`).
+    let image: Descriptor
     let statsBase: UnsafeMutableRawPointer
     let statsSlots: Int
     var exitCode: Int32? = nil
@@ -122,6 +124,7 @@ public final class Master {
         self.logger = logger
         epoll = try Epoll(capacity: 256)
         statsSlots = MasterCore.statsCapacity(maxWorkers: config.maxWorkers)
+        image = Descriptor(taking: try ProcessControl.openCurrentImage())
         if let upgrade, upgrade.statsSlots == statsSlots {
             // The same segment: the adopted workers keep writing their slots, the totals go on.
             statsFD = upgrade.statsFD

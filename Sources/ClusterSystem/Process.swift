@@ -81,11 +81,12 @@ public enum ProcessControl {
     /// Re-execute `executable` with `arguments` and `environment` via posix_spawn, with `inherit[i]`
     /// placed at descriptor 3+i in the child (every other descriptor is CLOEXEC). The child's signal
     /// mask is emptied and the signals the parent handles are reset to their defaults, so no Swift
-    /// code runs between fork and exec. `image` is the file executed when it is not `executable`
-    /// (which is then only argv[0]): `currentImage` runs the binary this process runs, even after
-    /// the file at its path was replaced.
-    /// `standardError`: a descriptor the child gets as its fd 2 (its own otherwise).
-    public static func spawn(executable: String, arguments: [String], environment: [String], inherit: [Int32], image: String? = nil,
+    /// code runs between fork and exec. `image`: an open descriptor of the file to execute, when it
+    /// is not the one at `executable` (which is then only argv[0]): `openCurrentImage()` runs the
+    /// binary this process runs, even after the file at its path was replaced. It is passed as one
+    /// more inherited descriptor, at 3 + inherit.count, and executed through /proc/self/fd (the
+    /// child should close it). `standardError`: a descriptor the child gets as its fd 2.
+    public static func spawn(executable: String, arguments: [String], environment: [String], inherit: [Int32], image: Int32? = nil,
                              standardError: Int32? = nil) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -104,6 +105,15 @@ public enum ProcessControl {
         for (i, fd) in staged.enumerated() {
             // dup2 onto the target clears CLOEXEC on the copy in the child.
             posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + i))
+        }
+        // The image after them, open across the exec: a CLOEXEC one would do natively, but valgrind
+        // (--trace-children) emulates the exec in a new process that must still find it.
+        var imagePath = executable
+        if let image {
+            let high = try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(image, F_DUPFD_CLOEXEC, Int32(3 + inherit.count + 16)) }
+            staged.append(high)
+            posix_spawn_file_actions_adddup2(&actions, high, Int32(3 + inherit.count))
+            imagePath = "/proc/self/fd/\(3 + inherit.count)"
         }
 
         if let standardError { posix_spawn_file_actions_adddup2(&actions, standardError, 2) }
@@ -127,17 +137,20 @@ public enum ProcessControl {
         var pid: pid_t = 0
         let rc = argv.withUnsafeBufferPointer { a in
             envp.withUnsafeBufferPointer { e in
-                posix_spawn(&pid, image ?? executable, &actions, &attr, a.baseAddress!, e.baseAddress!)
+                posix_spawn(&pid, imagePath, &actions, &attr, a.baseAddress!, e.baseAddress!)
             }
         }
-        if rc != 0 { throw SystemError(call: "posix_spawn(\(image ?? executable))", errno: rc) }
+        if rc != 0 { throw SystemError(call: "posix_spawn(\(executable))", errno: rc) }
         return pid
     }
 
-    /// The binary this process runs, as a path the kernel resolves at exec time to the running image
-    /// (its inode), whatever has been installed at its path since. posix_spawn execs in the child,
-    /// whose /proc/self is a copy of this process until the exec.
-    public static let currentImage = "/proc/self/exe"
+    /// The binary this process runs (its inode, whatever has been installed at its path since), opened
+    /// (CLOEXEC) for `spawn(image:)`. Opened rather than exec'd as "/proc/self/exe": under valgrind
+    /// that link names valgrind itself, while opening it gives the client's file (valgrind redirects
+    /// the open), so `--trace-children` still follows the workers.
+    public static func openCurrentImage() throws(SystemError) -> Int32 {
+        try syscall("open(/proc/self/exe)") { Glibc.open("/proc/self/exe", O_RDONLY | O_CLOEXEC) }
+    }
 
     /// execve(2): replaces this process's image (same PID, the descriptors without CLOEXEC kept).
     /// Returns only by throwing, when the kernel refused (this process carries on unchanged).

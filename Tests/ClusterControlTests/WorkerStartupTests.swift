@@ -31,7 +31,8 @@ import Testing
         let good = WorkerStartup(slot: 0, generation: 1, listenerCount: 2, statsSlots: 8, statsSlot: 0, masterPID: 10, configPath: "c")
         #expect(WorkerStartup(environment: { _ in nil }) == nil)
         for (name, value) in [("CLUSTERD_WORKER_SLOT", "x"), ("LISTEN_FDS", "0"), ("CLUSTERD_STATS_SLOT", "8"),
-                              ("CLUSTERD_MASTER_PID", "-1"), ("CLUSTERD_CHANNEL_FD", "4"), ("CLUSTERD_CONFIG_FD", "99")] {
+                              ("CLUSTERD_MASTER_PID", "-1"), ("CLUSTERD_CHANNEL_FD", "4"), ("CLUSTERD_CONFIG_FD", "99"),
+                              ("CLUSTERD_IMAGE_FD", "3")] {
             let env = good.environment.filter { !$0.hasPrefix(name + "=") } + ["\(name)=\(value)"]
             #expect(WorkerStartup(environment: Self.lookup(env)) == nil, "\(name)=\(value)")
         }
