@@ -24,10 +24,14 @@ public struct HandlerContext {
     /// (what `/metrics` renders). Nil where no worker runs the handler: the master's validation of
     /// a config (`--check-config`, start-up, reload), and tests.
     public var stats: StatsSegment?
+    /// The worker's life as the handler may see it (`isStopping`: answer health checks with 503);
+    /// nil where no worker runs the handler.
+    public var lifecycle: WorkerLifecycle?
 
-    public init(config: ClusterConfiguration, stats: StatsSegment? = nil) {
+    public init(config: ClusterConfiguration, stats: StatsSegment? = nil, lifecycle: WorkerLifecycle? = nil) {
         self.config = config
         self.stats = stats
+        self.lifecycle = lifecycle
     }
 }
 
@@ -193,8 +197,10 @@ public enum Cluster {
             if let cpu = config.cpuAffinity.cpu(forSlot: slot, allowed: Sys.allowedCPUs) {
                 do { try Sys.pinToCPU(cpu) } catch { logger.warning("cpuAffinity: cannot pin to CPU \(cpu): \(error)") }
             }
-            let handler = try makeHandler(HandlerContext(config: config, stats: segment))
-            let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners.rawValues, channel: channel.rawValue, stats: stats, logger: logger)
+            let lifecycle = WorkerLifecycle()
+            let handler = try makeHandler(HandlerContext(config: config, stats: segment, lifecycle: lifecycle))
+            let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners.rawValues, channel: channel.rawValue,
+                                        stats: stats, logger: logger, lifecycle: lifecycle)
             return try worker.run()
         } catch let error as SystemError {
             logger.critical("\(error)")

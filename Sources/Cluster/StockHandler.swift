@@ -2,6 +2,7 @@ import ClusterConfig
 import ClusterControl
 import ClusterHTTP
 import ClusterSystem
+import ClusterWorker
 
 /// The stock application of `clusterd`: the config's fixed routes, `/healthz`, and 404/405 for
 /// everything else. Every response is rendered once, when the config is loaded; serving one is a
@@ -20,16 +21,20 @@ public struct StockHandler: HTTPHandler {
     let stats: StatsSegment?
     let forbidden = PreparedResponse(status: 403, body: "forbidden\n")
     let health = PreparedResponse(status: 200, body: "ok\n")
+    let draining = PreparedResponse(status: 503, body: "draining\n")
+    /// Whether the worker is stopping (`/healthz` then says `draining`); nil outside a worker.
+    let lifecycle: WorkerLifecycle?
     let notFound = PreparedResponse(status: 404, body: "not found\n")
     let methodNotAllowed = PreparedResponse(status: 405, headers: [HTTPField("Allow", "GET, HEAD")], body: "method not allowed\n")
 
     /// The handler for a factory's context: its config, and its stats for `/metrics`.
     public init(context: HandlerContext) throws {
-        try self.init(config: context.config, stats: context.stats)
+        try self.init(config: context.config, stats: context.stats, lifecycle: context.lifecycle)
     }
 
     /// Throws a `ConfigError` for a config this handler cannot serve (a static root it cannot read).
-    public init(config: ClusterConfiguration, stats: StatsSegment? = nil) throws {
+    public init(config: ClusterConfiguration, stats: StatsSegment? = nil, lifecycle: WorkerLifecycle? = nil) throws {
+        self.lifecycle = lifecycle
         for (i, root) in config.staticRoots.enumerated() where !FileIO.isReadableDirectory(root.root) {
             throw ConfigError(file: config.source, keyPath: "static[\(i)].root", message: "\(root.root) is not a readable directory")
         }
@@ -56,7 +61,7 @@ public struct StockHandler: HTTPHandler {
         }
         if path == "/healthz" {
             guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
-            return response.respond(health)
+            return response.respond(lifecycle?.isStopping == true ? draining : health)
         }
         if let metricsPath, metricsPath.withUnsafeBytes({ path.equals($0) }), let stats {
             // Only for the clients metrics.allow names (nginx's stub_status behind allow/deny): the

@@ -70,6 +70,7 @@ extension ClusterConfiguration {
             config.controlGroup = try top.int("controlGroup", default: 0, range: 0...Int(Int32.max))
         }
         config.drainTimeout = try top.seconds("drainTimeout", default: defaults.drainTimeout, range: 0...3600)
+        config.shutdownDelay = try top.seconds("shutdownDelay", default: defaults.shutdownDelay, range: 0...3600)
         config.heartbeatTimeout = try top.seconds("heartbeatTimeout", default: defaults.heartbeatTimeout, range: 1...3600)
         config.releaseMemoryAfterIdle = try top.seconds("releaseMemoryAfterIdle", default: defaults.releaseMemoryAfterIdle, range: 0...86400)
         config.busyPoll = try top.int("busyPoll", default: defaults.busyPoll, range: 0...1000)
@@ -210,7 +211,7 @@ extension ClusterConfiguration {
 
     /// Every key the top level may have.
     static let topLevelKeys = [
-        "workers", "maxWorkers", "listen", "controlSocket", "controlGroup", "drainTimeout", "heartbeatTimeout",
+        "workers", "maxWorkers", "listen", "controlSocket", "controlGroup", "drainTimeout", "shutdownDelay", "heartbeatTimeout",
         "releaseMemoryAfterIdle", "busyPoll", "http", "routes", "static", "accessLog", "metrics", "metricsPath",
         "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes",
     ]

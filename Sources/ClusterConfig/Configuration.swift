@@ -42,6 +42,10 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var controlGroup: Int? = nil
     /// Seconds a retiring worker may take to finish its connections before it is killed. Default 30.
     public var drainTimeout: Double = 30
+    /// Seconds a graceful stop keeps accepting and serving (every response with `Connection: close`,
+    /// `/healthz` answering 503 `draining`) before it refuses new connections and drains: the time a
+    /// load balancer or Kubernetes needs to stop sending new connections here. Default 0.
+    public var shutdownDelay: Double = 0
     /// Seconds a worker may go without a heartbeat (a turn of its loop) before the master kills and
     /// replaces it. Default 10.
     public var heartbeatTimeout: Double = 10

@@ -39,6 +39,9 @@ public enum MasterToWorker: Equatable, Sendable {
     case retire
     /// Reopen log files (USR1 / `clusterctl reopen-logs`).
     case reopenLogs
+    /// A graceful stop with `shutdownDelay` began: keep accepting and serving, but answer every
+    /// response with `Connection: close` and `/healthz` with 503, until `drain` follows.
+    case stopping
 
     public var encoded: [UInt8] {
         switch self {
@@ -46,6 +49,7 @@ public enum MasterToWorker: Equatable, Sendable {
         case .replace: return Array("replace".utf8)
         case .retire: return Array("retire".utf8)
         case .reopenLogs: return Array("reopen-logs".utf8)
+        case .stopping: return Array("stopping".utf8)
         }
     }
 
@@ -55,6 +59,7 @@ public enum MasterToWorker: Equatable, Sendable {
         case "replace": return .replace
         case "retire": return .retire
         case "reopen-logs": return .reopenLogs
+        case "stopping": return .stopping
         default: return nil
         }
     }

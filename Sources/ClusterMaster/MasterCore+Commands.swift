@@ -162,6 +162,14 @@ extension MasterCore {
         log(.notice, graceful ? "graceful stop: draining \(workers.count) workers (timeout \(settings.drainTimeout / 1000) s)" : "fast stop")
         emit(.notify("STOPPING=1\nSTATUS=stopping (\(graceful ? "graceful" : "fast"))"))
         if let requester { emit(.reply(requester, ControlResponse.ok(["stopping": true]))) }
+        if graceful && !workers.isEmpty && settings.shutdownDelay > 0 {
+            // Balancers and Kubernetes take a while to stop sending here: keep serving (responses
+            // with `Connection: close`, `/healthz` 503) until the delay ends (`refuseAndCloseLater`).
+            for pid in workers.keys.sorted() where workers[pid]!.state != .draining { emit(.send(.stopping, to: pid)) }
+            refuseAt = now + settings.shutdownDelay
+            log(.notice, "graceful stop: serving for shutdownDelay (\(settings.shutdownDelay) ms) with /healthz answering 503 before refusing new connections")
+            return
+        }
         if graceful && !workers.isEmpty {
             // New connections are refused at once (so clients and balancers go elsewhere); what is
             // queued, or still completing its handshake, is served: the workers keep serving until
@@ -173,6 +181,7 @@ extension MasterCore {
             return
         }
         closeListenersAt = nil
+        refuseAt = nil
         if !listenersClosed && !restarting {
             listenersClosed = true
             emit(.closeListeners(relayingQueuedTo: []))
@@ -184,6 +193,16 @@ extension MasterCore {
             workers[pid]!.drainSince = now
         }
         if workers.isEmpty { emit(.exit(code: stopExitCode)) }
+    }
+
+    /// The end of a graceful stop's `shutdownDelay`: from now on as a stop without one; the drain
+    /// timeout counts from here.
+    mutating func refuseAndCloseLater() {
+        refuseAt = nil
+        stopBeganAt = now
+        log(.notice, "shutdownDelay over: refusing new connections")
+        emit(.refuseNewConnections)
+        closeListenersAt = now + settings.stopAcceptGrace
     }
 
     /// The end of a graceful stop's accept grace: the listeners' leftovers go to workers that still

@@ -198,6 +198,7 @@ extension MasterCore {
     /// stats slot says now (a worker missing from it counts as 0, never written).
     public mutating func tick(now: Int64, heartbeats: [ProcessID: Int64]) -> [MasterAction] {
         self.now = now
+        if let at = refuseAt, now >= at { refuseAndCloseLater() }
         if let at = closeListenersAt, now >= at { closeListenersAndDrain() }
         respawnDue()
         for pid in workers.keys.sorted() {
@@ -252,6 +253,7 @@ extension MasterCore {
             earliest = min(earliest ?? t, t)
         }
         consider(closeListenersAt)
+        consider(refuseAt)
         let graceful: Bool
         if case .stopping(let g) = phase { graceful = g } else { graceful = true }
         for worker in workers.values {

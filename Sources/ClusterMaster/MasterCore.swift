@@ -15,6 +15,8 @@ public struct MasterCore {
     public struct Settings: Sendable {
         public var maxWorkers = 256
         public var drainTimeout: Int64 = 30_000
+        /// A graceful stop's time of accepting and serving before it refuses (`shutdownDelay`).
+        public var shutdownDelay: Int64 = 0
         /// A ready worker whose heartbeat is older than this is killed and replaced.
         public var heartbeatTimeout: Int64 = 10_000
         /// New workers must report ready within this.
@@ -41,6 +43,7 @@ public struct MasterCore {
         /// The values a config sets (at start and when a reload begins).
         public mutating func adopt(_ config: ClusterConfiguration) {
             drainTimeout = Int64(config.drainTimeout * 1000)
+            shutdownDelay = Int64(config.shutdownDelay * 1000)
             heartbeatTimeout = Int64(config.heartbeatTimeout * 1000)
         }
     }
@@ -140,6 +143,8 @@ public struct MasterCore {
     public internal(set) var lastReloadError: String? = nil
     /// A graceful stop: when the listeners close and the workers are told to drain.
     var closeListenersAt: Int64? = nil
+    /// A graceful stop with `shutdownDelay`: when new connections start being refused.
+    var refuseAt: Int64? = nil
     var stopBeganAt: Int64 = 0
     /// What the master exits with once its workers are gone: 0, or `FatalConfigExit.code` when a
     /// worker could not run with the config.

@@ -81,6 +81,7 @@ extension HTTPWorker {
         state = .draining
         drainMode = channel == nil ? .close : mode
         io.closeConnections = drainMode == .close
+        if drainMode == .close { lifecycle.isStopping = true }
         if let timeout { drainDeadline = io.now + timeout }
         if acceptGrace > 0 { acceptUntil = io.now + acceptGrace } else { unregisterListeners() }
         stats[.state] = WorkerState.draining.rawValue
@@ -95,6 +96,15 @@ extension HTTPWorker {
                 table[fd].deadline = min(table[fd].deadline, io.now + settings.drainIdleGrace)
             }
         }
+    }
+
+    /// A graceful stop with `shutdownDelay` began: keep accepting and serving, every response with
+    /// `Connection: close` (a client reconnects, through its balancer, elsewhere), and let the
+    /// handler say so on `/healthz`. The master's `drain` follows when the delay ends.
+    func announceStop() {
+        guard state == .running else { return }
+        lifecycle.isStopping = true
+        io.closeConnections = true
     }
 
     /// The master that started this worker still runs: it is still the parent (once it dies the

@@ -43,6 +43,7 @@ extension HTTPWorker {
             case .replace: beginDrain(mode: .handOff, timeout: nil)
             case .retire: beginDrain(mode: .handOff, timeout: nil, acceptGrace: 300)
             case .reopenLogs: io.accessLog?.reopen()
+            case .stopping: announceStop()
             case nil: logger.warning("unknown message from master")
             }
         }

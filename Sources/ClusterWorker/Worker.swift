@@ -43,6 +43,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     let handler: Handler
     let settings: WorkerSettings
     let listeners: [Int32]
+    /// Shared with the handler (`/healthz` reads it).
+    public let lifecycle: WorkerLifecycle
     let channel: Int32?
     /// The master that started this worker (its parent when it has a channel), or nil when running
     /// alone. While it lives, the worker's stop is the master's to decide (`signalReadable`).
@@ -83,8 +85,11 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     ///   - listeners: listening sockets (non-blocking), borrowed: the caller owns them and keeps
     ///     them open while the worker runs (`Cluster.runWorker`); the worker never closes them.
     ///   - channel: socketpair end to the master, or nil when running alone; borrowed likewise.
-    public init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger, kernel: K) {
+    ///   - lifecycle: what the handler may read of this worker's life (give it the same object).
+    public init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger, kernel: K,
+                lifecycle: WorkerLifecycle = WorkerLifecycle()) {
         self.kernel = kernel
+        self.lifecycle = lifecycle
         self.handler = handler
         self.settings = settings
         self.listeners = listeners
@@ -248,8 +253,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
 
 extension HTTPWorker where K == LinuxKernel {
     /// A worker on the real kernel.
-    public convenience init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger) throws(SystemError) {
+    public convenience init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger,
+                            lifecycle: WorkerLifecycle = WorkerLifecycle()) throws(SystemError) {
         self.init(handler: handler, settings: settings, listeners: listeners, channel: channel, stats: stats, logger: logger,
-                  kernel: try LinuxKernel(epollCapacity: 1024))
+                  kernel: try LinuxKernel(epollCapacity: 1024), lifecycle: lifecycle)
     }
 }

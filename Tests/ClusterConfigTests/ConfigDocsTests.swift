@@ -52,7 +52,8 @@ import Testing
         let rows = Self.rows(under: "Top level")
         let c = ClusterConfiguration()
         let declared: [String: Double] = [
-            "maxWorkers": Double(c.maxWorkers), "drainTimeout": c.drainTimeout, "heartbeatTimeout": c.heartbeatTimeout,
+            "maxWorkers": Double(c.maxWorkers), "drainTimeout": c.drainTimeout, "shutdownDelay": c.shutdownDelay,
+            "heartbeatTimeout": c.heartbeatTimeout,
             "releaseMemoryAfterIdle": c.releaseMemoryAfterIdle, "busyPoll": Double(c.busyPoll),
         ]
         for (key, value) in declared {

@@ -402,6 +402,41 @@ import Testing
         #expect(h.listenersClosedRelayingTo.count == 1)
     }
 
+    @Test func shutdownDelayServesThenRefusesThenDrains() {
+        var settings = MasterCore.Settings()
+        settings.shutdownDelay = 3000
+        let h = Harness(workers: 2, settings: settings)
+        h.core.settings.shutdownDelay = 3000
+        h.readyAll()
+        h.tick(now: 1000)
+        h.stop(graceful: true, requester: nil)
+        #expect(h.sent.map(\.0) == [.stopping, .stopping], "healthz says draining, responses say close")
+        #expect(!h.refusing && h.core.nextDeadline() == 4000)
+        h.tick(now: 3999)
+        #expect(!h.refusing)
+        h.tick(now: 4000)
+        #expect(h.refusing, "then the stop as without a delay")
+        #expect(h.core.nextDeadline() == 4500)
+        h.tick(now: 4500)
+        #expect(h.sent.map(\.0).suffix(2) == [.drain, .drain] && h.core.listenersClosed)
+        // The drain timeout (1 s in the harness) counts from the delay's end.
+        h.tick(now: 4999)
+        #expect(h.signals.isEmpty)
+        h.tick(now: 5000)
+        #expect(h.signals.map(\.0) == [SignalNumber.interrupt, SignalNumber.interrupt])
+    }
+
+    @Test func aFastStopCutsTheDelayShort() {
+        let h = makeCore(workers: 1)
+        h.core.settings.shutdownDelay = 3000
+        h.readyAll()
+        h.stop(graceful: true, requester: nil)
+        h.stop(graceful: false, requester: nil)
+        #expect(h.core.listenersClosed)
+        h.tick(now: 3000)
+        #expect(!h.refusing, "no refusal left over from the delay")
+    }
+
     @Test func aRestartKeepsTheListenersAndHandsEveryConnectionOver() {
         let h = makeCore(workers: 2)
         h.readyAll()

@@ -175,6 +175,22 @@ import Testing
 
     // MARK: - Hand-off and drain
 
+    @Test func stoppingKeepsServingWithConnectionCloseAndTellsTheHandler() throws {
+        let h = try LoopHarness(withChannel: true)
+        let before = try h.client()
+        #expect(!h.kernel.received(before).contains("Connection: close"))
+        #expect(!h.worker.lifecycle.isStopping)
+        // shutdownDelay: the master's `stopping`, then the worker still accepts and answers.
+        h.kernel.toWorker = [(Array("stopping".utf8), -1)]
+        try h.turn()
+        #expect(h.worker.lifecycle.isStopping && h.worker.state == .running)
+        let during = try h.client()
+        let answer = h.kernel.received(during)
+        #expect(answer.responses == 1 && answer.contains("Connection: close"))
+        #expect(h.kernel.isClosed(during) || h.kernel.interest[during] != nil)
+        #expect(h.kernel.sentMessages == ["ready"], "not draining yet")
+    }
+
     @Test func drainHandsIdleConnectionsOff() throws {
         let h = try LoopHarness(withChannel: true)
         #expect(h.kernel.sentMessages == ["ready"])

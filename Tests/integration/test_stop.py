@@ -387,3 +387,43 @@ def test_term_to_the_process_group_answers_what_is_queued(daemon_factory):
         assert statuses(head) == [200] and body == b"Hello world!"
     assert d.proc.wait(timeout=10) == 0
     assert "the master (pid" in d.log_text()
+
+
+def test_shutdown_delay_serves_with_healthz_draining_then_refuses(daemon_factory):
+    """Issue 15 item 2: with `shutdownDelay`, TERM first turns /healthz to 503 and every response to
+    `Connection: close` while new connections are still accepted and served; only after the delay
+    does the stop refuse new connections (then drains as without it)."""
+    d = daemon_factory({"workers": 2, "drainTimeout": 5, "shutdownDelay": 1.5})
+    wait_ready(d, 2)
+
+    def exchange(path):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            return Responses(s).next()
+
+    head, body = exchange("/healthz")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"ok\n" and b"Connection: close" not in head
+    stop_at = time.time()
+    d.signal(signal.SIGTERM)
+    # Both workers have heard `stopping` after a master tick.
+    time.sleep(MASTER_TICK * 3)
+    answers = [exchange("/healthz") for _ in range(6)]
+    assert all(h.startswith(b"HTTP/1.1 503") and b == b"draining\n" and b"Connection: close" in h for h, b in answers), answers
+    served = 0
+    while time.time() < stop_at + 1.2:
+        head, body = exchange("/")
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+        served += 1
+    assert served > 10 and d.proc.poll() is None
+    # After the delay and the accept grace, connection attempts are refused.
+    wait_until(lambda: _refused(d.port), timeout=1.5 + ACCEPT_GRACE + 2, what="connections refused after shutdownDelay")
+    assert time.time() - stop_at >= 1.5
+    assert d.proc.wait(timeout=10) == 0
+
+
+def _refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+        return False
+    except OSError:
+        return True
