@@ -4,15 +4,16 @@ set -euo pipefail
 want=(libsystemd-dev pkg-config)
 case "${1:-run}" in
   run) ;;
-  test) want+=(curl python3 python3-pytest python3-prometheus-client procps iproute2 util-linux systemd chromium fonts-dejavu-core) ;;
+  test) want+=(curl python3 python3-pytest python3-prometheus-client python3-yaml python3-venv procps iproute2 util-linux systemd chromium fonts-dejavu-core) ;;
   bench) want+=(wrk nginx-light curl python3 procps util-linux) ;;
   *) echo "deps.sh: unknown target $1" >&2; exit 64 ;;
 esac
 missing=()
-# A python3 on PATH other than Debian's (pyenv) that has pytest gets prometheus_client from PyPI.
-if [ "${1:-run}" = test ] && command -v python3 >/dev/null && python3 -c 'import pytest' 2>/dev/null \
-   && ! python3 -c 'import prometheus_client' 2>/dev/null; then
-  python3 -m pip install -q prometheus_client >/dev/null 2>&1 || true
+# A python3 on PATH other than Debian's (pyenv) that has pytest gets prometheus_client and PyYAML
+# from PyPI.
+if [ "${1:-run}" = test ] && command -v python3 >/dev/null && python3 -c 'import pytest' 2>/dev/null; then
+  python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client >/dev/null 2>&1 || true
+  python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml >/dev/null 2>&1 || true
 fi
 for p in "${want[@]}"; do
   # nginx-light and nginx both provide the nginx binary.

@@ -169,7 +169,7 @@ public final class Master {
         }
         if let usec = notifier.watchdogIntervalMicroseconds() { core.settings.watchdogInterval = Int64(usec / 2000) }
 
-        let cpus = Sys.allowedCPUs.count
+        let cpus = Sys.usableCPUCount
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(config.workers.resolved(cpus: cpus)) workers (pid \(Sys.pid), control socket \(control.path))")
         adoptFromStore()
         if let upgrade { adoptUpgrade(upgrade) }
@@ -372,7 +372,7 @@ public final class Master {
             configReadFailed("cannot read: \(error.reason)")
         case (.success(let bytes), .loaded(let newConfig)?):
             let set = listenerTable.set(for: newConfig.listen)
-            perform(core.configLoaded(newConfig, bytes: bytes, listenerSet: set, cpus: Sys.allowedCPUs.count))
+            perform(core.configLoaded(newConfig, bytes: bytes, listenerSet: set, cpus: Sys.usableCPUCount))
         case (.success, .failed(let message)?):
             perform(core.configLoadFailed(message))
         case (.success, nil):
