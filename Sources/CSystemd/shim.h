@@ -42,8 +42,8 @@ static inline int csystemd_notify_with_fds(const char *state, const int *fds, un
 
 /// What systemd says of the unit this process belongs to: the type of the job queued on it
 /// ("stop", "restart", ...; "" when none) and its FileDescriptorStoreMax=. Asks systemd directly on
-/// its private socket when that is open to this process (root; also where no D-Bus daemon runs),
-/// else over the system bus. Each call waits at most `timeout_usec`. 0, or a negative errno.
+/// its private socket as root (which also works where no D-Bus daemon runs), else over the system
+/// bus (systemd answers these reads to any user). Each call waits at most `timeout_usec`. 0, or a negative errno.
 static inline int csystemd_unit_query(uint32_t pid, uint64_t timeout_usec, char *job_type, size_t job_type_cap,
                                       uint32_t *fd_store_max) {
     static const char *dest = "org.freedesktop.systemd1";
@@ -55,7 +55,7 @@ static inline int csystemd_unit_query(uint32_t pid, uint64_t timeout_usec, char 
     if (job_type_cap > 0) job_type[0] = 0;
     *fd_store_max = 0;
 
-    if (access("/run/systemd/private", W_OK) == 0) {
+    if (geteuid() == 0 && access("/run/systemd/private", W_OK) == 0) {
         r = sd_bus_new(&bus);
         if (r >= 0) r = sd_bus_set_address(bus, "unix:path=/run/systemd/private");
         if (r >= 0) r = sd_bus_start(bus);
