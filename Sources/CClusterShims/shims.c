@@ -165,3 +165,5 @@ size_t ccluster_build_id(unsigned char *out, size_t cap) {
 }
 
 int ccluster_set_process_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
+
+int ccluster_capability_in_bounding_set(int cap) { return prctl(PR_CAPBSET_READ, (unsigned long)cap, 0, 0, 0); }

@@ -201,6 +201,15 @@ public enum Cluster {
             let handler = try makeHandler(HandlerContext(config: config, stats: segment, lifecycle: lifecycle))
             let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners.rawValues, channel: channel.rawValue,
                                         stats: stats, logger: logger, lifecycle: lifecycle)
+            // `user`/`group`: give up the master's privileges before the first byte from a client is
+            // read. Everything opened as the master's user (listeners, channel, stats, access log,
+            // the handler's files) stays open.
+            if let ids = try WorkerIdentity.resolve(config) {
+                do { try Identity.switchTo(uid: ids.uid, gid: ids.gid) } catch {
+                    logger.critical("cannot switch to uid \(ids.uid), gid \(ids.gid): \(error)")
+                    return ExitCode.config
+                }
+            }
             return try worker.run()
         } catch let error as SystemError {
             logger.critical("\(error)")

@@ -18,6 +18,7 @@ public enum ConfigCheck {
     /// `nginx -t`. A missing directory, a read-only file system or a permission the workers lack
     /// is refused here rather than leaving a daemon that says "running" and logs nothing.
     public static func checkEnvironment(_ config: ClusterConfiguration) throws(ConfigError) {
+        _ = try WorkerIdentity.resolve(config)
         // A stale socket is replaced at start; anything else there is someone's data, never deleted.
         if let problem = Socket.unixSocketPathProblem(config.controlSocket) {
             throw ConfigError(file: config.source, keyPath: "controlSocket", message: problem)

@@ -66,6 +66,9 @@ extension ClusterConfiguration {
             guard socket.utf8.count < 108 else { throw top.fail("controlSocket", "must be shorter than 108 bytes (a Unix socket path limit)") }
             config.controlSocket = socket
         }
+        config.user = try principal(&top, "user")
+        config.group = try principal(&top, "group")
+        if config.group != nil && config.user == nil { throw top.fail("group", "needs user: the workers switch to a user and its group together") }
         if top.object["controlGroup"] != nil {
             config.controlGroup = try top.int("controlGroup", default: 0, range: 0...Int(Int32.max))
         }
@@ -211,7 +214,7 @@ extension ClusterConfiguration {
 
     /// Every key the top level may have.
     static let topLevelKeys = [
-        "workers", "maxWorkers", "listen", "controlSocket", "controlGroup", "drainTimeout", "shutdownDelay", "heartbeatTimeout",
+        "workers", "maxWorkers", "listen", "user", "group", "controlSocket", "controlGroup", "drainTimeout", "shutdownDelay", "heartbeatTimeout",
         "releaseMemoryAfterIdle", "busyPoll", "http", "routes", "static", "accessLog", "metrics", "metricsPath",
         "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes",
     ]
@@ -274,6 +277,22 @@ extension ClusterConfiguration {
         }
         try r.finish()
         config.metrics = metrics
+    }
+
+    /// `user` or `group`: a name (as in /etc/passwd, /etc/group) or a number.
+    static func principal(_ top: inout ObjectReader, _ key: String) throws(ConfigError) -> ClusterConfiguration.Principal? {
+        guard let value = top.take(key) else { return nil }
+        if let name = value.stringValue {
+            let bytes = Array(name.utf8)
+            guard !bytes.isEmpty, bytes.count <= 32, bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") && $0 != UInt8(ascii: "/") }) else {
+                throw top.fail(key, "must be a user or group name (1 to 32 printable characters, no ':' or '/') or a number, got \"\(name)\"")
+            }
+            return .name(name)
+        }
+        guard let id = value.intValue, id >= 0, id < Int(Int32.max) else {
+            throw top.fail(key, "must be a name or a number 0...\(Int32.max - 1), got \(value.typeName)")
+        }
+        return .id(id)
     }
 
     static func metricsPath(_ path: String, _ fail: (String) -> ConfigError) throws(ConfigError) -> String {

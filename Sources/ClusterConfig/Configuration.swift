@@ -38,6 +38,26 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var listen: [ListenAddress] = []
     /// Path of the control socket. Default `/run/clusterd/control.sock`.
     public var controlSocket: String = "/run/clusterd/control.sock"
+    /// Who the workers run as (`user`, `group`): a name from the user database or a number. The
+    /// master keeps its own user (it binds the listeners and owns the control socket); the workers
+    /// switch after inheriting the listeners, before they read a byte from a client. Nil: the
+    /// master's user.
+    public var user: Principal? = nil
+    public var group: Principal? = nil
+
+    /// A user or group by name or by number.
+    public enum Principal: Equatable, Sendable, CustomStringConvertible {
+        case name(String)
+        case id(Int)
+
+        public var description: String {
+            switch self {
+            case .name(let n): return "\"\(n)\""
+            case .id(let i): return String(i)
+            }
+        }
+    }
+
     /// Group (numeric gid) whose members may also use the control socket; nil: owner and root only.
     public var controlGroup: Int? = nil
     /// Seconds a retiring worker may take to finish its connections before it is killed. Default 30.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CClusterShims
 
 // Users, groups and modes, and the few calls on paths and errors the master makes beyond the
 // socket and file wrappers: so that no module above this one needs Glibc for a type or a constant.
@@ -40,4 +41,58 @@ extension SystemError {
 extension Sys {
     /// shutdown(SHUT_RD) of a listening socket: takes it out of LISTEN for every process holding it.
     public static func shutdownListener(_ fd: Int32) { shutdown(fd, Int32(SHUT_RD)) }
+}
+
+/// Who the workers run as (`user`, `group` in the config): looked up in the user database, and the
+/// switch itself.
+public enum Identity {
+    /// The uid and primary gid of user `name` (getpwnam_r); nil when there is no such user.
+    public static func user(named name: String) -> (uid: UserID, gid: GroupID)? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>? = nil
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        let rc = getpwnam_r(name, &entry, &buffer, buffer.count, &result)
+        guard rc == 0, result != nil else { return nil }
+        return (entry.pw_uid, entry.pw_gid)
+    }
+
+    /// The primary gid of user `uid` (getpwuid_r); nil when the database has no such user.
+    public static func primaryGroup(of uid: UserID) -> GroupID? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>? = nil
+        var buffer = [CChar](repeating: 0, count: 16 * 1024)
+        let rc = getpwuid_r(uid, &entry, &buffer, buffer.count, &result)
+        guard rc == 0, result != nil else { return nil }
+        return entry.pw_gid
+    }
+
+    /// The gid of group `name` (getgrnam_r); nil when there is no such group.
+    public static func group(named name: String) -> GroupID? {
+        var entry = Glibc.group()
+        var result: UnsafeMutablePointer<Glibc.group>? = nil
+        var buffer = [CChar](repeating: 0, count: 64 * 1024)
+        let rc = getgrnam_r(name, &entry, &buffer, buffer.count, &result)
+        guard rc == 0, result != nil else { return nil }
+        return entry.gr_gid
+    }
+
+    /// The effective uid.
+    public static var effectiveUser: UserID { geteuid() }
+
+    /// Whether this process could switch to another user: root, with CAP_SETUID and CAP_SETGID in
+    /// its bounding set (a systemd unit's CapabilityBoundingSet= may have removed them).
+    public static var maySwitchUser: Bool {
+        geteuid() == 0 && ccluster_capability_in_bounding_set(7) == 1 && ccluster_capability_in_bounding_set(6) == 1  // CAP_SETUID, CAP_SETGID
+    }
+
+    /// Becomes `uid`:`gid` for good, with no supplementary groups: setgroups, setgid, setuid, then
+    /// proves it cannot come back (setuid(0) must fail).
+    public static func switchTo(uid: UserID, gid: GroupID) throws(SystemError) {
+        _ = try syscall("setgroups") { setgroups(0, nil) }
+        _ = try syscall("setgid") { setgid(gid) }
+        _ = try syscall("setuid") { setuid(uid) }
+        if uid != 0 && setuid(0) == 0 {
+            throw SystemError(call: "setuid", errno: EPERM, detail: "could switch back to root after dropping privileges")
+        }
+    }
 }

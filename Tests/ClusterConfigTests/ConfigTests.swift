@@ -137,6 +137,28 @@ import Testing
         }
     }
 
+    @Test func userAndGroupAreNamesOrNumbers() throws {
+        let c = try ClusterConfiguration.decode(#"{"listen": ["127.0.0.1:9000"], "user": "www-data", "group": 33}"#, file: "f.json")
+        #expect(c.user == .name("www-data") && c.group == .id(33))
+        #expect(try ClusterConfiguration.decode(#"{"listen": ["127.0.0.1:9000"], "user": 65534}"#, file: "f.json").user == .id(65534))
+        #expect(ClusterConfiguration().user == nil && ClusterConfiguration().group == nil)
+        for (text, expected) in [
+            (#"{"listen": ["127.0.0.1:1"], "group": "adm"}"#, "group: needs user"),
+            (#"{"listen": ["127.0.0.1:1"], "user": ""}"#, "user: must be a user or group name"),
+            (#"{"listen": ["127.0.0.1:1"], "user": "a:b"}"#, "user: must be"),
+            (#"{"listen": ["127.0.0.1:1"], "user": -1}"#, "user: must be a name or a number"),
+            (#"{"listen": ["127.0.0.1:1"], "user": 1.5}"#, "user: must be a name or a number"),
+            (#"{"listen": ["127.0.0.1:1"], "user": true}"#, "user: must be a name or a number"),
+        ] {
+            do {
+                _ = try ClusterConfiguration.decode(text, file: "f.json")
+                Issue.record("\(text) was accepted")
+            } catch {
+                #expect("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
+
     @Test func listenAddresses() throws {
         #expect(try ListenAddress.parse("[::1]:8080").get() == ListenAddress(host: "::1", port: 8080))
         #expect(try ListenAddress.parse("10.0.0.1:1").get().description == "10.0.0.1:1")

@@ -59,6 +59,8 @@ int ccluster_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 /// loaded image, not the file on disk): copies at most `cap` bytes to `out`, returns the ID's
 /// length, 0 when the program has none.
 size_t ccluster_build_id(unsigned char *out, size_t cap);
+/// prctl(PR_CAPBSET_READ): 1 if capability `cap` is in the bounding set, 0 if not, -1 on error.
+int ccluster_capability_in_bounding_set(int cap);
 /// prctl(PR_SET_NAME): the name `ps` and `top` show (at most 15 bytes are kept).
 int ccluster_set_process_name(const char *name);
 
