@@ -4,7 +4,7 @@
 # unit tests: commit them) and optionally a libFuzzer dictionary (dict: tokens such as key names). The sources each target is compiled with are listed in sources_for.
 #   scripts/fuzz.sh SECONDS            every target for SECONDS each (make fuzz: FUZZ_SECONDS, default 300)
 #   scripts/fuzz.sh --runs N           every target, N inputs from a fixed seed (the test suite)
-#   FUZZ_TARGETS="http control" scripts/fuzz.sh ...   only those targets
+#   FUZZ_TARGETS="http control" scripts/fuzz.sh ...   only those targets (http, proxy, config, control)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,11 @@ sources_for() {
       # are the module HTTPFuzz over it.
       echo "ClusterHTTP Sources/ClusterHTTP/*.swift"
       echo "HTTPFuzz" ;;
+    proxy)
+      # The PROXY protocol parser is part of ClusterHTTP: the same module, the harness and its driver
+      # (shared with the unit tests) as the module ProxyFuzz over it.
+      echo "ClusterHTTP Sources/ClusterHTTP/*.swift"
+      echo "ProxyFuzz" ;;
     config) echo "ClusterConfig Sources/ClusterJSON/*.swift Sources/ClusterConfig/*.swift" ;;
     control)
       # The control protocol over ClusterJSON, and the master's pure state machine (MasterCore*.swift

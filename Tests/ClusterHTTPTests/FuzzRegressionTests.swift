@@ -24,3 +24,28 @@ import Testing
         HTTPFuzzDriver.run(data, morePieces: [1, 7])
     }
 }
+
+/// The PROXY protocol target's inputs (Fuzz/proxy/): every seed of its corpus and every input it
+/// ever failed on, replayed through its own driver (ProxyFuzzDriver.swift, a link to Fuzz/proxy/)
+/// with its invariants: no trap, `consumed` within the input, prefixes that agree with the whole,
+/// the consumed bytes parsing alone to the same header, and the header surviving being written back.
+@Suite struct ProxyFuzzRegressions {
+    static let crashers = FuzzCrashers("proxy")
+    static let corpus = FuzzCrashers("proxy", folder: "corpus")
+    static var crasherFiles: [String] { crashers.names }
+    static var corpusFiles: [String] { corpus.names }
+
+    @Test func corpusIsNotEmpty() {
+        #expect(Self.corpusFiles.count >= 10)
+    }
+
+    @Test(arguments: crasherFiles)
+    func replayCrasher(_ name: String) throws {
+        ProxyFuzzDriver.run(try Self.crashers.bytes(name))
+    }
+
+    @Test(arguments: corpusFiles)
+    func replaySeed(_ name: String) throws {
+        ProxyFuzzDriver.run(try Self.corpus.bytes(name))
+    }
+}

@@ -5,10 +5,11 @@ import Foundation
 public struct FuzzCrashers: Sendable {
     public let directory: URL
 
-    /// `corpus`: the fuzzer's folder under Fuzz/ (`http`, `config`, `control`).
-    public init(_ corpus: String, file: StaticString = #filePath) {
+    /// `corpus`: the fuzzer's folder under Fuzz/ (`http`, `config`, `control`, `proxy`); `folder`:
+    /// `crashers`, or `corpus` for a target whose seeds the tests replay too.
+    public init(_ corpus: String, folder: String = "crashers", file: StaticString = #filePath) {
         directory = URL(fileURLWithPath: "\(file)").deletingLastPathComponent()
-            .appendingPathComponent("../../Fuzz/\(corpus)/crashers").standardized
+            .appendingPathComponent("../../Fuzz/\(corpus)/\(folder)").standardized
     }
 
     /// The crasher files' names, sorted (hidden files such as .gitkeep left out).

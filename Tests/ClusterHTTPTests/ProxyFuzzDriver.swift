@@ -1,0 +1,1 @@
+../../Fuzz/proxy/ProxyFuzzDriver.swift
