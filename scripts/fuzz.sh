@@ -7,6 +7,9 @@
 #   FUZZ_TARGETS="http control" scripts/fuzz.sh ...   only those targets (http, proxy, config, control)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A failing input must end the run at once: Swift's crash reporter would otherwise symbolicate the
+# fuzzer's huge binary for minutes before libFuzzer writes the crasher and exits.
+export SWIFT_BACKTRACE=enable=no
 
 # The package modules a target is built from, one "MODULE SOURCES..." line each, in dependency
 # order. The last line is the module compiled together with the harness into the fuzzer; the lines
