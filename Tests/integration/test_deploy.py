@@ -75,32 +75,31 @@ def test_the_configmap_config_is_valid_and_the_pod_timings_agree(tmpdir_short):
 
 
 def cpu_cgroup(tmp_name):
-    """A cgroup limited to half a CPU that this test may put a process in, or None (v1 cpu
-    controller writable here; on v2 the cpu controller must be enabled for the parent's children)."""
-    v1 = "/sys/fs/cgroup/cpu"
-    if os.geteuid() == 0 and os.path.isdir(v1) and os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")):
-        path = os.path.join(v1, tmp_name)
+    """A cgroup limited to half a CPU that this test may put a process in, or None: the v1 cpu
+    controller's hierarchy if mounted, else cgroup v2 when the root delegates the cpu controller."""
+    if os.geteuid() != 0:
+        return None
+    v1, v2 = "/sys/fs/cgroup/cpu", "/sys/fs/cgroup"
+    if os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")):
+        base, limit_file, limit = v1, "cpu.cfs_quota_us", "50000"
+    else:
         try:
-            os.makedirs(path, exist_ok=True)
-            with open(os.path.join(path, "cpu.cfs_quota_us"), "w") as f:
-                f.write("50000")
-            return path
-        except OSError:
-            return None
-    root = "/sys/fs/cgroup"
-    if os.geteuid() == 0 and os.path.exists(os.path.join(root, "cgroup.subtree_control")):
-        try:
-            with open(os.path.join(root, "cgroup.subtree_control")) as f:
+            with open(os.path.join(v2, "cgroup.subtree_control")) as f:
                 if "cpu" not in f.read().split():
                     return None
-            path = os.path.join(root, tmp_name)
-            os.makedirs(path, exist_ok=True)
-            with open(os.path.join(path, "cpu.max"), "w") as f:
-                f.write("50000 100000")
-            return path
         except OSError:
             return None
-    return None
+        base, limit_file, limit = v2, "cpu.max", "50000 100000"
+    path = os.path.join(base, tmp_name)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, limit_file), "w") as f:
+            f.write(limit)
+    except OSError:
+        if os.path.isdir(path):
+            os.rmdir(path)
+        return None
+    return path
 
 
 def test_auto_workers_follow_the_cpu_limit(tmpdir_short):
