@@ -35,12 +35,21 @@ struct ControlSocket {
 extension Master {
     func openControlSocket() throws(SystemError) {
         let path = control.path
+        if let adopted = adoptedControl {
+            // The last master's socket, from systemd's store: clients that connected during the
+            // restart are in its queue. The file is already there.
+            adoptedControl = nil
+            controlSocket.listener = adopted
+            try watchControlSocket()
+            return
+        }
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         if !directory.isEmpty && !FileIO.exists(directory) {
             try? FileIO.makeDirectory(directory, mode: 0o755)
         }
         let mode: FileMode = control.group == nil ? 0o600 : 0o660
         controlSocket.listener = ControlSocket.Owned(Descriptor(taking: try Socket.unixListener(path: path, mode: mode)))
+        fdStore.store([controlSocket.fd], name: Self.controlStoreName)
         if let gid = control.group {
             do { try FileIO.changeGroup(path, to: GroupID(gid)) } catch {
                 logger.warning("cannot give group \(gid) the control socket: \(error.reason)")
@@ -57,7 +66,11 @@ extension Master {
         controlSocket.clients = [:]
         if controlSocket.listener != nil {
             controlSocket.listener = nil
-            try? Sys.unlink(control.path)
+            // A restart leaves it to the next master (in systemd's store, its file in place).
+            if !core.restarting {
+                fdStore.remove(name: Self.controlStoreName)
+                try? Sys.unlink(control.path)
+            }
         }
     }
 

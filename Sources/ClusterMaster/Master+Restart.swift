@@ -13,6 +13,8 @@ extension Master {
     /// Names of connections held for the next master, and of the bytes that came with them.
     static let connectionPrefix = "conn."
     static let bytesPrefix = "bytes."
+    /// The control socket's name in the store.
+    static let controlStoreName = "control"
 
     /// At start: whether systemd keeps a store for this unit, and what it holds. Listeners of the
     /// config's addresses are adopted (slot by slot: `ListenerTable.adopt`); the rest, and anything
@@ -41,7 +43,18 @@ extension Master {
         var stored: [ListenAddress: [(slot: Int, fd: Int32, name: String)]] = [:]
         var unknown: [(name: String, fd: Int32)] = []
         for entry in passed where !entry.name.hasPrefix(Self.bytesPrefix) {
-            if entry.name.hasPrefix(Self.connectionPrefix) {
+            if entry.name == Self.controlStoreName {
+                // Taken over only where this config puts the control socket (`openControlSocket`).
+                // ... and only while its file is still there (systemd removes RuntimeDirectory= on
+                // a stop unless RuntimeDirectoryPreserve= says otherwise).
+                if Socket.unixPath(entry.fd) == control.path && adoptedControl == nil && (try? FileIO.fileType(atPath: control.path)) == .socket {
+                    adoptedControl = ControlSocket.Owned(Descriptor(taking: entry.fd))
+                } else {
+                    if let old = Socket.unixPath(entry.fd), old != control.path { try? Sys.unlink(old) }
+                    _ = Descriptor(taking: entry.fd)
+                    fdStore.remove(name: entry.name)
+                }
+            } else if entry.name.hasPrefix(Self.connectionPrefix) {
                 var message = bytes[String(entry.name.dropFirst(Self.connectionPrefix.count))] ?? ConnectionHandoff.prefix
                 if !message.starts(with: ConnectionHandoff.prefix) { message = ConnectionHandoff.prefix }
                 adopted += 1
@@ -72,7 +85,7 @@ extension Master {
             fdStore.remove(name: name)
         }
         while let conn = queued.next() { pendingRelays.append(PendingRelay(conn, message: ConnectionHandoff.prefix, since: Clock.monotonicMilliseconds())) }
-        adoptedAtStart = (listeners, adopted)
+        adoptedAtStart = (listeners, adopted, adoptedControl != nil)
         logger.notice("adopted from systemd's fd store: \(listeners) listener(s), \(adopted) connection(s) kept through the restart")
     }
 

@@ -54,6 +54,7 @@ extension Master {
             "capacity": n(fdStore.capacity),
             "adoptedListeners": n(adoptedAtStart.listeners),
             "adoptedConnections": n(adoptedAtStart.connections),
+            "adoptedControlSocket": .bool(adoptedAtStart.control),
         ])
         return ControlResponse.ok(o)
     }

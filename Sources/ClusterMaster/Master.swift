@@ -106,7 +106,9 @@ public final class Master {
     /// The new binary's check, while it runs.
     var upgradeCheck: UpgradeCheck? = nil
     /// What this master took over from the store at its start (`clusterctl status`).
-    var adoptedAtStart = (listeners: 0, connections: 0)
+    var adoptedAtStart = (listeners: 0, connections: 0, control: false)
+    /// The control socket the last master left in systemd's store, until `openControlSocket`.
+    var adoptedControl: ControlSocket.Owned? = nil
     var nextRelay = 0
     var relayed = 0
     var droppedRelays = 0
@@ -149,6 +151,8 @@ public final class Master {
 
     /// Runs until stopped; returns the exit code.
     public func run() -> Int32 {
+        // First: what systemd kept for this unit (the control socket among it) and whether it keeps any.
+        adoptFromStore()
         do {
             signals = try SignalFd(signals: [
                 SignalNumber.terminate, SignalNumber.interrupt, SignalNumber.quit, SignalNumber.hangup, SignalNumber.ttin,
@@ -171,7 +175,6 @@ public final class Master {
 
         let cpus = Sys.usableCPUCount
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(config.workers.resolved(cpus: cpus)) workers (pid \(Sys.pid), control socket \(control.path))")
-        adoptFromStore()
         if let upgrade { adoptUpgrade(upgrade) }
         perform(core.start(cpus: cpus, now: Clock.monotonicMilliseconds()))
 

@@ -122,6 +122,22 @@ public enum Socket {
         return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) } }
     }
 
+    /// The path a listening Unix socket is bound to (getsockname); nil for any other socket.
+    public static func unixPath(_ fd: Int32) -> String? {
+        var addr = sockaddr_un()
+        var len = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let rc = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.getsockname(fd, $0, &len) }
+        }
+        guard rc == 0, Int32(addr.sun_family) == AF_UNIX, Int(len) > MemoryLayout<sa_family_t>.size else { return nil }
+        let pathBytes = Int(len) - MemoryLayout<sa_family_t>.size
+        return withUnsafeBytes(of: &addr.sun_path) { raw -> String? in
+            let bytes = raw.prefix(pathBytes).prefix { $0 != 0 }
+            guard !bytes.isEmpty, raw.first != 0 else { return nil }  // unnamed or abstract
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
     /// The peer's address as text ("127.0.0.1" / "::1"), for logs; "-" when it has no IP peer.
     public static func peerAddress(_ fd: Int32) -> String {
         withPeerAddress(fd) { family, bytes in

@@ -218,7 +218,7 @@ def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
             def adopted(self):
                 store = json.loads(self.ctl("status", "--json").stdout)["fdStore"]
                 self.adoptions.append(store)
-                return store["capacity"] == 16384 and store["adoptedListeners"] == 2
+                return store["capacity"] == 16384 and store["adoptedListeners"] == 2 and store["adoptedControlSocket"]
 
             def restart(self):
                 return ns.systemctl("restart", "clusterd").returncode == 0 and self.wait_workers(2) and self.adopted()
@@ -254,13 +254,16 @@ def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
                 tasks = [asyncio.create_task(self.persistent_client(random.Random(rng.random()), self.keepalive_batch)) for _ in range(12)]
                 tasks += [asyncio.create_task(self.close_client(random.Random(rng.random()))) for _ in range(6)]
                 tasks += [asyncio.create_task(self.persistent_client(random.Random(rng.random()), self.pipeline_batch)) for _ in range(3)]
-                await asyncio.sleep(2)
-                for name, fn in [("restart", self.restart), ("reload", lambda: self.reload(1)), ("restart", self.restart),
-                                 ("upgrade", self.upgrade), ("kill -9 master", self.kill_master), ("reload", lambda: self.reload(2))]:
-                    await self.event(name, fn)
-                await asyncio.sleep(2)
-                self.stop = True
-                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+                try:
+                    await asyncio.sleep(2)
+                    for name, fn in [("restart", self.restart), ("reload", lambda: self.reload(1)), ("restart", self.restart),
+                                     ("upgrade", self.upgrade), ("kill -9 master", self.kill_master), ("reload", lambda: self.reload(2))]:
+                        await self.event(name, fn)
+                    await asyncio.sleep(2)
+                finally:
+                    # Also when an event raised: the clients stop, so the test fails instead of hanging.
+                    self.stop = True
+                    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
 
         run = SystemdChaos()  # writes the config
         r = ns.systemctl("start", "clusterd")
