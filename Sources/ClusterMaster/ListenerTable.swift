@@ -212,7 +212,8 @@ final class ListenerTable {
         return orphans
     }
 
-    private static func acceptAll(_ fd: Int32) -> DescriptorList {
+    /// Takes every connection queued on listener `fd`.
+    static func acceptAll(_ fd: Int32) -> DescriptorList {
         var taken = DescriptorList()
         while case .processed(let conn)? = try? Sys.accept(fd) { taken.append(Descriptor(taking: conn)) }
         return taken

@@ -77,7 +77,7 @@ extension Master {
         for entry in unknown {
             // A listener the config no longer has: what is queued on it still gets served.
             let listener = Descriptor(taking: entry.fd)
-            while case .processed(let conn)? = try? Sys.accept(listener.rawValue) { queued.append(Descriptor(taking: conn)) }
+            queued.append(contentsOf: ListenerTable.acceptAll(listener.rawValue))
             closed.append(entry.name)
         }
         for name in closed {

@@ -132,7 +132,7 @@ extension Master {
             let output = Descriptor(taking: read), writeEnd = Descriptor(taking: write)
             try Sys.setNonBlocking(output.rawValue)
             let pid = try ProcessControl.spawn(executable: path, arguments: ["--check-config", "--config", "/proc/self/fd/3"],
-                                               environment: Self.childEnvironment().filter { !$0.hasPrefix("NOTIFY_SOCKET=") }, inherit: [config.rawValue],
+                                               environment: Self.childEnvironment(notifying: false), inherit: [config.rawValue],
                                                standardError: writeEnd.rawValue)
             upgradeCheck = UpgradeCheck(pid: pid, requester: requester, build: onDisk, output: output,
                                         deadline: Clock.monotonicMilliseconds() + Self.upgradeCheckTimeout)
@@ -141,9 +141,15 @@ extension Master {
         }
     }
 
-    /// The master's environment without what is only for it (LISTEN_*, the upgrade state, workers').
-    static func childEnvironment() -> [String] {
-        ProcessControl.currentEnvironment().filter { !$0.hasPrefix("CLUSTERD_") && !$0.hasPrefix("LISTEN_") }
+    /// The master's environment for a process it starts: without what is only for it (LISTEN_*, the
+    /// upgrade state, a worker's start-up; CLUSTERD_LOG_LEVEL stays), and unless `notifying` (its own
+    /// next image) without systemd's NOTIFY_SOCKET and WATCHDOG_*: only the master talks to systemd.
+    static func childEnvironment(notifying: Bool) -> [String] {
+        ProcessControl.currentEnvironment().filter { entry in
+            if entry.hasPrefix("CLUSTERD_LOG_LEVEL=") { return true }
+            if entry.hasPrefix("CLUSTERD_") || entry.hasPrefix("LISTEN_") { return false }
+            return notifying || !(entry.hasPrefix("NOTIFY_SOCKET=") || entry.hasPrefix("WATCHDOG_"))
+        }
     }
 
     /// The check's child was reaped (`reapChildren`): the outcome goes to the core.
@@ -182,8 +188,7 @@ extension Master {
             reloads: core.reloads, restarts: core.restarts, startedAt: startedAt)
         // Descriptors this image keeps (CLOEXEC again if the exec fails); the two memfds close then.
         let kept = [statsFD, controlSocket.fd] + state.listeners.map(\.fd) + state.workers.map(\.channel)
-        var environment = Self.childEnvironment()
-        if let level = Sys.environment("CLUSTERD_LOG_LEVEL") { environment.append("CLUSTERD_LOG_LEVEL=\(level)") }
+        var environment = Self.childEnvironment(notifying: true)
         do throws(SystemError) {
             let configFD = Descriptor(taking: try FileIO.memfd(name: "clusterd-config", bytes: bytes))
             state.configFD = configFD.rawValue

@@ -27,12 +27,7 @@ extension Master {
         let startup = WorkerStartup(slot: slot, generation: generation, listenerCount: listeners.count, statsSlots: statsSlots,
                                     statsSlot: statsSlot, masterPID: Sys.pid, configPath: options.configPath,
                                     build: BuildID.current?.description ?? "")
-        var env = ProcessControl.currentEnvironment().filter { entry in
-            !entry.hasPrefix("CLUSTERD_") && !entry.hasPrefix("LISTEN_") && !entry.hasPrefix("NOTIFY_SOCKET=")
-                && !entry.hasPrefix("WATCHDOG_")
-        }
-        env += startup.environment
-        if let level = Sys.environment("CLUSTERD_LOG_LEVEL") { env.append("CLUSTERD_LOG_LEVEL=\(level)") }
+        let env = Self.childEnvironment(notifying: false) + startup.environment
         let pid: ProcessID
         do {
             // From this process's own image, not the file at `executable` (argv[0] only): a binary
