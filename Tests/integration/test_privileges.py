@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, children, get, wait_ready
+from conftest import BIN, children, get, wait_ready, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
 
@@ -35,9 +35,7 @@ def test_workers_run_as_the_configured_user_and_the_master_stays_root(daemon_fac
         uid, gid, groups = ids(pid)
         assert uid == [65534] * 4 and gid == [65534] * 4 and groups == [], (uid, gid, groups)
     # The access log was opened before the switch and is still written.
-    subprocess.run(["sleep", "0.3"])
-    with open(log) as f:
-        assert '"GET / HTTP/1.1" 200' in f.read()
+    wait_until(lambda: '"GET / HTTP/1.1" 200' in open(log).read(), what="the access log line")
 
 
 @pytest.mark.parametrize("setting, message", [

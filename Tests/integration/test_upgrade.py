@@ -89,3 +89,18 @@ def test_upgrades_under_load_lose_nothing_and_a_bad_binary_changes_nothing(tmpdi
     assert report["failures"] == {} and report["failures_excused_killed_worker_in_flight"] == {}, (report, run.log_text[-3000:])
     assert report["responses_verified"] > 2000, report
     assert len({u[3] for u in run.upgrades} | {u[4] for u in run.upgrades}) == 1, "one master PID throughout"
+
+
+def test_a_worker_of_another_build_refuses_to_serve():
+    """The hand-shake's build check: a worker whose master runs another build exits 78 and says so
+    (the master never starts one: it spawns from its own image; this starts one by hand)."""
+    binary = os.path.join(BIN, "clusterd")
+    own = build_id(binary)
+    other = ("0" if own[0] != "0" else "1") + own[1:]
+    env = {"PATH": os.environ.get("PATH", ""), "CLUSTERD_WORKER_SLOT": "0", "CLUSTERD_GENERATION": "1", "LISTEN_FDS": "1",
+           "CLUSTERD_CHANNEL_FD": "4", "CLUSTERD_STATS_FD": "5", "CLUSTERD_CONFIG_FD": "6", "CLUSTERD_IMAGE_FD": "7",
+           "CLUSTERD_STATS_SLOTS": "2", "CLUSTERD_STATS_SLOT": "0", "CLUSTERD_MASTER_PID": str(os.getpid()),
+           "CLUSTERD_CONFIG": "c.json", "CLUSTERD_BUILD": other}
+    r = subprocess.run([binary], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 78, r.stderr
+    assert f"version skew: this worker's binary is build {own}, its master runs build {other}" in r.stderr, r.stderr
