@@ -45,8 +45,22 @@ extension ClusterConfiguration {
         guard !listen.isEmpty else { throw top.fail("listen", "must name at least one address") }
         guard listen.count <= 16 else { throw top.fail("listen", "at most 16 addresses, got \(listen.count)") }
         for (i, item) in listen.enumerated() {
-            let path = "listen[\(i)]"
-            guard let text = item.stringValue else { throw ConfigError(file: file, keyPath: path, message: "must be a string like \"0.0.0.0:8080\", got \(item.typeName)") }
+            var path = "listen[\(i)]"
+            // A string, or {"address": "...", "proxyProtocol": true} for a listener behind a balancer.
+            var proxyProtocol = false
+            let text: String
+            if case .object = item {
+                var entry = try ObjectReader(file: file, path: path, value: item, keys: ["address", "proxyProtocol"])
+                guard let address = try entry.string("address") else { throw entry.fail("address", "is required, e.g. \"0.0.0.0:8080\"") }
+                proxyProtocol = try entry.bool("proxyProtocol", default: false)
+                try entry.finish()
+                text = address
+                path += ".address"
+            } else if let string = item.stringValue {
+                text = string
+            } else {
+                throw ConfigError(file: file, keyPath: path, message: "must be a string like \"0.0.0.0:8080\" or an object like {\"address\": \"0.0.0.0:8080\", \"proxyProtocol\": true}, got \(item.typeName)")
+            }
             switch ListenAddress.parse(text) {
             case .success(let address):
                 for (j, earlier) in config.listen.enumerated() where earlier.overlaps(address) {
@@ -56,9 +70,18 @@ extension ClusterConfiguration {
                     throw ConfigError(file: file, keyPath: path, message: "\"\(text)\" \(why)")
                 }
                 config.listen.append(address)
+                if proxyProtocol { config.proxyProtocol.insert(address) }
             case .failure(let e):
                 throw ConfigError(file: file, keyPath: path, message: "\"\(text)\": \(e.reason)")
             }
+        }
+
+        if let trusted = try top.array("trustedProxies") {
+            config.trustedProxies = try networks(trusted, file: file, path: "trustedProxies")
+        }
+        if let i = config.listen.firstIndex(where: config.proxyProtocol.contains), config.trustedProxies.isEmpty {
+            throw ConfigError(file: file, keyPath: "listen[\(i)].proxyProtocol",
+                              message: "needs trustedProxies: the addresses of the balancers allowed to send PROXY headers (e.g. [\"10.0.0.0/8\"])")
         }
 
         if let socket = try top.string("controlSocket") {
@@ -214,7 +237,7 @@ extension ClusterConfiguration {
 
     /// Every key the top level may have.
     static let topLevelKeys = [
-        "workers", "maxWorkers", "listen", "user", "group", "controlSocket", "controlGroup", "drainTimeout", "shutdownDelay", "heartbeatTimeout",
+        "workers", "maxWorkers", "listen", "trustedProxies", "user", "group", "controlSocket", "controlGroup", "drainTimeout", "shutdownDelay", "heartbeatTimeout",
         "releaseMemoryAfterIdle", "busyPoll", "http", "routes", "static", "accessLog", "metrics", "metricsPath",
         "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes",
     ]
@@ -262,18 +285,7 @@ extension ClusterConfiguration {
         if let path = try r.string("path") { metrics.path = try metricsPath(path) { r.fail("path", $0) } }
         if let allow = try r.array("allow") {
             guard !allow.isEmpty else { throw r.fail("allow", "must list at least one network (to turn metrics off, set metrics to null)") }
-            guard allow.count <= 64 else { throw r.fail("allow", "at most 64 networks, got \(allow.count)") }
-            metrics.allow = []
-            for (i, item) in allow.enumerated() {
-                let path = "metrics.allow[\(i)]"
-                guard let text = item.stringValue else {
-                    throw ConfigError(file: file, keyPath: path, message: "must be a network like \"10.0.0.0/8\" or \"::1/128\", got \(item.typeName)")
-                }
-                switch IPNetwork.parse(text) {
-                case .success(let network): metrics.allow.append(network)
-                case .failure(let e): throw ConfigError(file: file, keyPath: path, message: "\"\(text)\": \(e.reason)")
-                }
-            }
+            metrics.allow = try networks(allow, file: file, path: "metrics.allow")
         }
         try r.finish()
         config.metrics = metrics
@@ -293,6 +305,23 @@ extension ClusterConfiguration {
             throw top.fail(key, "must be a name or a number 0...\(Int32.max - 1), got \(value.typeName)")
         }
         return .id(id)
+    }
+
+    /// A list of networks ("10.0.0.0/8", "::1/128", or one address), at most 64.
+    static func networks(_ list: [JSON], file: String, path: String) throws(ConfigError) -> [IPNetwork] {
+        guard list.count <= 64 else { throw ConfigError(file: file, keyPath: path, message: "at most 64 networks, got \(list.count)") }
+        var result: [IPNetwork] = []
+        for (i, item) in list.enumerated() {
+            let itemPath = "\(path)[\(i)]"
+            guard let text = item.stringValue else {
+                throw ConfigError(file: file, keyPath: itemPath, message: "must be a network like \"10.0.0.0/8\" or \"::1/128\", got \(item.typeName)")
+            }
+            switch IPNetwork.parse(text) {
+            case .success(let network): result.append(network)
+            case .failure(let e): throw ConfigError(file: file, keyPath: itemPath, message: "\"\(text)\": \(e.reason)")
+            }
+        }
+        return result
     }
 
     static func metricsPath(_ path: String, _ fail: (String) -> ConfigError) throws(ConfigError) -> String {

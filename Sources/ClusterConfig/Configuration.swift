@@ -36,6 +36,11 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var maxWorkers: Int = 256
     /// Addresses to serve on (`"0.0.0.0:8080"`, `"[::]:8080"`). Required, at least one.
     public var listen: [ListenAddress] = []
+    /// Listeners whose connections must begin with a PROXY protocol header (v1 or v2) from one of
+    /// `trustedProxies`: `{"address": "...", "proxyProtocol": true}` in `listen`.
+    public var proxyProtocol: Set<ListenAddress> = []
+    /// Balancers whose PROXY headers are believed (and, later, `X-Forwarded-For`). Default none.
+    public var trustedProxies: [IPNetwork] = []
     /// Path of the control socket. Default `/run/clusterd/control.sock`.
     public var controlSocket: String = "/run/clusterd/control.sock"
     /// Who the workers run as (`user`, `group`): a name from the user database or a number. The

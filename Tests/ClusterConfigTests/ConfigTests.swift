@@ -159,6 +159,33 @@ import Testing
         }
     }
 
+    @Test func proxyProtocolListenersNeedTrustedProxies() throws {
+        let c = try ClusterConfiguration.decode(#"""
+            {"listen": ["127.0.0.1:9000", {"address": "[::1]:9001", "proxyProtocol": true}, {"address": "127.0.0.1:9002"}],
+             "trustedProxies": ["10.0.0.0/8", "::1"]}
+            """#, file: "f.json")
+        #expect(c.listen.map(\.description) == ["127.0.0.1:9000", "[::1]:9001", "127.0.0.1:9002"])
+        #expect(c.proxyProtocol == [ListenAddress(host: "::1", port: 9001)])
+        #expect(c.trustedProxies.count == 2 && c.trustedProxies[0].contains(IPAddress.parse("10.1.2.3")!))
+        #expect(ClusterConfiguration().trustedProxies.isEmpty && ClusterConfiguration().proxyProtocol.isEmpty)
+        let bad: [(String, String)] = [
+            (#"{"listen": [{"address": "127.0.0.1:1", "proxyProtocol": true}]}"#, "listen[0].proxyProtocol: needs trustedProxies"),
+            (#"{"listen": [{"proxyProtocol": true}]}"#, "listen[0].address: is required"),
+            (#"{"listen": [{"address": "127.0.0.1:1", "proxy": true}]}"#, "listen[0]"),
+            (#"{"listen": [{"address": "127.0.0.1:1", "proxyProtocol": "yes"}]}"#, "listen[0].proxyProtocol"),
+            (#"{"listen": [{"address": "1.2.3.4"}]}"#, "listen[0].address"),
+            (#"{"listen": [7]}"#, "or an object like"),
+            (#"{"listen": ["127.0.0.1:1"], "trustedProxies": ["10.0.0.0/33"]}"#, "trustedProxies[0]"),
+            (#"{"listen": ["127.0.0.1:1"], "trustedProxies": "10.0.0.0/8"}"#, "trustedProxies"),
+        ]
+        for (text, expected) in bad {
+            #expect(throws: ConfigError.self, "\(text)") { try ClusterConfiguration.decode(text, file: "f.json") }
+            do { _ = try ClusterConfiguration.decode(text, file: "f.json") } catch {
+                #expect("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
+
     @Test func listenAddresses() throws {
         #expect(try ListenAddress.parse("[::1]:8080").get() == ListenAddress(host: "::1", port: 8080))
         #expect(try ListenAddress.parse("10.0.0.1:1").get().description == "10.0.0.1:1")
