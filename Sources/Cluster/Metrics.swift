@@ -41,6 +41,9 @@ public enum MetricsRenderer {
         sample("clusterd_connections_closed_on_drain_total", "", value(segment, .connectionsClosedOnDrain))
         family("clusterd_handoffs_closed_at_cap_total", "counter", "Keep-alive connections handed to a worker at http.maxConnections and closed gracefully.")
         sample("clusterd_handoffs_closed_at_cap_total", "", value(segment, .handoffsClosedAtCap))
+        family("clusterd_proxy_protocol_refused_total", "counter", "Connections to a proxyProtocol listener closed unread: from a peer outside trustedProxies (untrusted), or without a valid PROXY header in time (invalid).")
+        sample("clusterd_proxy_protocol_refused_total", "reason=\"untrusted\"", value(segment, .proxyUntrusted))
+        sample("clusterd_proxy_protocol_refused_total", "reason=\"invalid\"", value(segment, .proxyInvalid))
         family("clusterd_connections_lost_total", "counter", "Connections open on workers that crashed.")
         sample("clusterd_connections_lost_total", "", master[.lostWithCrashedWorkers])
 

@@ -66,7 +66,7 @@ public struct StockHandler: HTTPHandler {
         if let metricsPath, metricsPath.withUnsafeBytes({ path.equals($0) }), let stats {
             // Only for the clients metrics.allow names (nginx's stub_status behind allow/deny): the
             // peer is looked up here, for metrics requests only, not for every connection.
-            guard let metrics, Self.peer(of: request).map(metrics.allows) == true else { return response.respond(forbidden) }
+            guard let metrics, request.clientAddress.map(metrics.allows) == true else { return response.respond(forbidden) }
             guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
             return response.respond(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: MetricsRenderer.render(stats))
         }
@@ -75,11 +75,6 @@ public struct StockHandler: HTTPHandler {
         for root in staticRoots where root.matches(path) && root.prefix.count > (best?.prefix.count ?? -1) { best = root }
         if let best { return best.handle(request, &response) }
         response.respond(notFound)
-    }
-
-    /// The client's address (getpeername on the request's connection).
-    static func peer(of request: HTTPRequest) -> IPAddress? {
-        Socket.peerAddressBytes(request.socket).flatMap { IPAddress(bytes: $0) }
     }
 
     /// Index of the route for `path` (by index: no copy of a route per request).

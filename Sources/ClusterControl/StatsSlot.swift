@@ -37,6 +37,12 @@ public struct StatsSlot {
         /// Handed-over connections this worker took from its channel (the master compares it with
         /// what it sent when the worker dies: the rest died in the channel).
         case connectionsAdopted
+        /// Connections to a `proxyProtocol` listener from a peer outside `trustedProxies`, closed
+        /// at accept without reading a byte.
+        case proxyUntrusted
+        /// Connections to a `proxyProtocol` listener closed because their first bytes were not a
+        /// valid PROXY protocol header, or none came within `http.headerTimeout`.
+        case proxyInvalid
     }
 
     /// Upper bounds (µs) of the latency buckets: 100 µs … 5 s.

@@ -70,13 +70,26 @@ public enum MasterToWorker: Equatable, Sendable {
 /// directions (retiring worker → master → live worker) use it.
 public enum ConnectionHandoff {
     public static let prefix: [UInt8] = Array("conn ".utf8)
+    /// A connection that came through a `proxyProtocol` listener and whose header was read: this
+    /// prefix, then a PROXY v2 header (no TLVs) naming its client, then the pending bytes.
+    public static let proxiedPrefix: [UInt8] = Array("connp".utf8)
+
+    public enum Kind: Sendable { case plain, proxied }
     /// Largest unparsed input that travels with a connection; a connection with more is not moved.
     public static let maxPendingBytes = 60 * 1024
     /// Receive buffer needed for one channel message.
     public static let maxMessageBytes = maxPendingBytes + 64
 
-    public static func isHandoff(_ message: UnsafeRawBufferPointer) -> Bool {
-        message.count >= prefix.count && zip(message, prefix).allSatisfy { $0 == $1 }
+    public static func isHandoff(_ message: UnsafeRawBufferPointer) -> Bool { kind(message) != nil }
+
+    public static func isHandoff(_ message: [UInt8]) -> Bool { message.withUnsafeBytes { kind($0) != nil } }
+
+    /// Which hand-off message this is (both prefixes are 5 bytes), nil when it is none.
+    public static func kind(_ message: UnsafeRawBufferPointer) -> Kind? {
+        guard message.count >= prefix.count else { return nil }
+        if zip(message, prefix).allSatisfy({ $0 == $1 }) { return .plain }
+        if zip(message, proxiedPrefix).allSatisfy({ $0 == $1 }) { return .proxied }
+        return nil
     }
 }
 

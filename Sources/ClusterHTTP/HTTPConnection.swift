@@ -243,7 +243,8 @@ public struct HTTPConnectionState {
         }
         let keepAlive = limits.keepAlive && head.wantsKeepAlive && (!context.closeConnections || moreToAnswer)
             && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
-        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), fields: fields, body: body, socket: context.socket)
+        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<consumed]), fields: fields, body: body, socket: context.socket,
+                                  proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
         var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: keepAlive)
         if head.method == .OPTIONS && head.path.count == 0 {
             writer.respondToServerOptions(allow: handler.allowedMethods)

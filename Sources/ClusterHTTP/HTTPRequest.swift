@@ -80,15 +80,32 @@ public struct HTTPRequest {
     /// (`getpeername`, `getsockname`); -1 where there is none (tests, the fuzzer). It belongs to
     /// the worker: never read, write or close it.
     public let socket: Int32
+    /// The client as a trusted balancer named it in the connection's PROXY protocol header (on a
+    /// `proxyProtocol` listener); nil when the connection came without one: then the client is the
+    /// socket's peer (`getpeername` on `socket`). `Cluster`'s `clientAddress` puts these together.
+    public let proxiedClient: ProxyEndpoint?
+    /// Set when the nearest hop (the PROXY header's client, else the socket's peer) is in
+    /// `trustedProxies`: its `X-Forwarded-For` is believed.
+    @usableFromInline let forwardingTrust: UnsafePointer<TrustedNetworks>?
 
     @inlinable
-    init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, fields: UnsafeBufferPointer<HTTPHeaderSpan>, body: ByteSpan, socket: Int32 = -1) {
+    init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, fields: UnsafeBufferPointer<HTTPHeaderSpan>, body: ByteSpan, socket: Int32 = -1,
+         proxiedClient: ProxyEndpoint? = nil, forwardingTrust: UnsafePointer<TrustedNetworks>? = nil) {
         assert(fields.count == head.headerCount)
         self.head = head
         self.base = base
         self.fields = fields
         self.bodySpan = body
         self.socket = socket
+        self.proxiedClient = proxiedClient
+        self.forwardingTrust = forwardingTrust
+    }
+
+    /// The client named by `X-Forwarded-For` (or `Forwarded: for=`) when the request's nearest hop
+    /// is a trusted proxy (`ForwardedHeaders.client`); nil otherwise, or when the header names none.
+    public var forwardedClient: ProxyAddress? {
+        guard let forwardingTrust else { return nil }
+        return ForwardedHeaders.client(of: self, trusted: forwardingTrust.pointee)
     }
 
     @inlinable func bytes(_ span: ByteSpan) -> HTTPBytes {

@@ -58,6 +58,13 @@ public struct ResponseContext {
     /// with `Connection: close`, however much the client pipelines after. Without it a stopping
     /// worker also answers what arrives while it answers (its drain timeout bounds that).
     public var answerOnlyWhatHasArrived: Bool
+    /// The client's address from the connection's PROXY protocol header, handed to the handler as
+    /// `HTTPRequest.proxiedClient`; nil when the connection had none.
+    public var proxiedClient: ProxyEndpoint? = nil
+    /// Set when the connection's nearest hop is a trusted proxy, whose `X-Forwarded-For` is then
+    /// believed (`HTTPRequest.forwardedClient`). Points at the worker's own list, which outlives
+    /// every request.
+    public var forwardingTrust: UnsafePointer<TrustedNetworks>? = nil
 
     public init(dateLine: UnsafeRawBufferPointer, closeConnections: Bool = false, socket: Int32 = -1, answerOnlyWhatHasArrived: Bool = false) {
         self.dateLine = dateLine

@@ -56,7 +56,7 @@ extension Master {
                 }
             } else if entry.name.hasPrefix(Self.connectionPrefix) {
                 var message = bytes[String(entry.name.dropFirst(Self.connectionPrefix.count))] ?? ConnectionHandoff.prefix
-                if !message.starts(with: ConnectionHandoff.prefix) { message = ConnectionHandoff.prefix }
+                if !ConnectionHandoff.isHandoff(message) { message = ConnectionHandoff.prefix }
                 adopted += 1
                 pendingRelays.append(PendingRelay(Descriptor(taking: entry.fd), message: message, since: Clock.monotonicMilliseconds()))
                 fdStore.remove(name: entry.name)

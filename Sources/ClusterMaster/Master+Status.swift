@@ -29,6 +29,8 @@ extension Master {
             "handoffsDropped": n(droppedRelays),
             "closedOnDrainTimeout": n(sums[StatsSlot.Field.connectionsClosedOnDrain.rawValue]),
             "handoffsClosedAtCap": n(sums[StatsSlot.Field.handoffsClosedAtCap.rawValue]),
+            "proxyUntrusted": n(sums[StatsSlot.Field.proxyUntrusted.rawValue]),
+            "proxyInvalid": n(sums[StatsSlot.Field.proxyInvalid.rawValue]),
             "lostWithCrashedWorkers": n(lostConnections),
             "listeners": n(listenerTable.totalOpen),
             "listen": .array(config.listen.map { .string($0.description) }),

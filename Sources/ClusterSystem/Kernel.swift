@@ -39,6 +39,10 @@ public protocol Kernel: AnyObject {
     func setQuickAck(_ fd: Int32, _ on: Bool)
     /// getpeername(2) as text, "-" when unknown.
     func peerAddress(_ fd: Int32) -> String
+    /// getpeername(2) without allocating; nil when the peer is not an IP address.
+    func peerEndpoint(_ fd: Int32) -> SocketEndpoint?
+    /// getsockname(2) without allocating; nil when the socket is not an IP socket.
+    func localEndpoint(_ fd: Int32) -> SocketEndpoint?
     /// send(2) of one datagram on a Unix socket, MSG_DONTWAIT|MSG_NOSIGNAL; false when not sent.
     @discardableResult
     func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool
@@ -101,6 +105,8 @@ public final class LinuxKernel: Kernel {
     @inlinable public func setNoDelay(_ fd: Int32) { Socket.setNoDelay(fd) }
     @inlinable public func setQuickAck(_ fd: Int32, _ on: Bool) { Socket.setQuickAck(fd, on) }
     public func peerAddress(_ fd: Int32) -> String { Socket.peerAddress(fd) }
+    public func peerEndpoint(_ fd: Int32) -> SocketEndpoint? { Socket.peerEndpoint(fd) }
+    public func localEndpoint(_ fd: Int32) -> SocketEndpoint? { Socket.localEndpoint(fd) }
 
     @discardableResult
     public func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {

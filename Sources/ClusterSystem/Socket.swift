@@ -140,7 +140,7 @@ public enum Socket {
 
     /// The peer's address as text ("127.0.0.1" / "::1"), for logs; "-" when it has no IP peer.
     public static func peerAddress(_ fd: Int32) -> String {
-        withPeerAddress(fd) { family, bytes in
+        withAddress(fd) { family, bytes, _ in
             var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
             _ = inet_ntop(family, bytes.baseAddress, &text, socklen_t(text.count))
             return String(cString: text)
@@ -150,27 +150,38 @@ public enum Socket {
     /// The peer's address as bytes in network order (4 for IPv4, 16 for IPv6; getpeername(2)), or
     /// nil when the socket has no IP peer (a Unix socket, not connected).
     public static func peerAddressBytes(_ fd: Int32) -> [UInt8]? {
-        withPeerAddress(fd) { _, bytes in Array(bytes) }
+        withAddress(fd) { _, bytes, _ in Array(bytes) }
     }
 
-    /// getpeername(2): `body` gets the peer's family and its address bytes (sin_addr or sin6_addr);
-    /// nil when the socket has no IP peer.
-    private static func withPeerAddress<R>(_ fd: Int32, _ body: (Int32, UnsafeRawBufferPointer) -> R) -> R? {
+    /// The peer's IP address and port (getpeername(2)), without allocating; nil when the socket has
+    /// no IP peer (a Unix socket, not connected).
+    public static func peerEndpoint(_ fd: Int32) -> SocketEndpoint? {
+        withAddress(fd, peer: true) { family, bytes, port in SocketEndpoint(family: family, bytes: bytes, port: port) }
+    }
+
+    /// The socket's own IP address and port (getsockname(2)); nil when it is not an IP socket.
+    public static func localEndpoint(_ fd: Int32) -> SocketEndpoint? {
+        withAddress(fd, peer: false) { family, bytes, port in SocketEndpoint(family: family, bytes: bytes, port: port) }
+    }
+
+    /// getpeername(2) (`peer`) or getsockname(2): `body` gets the family, the address bytes
+    /// (sin_addr or sin6_addr) and the port; nil when the socket has no IP address there.
+    private static func withAddress<R>(_ fd: Int32, peer: Bool = true, _ body: (Int32, UnsafeRawBufferPointer, UInt16) -> R) -> R? {
         guard fd >= 0 else { return nil }
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.getpeername(fd, $0, &len) }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? Glibc.getpeername(fd, $0, &len) : Glibc.getsockname(fd, $0, &len) }
         }
         guard rc == 0 else { return nil }
         switch Int32(storage.ss_family) {
         case AF_INET6:
             return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                withUnsafeBytes(of: sin6.pointee.sin6_addr) { body(AF_INET6, $0) }
+                withUnsafeBytes(of: sin6.pointee.sin6_addr) { body(AF_INET6, $0, UInt16(bigEndian: sin6.pointee.sin6_port)) }
             } }
         case AF_INET:
             return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                withUnsafeBytes(of: sin.pointee.sin_addr) { body(AF_INET, $0) }
+                withUnsafeBytes(of: sin.pointee.sin_addr) { body(AF_INET, $0, UInt16(bigEndian: sin.pointee.sin_port)) }
             } }
         default:
             return nil
@@ -343,5 +354,35 @@ public enum Socket {
         case .processed(let n): return .processed((n, fd))
         case .wouldBlock: return .wouldBlock
         }
+    }
+}
+
+/// An IP address and port as the kernel reports them, kept without allocating: the address's bytes
+/// big-endian in two halves (an IPv4 address in `low`'s low 32 bits), as `ProxyAddress` keeps them.
+public struct SocketEndpoint: Hashable, Sendable {
+    public var isIPv6: Bool
+    public var high: UInt64
+    public var low: UInt64
+    public var port: UInt16
+
+    public init(isIPv6: Bool, high: UInt64, low: UInt64, port: UInt16) {
+        self.isIPv6 = isIPv6
+        self.high = high
+        self.low = low
+        self.port = port
+    }
+
+    init(family: Int32, bytes: UnsafeRawBufferPointer, port: UInt16) {
+        var high: UInt64 = 0, low: UInt64 = 0
+        for (i, b) in bytes.enumerated() {
+            if bytes.count == 16 && i < 8 { high = high << 8 | UInt64(b) } else { low = low << 8 | UInt64(b) }
+        }
+        self.init(isIPv6: family == AF_INET6, high: high, low: low, port: port)
+    }
+
+    /// Whether this (a listener's bound address) takes connections to `other`: the same port and
+    /// family, and the same address unless this one is the wildcard.
+    public func accepts(_ other: SocketEndpoint) -> Bool {
+        port == other.port && isIPv6 == other.isIPv6 && ((high == 0 && low == 0) || (high == other.high && low == other.low))
     }
 }

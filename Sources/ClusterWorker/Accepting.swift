@@ -52,7 +52,7 @@ extension HTTPWorker {
                     continue
                 }
             }
-            opened(fd)
+            opened(fd, expectingProxyHeader: !proxyListeners.isEmpty && proxyListeners.contains(listener))
         }
     }
 
@@ -70,15 +70,18 @@ extension HTTPWorker {
 
     /// Takes a new connection into the table; one accepted here (not `handedOver`) is read at once
     /// when that tends to find its request, then registered with epoll.
-    func opened(_ fd: Int32, handedOver: Bool = false) {
+    func opened(_ fd: Int32, handedOver: Bool = false, expectingProxyHeader: Bool = false) {
         table.open(fd)
-        if io.accessLog != nil { table[fd].peer = kernel.peerAddress(fd) }
+        if io.accessLog != nil && !expectingProxyHeader { table[fd].peer = kernel.peerAddress(fd) }
         table[fd].deadline = io.now + settings.headerTimeout
         // Published at once (one store to our own cache line), not at the end of the loop's turn:
         // if this process dies, the master counts exactly what it took down (`openConnections`).
         stats[.openConnections] = UInt64(table.openCount)
         if handedOver { return }  // adopt() serves what came with it, then registers
         stats.add(.accepted, 1)
+        if expectingProxyHeader || io.trust != nil {
+            guard admit(fd, expectingProxyHeader: expectingProxyHeader) else { return }
+        }
         // Often the request is already there when the connection is accepted (a busy worker, a
         // client that sends with its handshake): read it now, and a connection answered and closed
         // here (Connection: close) never costs an epoll_ctl. When it usually is not (the request
@@ -100,6 +103,25 @@ extension HTTPWorker {
             table[fd].ackHeld = true
         }
         register(fd)
+    }
+
+    /// Checks a new connection's peer against `trustedProxies`: on a `proxyProtocol` listener one from
+    /// anyone else is closed at once, unread (counted as `proxyUntrusted`), and one from a trusted
+    /// proxy waits for its header; elsewhere a trusted peer's `X-Forwarded-For` will be believed.
+    /// False when the connection was closed.
+    func admit(_ fd: Int32, expectingProxyHeader: Bool) -> Bool {
+        let trusted = io.isTrusted(kernel.peerEndpoint(fd))
+        guard expectingProxyHeader else {
+            table[fd].hopTrusted = trusted
+            return true
+        }
+        guard trusted else {
+            stats.add(.proxyUntrusted, 1)
+            perform(table[fd].close(&io, kernel), on: fd)
+            return false
+        }
+        table[fd].awaitingProxyHeader = true
+        return true
     }
 
     /// Adds a connection to epoll once its first, optimistic read is done (if it is still open).

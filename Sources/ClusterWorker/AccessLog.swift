@@ -304,10 +304,17 @@ struct AccessLogObserver: HTTPObserver {
     let log: AccessLog?
     let peer: String?
     let wall: Int64
+    /// The nearest hop is a trusted proxy: a request's `X-Forwarded-For` names the client.
+    let forwarded: Bool
 
     @inline(__always)
     mutating func completed(_ request: HTTPRequest, status: Int, bodyBytes: Int) {
-        log?.append(request, status: status, bodyBytes: bodyBytes, peer: peer, wall: wall)
+        guard let log else { return }
+        if forwarded, let client = request.forwardedClient {
+            log.append(request, status: status, bodyBytes: bodyBytes, peer: client.description, wall: wall)
+        } else {
+            log.append(request, status: status, bodyBytes: bodyBytes, peer: peer, wall: wall)
+        }
     }
 
     @inline(__always)

@@ -11,6 +11,7 @@ extension Connection {
             // matter now; they show up on the next write.
             return .none
         }
+        if awaitingProxyHeader { return readProxyHeader(&io, kernel, handler) }
         let useOwnBuffer = input.readableBytes > 0
         let result: IOResult<Int>
         do {
@@ -44,11 +45,74 @@ extension Connection {
         return serve(&io, kernel, handler, fromScratch: !useOwnBuffer)
     }
 
+    /// On a `proxyProtocol` listener, before anything else: reads into the connection's own buffer
+    /// until it holds a whole PROXY header (v1 at most 107 bytes, v2 at most 1,040), then serves
+    /// what followed it. Anything that cannot be a header, or EOF before one, closes the
+    /// connection without an answer (the balancer is misconfigured or this is not a balancer),
+    /// counted as `proxyInvalid`.
+    mutating func readProxyHeader<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
+        let result: IOResult<Int>
+        do {
+            input.reserveWritable(HTTPLimits.inputReadReserve)
+            result = try kernel.read(fd, input.writePointer, input.writableBytes)
+        } catch {
+            io.stats.add(.proxyInvalid, 1)
+            return close(&io, kernel)
+        }
+        switch result {
+        case .wouldBlock:
+            return .nothingRead
+        case .processed(0):
+            io.stats.add(.proxyInvalid, 1)
+            return close(&io, kernel)
+        case .processed(let n):
+            input.moveWriterIndex(forwardBy: n)
+            io.stats.add(.bytesIn, UInt64(n))
+        }
+        return takeProxyHeader(&io, kernel, handler)
+    }
+
+    /// Parses the PROXY header at the start of the input; serves what follows it once it is whole.
+    mutating func takeProxyHeader<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
+        switch ProxyProtocol.parse(input.readableView) {
+        case .incomplete:
+            return .none
+        case .invalid:
+            io.stats.add(.proxyInvalid, 1)
+            return close(&io, kernel)
+        case .header(let header, let consumed):
+            input.moveReaderIndex(forwardBy: consumed)
+            awaitingProxyHeader = false
+            takeProxied(header, &io, kernel)
+            guard input.readableBytes > 0 else {
+                input.releaseStorage()
+                return .idle
+            }
+            requestStart = kernel.monotonicNanoseconds()
+            return serve(&io, kernel, handler, fromScratch: false)
+        }
+    }
+
+    /// Keeps what a PROXY header says about the client (read here, or carried with a hand-off).
+    mutating func takeProxied<K: Kernel>(_ header: ProxyHeader, _ io: inout WorkerIO, _ kernel: K) {
+        proxied = true
+        proxiedClient = header.command == .proxy ? header.source : nil
+        if let client = proxiedClient {
+            hopTrusted = io.trust?.pointee.contains(client.address) ?? false
+            if io.accessLog != nil { peer = client.address.description }
+        } else {
+            // LOCAL (the balancer's own health check) or no address: the socket's peer, which
+            // was trusted to send the header, is the client.
+            hopTrusted = io.trust != nil
+            if io.accessLog != nil { peer = kernel.peerAddress(fd) }
+        }
+    }
+
     /// Runs the HTTP state machine over the buffered input (the shared scratch buffer when
     /// `fromScratch`) and writes what it produced.
     mutating func serve<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H, fromScratch: Bool) -> ConnectionAction {
         var fromScratch = fromScratch
-        var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond)
+        var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond, forwarded: hopTrusted)
         while true {
             let phaseBefore = http.phase
             let answeredBefore = io.counters.requests
@@ -56,6 +120,8 @@ extension Connection {
             var context = io.context(socket: fd)
             // One adopted over the connection cap is answered with `Connection: close` too.
             if closeAfterResponse { context.closeConnections = true; context.answerOnlyWhatHasArrived = true }
+            if proxied { context.proxiedClient = proxiedClient }
+            if hopTrusted, let trust = io.trust { context.forwardingTrust = UnsafePointer(trust) }
             if fromScratch {
                 outcome = http.process(io.scratchIn, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if io.scratchIn.readableBytes > 0 {
@@ -143,12 +209,12 @@ extension Connection {
 
     /// Idle between requests with nothing read, pending or closing: may be shut down gracefully.
     var mayShutDownIdle: Bool {
-        http.phase == .idle && !hasPendingOutput && !lingering && !closeWhenFlushed && input.readableBytes == 0
+        !awaitingProxyHeader && http.phase == .idle && !hasPendingOutput && !lingering && !closeWhenFlushed && input.readableBytes == 0
     }
 
     /// Between requests, nothing buffered or pending.
     var isIdle: Bool {
-        !http.isMidRequest && !writeBlocked && !lingering && !closeWhenFlushed && input.readableBytes == 0
+        !awaitingProxyHeader && !http.isMidRequest && !writeBlocked && !lingering && !closeWhenFlushed && input.readableBytes == 0
             && http.phase != .closing
     }
 }

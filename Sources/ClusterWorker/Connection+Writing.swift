@@ -141,6 +141,11 @@ extension Connection {
     /// than at once (`.closeGracefully`).
     mutating func timedOut<K: Kernel>(_ io: inout WorkerIO, _ kernel: K, closeIdle: Bool) -> ConnectionAction {
         if lingering || writeBlocked { return close(&io, kernel) }
+        if awaitingProxyHeader {
+            // No PROXY header within headerTimeout: not answered (it is not HTTP we were sent).
+            io.stats.add(.proxyInvalid, 1)
+            return close(&io, kernel)
+        }
         if http.isMidRequest {
             let error: HTTPError = http.phase == .head ? .headerTimeout : .bodyTimeout
             http.abandon(with: error, output: io.scratchOut, context: io.context(socket: -1))

@@ -33,8 +33,20 @@ struct Connection {
     /// Adopted over the connection cap: answer what arrives with `Connection: close`, close when idle.
     var closeAfterResponse = false
 
-    /// The peer's address, kept only when there is an access log.
+    /// The peer's address, kept only when there is an access log: the client's from the PROXY
+    /// header on a `proxyProtocol` listener.
     var peer: String? = nil
+    /// On a `proxyProtocol` listener until its PROXY header has been read: nothing else is read,
+    /// answered or handed off before it (`readProxyHeader`).
+    var awaitingProxyHeader = false
+    /// Its PROXY header was read (a hand-off carries it along, `ConnectionHandoff.proxiedPrefix`).
+    var proxied = false
+    /// The client the PROXY header named; nil for a LOCAL or address-less header (the balancer's
+    /// own connection: the socket's peer is the client).
+    var proxiedClient: ProxyEndpoint? = nil
+    /// The nearest hop (the PROXY header's client, else the socket's peer) is in `trustedProxies`:
+    /// `X-Forwarded-For` is believed.
+    var hopTrusted = false
     /// CLOCK_MONOTONIC ns at which the current request's first byte was read.
     var requestStart: UInt64 = 0
 

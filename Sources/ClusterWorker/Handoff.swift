@@ -29,10 +29,10 @@ extension HTTPWorker {
             }
             let message = UnsafeRawBufferPointer(rebasing: channelBuffer[0..<n])
             if passed >= 0 {
-                if ConnectionHandoff.isHandoff(message) {
+                if let kind = ConnectionHandoff.kind(message) {
                     // Counted on arrival: one the master sent that never got here died with us.
                     stats.add(.connectionsAdopted, 1)
-                    adopt(passed, pending: UnsafeRawBufferPointer(rebasing: message[ConnectionHandoff.prefix.count...]))
+                    adopt(passed, pending: UnsafeRawBufferPointer(rebasing: message[ConnectionHandoff.prefix.count...]), proxied: kind == .proxied)
                 } else {
                     kernel.close(passed)
                 }
@@ -56,16 +56,41 @@ extension HTTPWorker {
     /// is not kept: what came with it, or has arrived on it, is answered with `Connection: close`,
     /// and an idle one is closed gracefully (`closeIdleGracefully`), counted as
     /// `handoffsClosedAtCap`. Over the cap for at most that answer or `lingerTimeout`.
-    func adopt(_ fd: Int32, pending: UnsafeRawBufferPointer) {
+    ///
+    /// `proxied`: `pending` begins with the PROXY v2 header the other worker wrote for the client it
+    /// had read from the balancer (`ConnectionHandoff.proxiedPrefix`). Any other connection that
+    /// arrived on a `proxyProtocol` listener (its own address tells which) comes from the master,
+    /// taken from a listener's queue unread: its header is still to come, from a trusted peer.
+    func adopt(_ fd: Int32, pending: UnsafeRawBufferPointer, proxied: Bool = false) {
         do { try kernel.setNonBlocking(fd) } catch {
             kernel.close(fd)
             return
+        }
+        var pending = pending
+        var header: ProxyHeader? = nil
+        if proxied {
+            guard case .header(let h, let consumed) = ProxyProtocol.parse(pending) else {
+                logger.error("a handed-over connection's PROXY header does not parse; closing it")
+                kernel.close(fd)
+                return
+            }
+            header = h
+            pending = UnsafeRawBufferPointer(rebasing: pending[consumed...])
         }
         let overCap = table.openCount >= settings.maxConnections
         opened(fd, handedOver: true)
         kernel.setNoDelay(fd)
         table[fd].noDelay = true
         table[fd].deadline = io.now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        if let header {
+            table[fd].takeProxied(header, &io, kernel)
+        } else if !proxyListenerAddresses.isEmpty, let local = kernel.localEndpoint(fd), proxyListenerAddresses.contains(where: { $0.accepts(local) }) {
+            guard admit(fd, expectingProxyHeader: true) else { return }
+            table[fd].peer = nil
+            table[fd].deadline = io.now + settings.headerTimeout
+        } else if io.trust != nil {
+            guard admit(fd, expectingProxyHeader: false) else { return }
+        }
         if state == .draining && drainMode == .close {
             // Adopted after the drain began: like the idle connections `beginDrain` found, it is
             // closed gracefully after `drainIdleGrace` if nothing arrives, not kept until the
@@ -94,6 +119,9 @@ extension HTTPWorker {
     func handOffIfIdle(_ fd: Int32) {
         guard let channel, table.isOpen(fd), table[fd].canHandOff else { return }
         var message = ConnectionHandoff.prefix
+        if table[fd].proxied {
+            message = ConnectionHandoff.proxiedPrefix + ProxyProtocol.encodeV2(source: table[fd].proxiedClient)
+        }
         message += table[fd].input.readableView
         let sent: IOResult<Int>
         do {
@@ -126,6 +154,7 @@ extension Connection {
     /// A connection handed over with `pending`, the bytes the other worker had read: serves them.
     mutating func serveHandedOver<H: HTTPHandler, K: Kernel>(_ pending: UnsafeRawBufferPointer, _ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
         input.write(pending)
+        if awaitingProxyHeader { return takeProxyHeader(&io, kernel, handler) }
         requestStart = kernel.monotonicNanoseconds()
         return serve(&io, kernel, handler, fromScratch: false)
     }
@@ -133,7 +162,7 @@ extension Connection {
     /// Between requests with nothing to send and at most `ConnectionHandoff.maxPendingBytes` read
     /// ahead: may move to another worker.
     var canHandOff: Bool {
-        !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
+        !awaitingProxyHeader && !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
             && input.readableBytes <= ConnectionHandoff.maxPendingBytes
     }
 }

@@ -43,6 +43,10 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     let handler: Handler
     let settings: WorkerSettings
     let listeners: [Int32]
+    /// The listeners whose connections begin with a PROXY header (`proxyProtocol`), and the
+    /// addresses they are bound to (an adopted connection is matched to its listener by its own).
+    let proxyListeners: [Int32]
+    let proxyListenerAddresses: [SocketEndpoint]
     /// Shared with the handler (`/healthz` reads it).
     public let lifecycle: WorkerLifecycle
     let channel: Int32?
@@ -93,6 +97,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         self.handler = handler
         self.settings = settings
         self.listeners = listeners
+        proxyListeners = listeners.indices.filter { $0 < settings.proxyProtocol.count && settings.proxyProtocol[$0] }.map { listeners[$0] }
+        proxyListenerAddresses = proxyListeners.compactMap { kernel.localEndpoint($0) }
         self.channel = channel
         masterPID = channel == nil ? nil : Sys.parentPID
         self.idleRelease = MemoryRelease.IdleSchedule(after: settings.releaseMemoryAfterIdle)

@@ -30,6 +30,10 @@ struct WorkerIO: ~Copyable {
     /// Every response closes its connection: the worker stops, or drains without handing off.
     var closeConnections = false
 
+    /// `trustedProxies`, nil when there are none; one allocation for the worker's life, so that a
+    /// request can point at it (`ResponseContext.forwardingTrust`) without reference counting.
+    let trust: UnsafeMutablePointer<TrustedNetworks>?
+
     var counters = HTTPCounters()
     var latencyCounts = [UInt64](repeating: 0, count: 11)
     var latencySum: UInt64 = 0
@@ -40,6 +44,26 @@ struct WorkerIO: ~Copyable {
         self.stats = stats
         self.logger = logger
         accessLog = settings.accessLog.map { AccessLog(path: $0.path, format: $0.format, logger: logger, stats: stats) }
+        if settings.trustedProxies.isEmpty {
+            trust = nil
+        } else {
+            let p = UnsafeMutablePointer<TrustedNetworks>.allocate(capacity: 1)
+            p.initialize(to: settings.trustedProxies)
+            trust = p
+        }
+    }
+
+    deinit {
+        trust?.deinitialize(count: 1)
+        trust?.deallocate()
+    }
+
+    /// Whether a connection from `peer` (nil: a Unix socket's peer, which the socket file's mode
+    /// admits) is from a trusted proxy.
+    func isTrusted(_ peer: SocketEndpoint?) -> Bool {
+        guard let peer else { return true }
+        guard let trust else { return false }
+        return trust.pointee.contains(peer.isIPv6 ? ProxyAddress(ipv6High: peer.high, low: peer.low) : ProxyAddress(ipv4: UInt32(truncatingIfNeeded: peer.low)))
     }
 
     /// Reads the clocks at the start of a turn; the Date line changes once a second.

@@ -31,6 +31,11 @@ public struct WorkerSettings: Sendable {
     public var releaseMemoryAfterIdle: Int64
     /// Longest poll for the next event before sleeping, in µs (`BusyPollPolicy`); 0: never.
     public var busyPollMicroseconds: Int
+    /// For each listener, in `listen` order (the order the worker inherits them in): whether its
+    /// connections begin with a PROXY protocol header.
+    public var proxyProtocol: [Bool]
+    /// `trustedProxies`: the peers a PROXY header or `X-Forwarded-For` is believed from.
+    public var trustedProxies: TrustedNetworks
 
     public init() { self.init(ClusterConfiguration()) }
 
@@ -50,5 +55,7 @@ public struct WorkerSettings: Sendable {
         accessLog = config.accessLog
         releaseMemoryAfterIdle = Int64(config.releaseMemoryAfterIdle * 1000)
         busyPollMicroseconds = config.busyPoll
+        proxyProtocol = config.listen.map { config.proxyProtocol.contains($0) }
+        trustedProxies = TrustedNetworks(config.trustedProxies.map { ($0.address.bytes, $0.prefixLength) })
     }
 }

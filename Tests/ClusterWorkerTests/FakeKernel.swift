@@ -134,6 +134,15 @@ final class FakeKernel: Kernel {
     func setNoDelay(_ fd: Int32) { sockets[fd]?.noDelay = true }
     func setQuickAck(_ fd: Int32, _ on: Bool) {}
     func peerAddress(_ fd: Int32) -> String { "127.0.0.1" }
+    /// Every client is 127.0.0.1 unless `peers` says otherwise.
+    var peers: [Int32: SocketEndpoint] = [:]
+    /// Every socket's own address is 0.0.0.0:8080 (a listener) or 127.0.0.1:8080 (a connection)
+    /// unless `locals` says otherwise.
+    var locals: [Int32: SocketEndpoint] = [:]
+    func peerEndpoint(_ fd: Int32) -> SocketEndpoint? { peers[fd] ?? SocketEndpoint(isIPv6: false, high: 0, low: 0x7F00_0001, port: 40000) }
+    func localEndpoint(_ fd: Int32) -> SocketEndpoint? {
+        locals[fd] ?? SocketEndpoint(isIPv6: false, high: 0, low: backlog[fd] != nil ? 0 : 0x7F00_0001, port: 8080)
+    }
 
     func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
         sentMessages.append(String(decoding: bytes, as: UTF8.self))

@@ -5,12 +5,16 @@ import Logging
 import Testing
 @testable import ClusterWorker
 
-/// Answers `/big` with 200,000 bytes, anything else with "hello".
+/// Answers `/big` with 200,000 bytes, `/client` with what it was told about the client (the PROXY
+/// header's address, then `X-Forwarded-For`'s, "-" for none), anything else with "hello".
 struct TestHandler: HTTPHandler {
     static let big = [UInt8](repeating: UInt8(ascii: "a"), count: 200_000)
 
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
-        if request.path == "/big" {
+        if request.path == "/client" {
+            let text = "\(request.proxiedClient.map { "\($0.address):\($0.port)" } ?? "-") \(request.forwardedClient?.description ?? "-")"
+            response.respond(status: 200, body: Array(text.utf8))
+        } else if request.path == "/big" {
             response.respond(status: 200, body: Self.big)
         } else {
             response.respond(status: 200, body: "hello")
