@@ -22,6 +22,8 @@ public struct StockHandler: HTTPHandler {
     let forbidden = PreparedResponse(status: 403, body: "forbidden\n")
     let health = PreparedResponse(status: 200, body: "ok\n")
     let draining = PreparedResponse(status: 503, body: "draining\n")
+    let ready = PreparedResponse(status: 200, body: "ready\n")
+    let notReady = PreparedResponse(status: 503, body: "not ready\n")
     /// Whether the worker is stopping (`/healthz` then says `draining`); nil outside a worker.
     let lifecycle: WorkerLifecycle?
     let notFound = PreparedResponse(status: 404, body: "not found\n")
@@ -62,6 +64,13 @@ public struct StockHandler: HTTPHandler {
         if path == "/healthz" {
             guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
             return response.respond(lifecycle?.isStopping == true ? draining : health)
+        }
+        if path == "/readyz" {
+            // Readiness (Kubernetes' readinessProbe): also "not ready" while the master starts, or a
+            // reload or upgrade has no ready worker of the generation that is to serve yet.
+            guard request.method == .GET || request.method == .HEAD else { return response.respond(methodNotAllowed) }
+            if lifecycle?.isStopping == true { return response.respond(draining) }
+            return response.respond(stats.map { $0.master[.ready] == 1 } ?? true ? ready : notReady)
         }
         if let metricsPath, metricsPath.withUnsafeBytes({ path.equals($0) }), let stats {
             // Only for the clients metrics.allow names (nginx's stub_status behind allow/deny): the

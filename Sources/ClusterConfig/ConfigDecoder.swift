@@ -130,8 +130,8 @@ extension ClusterConfiguration {
                     routePath.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
                 else { throw r.fail("path", "must be an absolute path without query, spaces or control characters, got \"\(routePath)\"") }
                 if config.routes.contains(where: { $0.path == routePath }) { throw r.fail("path", "\"\(routePath)\" has two routes") }
-                if routePath == ClusterConfiguration.healthPath {
-                    throw r.fail("path", "\(routePath) is served by clusterd itself (the health check for load balancers): pick another path")
+                if routePath == ClusterConfiguration.healthPath || routePath == ClusterConfiguration.readinessPath {
+                    throw r.fail("path", "\(routePath) is served by clusterd itself (the health and readiness checks for load balancers): pick another path")
                 }
                 if let metrics = config.metrics, routePath == metrics.path {
                     throw r.fail("path", "\(routePath) is the metrics endpoint (metrics.path): pick another path, or move or turn off metrics")
@@ -328,7 +328,9 @@ extension ClusterConfiguration {
         guard path.hasPrefix("/"), !path.contains("?"), !path.contains("#"), path.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw fail("must be a path like \"/metrics\", got \"\(path)\"")
         }
-        guard path != ClusterConfiguration.healthPath else { throw fail("\(path) is clusterd's own health check: pick another path") }
+        guard path != ClusterConfiguration.healthPath, path != ClusterConfiguration.readinessPath else {
+            throw fail("\(path) is clusterd's own health or readiness check: pick another path")
+        }
         return path
     }
 

@@ -118,6 +118,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
 
     /// The stock app's health check path; no route may take it (a route would silently replace it).
     public static let healthPath = "/healthz"
+    /// Served by clusterd itself: 200 `ready` when the instance is ready for traffic, else 503.
+    public static let readinessPath = "/readyz"
     /// Response headers the server writes itself; a route may not add a second one.
     public static let serverHeaders: Set<String> = ["content-length", "transfer-encoding", "connection", "date", "content-type", "server", "keep-alive"]
     /// Worker CPU pinning: off, `auto` (worker slot i on the i-th CPU the daemon may run on, modulo

@@ -147,6 +147,8 @@ public struct MasterGauges {
         case pid = 0, workers, generation, reloads, failedReloads, restarts, handedOff, lostWithCrashedWorkers, startedAtMilliseconds
         /// One past the highest worker stats slot ever handed out.
         case slotsHighWater
+        /// 1 while the instance is ready for traffic (`MasterCore.isReady`; `/readyz`), else 0.
+        case ready
     }
 
     public let base: UnsafeMutableRawPointer

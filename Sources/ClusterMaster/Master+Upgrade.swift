@@ -195,6 +195,7 @@ extension Master {
             let stateFD = Descriptor(taking: try FileIO.memfd(name: "clusterd-upgrade-state", bytes: Array(state.json.serialized.utf8)))
             environment.append("\(UpgradeState.variable)=\(stateFD.rawValue)")
             logger.notice("upgrade: execve \(options.executable) with \(state.listeners.count) listener(s) and \(state.workers.count) worker(s)")
+            publishGauges()  // not ready (`upgrading`) until the next image's workers are
             Sys.flushStandardStreams()
             for fd in kept + [configFD.rawValue, stateFD.rawValue] { try Sys.setCloseOnExec(fd, false) }
             try ProcessControl.execute(path: options.executable, arguments: [options.executable] + options.arguments, environment: environment)

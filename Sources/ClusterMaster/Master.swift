@@ -401,5 +401,6 @@ public final class Master {
         g[.handedOff] = UInt64(relayed)
         g[.lostWithCrashedWorkers] = UInt64(lostConnections)
         g[.startedAtMilliseconds] = UInt64(startedAt)
+        g[.ready] = core.isReady ? 1 : 0
     }
 }

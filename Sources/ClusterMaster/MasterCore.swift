@@ -278,6 +278,15 @@ public struct MasterCore {
         }
     }
 
+    /// Ready for traffic (`/readyz`): running, no upgrade under way, and the generation that is to
+    /// serve — a reload's new one while a reload is under way — has a ready worker. Not while
+    /// starting or stopping.
+    public var isReady: Bool {
+        guard phase == .running, !upgrading else { return false }
+        let serving = reload?.generation ?? generation
+        return workers.values.contains { $0.generation == serving && $0.state == .ready }
+    }
+
     public var phaseName: String {
         switch phase {
         case .starting: return "starting"

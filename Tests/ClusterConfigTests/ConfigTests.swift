@@ -109,7 +109,7 @@ import Testing
         (#"{"listen":["127.0.0.1:8080","0.0.0.0:8080"]}"#, "clusterd.json: listen[1]: \"0.0.0.0:8080\" overlaps listen[0] (127.0.0.1:8080): 0.0.0.0:8080 already takes every IPv4 address on port 8080; list one or the other"),
         (#"{"listen":["[::]:8080","[::1]:8080"]}"#, "clusterd.json: listen[1]: \"[::1]:8080\" overlaps listen[0] ([::]:8080): [::]:8080 already takes every IPv6 address on port 8080; list one or the other"),
         (#"{"listen":["[::]:8080","[0:0::0]:8080"]}"#, "clusterd.json: listen[1]: \"[0:0::0]:8080\" is the same address as listen[0] ([::]:8080)"),
-        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/healthz","body":"x"}]}"#, "clusterd.json: routes[0].path: /healthz is served by clusterd itself (the health check for load balancers): pick another path"),
+        (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/healthz","body":"x"}]}"#, "clusterd.json: routes[0].path: /healthz is served by clusterd itself (the health and readiness checks for load balancers): pick another path"),
         (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/metrics","body":"x"}]}"#, "clusterd.json: routes[0].path: /metrics is the metrics endpoint (metrics.path): pick another path, or move or turn off metrics"),
         (#"{"listen":["0.0.0.0:80"],"metrics":{"path":"/m"},"routes":[{"path":"/m"}]}"#, "clusterd.json: routes[0].path: /m is the metrics endpoint (metrics.path): pick another path, or move or turn off metrics"),
         (#"{"listen":["0.0.0.0:80"],"routes":[{"path":"/","headers":{"Server":"x"}}]}"#, "clusterd.json: routes[0].headers.Server: is set by the server itself (a second one would contradict it)"),
@@ -122,7 +122,7 @@ import Testing
         (#"{"listen":["0.0.0.0:80"],"metrics":{"allow":["example.com"]}}"#, "clusterd.json: metrics.allow[0]: \"example.com\": 'example.com' is not a numeric IPv4 or IPv6 address"),
         (#"{"listen":["0.0.0.0:80"],"metrics":{"allow":[]}}"#, "clusterd.json: metrics.allow: must list at least one network (to turn metrics off, set metrics to null)"),
         (#"{"listen":["0.0.0.0:80"],"metrics":{"alow":["::1"]}}"#, "clusterd.json: metrics.alow: unknown key (did you mean allow?)"),
-        (#"{"listen":["0.0.0.0:80"],"metrics":{"path":"/healthz"}}"#, "clusterd.json: metrics.path: /healthz is clusterd's own health check: pick another path"),
+        (#"{"listen":["0.0.0.0:80"],"metrics":{"path":"/healthz"}}"#, "clusterd.json: metrics.path: /healthz is clusterd's own health or readiness check: pick another path"),
         (#"{"listen":["0.0.0.0:80"],"metrics":{},"metricsPath":"/m"}"#, "clusterd.json: metricsPath: is the older form of metrics.path: give metrics only"),
     ]
 

@@ -321,6 +321,23 @@ import Testing
         #expect(h.answeredOK(5))
     }
 
+    /// `/readyz`: not while starting, while a reload's new generation has no ready worker yet, or
+    /// while stopping.
+    @Test func readyOnlyWhileTheGenerationToServeHasAReadyWorker() {
+        let h = makeCore(workers: 2)
+        #expect(!h.core.isReady)
+        h.readyAll()
+        #expect(h.core.isReady)
+        h.beginReload(workers: 2, listenerSet: 0, requester: 5, wait: false)
+        #expect(!h.core.isReady, "the old generation serves, but the one that is to serve has no ready worker")
+        h.workerSaid(.ready, pid: h.spawned.suffix(2).map(\.pid)[0])
+        #expect(h.core.isReady)
+        h.readyAll()
+        #expect(h.core.isReady && h.core.generation == 2)
+        h.stop(graceful: true, requester: nil)
+        #expect(!h.core.isReady)
+    }
+
     /// A second reload completing before the first one's requester was answered answers it too.
     @Test func backToBackReloadsAnswerEveryRequester() {
         let h = makeCore(workers: 1)

@@ -60,11 +60,12 @@ def test_the_configmap_config_is_valid_and_the_pod_timings_agree(tmpdir_short):
     container = pod["containers"][0]
     # TERM → shutdownDelay of serving → drainTimeout → fast stop, KILL 3 s later: all inside the grace.
     assert pod["terminationGracePeriodSeconds"] >= config["shutdownDelay"] + config["drainTimeout"] + 3
-    # The readiness probe turns red during shutdownDelay: /healthz on the port the config listens on.
+    # The readiness probe turns red during shutdownDelay (and while a reload or upgrade has no ready
+    # worker): /readyz on the port the config listens on; liveness: /healthz.
     port = int(config["listen"][0].rsplit(":", 1)[1])
     assert container["ports"][0]["containerPort"] == port
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     ready = container["readinessProbe"]
     assert ready["periodSeconds"] * ready["failureThreshold"] < config["shutdownDelay"], "the probe sees 503 before the delay ends"
     # The control socket's directory is writable in a read-only root filesystem, and the pod is not root.

@@ -403,11 +403,12 @@ def test_shutdown_delay_serves_with_healthz_draining_then_refuses(daemon_factory
 
     head, body = exchange("/healthz")
     assert head.startswith(b"HTTP/1.1 200") and body == b"ok\n" and b"Connection: close" not in head
+    wait_until(lambda: exchange("/readyz")[1] == b"ready\n", what="/readyz ready")
     stop_at = time.time()
     d.signal(signal.SIGTERM)
     # Both workers have heard `stopping` after a master tick.
     time.sleep(MASTER_TICK * 3)
-    answers = [exchange("/healthz") for _ in range(6)]
+    answers = [exchange("/healthz") for _ in range(3)] + [exchange("/readyz") for _ in range(3)]
     assert all(h.startswith(b"HTTP/1.1 503") and b == b"draining\n" and b"Connection: close" in h for h, b in answers), answers
     served = 0
     while time.time() < stop_at + 1.2:
@@ -427,3 +428,46 @@ def _refused(port):
         return False
     except OSError:
         return True
+
+
+def test_readyz_is_not_ready_while_a_reload_has_no_ready_worker(daemon_factory):
+    """`/readyz` (Kubernetes' readinessProbe) answers 503 `not ready` while a reload's new generation
+    has no ready worker yet, though the old generation goes on serving. The new worker is held back
+    with SIGSTOP as soon as it appears; if it said ready first (a race with its start), the reload
+    has completed and the test tries again."""
+    d = daemon_factory({"workers": 1})
+    wait_ready(d, 1)
+
+    def readyz():
+        with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+            s.sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+            head, body = Responses(s).next()
+            return int(head.split()[1]), body
+
+    wait_until(lambda: readyz() == (200, b"ready\n"), what="/readyz ready")
+    for attempt in range(5):
+        generation = status(d)["generation"]
+        old = set(children(d.proc.pid))
+        d.ctl("reload")
+        stopped = []
+        try:
+            deadline = time.time() + 5
+            while not stopped and time.time() < deadline:
+                for pid in set(children(d.proc.pid)) - old:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            assert stopped, "no new worker appeared"
+            time.sleep(0.3)
+            if status(d)["generation"] != generation:
+                continue  # it said ready before it was stopped
+            assert readyz() == (503, b"not ready\n")
+            with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert Responses(s).next()[0].startswith(b"HTTP/1.1 200"), "the old generation still serves"
+            break
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            wait_until(lambda: readyz() == (200, b"ready\n"), what="/readyz ready once the new generation is")
+    else:
+        raise AssertionError("never caught a new worker before it said ready")
