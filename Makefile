@@ -55,10 +55,13 @@ install: build
 	install -m 0755 .build/release/clusterd .build/release/clusterctl $(DESTDIR)$(PREFIX)/bin/
 	[ -e $(DESTDIR)/etc/clusterd/clusterd.json ] || install -m 0644 config/clusterd.json $(DESTDIR)/etc/clusterd/clusterd.json
 	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@CONFIG@|/etc/clusterd/clusterd.json|g' systemd/clusterd.service > $(DESTDIR)/lib/systemd/system/clusterd.service
+	install -d $(DESTDIR)/usr/lib/sysusers.d
+	install -m 0644 systemd/clusterd.sysusers $(DESTDIR)/usr/lib/sysusers.d/clusterd.conf
+	[ -n "$(DESTDIR)" ] || systemd-sysusers /usr/lib/sysusers.d/clusterd.conf
 	@echo "installed; now: systemctl daemon-reload && systemctl enable --now clusterd"
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/clusterd $(DESTDIR)$(PREFIX)/bin/clusterctl $(DESTDIR)/lib/systemd/system/clusterd.service
+	rm -f $(DESTDIR)$(PREFIX)/bin/clusterd $(DESTDIR)$(PREFIX)/bin/clusterctl $(DESTDIR)/lib/systemd/system/clusterd.service $(DESTDIR)/usr/lib/sysusers.d/clusterd.conf
 
 clean:
 	rm -rf .build

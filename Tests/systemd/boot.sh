@@ -22,6 +22,20 @@ for t in sysinit basic multi-user network network-online sockets timers paths sl
   printf '[Unit]\nDescription=%s (stub for the clusterd test)\n' "$t" > $root/units/$t.target
 done
 printf '[Unit]\nDescription=system slice (stub)\n' > $root/units/system.slice
+# The system bus, as on a real machine: an unprivileged master asks systemd over it whether a stop
+# is a restart (the private socket is root's). Debian's own units; its socket is in this /run.
+for u in dbus.socket dbus.service; do [ -f /lib/systemd/system/$u ] && cp /lib/systemd/system/$u $root/units/; done
+[ -f $root/units/dbus.socket ] && printf '[Unit]\nDescription=default (stub)\nWants=dbus.socket\n' > $root/units/default.target
+# The service's user (systemd/clusterd.sysusers) exists in this namespace only: copies of the user
+# database with it added are bind-mounted over the machine's, which stay as they were.
+if ! getent passwd clusterd >/dev/null; then
+  cp /etc/passwd $root/passwd; cp /etc/group $root/group
+  id=$(awk -F: 'NR==FNR { used[$3] = 1; next } { used[$3] = 1 } END { for (i = 999; i >= 100; i--) if (!(i in used)) { print i; exit } }' $root/passwd $root/group)
+  echo "clusterd:x:$id:$id:clusterd HTTP server:/nonexistent:/usr/sbin/nologin" >> $root/passwd
+  echo "clusterd:x:$id:" >> $root/group
+  mount --bind $root/passwd /etc/passwd
+  mount --bind $root/group /etc/group
+fi
 # The inputs are copied; now /tmp and /var/tmp can be replaced too.
 for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$d"; done
 # The unit's LogsDirectory= creates /var/log/clusterd: in this namespace's /var/log, not the machine's.
