@@ -37,9 +37,15 @@ public struct HTTPConnectionState {
         case body
         /// Done; close once the output is flushed.
         case closing
+        /// A request was answered with `respondLater`: its answer is being worked out (no timeout;
+        /// nothing more is read until it is written, `complete`).
+        case awaiting
     }
 
     public enum Outcome: Equatable, Sendable {
+        /// The handler deferred its answer (`respondLater`): take `deferredWork`, run it, and give
+        /// what it returns to `complete`. Until then the connection reads nothing more.
+        case suspended
         /// Everything complete was answered; read more.
         case needInput
         /// Output grew past the pipelining bound: flush it, then call `process` again.
@@ -58,16 +64,29 @@ public struct HTTPConnectionState {
         var continueSettled = false
     }
 
+    /// A request whose answer is deferred: what writing it needs. Its bytes stay at the start of
+    /// the input, its fields in `savedHeaders`, until then (the access log reads them).
+    struct Awaiting: Sendable {
+        var head: HTTPRequestHead
+        var body: ByteSpan
+        var consumed: Int
+        var keepAlive: Bool
+    }
+
     enum State: Sendable {
         case idle
         case head(HeadScanState)
         case body(BodyProgress)
         case closing
+        case awaiting(Awaiting)
     }
 
     var state: State = .idle
     /// A file body to send (after the output bytes) before anything else happens on the connection.
     public var pendingFile: FileBody? = nil
+    /// The work of a deferred answer, from the request `process` stopped at (`.suspended`); the
+    /// worker takes it (and sets it to nil) to run it.
+    public var deferredWork: DeferredResponse? = nil
     /// The fields of a head whose body spans reads (allocated at the first such request).
     var savedHeaders: SavedHeaders? = nil
     /// Requests answered on this connection.
@@ -85,13 +104,14 @@ public struct HTTPConnectionState {
         case .head: return .head
         case .body: return .body
         case .closing: return .closing
+        case .awaiting: return .awaiting
         }
     }
 
     /// Whether a request is partly received (nothing may be cut short by closing now).
     public var isMidRequest: Bool {
         switch state {
-        case .head, .body: return true
+        case .head, .body, .awaiting: return true
         default: return false
         }
     }
@@ -116,6 +136,8 @@ public struct HTTPConnectionState {
             switch state {
             case .closing:
                 return .close
+            case .awaiting:
+                return .suspended
             case .idle:
                 // RFC 9112 §2.2: ignore empty lines before a request-line.
                 while input.readableBytes >= 2 {
@@ -251,6 +273,18 @@ public struct HTTPConnectionState {
         } else {
             handler.handle(request, &writer)
         }
+        if let work = writer.deferred {
+            // Answered later (`complete`): the request's bytes stay in the input and its fields are
+            // kept until then, for the access log.
+            if savedHeaders == nil || savedHeaders!.fields.baseAddress != fields.baseAddress {
+                let saved = savedHeaders ?? SavedHeaders()
+                saved.save(fields)
+                savedHeaders = saved
+            }
+            deferredWork = work
+            state = .awaiting(Awaiting(head: head, body: body, consumed: consumed, keepAlive: keepAlive))
+            return .suspended
+        }
         if !writer.hasResponded {
             writer.keepAlive = false
             writer.respond(status: 500, body: "handler did not respond\n" as StaticString)
@@ -267,6 +301,35 @@ public struct HTTPConnectionState {
         state = .idle
         if file != nil || output.readableBytes > limits.maxPendingOutput { return .flushFirst }
         return nil
+    }
+
+    /// Writes the deferred answer of the request `process` stopped at, then goes on with what the
+    /// client pipelined behind it. A stop that began meanwhile (`closeConnections`) closes the
+    /// connection after it unless more requests are already buffered.
+    public mutating func complete<H: HTTPHandler, O: HTTPObserver>(
+        with response: HTTPResponse, _ input: IOBuffer, output: IOBuffer, parser: HTTPParser, context: ResponseContext,
+        handler: H, counters: inout HTTPCounters, observer: inout O
+    ) -> Outcome {
+        guard case .awaiting(let a) = state, let saved = savedHeaders, saved.count == a.head.headerCount,
+              input.readableBytes >= a.consumed else {
+            state = .closing
+            return .close
+        }
+        let keepAlive = a.keepAlive && (!context.closeConnections || input.readableBytes > a.consumed)
+        let request = HTTPRequest(head: a.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<a.consumed]), fields: saved.fields,
+                                  body: a.body, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
+        var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: a.head.method == .HEAD, versionMinor: a.head.versionMinor, keepAlive: keepAlive)
+        writer.respond(response)
+        counters.count(status: writer.status)
+        observer.completed(request, status: writer.status, bodyBytes: writer.bodyBytes)
+        input.moveReaderIndex(forwardBy: a.consumed)
+        if !writer.keepAlive {
+            state = .closing
+            return .close
+        }
+        state = .idle
+        if output.readableBytes > parser.limits.maxPendingOutput { return .flushFirst }
+        return process(input, output: output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
     }
 
     mutating func fail<O: HTTPObserver>(_ error: HTTPError, _ output: IOBuffer, _ context: ResponseContext, _ counters: inout HTTPCounters, _ observer: inout O) -> Outcome {

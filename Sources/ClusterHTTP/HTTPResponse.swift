@@ -93,6 +93,8 @@ public struct HTTPResponseWriter: ~Copyable {
     public var bodyBytes: Int = 0
     /// A file body the worker sends after the head.
     public var fileBody: FileBody? = nil
+    /// Set by `respondLater`: the answer comes when this is done.
+    var deferred: DeferredResponse? = nil
 
     @usableFromInline
     init(output: IOBuffer, dateLine: UnsafeRawBufferPointer, isHead: Bool, versionMinor: UInt8, keepAlive: Bool) {
@@ -104,6 +106,8 @@ public struct HTTPResponseWriter: ~Copyable {
     }
 
     @inlinable public var hasResponded: Bool { status != 0 }
+    /// `respondLater` was called.
+    public var isDeferred: Bool { deferred != nil }
 
     /// Ask the server to close the connection after this response.
     public mutating func closeConnection() { keepAlive = false }

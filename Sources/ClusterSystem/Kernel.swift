@@ -62,6 +62,9 @@ public protocol Kernel: AnyObject {
     func epollWait(timeoutMilliseconds: Int32, _ body: (UInt32, UInt64) -> Void) throws(SystemError) -> Int
     /// sched_yield(2).
     func yieldCPU()
+    /// An eventfd for waking the loop from other threads; nil where the loop never sleeps on one (a
+    /// fake kernel).
+    func makeWakeup() throws(SystemError) -> EventFd?
 }
 
 extension Kernel {
@@ -106,6 +109,7 @@ public final class LinuxKernel: Kernel {
     @inlinable public func setQuickAck(_ fd: Int32, _ on: Bool) { Socket.setQuickAck(fd, on) }
     public func peerAddress(_ fd: Int32) -> String { Socket.peerAddress(fd) }
     public func peerEndpoint(_ fd: Int32) -> SocketEndpoint? { Socket.peerEndpoint(fd) }
+    public func makeWakeup() throws(SystemError) -> EventFd? { try EventFd() }
     public func localEndpoint(_ fd: Int32) -> SocketEndpoint? { Socket.localEndpoint(fd) }
 
     @discardableResult

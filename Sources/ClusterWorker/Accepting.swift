@@ -128,7 +128,7 @@ extension HTTPWorker {
     func register(_ fd: Int32) {
         guard table.isOpen(fd), !table[fd].registered else { return }
         do {
-            try kernel.epollAdd(fd, events: table[fd].writeBlocked ? Epoll.writable : Epoll.readable,
+            try kernel.epollAdd(fd, events: table[fd].writeBlocked ? Epoll.writable : table[fd].readInterest,
                                 data: Token.make(Token.connection, table[fd].generation, fd))
             table[fd].registered = true
         } catch {

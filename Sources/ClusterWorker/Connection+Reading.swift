@@ -12,6 +12,11 @@ extension Connection {
             return .none
         }
         if awaitingProxyHeader { return readProxyHeader(&io, kernel, handler) }
+        if http.phase == .awaiting {
+            // Nothing is read while a deferred answer is worked out (its interest is none): this
+            // is a hang-up or an error. The client is gone; its answer will find no connection.
+            return close(&io, kernel)
+        }
         let useOwnBuffer = input.readableBytes > 0
         let result: IOResult<Int>
         do {
@@ -109,9 +114,12 @@ extension Connection {
     }
 
     /// Runs the HTTP state machine over the buffered input (the shared scratch buffer when
-    /// `fromScratch`) and writes what it produced.
-    mutating func serve<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H, fromScratch: Bool) -> ConnectionAction {
+    /// `fromScratch`) and writes what it produced. `resuming`: first write this deferred answer to
+    /// the request the connection was awaiting (`HTTPConnectionState.complete`).
+    mutating func serve<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H, fromScratch: Bool,
+                                                   resuming: HTTPResponse? = nil) -> ConnectionAction {
         var fromScratch = fromScratch
+        var resuming = resuming
         var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond, forwarded: hopTrusted)
         while true {
             let phaseBefore = http.phase
@@ -122,7 +130,14 @@ extension Connection {
             if closeAfterResponse { context.closeConnections = true; context.answerOnlyWhatHasArrived = true }
             if proxied { context.proxiedClient = proxiedClient }
             if hopTrusted, let trust = io.trust { context.forwardingTrust = UnsafePointer(trust) }
-            if fromScratch {
+            if let response = resuming {
+                // Counted when it was dispatched: its latency runs from its first byte to now.
+                outcome = http.complete(with: response, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+                if input.readableBytes == 0 { input.releaseStorage() }
+                resuming = nil
+                io.recordLatency(answered: 1, since: requestStart, now: kernel.monotonicNanoseconds())
+                requestStart = kernel.monotonicNanoseconds()
+            } else if fromScratch {
                 outcome = http.process(io.scratchIn, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if io.scratchIn.readableBytes > 0 {
                     // A partial request stays with the connection; the scratch buffer is shared.
@@ -136,7 +151,8 @@ extension Connection {
             }
             updateDeadline(io, phaseBefore: phaseBefore)
             let open = flush(&io, kernel, closing: outcome == .close)
-            let answered = io.counters.requests - answeredBefore
+            // A deferred answer is counted as answered when it is written, not when deferred.
+            let answered = io.counters.requests - answeredBefore - (outcome == .suspended ? 1 : 0)
             // From the first byte of the (first) request to its answer handed to the kernel.
             if answered > 0 { io.recordLatency(answered: answered, since: requestStart, now: kernel.monotonicNanoseconds()) }
             guard open else { return .closed }
@@ -164,6 +180,8 @@ extension Connection {
                 return beginClose(&io, kernel)
             case .flushFirst:
                 if writeBlocked { return .none }  // resumed from `writable` once the output drains
+            case .suspended:
+                return .suspended
             }
         }
     }
@@ -180,6 +198,8 @@ extension Connection {
             deadline = io.now + io.settings.bodyTimeout
         case .closing:
             break
+        case .awaiting:
+            deadline = .max  // as long as the handler takes (the drain timeout still bounds a stop)
         }
     }
 

@@ -12,8 +12,9 @@ extension Connection {
         if hasPendingOutput { return .none }
         output.releaseStorage()
         writeBlocked = false
-        try? kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, generation, fd))
+        try? kernel.epollModify(fd, events: readInterest, data: Token.make(Token.connection, generation, fd))
         if closeWhenFlushed || http.phase == .closing { return beginClose(&io, kernel) }
+        if http.phase == .awaiting { return .none }  // its answer resumes it (`startDeferred`)
         updateDeadline(io, phaseBefore: http.phase)
         // Pipelined requests waited for the output to drain.
         if input.readableBytes > 0 { return serve(&io, kernel, handler, fromScratch: false) }

@@ -1,4 +1,5 @@
 import ClusterHTTP
+import ClusterSystem
 
 /// One accepted client connection as the worker keeps it. Buffers are allocated only while they
 /// hold bytes: an idle keep-alive connection owns no buffer memory at all.
@@ -80,6 +81,10 @@ struct Connection {
     /// worker's one thread.
     nonisolated(unsafe) private static let notOpened = IOBuffer()
 
+    /// What epoll should report besides writability: nothing while a deferred answer is worked out
+    /// (only a hang-up or an error), else readability.
+    var readInterest: UInt32 { http.phase == .awaiting ? 0 : Epoll.readable }
+
     /// Bytes or a file body still to send.
     var hasPendingOutput: Bool { output.readableBytes > 0 || http.pendingFile != nil }
 }
@@ -97,4 +102,7 @@ enum ConnectionAction: Equatable {
     case closeGracefully
     /// The step closed the socket: the slot is free (`HTTPWorker.connectionClosed`).
     case closed
+    /// A handler deferred its answer: the worker runs `http.deferredWork` on its executor
+    /// (`HTTPWorker.startDeferred`) and reads nothing more from the connection until it is done.
+    case suspended
 }

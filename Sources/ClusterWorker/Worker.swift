@@ -9,6 +9,7 @@ enum Token {
     static let connection: UInt8 = 2
     static let channel: UInt8 = 3
     static let signal: UInt8 = 4
+    static let wakeup: UInt8 = 5
 
     @inline(__always) static func make(_ kind: UInt8, _ generation: UInt32, _ fd: Int32) -> UInt64 {
         Epoll.Token(kind: kind, generation: generation, fd: fd).data
@@ -81,6 +82,10 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// Polls briefly before sleeping while that pays (`BusyPollPolicy`).
     var busyPoll: BusyPollPolicy
     var lastTurnBusy = false
+    /// Runs the tasks of deferred answers (`respondLater`) on this thread, between turns.
+    let executor: LoopExecutor
+    /// Wakes the loop when another thread queues a job on `executor`.
+    let wakeup: EventFd?
 
     var stats: StatsSlot { io.stats }
     var logger: Logger { io.logger }
@@ -105,6 +110,14 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         self.busyPoll = BusyPollPolicy(windowMicroseconds: settings.busyPollMicroseconds)
         io = WorkerIO(settings: settings, stats: stats, logger: logger)
         table = ConnectionTable(capacity: 1024)
+        let wakeup: EventFd?
+        do { wakeup = try kernel.makeWakeup() } catch {
+            // Deferred answers still run, at the latest a loop timeout (500 ms) after they wake.
+            logger.error("cannot make the loop's wake-up eventfd (\(error)); deferred answers may wait for the next turn")
+            wakeup = nil
+        }
+        self.wakeup = wakeup
+        executor = LoopExecutor(wake: wakeup)
     }
 
     deinit {
@@ -134,6 +147,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         if let channel {
             try kernel.epollAdd(channel, events: Epoll.readable, data: Token.make(Token.channel, 0, channel))
         }
+        if let wakeup {
+            try kernel.epollAdd(wakeup.fd, events: Epoll.readable, data: Token.make(Token.wakeup, 0, wakeup.fd))
+        }
         io.tick(kernel)
         stats[.pid] = UInt64(Sys.pid)
         stats[.startedAtMilliseconds] = UInt64(io.now)
@@ -156,8 +172,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             events = try pollBriefly()
         }
         if events == 0 {
-            events = try waitForEvents(timeoutMilliseconds: state == .running ? 500 : 100)
+            events = try waitForEvents(timeoutMilliseconds: executor.hasWork ? 0 : state == .running ? 500 : 100)
         }
+        if executor.hasWork { runDeferred() }
         lastTurnBusy = events > 0
         if events == 0 { io.tick(kernel) }  // (else read as the events came)
         do { try idleRelease.turn(now: io.now, busy: events > 0) } catch {
@@ -231,6 +248,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             channelReadable()
         case Token.signal:
             signalReadable()
+        case Token.wakeup:
+            wakeup?.drain()
         default:
             break
         }
@@ -244,6 +263,31 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         case .idle: if state == .draining && drainMode == .handOff { handOffIfIdle(fd) }
         case .closeGracefully: closeIdleGracefully(fd)
         case .closed: connectionClosed()
+        case .suspended: startDeferred(fd)
+        }
+    }
+
+    /// A handler deferred its answer on `fd`: runs its work as a task on this loop, and stops
+    /// reading the connection until the answer is written (`runDeferred`).
+    func startDeferred(_ fd: Int32) {
+        guard table.isOpen(fd), let work = table[fd].http.deferredWork else { return }
+        table[fd].http.deferredWork = nil
+        if table[fd].registered && !table[fd].writeBlocked {
+            try? kernel.epollModify(fd, events: table[fd].readInterest, data: Token.make(Token.connection, table[fd].generation, fd))
+        }
+        executor.start(work, fd: fd, generation: table[fd].generation)
+    }
+
+    /// Runs the jobs of deferred answers that are due, and writes the answers that are done to their
+    /// connections (one whose client went away meanwhile is dropped).
+    func runDeferred() {
+        for done in executor.runJobs() {
+            guard table.isCurrent(done.fd, generation: done.generation), table[done.fd].http.phase == .awaiting else { continue }
+            let fd = done.fd
+            perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: done.response), on: fd)
+            if table.isOpen(fd) && table[fd].registered && !table[fd].writeBlocked {
+                try? kernel.epollModify(fd, events: table[fd].readInterest, data: Token.make(Token.connection, table[fd].generation, fd))
+            }
         }
     }
 

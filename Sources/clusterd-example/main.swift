@@ -4,6 +4,7 @@
 //   GET  /api/hello?name=Ada   → {"hello":"Ada"}
 //   POST /api/echo             → the request body, byte for byte
 //   POST /api/sum  {"numbers":[1,2,3]} → {"count":3,"sum":6}
+//   GET  /api/sleep?ms=200     → {"slept":200} after 200 ms, awaited without blocking the worker
 //   anything else              → the stock handler (config routes, /healthz, 404)
 import Cluster
 import ClusterConfig
@@ -34,8 +35,19 @@ struct ExampleAPI: HTTPHandler {
             let sum = numbers.reduce(0.0) { $0 + $1.doubleValue! }
             let body = JSON.object(["count": .integer(Int64(numbers.count)), "sum": sum.rounded() == sum ? .integer(Int64(sum)) : .number(sum)])
             response.respond(status: 200, contentType: "application/json", body: body.serialized)
-        case (_, "/api/hello"), (_, "/api/echo"), (_, "/api/sum"):
-            response.respond(status: 405, headers: [HTTPField("Allow", request.path == "/api/hello" ? "GET" : "POST")], body: "method not allowed\n" as StaticString)
+        case (.GET, "/api/sleep"):
+            // An async answer: `Task.sleep` suspends this task only; the worker serves its other
+            // connections meanwhile, and the answer is written when the task is done.
+            let text = request.query.string.split(separator: "&").first { $0.hasPrefix("ms=") }.map { String($0.dropFirst(3)) }
+            guard let text, let ms = Int(text), (0...60_000).contains(ms) else {
+                return response.respond(status: 400, contentType: "application/json", body: #"{"error":"ms must be 0...60000"}"#)
+            }
+            response.respondLater {
+                try? await Task.sleep(for: .milliseconds(ms))
+                return HTTPResponse(status: 200, contentType: "application/json", body: #"{"slept":\#(ms)}"#)
+            }
+        case (_, "/api/hello"), (_, "/api/echo"), (_, "/api/sum"), (_, "/api/sleep"):
+            response.respond(status: 405, headers: [HTTPField("Allow", request.path == "/api/hello" || request.path == "/api/sleep" ? "GET" : "POST")], body: "method not allowed\n" as StaticString)
         default:
             fallback.handle(request, &response)
         }

@@ -139,6 +139,7 @@ final class FakeKernel: Kernel {
     /// Every socket's own address is 0.0.0.0:8080 (a listener) or 127.0.0.1:8080 (a connection)
     /// unless `locals` says otherwise.
     var locals: [Int32: SocketEndpoint] = [:]
+    func makeWakeup() throws(SystemError) -> EventFd? { nil }
     func peerEndpoint(_ fd: Int32) -> SocketEndpoint? { peers[fd] ?? SocketEndpoint(isIPv6: false, high: 0, low: 0x7F00_0001, port: 40000) }
     func localEndpoint(_ fd: Int32) -> SocketEndpoint? {
         locals[fd] ?? SocketEndpoint(isIPv6: false, high: 0, low: backlog[fd] != nil ? 0 : 0x7F00_0001, port: 8080)

@@ -2,16 +2,43 @@ import ClusterControl
 import ClusterHTTP
 import ClusterSystem
 import Logging
+import Synchronization
 import Testing
 @testable import ClusterWorker
 
+/// Lets deferred answers (`/gate`) finish when the test says so.
+final class Gate: @unchecked Sendable {
+    private let waiting = Mutex<[CheckedContinuation<Void, Never>]>([])
+
+    func wait() async {
+        await withCheckedContinuation { c in waiting.withLock { $0.append(c) } }
+    }
+
+    var count: Int { waiting.withLock { $0.count } }
+
+    /// Resumes everything waiting now (their tasks continue on their worker's loop).
+    func open() {
+        for c in waiting.withLock({ w -> [CheckedContinuation<Void, Never>] in defer { w = [] }; return w }) { c.resume() }
+    }
+}
+
 /// Answers `/big` with 200,000 bytes, `/client` with what it was told about the client (the PROXY
-/// header's address, then `X-Forwarded-For`'s, "-" for none), anything else with "hello".
+/// header's address, then `X-Forwarded-For`'s, "-" for none), `/later` with "later" from a
+/// deferred answer, `/gate` with "opened" once `gate` opens, anything else with "hello".
 struct TestHandler: HTTPHandler {
     static let big = [UInt8](repeating: UInt8(ascii: "a"), count: 200_000)
+    let gate = Gate()
 
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
-        if request.path == "/client" {
+        if request.path == "/later" {
+            response.respondLater { HTTPResponse(body: "later") }
+        } else if request.path == "/gate" {
+            let gate = gate
+            response.respondLater {
+                await gate.wait()
+                return HTTPResponse(status: 201, body: "opened")
+            }
+        } else if request.path == "/client" {
             let text = "\(request.proxiedClient.map { "\($0.address):\($0.port)" } ?? "-") \(request.forwardedClient?.description ?? "-")"
             response.respond(status: 200, body: Array(text.utf8))
         } else if request.path == "/big" {

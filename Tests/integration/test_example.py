@@ -1,7 +1,10 @@
 """The library example (Sources/clusterd-example): a user's handler with the whole cluster."""
+import asyncio
 import json
 import os
+import resource
 import subprocess
+import time
 
 from conftest import BIN, get, raw_exchange, statuses, wait_ready
 
@@ -33,3 +36,64 @@ def test_example_api_with_the_cluster(daemon_factory):
     d.ctl("reload", "--wait", check=True)
     wait_ready(d, 3, generation=2)
     assert get(d.port, "/api/hello")[1] == b'{"hello":"world"}'
+
+
+def start_example(daemon_factory, workers):
+    d = daemon_factory({"workers": workers}, start=False)
+    d.write_config()
+    d.log = open(d.log_path, "ab")
+    d.proc = subprocess.Popen([os.path.join(BIN, "clusterd-example"), "--config", d.config_path],
+                              stdout=d.log, stderr=subprocess.STDOUT, start_new_session=True)
+    d.proc.stderr_text = d.log_text
+    wait_ready(d, workers)
+    return d
+
+
+async def fetch(port, path, timeout=10):
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), timeout)
+    writer.close()
+    return data
+
+
+def test_async_answers_do_not_block_the_worker(daemon_factory):
+    """Issue 16: a handler that awaits (`Task.sleep` in /api/sleep) suspends only its own task: one
+    worker keeps 300 sleeping requests in flight at once and answers `GET /` meanwhile."""
+    d = start_example(daemon_factory, 1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4096)), hard))
+
+    async def run():
+        started = time.monotonic()
+        sleeps = [asyncio.create_task(fetch(d.port, "/api/sleep?ms=300")) for _ in range(300)]
+        await asyncio.sleep(0.1)
+        t = time.monotonic()
+        root = await fetch(d.port, "/")
+        root_time = time.monotonic() - t
+        answers = await asyncio.gather(*sleeps)
+        return answers, root, root_time, time.monotonic() - started
+
+    answers, root, root_time, elapsed = asyncio.run(run())
+    assert all(a.startswith(b"HTTP/1.1 200") and a.endswith(b'{"slept":300}') for a in answers)
+    assert root.endswith(b"Hello world!") and root_time < 0.25, root_time
+    # One after another they would take 90 s; concurrently, the sleep and the clients' own pace.
+    assert elapsed < 5, elapsed
+    assert get(d.port, "/api/sleep?ms=x")[0] == 400
+
+
+def test_requests_awaiting_their_answer_survive_a_reload(daemon_factory):
+    """A reload's old worker is busy while answers are awaited: it finishes them before it exits."""
+    d = start_example(daemon_factory, 2)
+
+    async def run():
+        sleeps = [asyncio.create_task(fetch(d.port, "/api/sleep?ms=700")) for _ in range(40)]
+        await asyncio.sleep(0.2)
+        reload = await asyncio.create_subprocess_exec(os.path.join(BIN, "clusterctl"), "--socket", d.socket_path, "reload", "--wait")
+        answers = await asyncio.gather(*sleeps)
+        return answers, await reload.wait()
+
+    answers, rc = asyncio.run(run())
+    assert rc == 0
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:40] for a in answers if not a.startswith(b"HTTP/1.1 200")]
+    wait_ready(d, 2, generation=2)

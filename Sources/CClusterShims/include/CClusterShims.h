@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
+#include <sys/eventfd.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 
