@@ -131,6 +131,7 @@ extension HTTPWorker {
             try kernel.epollAdd(fd, events: table[fd].writeBlocked ? Epoll.writable : table[fd].readInterest,
                                 data: Token.make(Token.connection, table[fd].generation, fd))
             table[fd].registered = true
+            table[fd].readingPaused = !table[fd].writeBlocked && table[fd].readInterest == 0
         } catch {
             logger.error("registering connection: \(error)")
             perform(table[fd].close(&io, kernel), on: fd)

@@ -13,6 +13,7 @@ extension Connection {
         output.releaseStorage()
         writeBlocked = false
         try? kernel.epollModify(fd, events: readInterest, data: Token.make(Token.connection, generation, fd))
+        readingPaused = readInterest == 0
         if closeWhenFlushed || http.phase == .closing { return beginClose(&io, kernel) }
         if http.phase == .awaiting { return .none }  // its answer resumes it (`startDeferred`)
         updateDeadline(io, phaseBefore: http.phase)

@@ -27,6 +27,8 @@ struct Connection {
     var registered = false
     /// Waiting for EPOLLOUT.
     var writeBlocked = false
+    /// Registered for nothing but hang-ups (not EPOLLIN) while a deferred answer is worked out.
+    var readingPaused = false
     /// Write side shut, discarding input until EOF or the linger deadline.
     var lingering = false
     /// Close as soon as the output is flushed.

@@ -86,6 +86,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     let executor: LoopExecutor
     /// Wakes the loop when another thread queues a job on `executor`.
     let wakeup: EventFd?
+    /// Inside `runDeferred` (a deferred answer that defers the next pipelined one waits for the
+    /// next round instead of nesting).
+    var runningDeferred = false
 
     var stats: StatsSlot { io.stats }
     var logger: Logger { io.logger }
@@ -272,21 +275,31 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     func startDeferred(_ fd: Int32) {
         guard table.isOpen(fd), let work = table[fd].http.deferredWork else { return }
         table[fd].http.deferredWork = nil
-        if table[fd].registered && !table[fd].writeBlocked {
-            try? kernel.epollModify(fd, events: table[fd].readInterest, data: Token.make(Token.connection, table[fd].generation, fd))
+        let generation = table[fd].generation
+        executor.start(work, fd: fd, generation: generation)
+        // Its first steps run now: an answer that needs no waiting is written in this same turn,
+        // without touching epoll. (Not from inside that: pipelined deferred requests would nest.)
+        if !runningDeferred { runDeferred() }
+        guard table.isCurrent(fd, generation: generation), table[fd].http.phase == .awaiting else { return }
+        // It waits: read nothing more from it until it is answered (a hang-up is still reported).
+        if table[fd].registered && !table[fd].writeBlocked && !table[fd].readingPaused {
+            try? kernel.epollModify(fd, events: 0, data: Token.make(Token.connection, generation, fd))
+            table[fd].readingPaused = true
         }
-        executor.start(work, fd: fd, generation: table[fd].generation)
     }
 
     /// Runs the jobs of deferred answers that are due, and writes the answers that are done to their
     /// connections (one whose client went away meanwhile is dropped).
     func runDeferred() {
+        runningDeferred = true
+        defer { runningDeferred = false }
         for done in executor.runJobs() {
             guard table.isCurrent(done.fd, generation: done.generation), table[done.fd].http.phase == .awaiting else { continue }
             let fd = done.fd
             perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: done.response), on: fd)
-            if table.isOpen(fd) && table[fd].registered && !table[fd].writeBlocked {
-                try? kernel.epollModify(fd, events: table[fd].readInterest, data: Token.make(Token.connection, table[fd].generation, fd))
+            if table.isOpen(fd) && table[fd].readingPaused && table[fd].http.phase != .awaiting && !table[fd].writeBlocked {
+                try? kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, table[fd].generation, fd))
+                table[fd].readingPaused = false
             }
         }
     }
