@@ -46,11 +46,13 @@ let package = Package(
         .target(
             name: "Cluster",
             dependencies: [
-                "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem", "ClusterControl",
+                "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem", "ClusterControl", "ClusterJSON",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(name: "clusterd", dependencies: ["Cluster"]),
-        .executableTarget(name: "clusterd-example", dependencies: ["Cluster", "ClusterConfig", "ClusterHTTP", "ClusterJSON"]),
+        .executableTarget(
+            name: "clusterd-example",
+            dependencies: ["Cluster", "ClusterConfig", "ClusterHTTP", "ClusterJSON", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "clusterctl",
             dependencies: [

@@ -1,6 +1,7 @@
 import ClusterConfig
 import ClusterControl
 import ClusterHTTP
+import ClusterJSON
 import ClusterMaster
 import ClusterSystem
 import ClusterWorker
@@ -33,20 +34,52 @@ public struct HandlerContext {
         self.stats = stats
         self.lifecycle = lifecycle
     }
+
+    /// The config's `app` section (the application's own settings), nil when it has none. Throw a
+    /// `ConfigError` from the factory for a value it cannot use: the config is then refused at
+    /// start, `--check-config` and reload, like any other mistake.
+    public var app: JSON? { config.app }
+}
+
+/// Who the program is: `clusterd`, or an application built on the library, which names itself in
+/// `--version`, `--help`, its messages and logs, and the `Server` header.
+public struct AppInfo: Sendable, Equatable {
+    /// A short name (a token: letters, digits, `-`, `_`, `.`), e.g. "todo".
+    public var name: String
+    public var version: String
+
+    public init(name: String, version: String) {
+        self.name = name
+        self.version = version
+    }
+
+    public static let clusterd = AppInfo(name: "clusterd", version: ClusterVersion.string)
 }
 
 /// The library's one entry point: a Swift program calls `Cluster.main` with a factory for its
 /// handler and becomes a full clusterd — master, workers, control socket, systemd, reload, scale —
 /// configured from the same JSON file.
 public enum Cluster {
+    /// The program running (`main(app:)`).
+    nonisolated(unsafe) public private(set) static var app = AppInfo.clusterd
+
     /// Runs as master, or as a worker when started by a master. Never returns. `makeHandler` runs in
     /// the master to validate each config (the context without stats) and once in each worker.
+    ///
+    /// Logging: clusterd's own loggers write to standard error at `CLUSTERD_LOG_LEVEL` (info) without
+    /// touching swift-log's global `LoggingSystem`, which stays the application's: bootstrap it
+    /// before or after calling this, or leave swift-log's default (standard error, info).
     public static func main<H: HTTPHandler>(
+        app: AppInfo = .clusterd,
         arguments: [String] = Array(CommandLine.arguments.dropFirst()),
         makeHandler: @escaping (HandlerContext) throws -> H
     ) -> Never {
         Signals.ignorePipe()
-        bootstrapLogging()
+        Self.app = app
+        if !ServerName.set(app.name) {
+            Sys.printError("\(app.name): the application's name must be a token (letters, digits, - _ . and the like) of at most 64 bytes\n")
+            Sys.exit(ExitCode.usage)
+        }
         if Sys.environment(WorkerStartup.slotVariable) != nil {
             Sys.exit(runWorker(makeHandler: makeHandler))
         }
@@ -54,15 +87,16 @@ public enum Cluster {
         switch DaemonOptions.parse(arguments) {
         case .success(let o): options = o
         case .failure(let e):
-            Sys.printError("clusterd: \(e.message)\n\(DaemonOptions.usage)")
+            Sys.printError("\(app.name): \(e.message)\n\(DaemonOptions.usage(for: app.name))")
             Sys.exit(ExitCode.usage)
         }
         if options.showHelp {
-            print(DaemonOptions.usage)
+            print(DaemonOptions.usage(for: app.name))
             Sys.exit(ExitCode.success)
         }
         if options.showVersion {
-            print("clusterd \(ClusterVersion.string) (build \(BuildID.current?.description ?? "none"))")
+            let build = "build \(BuildID.current?.description ?? "none")"
+            print(app == .clusterd ? "clusterd \(app.version) (\(build))" : "\(app.name) \(app.version) (clusterd \(ClusterVersion.string), \(build))")
             Sys.exit(ExitCode.success)
         }
         // Started by `clusterctl upgrade` (this process's previous image): the running config's bytes
@@ -70,7 +104,7 @@ public enum Cluster {
         // starts a fresh master on the listeners in systemd's fd store.
         let upgrade: UpgradeState?
         do { upgrade = try UpgradeState.take() } catch {
-            Sys.printError("clusterd: upgrade: \(error)")
+            Sys.printError("\(app.name): upgrade: \(error)")
             Sys.exit(ExitCode.failure)
         }
         let config: ClusterConfiguration
@@ -85,11 +119,11 @@ public enum Cluster {
             }
             try ConfigCheck.validate(config, makeHandler: makeHandler)
         } catch {
-            Sys.printError("clusterd: \(upgrade == nil ? "" : "upgrade: the running config: ")\(error)")
+            Sys.printError("\(app.name): \(upgrade == nil ? "" : "upgrade: the running config: ")\(error)")
             Sys.exit(upgrade == nil ? ExitCode.config : ExitCode.failure)
         }
         if options.checkConfig {
-            print("clusterd: \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
+            print("\(app.name): \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
             Sys.exit(ExitCode.success)
         }
         Sys.exit(runMaster(options: options, config: config, configBytes: configBytes, upgrade: upgrade, makeHandler: makeHandler))
@@ -117,9 +151,11 @@ public enum Cluster {
         return (try ClusterConfiguration.decode(bytes, file: path), bytes)
     }
 
-    static func bootstrapLogging() {
+    /// One of clusterd's own loggers: standard error at `CLUSTERD_LOG_LEVEL`, whatever the
+    /// application made of swift-log's global `LoggingSystem` (clusterd never bootstraps it).
+    static func makeLogger(label: String) -> Logger {
         let level = logLevel(Sys.environment("CLUSTERD_LOG_LEVEL"))
-        LoggingSystem.bootstrap { label in
+        return Logger(label: label) { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -135,7 +171,7 @@ public enum Cluster {
 
     /// The master: owns listeners, spawns and supervises workers, serves the control socket.
     static func runMaster<H: HTTPHandler>(options: DaemonOptions, config: ClusterConfiguration, configBytes: [UInt8], upgrade: UpgradeState?, makeHandler: @escaping (HandlerContext) throws -> H) -> Int32 {
-        let logger = Logger(label: "clusterd")
+        let logger = makeLogger(label: app.name)
         do {
             let master = try Master(
                 options: Master.Options(
@@ -154,7 +190,7 @@ public enum Cluster {
     static func runWorker<H: HTTPHandler>(makeHandler: (HandlerContext) throws -> H) -> Int32 {
         let startup = WorkerStartup(environment: Sys.environment)
         let slot = startup?.slot ?? -1
-        let logger = Logger(label: "clusterd.worker[\(slot)]")
+        let logger = makeLogger(label: "\(app.name).worker[\(slot)]")
         Sys.dieWithParent(signal: SignalNumber.terminate)
         guard let startup else {
             logger.critical("started as a worker without the master's environment")

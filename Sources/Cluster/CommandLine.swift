@@ -38,8 +38,11 @@ public struct DaemonOptions: Equatable, Sendable {
         return .success(options)
     }
 
-    public static let usage = """
-        usage: clusterd [--config PATH] [--check-config]
+    public static let usage = usage(for: "clusterd")
+
+    /// The usage text, for `clusterd` or an application built on the library.
+    public static func usage(for name: String) -> String { """
+        usage: \(name) [--config PATH] [--check-config]
 
           --config PATH, -c PATH   config file (default \(defaultConfigPath))
           --check-config, -t       validate the config and exit (0 if valid)
@@ -49,6 +52,7 @@ public struct DaemonOptions: Equatable, Sendable {
         Signals to the master: TERM graceful stop, INT/QUIT fast stop, HUP reload,
         TTIN/TTOU one worker more/less, USR1 reopen logs. See `clusterctl --help`.
         """
+    }
 }
 
 public struct UsageError: Error, Equatable, Sendable {

@@ -230,6 +230,12 @@ extension ClusterConfiguration {
                 config.mimeTypes[entry.key.lowercased()] = type
             }
         }
+        if let app = top.take("app") {
+            // The application's own settings: any object, read by its handler factory
+            // (`HandlerContext.app`), not by clusterd.
+            guard case .object = app else { throw top.fail("app", "must be an object (the application's own settings), got \(app.typeName)") }
+            config.app = app
+        }
 
         try top.finish()
         return config
@@ -239,7 +245,7 @@ extension ClusterConfiguration {
     static let topLevelKeys = [
         "workers", "maxWorkers", "listen", "trustedProxies", "user", "group", "controlSocket", "controlGroup", "drainTimeout", "shutdownDelay", "heartbeatTimeout",
         "releaseMemoryAfterIdle", "busyPoll", "http", "routes", "static", "accessLog", "metrics", "metricsPath",
-        "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes",
+        "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes", "app",
     ]
 
     static let httpKeys = ["keepAliveTimeout", "headerTimeout", "bodyTimeout", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "maxConnections", "maxKeepAliveRequests"]

@@ -157,6 +157,9 @@ public struct ClusterConfiguration: Equatable, Sendable {
 
     /// Extra or overriding Content-Types by file extension (lowercase, without the dot).
     public var mimeTypes: [String: String] = [:]
+    /// The `app` section: the application's own settings (a library user's handler reads them
+    /// from `HandlerContext.app`), kept as JSON; clusterd does not look inside. Nil when absent.
+    public var app: JSON? = nil
 
     public init() {}
 

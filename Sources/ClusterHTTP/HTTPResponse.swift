@@ -12,7 +12,8 @@ public struct HTTPField: Sendable {
 /// headers and Content-Length are pre-rendered; the writer adds Date and Connection per request.
 public struct PreparedResponse: Sendable {
     public let status: Int
-    /// "HTTP/1.1 200 OK\r\nServer: clusterd\r\nContent-Type: ...\r\nContent-Length: N\r\n"
+    /// "HTTP/1.1 200 OK\r\nServer: clusterd\r\nContent-Type: ...\r\nContent-Length: N\r\n" (the
+    /// `Server` value is `ServerName.current` when it is made)
     public let head: [UInt8]
     public let body: [UInt8]
 
@@ -119,7 +120,7 @@ public struct HTTPResponseWriter: ~Copyable {
 
     static func writeHead(_ out: IOBuffer, status: Int, contentType: String?, headers: [HTTPField], contentLength: Int?) {
         writeStatusLine(out, status)
-        out.write("Server: clusterd\r\n")
+        ServerName.write(out)
         if let contentType {
             out.write("Content-Type: ")
             out.write(string: contentType)
@@ -219,7 +220,8 @@ public struct HTTPResponseWriter: ~Copyable {
         status = 200
         withOutput { out in
             HTTPResponseWriter.writeStatusLine(out, 200)
-            out.write("Server: clusterd\r\nAllow: ")
+            ServerName.write(out)
+            out.write("Allow: ")
             out.write(allow)
             out.write("\r\nContent-Length: 0\r\n")
         }
@@ -237,7 +239,8 @@ public struct HTTPResponseWriter: ~Copyable {
     /// The response the engine sends for a request it refuses, always closing the connection.
     static func writeError(_ out: IOBuffer, _ error: HTTPError, dateLine: UnsafeRawBufferPointer) {
         writeStatusLine(out, error.status)
-        out.write("Server: clusterd\r\nContent-Type: text/plain\r\nContent-Length: ")
+        ServerName.write(out)
+        out.write("Content-Type: text/plain\r\nContent-Length: ")
         out.writeDecimal(error.reason.utf8.count + 1)
         out.write("\r\n")
         out.write(dateLine)
@@ -275,4 +278,28 @@ public struct NoObserver: HTTPObserver {
     @inlinable public init() {}
     @inlinable public mutating func completed(_ request: HTTPRequest, status: Int, bodyBytes: Int) {}
     @inlinable public mutating func rejected(_ error: HTTPError) {}
+}
+
+/// The `Server` header every response carries: `clusterd`, or the application's name
+/// (`Cluster.main(app:)`). Set once at start, before any response is rendered or written.
+public enum ServerName {
+    nonisolated(unsafe) private static var line: [UInt8] = Array("Server: clusterd\r\n".utf8)
+
+    /// The name now.
+    public static var current: String { String(decoding: line.dropFirst(8).dropLast(2), as: UTF8.self) }
+
+    /// Sets the name: a token of visible ASCII without separators (RFC 9110 product), at most 64
+    /// bytes. False (and nothing changes) for anything else.
+    @discardableResult
+    public static func set(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty, bytes.count <= 64, bytes.allSatisfy({ isTchar($0) || $0 == UInt8(ascii: "/") }) else { return false }
+        line = Array("Server: ".utf8) + bytes + [0x0D, 0x0A]
+        return true
+    }
+
+    @inline(__always)
+    static func write(_ out: IOBuffer) {
+        line.withUnsafeBytes { out.write($0) }
+    }
 }

@@ -1,7 +1,7 @@
 // An example of clusterd as a library: a small JSON API in front of the stock handler. Build it with
 // `swift build --product clusterd-example`, run it with the same config and clusterctl as clusterd.
 //
-//   GET  /api/hello?name=Ada   → {"hello":"Ada"}
+//   GET  /api/hello?name=Ada   → {"hello":"Ada"} (the key is the config's "app": {"greeting": ...})
 //   POST /api/echo             → the request body, byte for byte
 //   POST /api/sum  {"numbers":[1,2,3]} → {"count":3,"sum":6}
 //   GET  /api/sleep?ms=200     → {"slept":200} after 200 ms, awaited without blocking the worker
@@ -10,9 +10,12 @@ import Cluster
 import ClusterConfig
 import ClusterHTTP
 import ClusterJSON
+import Logging
 
 struct ExampleAPI: HTTPHandler {
     let fallback: StockHandler
+    /// The config's `app.greeting` (default "hello").
+    let greeting: String
     let notJSON = PreparedResponse(status: 400, contentType: "application/json", body: #"{"error":"body must be {\"numbers\":[...]}"}"#)
 
     /// The API's GET and POST, and what the stock app answers.
@@ -23,7 +26,7 @@ struct ExampleAPI: HTTPHandler {
         case (.GET, "/api/hello"):
             // Allocating here is fine: this is the user's code, not the server's hot path.
             let name = request.query.string.split(separator: "&").first { $0.hasPrefix("name=") }.map { String($0.dropFirst(5)) } ?? "world"
-            let body = JSON.object(["hello": .string(name)]).serialized
+            let body = JSON.object([greeting: .string(name)]).serialized
             response.respond(status: 200, contentType: "application/json", body: body)
         case (.POST, "/api/echo"):
             let type = request.header("content-type")?.string ?? "application/octet-stream"
@@ -54,4 +57,16 @@ struct ExampleAPI: HTTPHandler {
     }
 }
 
-Cluster.main { context in ExampleAPI(fallback: try StockHandler(context: context)) }
+// An application sets up its own logging, as any swift-log program does; clusterd's loggers are its own.
+LoggingSystem.bootstrap(StreamLogHandler.standardError)
+
+Cluster.main(app: AppInfo(name: "clusterd-example", version: "1.0.0")) { context in
+    var greeting = "hello"
+    if let value = context.app?["greeting"] {
+        guard let text = value.stringValue, !text.isEmpty else {
+            throw ConfigError(file: context.config.source, keyPath: "app.greeting", message: "must be a non-empty string")
+        }
+        greeting = text
+    }
+    return ExampleAPI(fallback: try StockHandler(context: context), greeting: greeting)
+}

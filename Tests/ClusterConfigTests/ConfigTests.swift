@@ -159,6 +159,15 @@ import Testing
         }
     }
 
+    @Test func theAppSectionIsTheApplicationsAndAnyObject() throws {
+        let c = try ClusterConfiguration.decode(#"{"listen": ["127.0.0.1:9000"], "app": {"greeting": "hi", "pool": {"size": 4}}}"#, file: "f.json")
+        #expect(c.app?["greeting"]?.stringValue == "hi" && c.app?["pool"]?["size"]?.intValue == 4)
+        #expect(ClusterConfiguration().app == nil)
+        for bad in [#""x""#, "[1]", "3"] {
+            #expect(throws: ConfigError.self, "\(bad)") { try ClusterConfiguration.decode(#"{"listen": ["127.0.0.1:9000"], "app": \#(bad)}"#, file: "f.json") }
+        }
+    }
+
     @Test func proxyProtocolListenersNeedTrustedProxies() throws {
         let c = try ClusterConfiguration.decode(#"""
             {"listen": ["127.0.0.1:9000", {"address": "[::1]:9001", "proxyProtocol": true}, {"address": "127.0.0.1:9002"}],

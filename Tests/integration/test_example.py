@@ -97,3 +97,36 @@ def test_requests_awaiting_their_answer_survive_a_reload(daemon_factory):
     assert rc == 0
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:40] for a in answers if not a.startswith(b"HTTP/1.1 200")]
     wait_ready(d, 2, generation=2)
+
+
+def test_an_application_is_itself(daemon_factory, tmpdir_short):
+    """Issue 16, "apps are apps": the example bootstraps swift-log itself (clusterd must not do it
+    again), names itself in --version, --help, messages and `Server`, and reads the config's `app`
+    section (refusing a bad value like any config mistake)."""
+    example = os.path.join(BIN, "clusterd-example")
+    r = subprocess.run([example, "--version"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.startswith("clusterd-example 1.0.0 (clusterd "), r.stdout + r.stderr
+    r = subprocess.run([example, "--help"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.startswith("usage: clusterd-example [--config PATH]"), r.stdout
+    r = subprocess.run([example, "--bogus"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 64 and r.stderr.startswith("clusterd-example: unknown argument '--bogus'"), r.stderr
+
+    d = daemon_factory({"workers": 1, "app": {"greeting": "hi"}}, start=False)
+    d.write_config()
+    r = subprocess.run([example, "--check-config", "--config", d.config_path], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.startswith("clusterd-example: "), r.stdout + r.stderr
+    d.log = open(d.log_path, "ab")
+    d.proc = subprocess.Popen([example, "--config", d.config_path], stdout=d.log, stderr=subprocess.STDOUT, start_new_session=True)
+    d.proc.stderr_text = d.log_text
+    wait_ready(d, 1)
+    raw = raw_exchange(d.port, b"GET /api/hello?name=Ada HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert b"\r\nServer: clusterd-example\r\n" in raw and raw.endswith(b'{"hi":"Ada"}'), raw
+    assert b"Server: clusterd-example" in raw_exchange(d.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    # A reload to a bad `app` value is refused by the application's factory, and it keeps serving.
+    d.config["app"] = {"greeting": 7}
+    d.write_config()
+    r = d.ctl("reload", "--wait")
+    assert r.returncode != 0 and "app.greeting: must be a non-empty string" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert get(d.port, "/api/hello?name=Ada")[1] == b'{"hi":"Ada"}'
+    r = subprocess.run([example, "--check-config", "--config", d.config_path], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 78 and "app.greeting" in r.stderr
