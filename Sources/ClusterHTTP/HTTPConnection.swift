@@ -71,6 +71,9 @@ public struct HTTPConnectionState {
         var body: ByteSpan
         var consumed: Int
         var keepAlive: Bool
+        /// A streamed answer's head is written: its status and how its body is framed.
+        var streaming: (status: Int, chunked: Bool, keepAlive: Bool)? = nil
+        var streamedBytes = 0
     }
 
     enum State: Sendable {
@@ -324,6 +327,59 @@ public struct HTTPConnectionState {
         observer.completed(request, status: writer.status, bodyBytes: writer.bodyBytes)
         input.moveReaderIndex(forwardBy: a.consumed)
         if !writer.keepAlive {
+            state = .closing
+            return .close
+        }
+        state = .idle
+        if output.readableBytes > parser.limits.maxPendingOutput { return .flushFirst }
+        return process(input, output: output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
+    }
+
+    /// Writes the head of a streamed deferred answer (`HTTPResponse.stream`). Returns whether its
+    /// body follows: then `writeChunk` for each piece and `finishStream`; else call `finishStream`
+    /// at once.
+    public mutating func beginStream(with response: HTTPResponse, input: IOBuffer, output: IOBuffer, context: ResponseContext) -> Bool {
+        guard case .awaiting(var a) = state, a.streaming == nil else { return false }
+        let keepAlive = a.keepAlive && (!context.closeConnections || input.readableBytes > a.consumed)
+        var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: a.head.method == .HEAD, versionMinor: a.head.versionMinor, keepAlive: keepAlive)
+        let (bodyFollows, chunked) = writer.respondStreaming(response)
+        a.streaming = (writer.status, chunked, writer.keepAlive)
+        state = .awaiting(a)
+        return bodyFollows
+    }
+
+    /// One piece of a streamed body, framed.
+    public mutating func writeChunk(_ bytes: [UInt8], output: IOBuffer) {
+        guard case .awaiting(var a) = state, let s = a.streaming, !bytes.isEmpty else { return }
+        if s.chunked {
+            output.writeHex(bytes.count)
+            output.write("\r\n")
+        }
+        output.write(bytes)
+        if s.chunked { output.write("\r\n") }
+        a.streamedBytes += bytes.count
+        state = .awaiting(a)
+    }
+
+    /// Ends a streamed answer (the last chunk), then goes on with what the client pipelined behind
+    /// it, as `complete` does. `failed`: the body's closure threw: the body is cut short, and the
+    /// connection closes without the last chunk (the client sees an incomplete response).
+    public mutating func finishStream<H: HTTPHandler, O: HTTPObserver>(
+        failed: Bool, _ input: IOBuffer, output: IOBuffer, parser: HTTPParser, context: ResponseContext,
+        handler: H, counters: inout HTTPCounters, observer: inout O
+    ) -> Outcome {
+        guard case .awaiting(let a) = state, let s = a.streaming, let saved = savedHeaders, saved.count == a.head.headerCount,
+              input.readableBytes >= a.consumed else {
+            state = .closing
+            return .close
+        }
+        if s.chunked && !failed { output.write("0\r\n\r\n") }
+        let request = HTTPRequest(head: a.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<a.consumed]), fields: saved.fields,
+                                  body: a.body, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
+        counters.count(status: s.status)
+        observer.completed(request, status: s.status, bodyBytes: a.streamedBytes)
+        input.moveReaderIndex(forwardBy: a.consumed)
+        if failed || !s.keepAlive {
             state = .closing
             return .close
         }

@@ -164,6 +164,19 @@ public final class IOBuffer {
 
     /// Writes `value` in decimal without allocating.
     @inlinable
+    /// `value` in lowercase hexadecimal (a chunk size).
+    public func writeHex(_ value: Int) {
+        precondition(value >= 0)
+        var digits: [UInt8] = []
+        var v = value
+        repeat {
+            let d = UInt8(v & 0xF)
+            digits.append(d < 10 ? 0x30 + d : 0x57 + d)
+            v >>= 4
+        } while v > 0
+        write(Array(digits.reversed()))
+    }
+
     public func writeDecimal(_ value: Int) {
         reserveWritable(20)
         var v = value.magnitude

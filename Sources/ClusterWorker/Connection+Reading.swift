@@ -117,7 +117,7 @@ extension Connection {
     /// `fromScratch`) and writes what it produced. `resuming`: first write this deferred answer to
     /// the request the connection was awaiting (`HTTPConnectionState.complete`).
     mutating func serve<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H, fromScratch: Bool,
-                                                   resuming: HTTPResponse? = nil) -> ConnectionAction {
+                                                   resuming: Resumption? = nil) -> ConnectionAction {
         var fromScratch = fromScratch
         var resuming = resuming
         var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond, forwarded: hopTrusted)
@@ -130,9 +130,14 @@ extension Connection {
             if closeAfterResponse { context.closeConnections = true; context.answerOnlyWhatHasArrived = true }
             if proxied { context.proxiedClient = proxiedClient }
             if hopTrusted, let trust = io.trust { context.forwardingTrust = UnsafePointer(trust) }
-            if let response = resuming {
+            if let resumption = resuming {
                 // Counted when it was dispatched: its latency runs from its first byte to now.
-                outcome = http.complete(with: response, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+                switch resumption {
+                case .answer(let response):
+                    outcome = http.complete(with: response, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+                case .streamEnd(let failed):
+                    outcome = http.finishStream(failed: failed, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+                }
                 if input.readableBytes == 0 { input.releaseStorage() }
                 resuming = nil
                 io.recordLatency(answered: 1, since: requestStart, now: kernel.monotonicNanoseconds())

@@ -91,6 +91,14 @@ struct Connection {
     var hasPendingOutput: Bool { output.readableBytes > 0 || http.pendingFile != nil }
 }
 
+/// How a connection waiting for a deferred answer goes on (`Connection.serve(resuming:)`).
+enum Resumption {
+    /// The answer, whole.
+    case answer(HTTPResponse)
+    /// A streamed answer's body is all written (or its closure threw: `failed`).
+    case streamEnd(failed: Bool)
+}
+
 /// What the loop must do after a connection step.
 enum ConnectionAction: Equatable {
     /// Nothing: the connection waits for its next event.

@@ -65,6 +65,26 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
         }
     }
 
+    /// Runs a streamed body's closure as a task here; `stream.failed` says how it ended.
+    func startStream(_ stream: ResponseStream, _ body: @escaping ResponseBodyStream) {
+        Task(executorPreference: self) { [self] in
+            do {
+                try await body(ResponseBodyWriter(sink: stream))
+                stream.failed = false
+            } catch {
+                stream.failed = true
+            }
+            markPending()
+        }
+    }
+
+    /// Makes the loop run deferred work on its next turn without sleeping (a stream has pieces to
+    /// send, or room again). From the loop's own thread.
+    func markPending() {
+        pending.store(true, ordering: .releasing)
+        if pthread_equal(pthread_self(), loopThread) == 0 { wake?.signal() }
+    }
+
     private func complete(_ completion: Completion) {
         queues.withLock { $0.completions.append(completion) }
         pending.store(true, ordering: .releasing)

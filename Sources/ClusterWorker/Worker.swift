@@ -89,6 +89,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// Inside `runDeferred` (a deferred answer that defers the next pipelined one waits for the
     /// next round instead of nesting).
     var runningDeferred = false
+    /// Streamed answers being sent, by connection.
+    var streams: [Int32: ResponseStream] = [:]
 
     var stats: StatsSlot { io.stats }
     var logger: Logger { io.logger }
@@ -236,6 +238,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             guard table.isCurrent(fd, generation: token.generation) else { return }
             if events & Epoll.writable != 0 {
                 perform(table[fd].writable(&io, kernel, handler), on: fd)
+                // A streamed body that waited for this connection to drain may go on.
+                if !streams.isEmpty && streams[fd] != nil { executor.markPending() }
                 guard table.isOpen(fd) else { return }
             }
             if events & (Epoll.readable | Epoll.hangup | Epoll.error) != 0 {
@@ -296,10 +300,64 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         for done in executor.runJobs() {
             guard table.isCurrent(done.fd, generation: done.generation), table[done.fd].http.phase == .awaiting else { continue }
             let fd = done.fd
-            perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: done.response), on: fd)
-            if table.isOpen(fd) && table[fd].readingPaused && table[fd].http.phase != .awaiting && !table[fd].writeBlocked {
-                try? kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, table[fd].generation, fd))
-                table[fd].readingPaused = false
+            if let body = done.response.stream {
+                startStream(fd, done.response, body)
+            } else {
+                perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: .answer(done.response)), on: fd)
+                resumeReading(fd)
+            }
+        }
+        if !streams.isEmpty { pumpStreams() }
+    }
+
+    /// After a deferred answer is written: reading the connection again (its next requests).
+    func resumeReading(_ fd: Int32) {
+        if table.isOpen(fd) && table[fd].readingPaused && table[fd].http.phase != .awaiting && !table[fd].writeBlocked {
+            try? kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, table[fd].generation, fd))
+            table[fd].readingPaused = false
+        }
+    }
+
+    /// A deferred answer with a streamed body: writes its head and runs its body's closure.
+    func startStream(_ fd: Int32, _ response: HTTPResponse, _ body: @escaping ResponseBodyStream) {
+        let context = io.context(socket: fd)
+        let bodyFollows = table[fd].http.beginStream(with: response, input: table[fd].input, output: io.scratchOut, context: context)
+        guard table[fd].flush(&io, kernel) else { return connectionClosed() }
+        guard bodyFollows else {
+            perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: .streamEnd(failed: false)), on: fd)
+            return resumeReading(fd)
+        }
+        let stream = ResponseStream(fd: fd, generation: table[fd].generation, executor: executor)
+        streams[fd] = stream
+        executor.startStream(stream, body)
+    }
+
+    /// Moves what the streamed bodies wrote into their connections, ends the finished ones, and
+    /// lets a closure that waited go on once its connection has taken most of what it was given.
+    func pumpStreams() {
+        for (fd, stream) in streams {
+            guard table.isCurrent(fd, generation: stream.generation), table[fd].http.phase == .awaiting else {
+                stream.abandon()
+                streams[fd] = nil
+                continue
+            }
+            if !stream.chunks.isEmpty {
+                for chunk in stream.chunks { table[fd].http.writeChunk(chunk, output: io.scratchOut) }
+                stream.chunks = []
+                stream.queuedBytes = 0
+                guard table[fd].flush(&io, kernel) else {
+                    stream.abandon()
+                    streams[fd] = nil
+                    connectionClosed()
+                    continue
+                }
+            }
+            if let failed = stream.failed {
+                streams[fd] = nil
+                perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: .streamEnd(failed: failed)), on: fd)
+                resumeReading(fd)
+            } else if !table[fd].writeBlocked && table[fd].output.readableBytes < ResponseStream.highWater {
+                stream.release()
             }
         }
     }

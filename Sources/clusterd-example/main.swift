@@ -5,6 +5,7 @@
 //   POST /api/echo             → the request body, byte for byte
 //   POST /api/sum  {"numbers":[1,2,3]} → {"count":3,"sum":6}
 //   GET  /api/sleep?ms=200     → {"slept":200} after 200 ms, awaited without blocking the worker
+//   GET  /api/count?n=3&ms=100 → "1\n2\n3\n", streamed (chunked), one line every 100 ms
 //   anything else              → the stock handler (config routes, /healthz, 404)
 import Cluster
 import ClusterConfig
@@ -49,8 +50,26 @@ struct ExampleAPI: HTTPHandler {
                 try? await Task.sleep(for: .milliseconds(ms))
                 return HTTPResponse(status: 200, contentType: "application/json", body: #"{"slept":\#(ms)}"#)
             }
-        case (_, "/api/hello"), (_, "/api/echo"), (_, "/api/sum"), (_, "/api/sleep"):
-            response.respond(status: 405, headers: [HTTPField("Allow", request.path == "/api/hello" || request.path == "/api/sleep" ? "GET" : "POST")], body: "method not allowed\n" as StaticString)
+        case (.GET, "/api/count"):
+            // A streamed body: each line is sent as it is written; the writer waits while the
+            // client is slower than the loop.
+            let params = request.query.string.split(separator: "&")
+            func value(_ key: String, _ range: ClosedRange<Int>) -> Int? {
+                params.first { $0.hasPrefix(key + "=") }.flatMap { Int($0.dropFirst(key.count + 1)) }.flatMap { range.contains($0) ? $0 : nil }
+            }
+            guard let n = value("n", 0...100_000), let ms = value("ms", 0...10_000) ?? (request.query.string.contains("ms=") ? nil : 0) else {
+                return response.respond(status: 400, contentType: "application/json", body: #"{"error":"n must be 0...100000, ms 0...10000"}"#)
+            }
+            response.respondLater {
+                HTTPResponse(status: 200, contentType: "text/plain", stream: { body in
+                    for i in 1...max(n, 1) where n > 0 {
+                        if ms > 0 { try await Task.sleep(for: .milliseconds(ms)) }
+                        try await body.write("\(i)\n")
+                    }
+                })
+            }
+        case (_, "/api/hello"), (_, "/api/echo"), (_, "/api/sum"), (_, "/api/sleep"), (_, "/api/count"):
+            response.respond(status: 405, headers: [HTTPField("Allow", ["/api/hello", "/api/sleep", "/api/count"].contains(request.path.string) ? "GET" : "POST")], body: "method not allowed\n" as StaticString)
         default:
             fallback.handle(request, &response)
         }

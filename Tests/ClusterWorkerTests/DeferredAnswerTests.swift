@@ -60,3 +60,68 @@ import Testing
         #expect(h.kernel.handedOff.map(\.fd) == [c], "handed off once answered")
     }
 }
+
+/// Streamed bodies (`HTTPResponse.stream`): chunked, in order with what was pipelined, held back
+/// while the client lags, stopped when it leaves.
+@Suite struct StreamedAnswerTests {
+    @Test func aStreamedBodyIsSentChunkedThenThePipelinedRequests() throws {
+        let h = try LoopHarness()
+        let c = try h.client(sending: get("/stream") + get("/"))
+        try h.turn(4)
+        let out = h.kernel.received(c)
+        #expect(out.contains("Transfer-Encoding: chunked\r\n"))
+        #expect(out.contains("\r\n\r\n6\r\npiece0\r\n6\r\npiece1\r\n6\r\npiece2\r\n0\r\n\r\nHTTP/1.1 200 OK"), "\(out)")
+        #expect(out.hasSuffix("hello") && out.responses == 2)
+        #expect(h.worker.handler.streamLog.withLock { $0 } == ["wrote 0", "wrote 1", "wrote 2", "done"])
+        #expect(h.worker.streams.isEmpty)
+    }
+
+    @Test func anHTTP10ClientGetsTheBodyUntilClose() throws {
+        let h = try LoopHarness()
+        let c = try h.client(sending: "GET /stream HTTP/1.0\r\n\r\n")
+        try h.turn(4)
+        let out = h.kernel.received(c)
+        #expect(!out.contains("chunked") && out.hasSuffix("\r\n\r\npiece0piece1piece2"), "\(out)")
+        #expect(h.kernel.isClosed(c) || h.kernel.sockets[c]!.shutWrite)
+    }
+
+    @Test func headGetsTheHeadAndTheBodyIsNeverMade() throws {
+        let h = try LoopHarness()
+        let c = try h.client(sending: "HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        try h.turn(3)
+        #expect(h.kernel.received(c).hasSuffix("\r\n\r\n"))
+        #expect(h.worker.handler.streamLog.withLock { $0 }.isEmpty)
+    }
+
+    @Test func theBodyWaitsWhileTheClientLags() throws {
+        let h = try LoopHarness()
+        let c = h.kernel.connect(h.listener, sending: get("/bigstream"))
+        h.kernel.sockets[c]!.sendRoom = 50_000
+        try h.turn(6)
+        // Not all 2 MB were made: the closure waits for the client.
+        let made = h.worker.handler.streamLog.withLock { $0.count }
+        #expect(made < 8, "\(made) pieces made while the client took 50 kB")
+        #expect(h.kernel.interest[c]?.events == Epoll.writable)
+        h.kernel.sockets[c]!.sendRoom = .max
+        try h.turn(40)
+        #expect(h.worker.handler.streamLog.withLock { $0.last } == "done")
+        let out = h.kernel.received(c)
+        #expect(out.hasSuffix("0\r\n\r\n"))
+        #expect(out.utf8.filter { $0 == UInt8(ascii: "b") }.count == 2_000_000)
+    }
+
+    @Test func aClientThatLeavesStopsTheBody() throws {
+        let h = try LoopHarness()
+        let c = h.kernel.connect(h.listener, sending: get("/bigstream"))
+        h.kernel.sockets[c]!.sendRoom = 50_000
+        try h.turn(6)
+        h.kernel.sockets[c]!.reset = true
+        // A reset: epoll reports an error and a hang-up with what the connection waits for.
+        h.worker.dispatch(Epoll.hangup | Epoll.error | Epoll.writable, Token.make(Token.connection, h.worker.table[c].generation, c))
+        try h.turn(4)
+        #expect(h.kernel.isClosed(c))
+        let log = h.worker.handler.streamLog.withLock { $0 }
+        #expect(log.last == "ClientGone()" && !log.contains("done"), "\(log)")
+        #expect(h.worker.streams.isEmpty)
+    }
+}

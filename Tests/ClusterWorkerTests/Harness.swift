@@ -22,15 +22,42 @@ final class Gate: @unchecked Sendable {
     }
 }
 
+/// Lines a test handler's tasks append to.
+final class Log: @unchecked Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    func withLock<R>(_ body: ([String]) -> R) -> R { lines.withLock { body($0) } }
+}
+
 /// Answers `/big` with 200,000 bytes, `/client` with what it was told about the client (the PROXY
 /// header's address, then `X-Forwarded-For`'s, "-" for none), `/later` with "later" from a
 /// deferred answer, `/gate` with "opened" once `gate` opens, anything else with "hello".
 struct TestHandler: HTTPHandler {
     static let big = [UInt8](repeating: UInt8(ascii: "a"), count: 200_000)
     let gate = Gate()
+    /// What `/stream` and `/bigstream` closures did: pieces written, and how they ended.
+    let streamLog = Log()
 
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
-        if request.path == "/later" {
+        if request.path == "/stream" || request.path == "/bigstream" {
+            // Three small pieces, or 20 of 100 kB (more than the stream's high-water mark).
+            let (count, size) = request.path == "/stream" ? (3, 0) : (20, 100_000)
+            let log = streamLog
+            response.respondLater {
+                HTTPResponse(status: 200, stream: { writer in
+                    do {
+                        for i in 0..<count {
+                            try await writer.write(size == 0 ? Array("piece\(i)".utf8) : [UInt8](repeating: UInt8(ascii: "b"), count: size))
+                            log.append("wrote \(i)")
+                        }
+                        log.append("done")
+                    } catch {
+                        log.append("\(error)")
+                        throw error
+                    }
+                })
+            }
+        } else if request.path == "/later" {
             response.respondLater { HTTPResponse(body: "later") }
         } else if request.path == "/gate" {
             let gate = gate

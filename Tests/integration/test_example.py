@@ -3,6 +3,7 @@ import asyncio
 import json
 import os
 import resource
+import socket
 import subprocess
 import time
 
@@ -130,3 +131,32 @@ def test_an_application_is_itself(daemon_factory, tmpdir_short):
     assert get(d.port, "/api/hello?name=Ada")[1] == b'{"hi":"Ada"}'
     r = subprocess.run([example, "--check-config", "--config", d.config_path], capture_output=True, text=True, timeout=10)
     assert r.returncode == 78 and "app.greeting" in r.stderr
+
+
+def test_a_streamed_body_arrives_piece_by_piece(daemon_factory):
+    """Issue 16: a streamed (chunked) answer: /api/count writes a line every 150 ms; the first line
+    reaches the client long before the last is written, and the connection is reused after it."""
+    d = start_example(daemon_factory, 1)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /api/count?n=4&ms=150 HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        first_line_at = None
+        while not data.endswith(b"0\r\n\r\n"):
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+            if first_line_at is None and b"\r\n\r\n2\r\n1\n\r\n" in data:
+                first_line_at = time.monotonic() - started
+        total = time.monotonic() - started
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+        assert body == b"2\r\n1\n\r\n2\r\n2\n\r\n2\r\n3\n\r\n2\r\n4\n\r\n0\r\n\r\n"
+        assert first_line_at is not None and first_line_at < 0.45 and total >= 0.55, (first_line_at, total)
+        # Kept alive: the next request on the same connection is answered.
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        rest = b""
+        while chunk := s.recv(4096):
+            rest += chunk
+        assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"Hello world!")
+    assert get(d.port, "/api/count?n=x")[0] == 400
