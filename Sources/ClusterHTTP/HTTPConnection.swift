@@ -76,12 +76,27 @@ public struct HTTPConnectionState {
         var streamedBytes = 0
     }
 
+    /// A body going to the handler as it arrives (`HTTPHandler.streamsBody`), whose answer is
+    /// deferred. Its bytes are removed from the input as they are handed over; the head stays.
+    struct StreamingBody: Sendable {
+        var head: HTTPRequestHead
+        var decoder: ChunkedDecoder?
+        /// Content-Length bytes still to come (a chunked body: unused).
+        var remaining: Int
+        /// Chunked: where decoding stands in the input (see `ChunkedDecoder.decode`).
+        var raw: Int
+        var decoded: Int
+        let stream: RequestBodyStream
+        var keepAlive: Bool
+    }
+
     enum State: Sendable {
         case idle
         case head(HeadScanState)
         case body(BodyProgress)
         case closing
         case awaiting(Awaiting)
+        case streamingBody(StreamingBody)
     }
 
     var state: State = .idle
@@ -108,13 +123,36 @@ public struct HTTPConnectionState {
         case .body: return .body
         case .closing: return .closing
         case .awaiting: return .awaiting
+        case .streamingBody: return .body
         }
+    }
+
+    /// A deferred answer is being worked out (its body may still be arriving).
+    public var awaitsAnswer: Bool {
+        switch state {
+        case .awaiting, .streamingBody: return true
+        default: return false
+        }
+    }
+
+    /// The body being handed to the handler as it arrives, if any.
+    public var requestBodyStream: RequestBodyStream? {
+        if case .streamingBody(let s) = state { return s.stream }
+        return nil
+    }
+
+    /// The handler has not taken enough of a streamed body: read no more from the connection.
+    public var requestBodyIsFull: Bool { requestBodyStream?.isFull ?? false }
+
+    /// Fails a body being streamed to the handler (the connection ends, a timeout).
+    public mutating func interruptBody(_ reason: String) {
+        requestBodyStream?.fail(reason)
     }
 
     /// Whether a request is partly received (nothing may be cut short by closing now).
     public var isMidRequest: Bool {
         switch state {
-        case .head, .body, .awaiting: return true
+        case .head, .body, .awaiting, .streamingBody: return true
         default: return false
         }
     }
@@ -141,6 +179,12 @@ public struct HTTPConnectionState {
                 return .close
             case .awaiting:
                 return .suspended
+            case .streamingBody:
+                switch feedBody(input, parser) {
+                case .more: return .needInput
+                case .done: return .suspended  // the answer is still to come: read nothing more
+                case .failed(let error): return fail(error, output, context, &counters, &observer)
+                }
             case .idle:
                 // RFC 9112 §2.2: ignore empty lines before a request-line.
                 while input.readableBytes >= 2 {
@@ -161,6 +205,12 @@ public struct HTTPConnectionState {
                 case .failed(let error):
                     return fail(error, output, context, &counters, &observer)
                 case .complete(let head):
+                    if head.hasBody && handler.streamsBody(HTTPRequest(
+                        head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<head.headLength]), fields: parser.headers(head.headerCount),
+                        body: .empty, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)) {
+                        return dispatchStreaming(head, input, output, parser, context, handler, &counters, &observer)
+                    }
+                    if head.contentLength > parser.limits.maxBodyBytes { return fail(.bodyTooLarge, output, context, &counters, &observer) }
                     if head.hasBody {
                         let decoder: ChunkedDecoder? = head.isChunked ? ChunkedDecoder() : nil
                         state = .body(BodyProgress(head: head, decoder: decoder, raw: head.headLength, decoded: head.headLength))
@@ -306,6 +356,95 @@ public struct HTTPConnectionState {
         return nil
     }
 
+    /// A request whose handler streams its body: calls the handler now, with the body to come in
+    /// `request.bodyStream`, and hands over what is already buffered of it.
+    mutating func dispatchStreaming<H: HTTPHandler, O: HTTPObserver>(
+        _ head: HTTPRequestHead, _ input: IOBuffer, _ output: IOBuffer, _ parser: HTTPParser, _ context: ResponseContext,
+        _ handler: H, _ counters: inout HTTPCounters, _ observer: inout O
+    ) -> Outcome {
+        requestsServed += 1
+        counters.requests += 1
+        let limits = parser.limits
+        let keepAlive = limits.keepAlive && head.wantsKeepAlive && !context.closeConnections
+            && (limits.maxKeepAliveRequests == 0 || requestsServed < limits.maxKeepAliveRequests)
+        let fields = parser.headers(head.headerCount)
+        let stream = RequestBodyStream(expectedLength: head.isChunked ? nil : head.contentLength)
+        let request = HTTPRequest(head: head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<head.headLength]), fields: fields, body: .empty,
+                                  socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust, bodyStream: stream)
+        // An answer written now (before the body is read) closes the connection; a deferred one
+        // keeps `keepAlive`.
+        var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: head.method == .HEAD, versionMinor: head.versionMinor, keepAlive: false)
+        handler.handle(request, &writer)
+        let saved = savedHeaders ?? SavedHeaders()
+        saved.save(fields)
+        savedHeaders = saved
+        if let work = writer.deferred {
+            if head.expectContinue && head.versionMinor >= 1 && input.readableBytes == head.headLength {
+                output.write("HTTP/1.1 100 Continue\r\n\r\n")
+            }
+            deferredWork = work
+            state = .streamingBody(StreamingBody(head: head, decoder: head.isChunked ? ChunkedDecoder() : nil, remaining: head.isChunked ? 0 : head.contentLength,
+                                                 raw: head.headLength, decoded: head.headLength, stream: stream, keepAlive: keepAlive))
+            if case .failed(let error) = feedBody(input, parser) { return fail(error, output, context, &counters, &observer) }
+            return .suspended
+        }
+        // Answered at once, before its body was read: the connection closes after the answer (the
+        // worker reads and drops the rest of the body meanwhile, a lingering close).
+        stream.fail("answered before the body was read")
+        if !writer.hasResponded { writer.respond(status: 500, body: "handler did not respond\n" as StaticString) }
+        counters.count(status: writer.status)
+        observer.completed(request, status: writer.status, bodyBytes: writer.bodyBytes)
+        input.moveReaderIndex(forwardBy: head.headLength)
+        pendingFile = writer.fileBody
+        state = .closing
+        return .close
+    }
+
+    enum Feed { case more, done, failed(HTTPError) }
+
+    /// Hands what is buffered of a streamed body to its stream (unless the handler has not taken
+    /// enough yet), removing it from the input. At the body's end the request awaits its answer.
+    mutating func feedBody(_ input: IOBuffer, _ parser: HTTPParser) -> Feed {
+        guard case .streamingBody(var s) = state, !s.stream.isFull else { return .more }
+        let start = s.head.headLength
+        let available = input.readableBytes
+        var done = false
+        if var decoder = s.decoder {
+            guard available > s.raw else { return .more }
+            let result = decoder.decode(
+                input.baseAddress! + input.readerIndex, raw: &s.raw, end: available, decoded: &s.decoded, bodyStart: start, maxBody: Int.max,
+                maxTrailerBytes: parser.limits.maxHeaderBytes, maxExtensionBytes: parser.limits.maxChunkExtensionBytes)
+            s.decoder = decoder
+            if s.decoded > start { s.stream.push(Array(input.readableView[start..<s.decoded])) }
+            input.removeReadable(from: start, upTo: s.raw)
+            s.raw = start
+            s.decoded = start
+            switch result {
+            case .failed(let error):
+                s.stream.fail(error.reason)
+                state = .streamingBody(s)
+                return .failed(error)
+            case .done: done = true
+            case .needMore: break
+            }
+        } else {
+            let n = min(available - start, s.remaining)
+            if n > 0 {
+                s.stream.push(Array(input.readableView[start..<(start + n)]))
+                input.removeReadable(from: start, upTo: start + n)
+                s.remaining -= n
+            }
+            done = s.remaining == 0
+        }
+        guard done else {
+            state = .streamingBody(s)
+            return .more
+        }
+        s.stream.finish()
+        state = .awaiting(Awaiting(head: s.head, body: .empty, consumed: start, keepAlive: s.keepAlive))
+        return .done
+    }
+
     /// Writes the deferred answer of the request `process` stopped at, then goes on with what the
     /// client pipelined behind it. A stop that began meanwhile (`closeConnections`) closes the
     /// connection after it unless more requests are already buffered.
@@ -313,6 +452,20 @@ public struct HTTPConnectionState {
         with response: HTTPResponse, _ input: IOBuffer, output: IOBuffer, parser: HTTPParser, context: ResponseContext,
         handler: H, counters: inout HTTPCounters, observer: inout O
     ) -> Outcome {
+        if case .streamingBody(let s) = state, let saved = savedHeaders, saved.count == s.head.headerCount {
+            // Answered before the body was all in: the connection closes after the answer (the
+            // worker reads and drops the rest of the body meanwhile).
+            s.stream.fail("answered before the body was read")
+            let request = HTTPRequest(head: s.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<s.head.headLength]), fields: saved.fields,
+                                      body: .empty, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
+            var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: s.head.method == .HEAD, versionMinor: s.head.versionMinor, keepAlive: false)
+            writer.respond(response)
+            counters.count(status: writer.status)
+            observer.completed(request, status: writer.status, bodyBytes: writer.bodyBytes)
+            input.moveReaderIndex(forwardBy: s.head.headLength)
+            state = .closing
+            return .close
+        }
         guard case .awaiting(let a) = state, let saved = savedHeaders, saved.count == a.head.headerCount,
               input.readableBytes >= a.consumed else {
             state = .closing
@@ -339,6 +492,14 @@ public struct HTTPConnectionState {
     /// body follows: then `writeChunk` for each piece and `finishStream`; else call `finishStream`
     /// at once.
     public mutating func beginStream(with response: HTTPResponse, input: IOBuffer, output: IOBuffer, context: ResponseContext) -> Bool {
+        if case .streamingBody(let s) = state {
+            // Begun before the request's body was all in: the rest of that body is not read (the
+            // connection closes after this answer).
+            s.stream.fail("answered before the body was read")
+            var a = Awaiting(head: s.head, body: .empty, consumed: s.head.headLength, keepAlive: false)
+            a.streaming = nil
+            state = .awaiting(a)
+        }
         guard case .awaiting(var a) = state, a.streaming == nil else { return false }
         let keepAlive = a.keepAlive && (!context.closeConnections || input.readableBytes > a.consumed)
         var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: a.head.method == .HEAD, versionMinor: a.head.versionMinor, keepAlive: keepAlive)
@@ -400,6 +561,7 @@ public struct HTTPConnectionState {
     /// Answers a request that timed out (408) with an error response and marks the connection
     /// closing. An idle connection (no request started) just closes: nothing is written.
     public mutating func abandon(with error: HTTPError, output: IOBuffer, context: ResponseContext) {
+        interruptBody(error.reason)
         if isMidRequest { HTTPResponseWriter.writeError(output, error, dateLine: context.dateLine) }
         state = .closing
     }

@@ -304,7 +304,8 @@ public final class HTTPParser {
         // HTTP/1.1, which requires Host; HTTP/1.0, where Host is optional, may send it empty.
         if hostCount == 1 && hostValue.count == 0 && head.versionMinor >= 1 { return .failed(.emptyHost) }
         if hostCount == 1 && !Self.isValidHost(b, hostValue) { return .failed(.badHost) }
-        if head.contentLength > limits.maxBodyBytes { return .failed(.bodyTooLarge) }
+        // (A Content-Length over `maxBodyBytes` is refused by `HTTPConnectionState`, unless the
+        // handler streams that body.)
         return .complete(head)
     }
 

@@ -87,10 +87,13 @@ public struct HTTPRequest {
     /// Set when the nearest hop (the PROXY header's client, else the socket's peer) is in
     /// `trustedProxies`: its `X-Forwarded-For` is believed.
     @usableFromInline let forwardingTrust: UnsafePointer<TrustedNetworks>?
+    /// The body as it arrives, for a handler whose `streamsBody` said so (then `body` is empty);
+    /// nil otherwise.
+    public let bodyStream: RequestBodyStream?
 
     @inlinable
     init(head: HTTPRequestHead, base: UnsafeRawBufferPointer, fields: UnsafeBufferPointer<HTTPHeaderSpan>, body: ByteSpan, socket: Int32 = -1,
-         proxiedClient: ProxyEndpoint? = nil, forwardingTrust: UnsafePointer<TrustedNetworks>? = nil) {
+         proxiedClient: ProxyEndpoint? = nil, forwardingTrust: UnsafePointer<TrustedNetworks>? = nil, bodyStream: RequestBodyStream? = nil) {
         assert(fields.count == head.headerCount)
         self.head = head
         self.base = base
@@ -99,6 +102,7 @@ public struct HTTPRequest {
         self.socket = socket
         self.proxiedClient = proxiedClient
         self.forwardingTrust = forwardingTrust
+        self.bodyStream = bodyStream
     }
 
     /// The client named by `X-Forwarded-For` (or `Forwarded: for=`) when the request's nearest hop

@@ -258,9 +258,16 @@ public protocol HTTPHandler {
     /// `OPTIONS *` (RFC 9110 §9.3.7): that request concerns the server, not a resource, and is
     /// never passed to `handle`.
     var allowedMethods: StaticString { get }
+    /// Asked when a request's head is complete and a body follows: true to be called at once, with
+    /// the body to come as `request.bodyStream` (read it from `respondLater`'s task), instead of
+    /// once the whole body is in. `http.maxBodyBytes` does not apply to such a body: the handler
+    /// bounds it. Default: false.
+    func streamsBody(_ request: HTTPRequest) -> Bool
 }
 
 extension HTTPHandler {
+    public func streamsBody(_ request: HTTPRequest) -> Bool { false }
+
     /// The methods the engine knows by name, but TRACE (a handler that answers it says so) and
     /// CONNECT (refused with 501).
     public var allowedMethods: StaticString { "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH" }

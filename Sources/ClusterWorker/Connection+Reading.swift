@@ -169,6 +169,7 @@ extension Connection {
                     if http.isMidRequest { kernel.setQuickAck(fd, true) }
                     ackHeld = false
                 }
+                if http.requestBodyIsFull { return .bodyFull }
                 if !noDelay && http.requestsServed > 0 {
                     // Kept alive after its first answer: from now on several writes may be in
                     // flight (pipelining), so turn off Nagle. A connection answered once and closed
@@ -233,13 +234,15 @@ extension Connection {
     }
 
     /// Idle between requests with nothing read, pending or closing: may be shut down gracefully.
+    /// (One still to send its PROXY header counts as idle while nothing of it came: a balancer's
+    /// connection opened ahead, or one whose request crosses the stop, which it retries elsewhere.)
     var mayShutDownIdle: Bool {
-        !awaitingProxyHeader && http.phase == .idle && !hasPendingOutput && !lingering && !closeWhenFlushed && input.readableBytes == 0
+        http.phase == .idle && !hasPendingOutput && !lingering && !closeWhenFlushed && input.readableBytes == 0
     }
 
     /// Between requests, nothing buffered or pending.
     var isIdle: Bool {
-        !awaitingProxyHeader && !http.isMidRequest && !writeBlocked && !lingering && !closeWhenFlushed && input.readableBytes == 0
+        !http.isMidRequest && !writeBlocked && !lingering && !closeWhenFlushed && input.readableBytes == 0
             && http.phase != .closing
     }
 }

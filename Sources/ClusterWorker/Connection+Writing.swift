@@ -144,6 +144,8 @@ extension Connection {
     mutating func timedOut<K: Kernel>(_ io: inout WorkerIO, _ kernel: K, closeIdle: Bool) -> ConnectionAction {
         if lingering || writeBlocked { return close(&io, kernel) }
         if awaitingProxyHeader {
+            // Nothing sent yet while the worker stops: closed gracefully, like an idle one.
+            if closeIdle && input.readableBytes == 0 { return .closeGracefully }
             // No PROXY header within headerTimeout: not answered (it is not HTTP we were sent).
             io.stats.add(.proxyInvalid, 1)
             return close(&io, kernel)
@@ -167,6 +169,7 @@ extension Connection {
     /// The one way a connection closes: the caller passes `.closed` on to the loop.
     mutating func close<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> ConnectionAction {
         guard fd >= 0 else { return .none }  // closed before: counted then
+        http.interruptBody("the connection closed")
         kernel.close(fd)
         if let file = http.pendingFile {
             kernel.close(file.fd)

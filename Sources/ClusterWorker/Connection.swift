@@ -115,4 +115,7 @@ enum ConnectionAction: Equatable {
     /// A handler deferred its answer: the worker runs `http.deferredWork` on its executor
     /// (`HTTPWorker.startDeferred`) and reads nothing more from the connection until it is done.
     case suspended
+    /// A body streamed to the handler has more unread than it may: stop reading the connection
+    /// (`HTTPWorker.pauseBody`).
+    case bodyFull
 }

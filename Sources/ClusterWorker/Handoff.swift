@@ -162,7 +162,7 @@ extension Connection {
     /// Between requests with nothing to send and at most `ConnectionHandoff.maxPendingBytes` read
     /// ahead: may move to another worker.
     var canHandOff: Bool {
-        !awaitingProxyHeader && !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
+        !(awaitingProxyHeader && input.readableBytes > 0) && !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
             && input.readableBytes <= ConnectionHandoff.maxPendingBytes
     }
 }

@@ -91,6 +91,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     var runningDeferred = false
     /// Streamed answers being sent, by connection.
     var streams: [Int32: ResponseStream] = [:]
+    /// Connections not read while their handler catches up with a streamed body (fd: generation).
+    var bodiesWaiting: [Int32: UInt32] = [:]
 
     var stats: StatsSlot { io.stats }
     var logger: Logger { io.logger }
@@ -271,19 +273,26 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         case .closeGracefully: closeIdleGracefully(fd)
         case .closed: connectionClosed()
         case .suspended: startDeferred(fd)
+        case .bodyFull: pauseBody(fd)
         }
     }
 
     /// A handler deferred its answer on `fd`: runs its work as a task on this loop, and stops
     /// reading the connection until the answer is written (`runDeferred`).
     func startDeferred(_ fd: Int32) {
-        guard table.isOpen(fd), let work = table[fd].http.deferredWork else { return }
-        table[fd].http.deferredWork = nil
+        guard table.isOpen(fd) else { return }
         let generation = table[fd].generation
-        executor.start(work, fd: fd, generation: generation)
-        // Its first steps run now: an answer that needs no waiting is written in this same turn,
-        // without touching epoll. (Not from inside that: pipelined deferred requests would nest.)
-        if !runningDeferred { runDeferred() }
+        if let work = table[fd].http.deferredWork {
+            table[fd].http.deferredWork = nil
+            // A body streamed to the handler: when it takes enough, reading resumes (`runDeferred`).
+            table[fd].http.requestBodyStream?.onSpace = { [executor] in executor.markPending() }
+            executor.start(work, fd: fd, generation: generation)
+            // Its first steps run now: an answer that needs no waiting is written in this same
+            // turn, without touching epoll. (Not from inside that: pipelined deferred requests
+            // would nest.)
+            if !runningDeferred { runDeferred() }
+        }
+        // (Also when a streamed body has just ended and its answer is still to come.)
         guard table.isCurrent(fd, generation: generation), table[fd].http.phase == .awaiting else { return }
         // It waits: read nothing more from it until it is answered (a hang-up is still reported).
         if table[fd].registered && !table[fd].writeBlocked && !table[fd].readingPaused {
@@ -298,7 +307,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         runningDeferred = true
         defer { runningDeferred = false }
         for done in executor.runJobs() {
-            guard table.isCurrent(done.fd, generation: done.generation), table[done.fd].http.phase == .awaiting else { continue }
+            guard table.isCurrent(done.fd, generation: done.generation), table[done.fd].http.awaitsAnswer else { continue }
             let fd = done.fd
             if let body = done.response.stream {
                 startStream(fd, done.response, body)
@@ -308,6 +317,36 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             }
         }
         if !streams.isEmpty { pumpStreams() }
+        if !bodiesWaiting.isEmpty { resumeBodies() }
+    }
+
+    /// A body streamed to its handler holds more unread bytes than `RequestBodyStream.highWater`:
+    /// stop reading the connection (no timeout meanwhile: the server is the slow one) until the
+    /// handler takes some (`resumeBodies`).
+    func pauseBody(_ fd: Int32) {
+        bodiesWaiting[fd] = table[fd].generation
+        table[fd].deadline = .max
+        if table[fd].registered && !table[fd].writeBlocked && !table[fd].readingPaused {
+            try? kernel.epollModify(fd, events: 0, data: Token.make(Token.connection, table[fd].generation, fd))
+            table[fd].readingPaused = true
+        }
+    }
+
+    /// Reads the bodies whose handlers have made room again: what is buffered first, then the socket.
+    func resumeBodies() {
+        for (fd, generation) in bodiesWaiting {
+            guard table.isCurrent(fd, generation: generation), table[fd].http.requestBodyStream != nil else {
+                bodiesWaiting[fd] = nil
+                continue
+            }
+            guard !table[fd].http.requestBodyIsFull else { continue }
+            bodiesWaiting[fd] = nil
+            perform(table[fd].serve(&io, kernel, handler, fromScratch: false), on: fd)
+            guard table.isCurrent(fd, generation: generation), table[fd].readingPaused, !table[fd].writeBlocked,
+                  table[fd].http.phase == .body, !table[fd].http.requestBodyIsFull else { continue }
+            try? kernel.epollModify(fd, events: Epoll.readable, data: Token.make(Token.connection, generation, fd))
+            table[fd].readingPaused = false
+        }
     }
 
     /// After a deferred answer is written: reading the connection again (its next requests).

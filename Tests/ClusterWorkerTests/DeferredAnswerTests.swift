@@ -125,3 +125,70 @@ import Testing
         #expect(h.worker.streams.isEmpty)
     }
 }
+
+/// Request bodies handed to the handler as they arrive (`HTTPHandler.streamsBody`).
+@Suite struct StreamedBodyTests {
+    func post(_ path: String, length: Int) -> String {
+        "POST \(path) HTTP/1.1\r\nHost: t\r\nContent-Length: \(length)\r\n\r\n"
+    }
+
+    @Test func aStreamedBodyMayExceedMaxBodyBytesAndArrivesInPieces() throws {
+        let h = try LoopHarness { $0.limits.maxBodyBytes = 1_000 }
+        let c = try h.client(sending: post("/upload", length: 5_000) + String(repeating: "x", count: 1_500))
+        #expect(h.kernel.received(c).isEmpty)
+        h.kernel.send(c, String(repeating: "x", count: 3_500) + get("/"))
+        try h.turn(3)
+        let out = h.kernel.received(c)
+        #expect(out.hasPrefix("HTTP/1.1 200") && out.contains("got 5000") && out.hasSuffix("hello") && out.responses == 2, "\(out)")
+        // Not for a handler that does not stream it: 413.
+        let d = try h.client(sending: post("/other", length: 5_000))
+        #expect(h.kernel.received(d).hasPrefix("HTTP/1.1 413"))
+    }
+
+    @Test func aChunkedBodyIsDecodedOnTheWay() throws {
+        let h = try LoopHarness()
+        let c = try h.client(sending: "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        h.kernel.send(c, "6;x=y\r\n world\r\n0\r\n\r\n")
+        try h.turn(3)
+        #expect(h.kernel.received(c).contains("got 11"))
+        let bad = try h.client(sending: "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        try h.turn(2)
+        #expect(h.kernel.received(bad).hasPrefix("HTTP/1.1 400"))
+    }
+
+    @Test func theConnectionIsNotReadWhileTheHandlerLagsBehind() throws {
+        let h = try LoopHarness()
+        let size = 700_000
+        let c = try h.client(sending: post("/upload-gated", length: size))
+        h.kernel.send(c, String(repeating: "y", count: size))
+        try h.turn(60)
+        // The worker took what fits (a little over the high-water mark) and stopped reading.
+        let unread = h.kernel.sockets[c]!.inbound.count
+        #expect(unread > 0 && unread <= size - RequestBodyStream.highWater, "\(unread) bytes left unread")
+        #expect(h.kernel.interest[c]?.events == 0)
+        try h.after(milliseconds: 120_000)
+        #expect(!h.kernel.isClosed(c), "no timeout while the handler is the slow one")
+        h.worker.handler.gate.open()
+        try h.turn(80)
+        #expect(h.kernel.received(c).contains("got \(size)"))
+        #expect(h.kernel.sockets[c]!.inbound.isEmpty)
+        #expect(h.kernel.interest[c]?.events == Epoll.readable)
+    }
+
+    @Test func anAnswerBeforeTheBodyClosesTheConnectionAfterIt() throws {
+        let h = try LoopHarness()
+        let c = try h.client(sending: post("/upload-refused", length: 10_000) + "partial")
+        let out = h.kernel.received(c)
+        #expect(out.hasPrefix("HTTP/1.1 413") && out.contains("Connection: close"))
+        #expect(h.kernel.isClosed(c) || h.kernel.sockets[c]!.shutWrite)
+    }
+
+    @Test func aClientThatLeavesMidBodyFailsTheStream() throws {
+        let h = try LoopHarness()
+        let c = try h.client(sending: post("/upload", length: 10_000) + "partial")
+        h.kernel.sockets[c]!.clientClosed = true
+        try h.turn(3)
+        #expect(h.kernel.isClosed(c))
+        #expect(h.worker.executor.inFlight == 0, "the handler's task ended")
+    }
+}

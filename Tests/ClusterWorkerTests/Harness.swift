@@ -38,8 +38,28 @@ struct TestHandler: HTTPHandler {
     /// What `/stream` and `/bigstream` closures did: pieces written, and how they ended.
     let streamLog = Log()
 
+    /// `/upload*` bodies come as streams.
+    func streamsBody(_ request: HTTPRequest) -> Bool { request.path.string.hasPrefix("/upload") }
+
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
-        if request.path == "/stream" || request.path == "/bigstream" {
+        if request.path == "/upload-refused" {
+            // Answered before the body is read.
+            response.respond(status: 413, body: "no thanks")
+        } else if let body = request.bodyStream {
+            // `/upload`: counts the body; `/upload-gated`: first waits for the gate.
+            let gated = request.path == "/upload-gated"
+            let gate = gate
+            response.respondLater {
+                if gated { await gate.wait() }
+                var total = 0
+                do {
+                    for try await piece in body { total += piece.count }
+                } catch {
+                    return HTTPResponse(status: 500, body: "\(error)")
+                }
+                return HTTPResponse(status: 200, body: "got \(total)")
+            }
+        } else if request.path == "/stream" || request.path == "/bigstream" {
             // Three small pieces, or 20 of 100 kB (more than the stream's high-water mark).
             let (count, size) = request.path == "/stream" ? (3, 0) : (20, 100_000)
             let log = streamLog

@@ -124,4 +124,26 @@ import Testing
         let e = try none.client(sending: request)
         #expect(body(none.kernel.received(e)) == "- -")
     }
+
+    /// A stop does not wait for a balancer's connection that has sent nothing yet: like an idle
+    /// keep-alive one, it is closed gracefully after `drainIdleGrace`; a reload hands it on
+    /// unread, and the adopting worker still expects its header.
+    @Test func aConnectionThatSentNothingYetDoesNotHoldAStop() throws {
+        let h = try proxyHarness(withChannel: true)
+        let c = h.kernel.connect(h.listener)
+        try h.turn()
+        h.worker.beginDrain(mode: .close, timeout: nil)
+        try h.after(milliseconds: h.worker.settings.drainIdleGrace + 300)
+        #expect(h.kernel.sockets[c]!.shutWrite)
+        h.kernel.sockets[c]!.clientClosed = true
+        try h.turn()
+        #expect(try h.turn() == false)
+
+        let r = try proxyHarness(withChannel: true)
+        let d = r.kernel.connect(r.listener)
+        try r.turn()
+        r.worker.beginDrain(mode: .handOff, timeout: nil)
+        #expect(r.kernel.handedOff.map(\.fd) == [d])
+        #expect(String(decoding: r.kernel.handedOff[0].bytes, as: UTF8.self) == "conn ")
+    }
 }
