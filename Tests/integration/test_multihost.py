@@ -247,10 +247,11 @@ def multihost():
         pytest.skip("`ip netns` is not available (iproute2 with network namespace support)")
     assert shutil.which("haproxy"), "haproxy is not installed: `scripts/deps.sh test` (make test) installs it"
     tmp = tempfile.mkdtemp(prefix="cd-mh-", dir="/tmp")
-    net = Network()
+    net = None
     hosts = []
     env = types.SimpleNamespace(haproxy=None)
     try:
+        net = Network()
         net.up()
         lb_ns, lb_addr = net.namespace("lb", 2)
         for i in range(HOSTS):
@@ -278,7 +279,8 @@ def multihost():
         stop_process(env.haproxy)
         for h in hosts:
             h.close()
-        net.close()
+        if net is not None:
+            net.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
