@@ -33,11 +33,11 @@ from conftest import BIN, load_chaos
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAPROXY_CFG = os.path.join(ROOT, "deploy/haproxy/haproxy.cfg")
 
-# PROXY protocol v2 between HAProxy and the hosts (`send-proxy-v2` in the shipped file, listeners with
-# "proxyProtocol": true, HAProxy in "trustedProxies"). With False the test runs the shipped file
-# without `send-proxy-v2`, plain listeners, and checks that the access logs show HAProxy's address
-# (what a host without PROXY protocol sees). CLUSTERD_MULTIHOST_PROXY=0/1 overrides it.
-PROXY_PROTOCOL = os.environ.get("CLUSTERD_MULTIHOST_PROXY", "0") == "1"
+# PROXY protocol v2 between HAProxy and the hosts, as shipped (`send-proxy-v2`, listeners with
+# "proxyProtocol": true, HAProxy in "trustedProxies"). CLUSTERD_MULTIHOST_PROXY=0 runs the shipped
+# file without `send-proxy-v2` in front of plain listeners instead, and checks that the access logs
+# show HAProxy's address (what a host without PROXY protocol sees).
+PROXY_PROTOCOL = os.environ.get("CLUSTERD_MULTIHOST_PROXY", "1") != "0"
 
 PORT = 8080
 HOSTS = 3
@@ -347,20 +347,21 @@ def test_rolling_restart_behind_haproxy_loses_no_request(multihost):
     load_s = round(time.monotonic() - began, 1)
     stat = show_stat(env.stats_sock)
     expected = env.net.client if PROXY_PROTOCOL else env.lb_addr
-    access, served_after_restart = {}, {}
+    access, checks, served_after_restart = {}, {}, {}
     for h in env.hosts:
         lines = h.access_lines()
-        remotes = {}
+        remotes, check_remotes = {}, {}
         for l in lines:
-            if l.get("target") != "/healthz":  # HAProxy's own checks come from HAProxy
-                remotes[l.get("remote")] = remotes.get(l.get("remote"), 0) + 1
-        access[h.name] = remotes
+            # HAProxy's own checks come from HAProxy (a PROXY v2 LOCAL header names no client).
+            into = check_remotes if l.get("target") == "/healthz" else remotes
+            into[l.get("remote")] = into.get(l.get("remote"), 0) + 1
+        access[h.name], checks[h.name] = remotes, check_remotes
         served_after_restart[h.name] = sum(1 for l in lines[getattr(h, "lines_at_up", len(lines)):] if l.get("target") != "/healthz")
     report = {"proxyProtocol": PROXY_PROTOCOL, "load_s": load_s, "sent": run.stats.sent, "verified": run.stats.answered,
               "failures": run.stats.failures, "events": [(e[2], e[3]) for e in run.events], "restarts": run.restarts,
               "haproxy": {name: {k: row[k] for k in ("status", "stot", "wretr", "wredis", "eresp", "econ", "hrsp_5xx")}
                           for name, row in stat.items()},
-              "access_log_remotes": access, "served_after_restart": served_after_restart, "client": env.net.client, "haproxy_addr": env.lb_addr}
+              "access_log_remotes": access, "health_check_remotes": checks, "served_after_restart": served_after_restart, "client": env.net.client, "haproxy_addr": env.lb_addr}
     print(json.dumps(report))
     logs = {h.name: h.log_text()[-1500:] for h in env.hosts}
     assert all(ok for _, ok in report["events"]), (report, logs)
@@ -370,3 +371,4 @@ def test_rolling_restart_behind_haproxy_loses_no_request(multihost):
     for name, remotes in access.items():
         # Every request of the load, on every host, before and after its restart, names the client.
         assert remotes and set(remotes) == {expected}, (name, remotes, report)
+        assert set(checks[name]) == {env.lb_addr}, (name, checks[name], report)
