@@ -243,8 +243,13 @@ def wait_server(sock, name, status, timeout, proc=None):
 def multihost():
     if os.geteuid() != 0:
         pytest.skip("needs root: it creates network namespaces, veth pairs and a bridge")
-    if shutil.which("ip") is None or subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10).returncode != 0:
-        pytest.skip("`ip netns` is not available (iproute2 with network namespace support)")
+    if shutil.which("ip") is None:
+        pytest.skip("`ip netns` is not available (no iproute2)")
+    probe = f"cdmh{os.getpid() % 100000}-probe"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        pytest.skip(f"`ip netns` is not available here: `ip netns add` failed: {r.stderr.strip()}")
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
     assert shutil.which("haproxy"), "haproxy is not installed: `scripts/deps.sh test` (make test) installs it"
     tmp = tempfile.mkdtemp(prefix="cd-mh-", dir="/tmp")
     net = None
