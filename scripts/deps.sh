@@ -4,7 +4,7 @@ set -euo pipefail
 want=(libsystemd-dev pkg-config)
 case "${1:-run}" in
   run) ;;
-  test) want+=(curl python3 python3-pytest python3-prometheus-client python3-yaml python3-venv procps iproute2 util-linux systemd chromium fonts-dejavu-core) ;;
+  test) want+=(curl python3 python3-pytest python3-prometheus-client python3-yaml python3-venv procps iproute2 util-linux systemd chromium fonts-dejavu-core haproxy) ;;
   bench) want+=(wrk nginx-light curl python3 procps util-linux) ;;
   *) echo "deps.sh: unknown target $1" >&2; exit 64 ;;
 esac
