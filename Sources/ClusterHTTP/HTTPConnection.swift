@@ -46,6 +46,10 @@ public struct HTTPConnectionState {
         /// The handler deferred its answer (`respondLater`): take `deferredWork`, run it, and give
         /// what it returns to `complete`. Until then the connection reads nothing more.
         case suspended
+        /// A body streamed to the handler (`HTTPHandler.streamsBody`) holds more unread bytes than
+        /// `RequestBodyStream.highWater`: read nothing more until the handler takes some
+        /// (`requestBodyIsFull` turns false), then call `process` again.
+        case bodyFull
         /// Everything complete was answered; read more.
         case needInput
         /// Output grew past the pipelining bound: flush it, then call `process` again.
@@ -86,7 +90,6 @@ public struct HTTPConnectionState {
         /// Chunked: where decoding stands in the input (see `ChunkedDecoder.decode`).
         var raw: Int
         var decoded: Int
-        let stream: RequestBodyStream
         var keepAlive: Bool
     }
 
@@ -105,6 +108,9 @@ public struct HTTPConnectionState {
     /// The work of a deferred answer, from the request `process` stopped at (`.suspended`); the
     /// worker takes it (and sets it to nil) to run it.
     public var deferredWork: DeferredResponse? = nil
+    /// The stream of a body going to the handler as it arrives (`.streamingBody`), else nil. Kept
+    /// out of `State`, whose values are plain data: copying one costs no reference counting.
+    var bodyStream: RequestBodyStream? = nil
     /// The fields of a head whose body spans reads (allocated at the first such request).
     var savedHeaders: SavedHeaders? = nil
     /// Requests answered on this connection.
@@ -136,17 +142,16 @@ public struct HTTPConnectionState {
     }
 
     /// The body being handed to the handler as it arrives, if any.
-    public var requestBodyStream: RequestBodyStream? {
-        if case .streamingBody(let s) = state { return s.stream }
-        return nil
-    }
+    public var requestBodyStream: RequestBodyStream? { bodyStream }
 
     /// The handler has not taken enough of a streamed body: read no more from the connection.
     public var requestBodyIsFull: Bool { requestBodyStream?.isFull ?? false }
 
     /// Fails a body being streamed to the handler (the connection ends, a timeout).
     public mutating func interruptBody(_ reason: String) {
-        requestBodyStream?.fail(reason)
+        guard let stream = bodyStream else { return }
+        stream.fail(reason)
+        bodyStream = nil
     }
 
     /// Whether a request is partly received (nothing may be cut short by closing now).
@@ -181,7 +186,7 @@ public struct HTTPConnectionState {
                 return .suspended
             case .streamingBody:
                 switch feedBody(input, parser) {
-                case .more: return .needInput
+                case .more: return requestBodyIsFull ? .bodyFull : .needInput
                 case .done: return .suspended  // the answer is still to come: read nothing more
                 case .failed(let error): return fail(error, output, context, &counters, &observer)
                 }
@@ -383,8 +388,9 @@ public struct HTTPConnectionState {
                 output.write("HTTP/1.1 100 Continue\r\n\r\n")
             }
             deferredWork = work
+            bodyStream = stream
             state = .streamingBody(StreamingBody(head: head, decoder: head.isChunked ? ChunkedDecoder() : nil, remaining: head.isChunked ? 0 : head.contentLength,
-                                                 raw: head.headLength, decoded: head.headLength, stream: stream, keepAlive: keepAlive))
+                                                 raw: head.headLength, decoded: head.headLength, keepAlive: keepAlive))
             if case .failed(let error) = feedBody(input, parser) { return fail(error, output, context, &counters, &observer) }
             return .suspended
         }
@@ -405,7 +411,7 @@ public struct HTTPConnectionState {
     /// Hands what is buffered of a streamed body to its stream (unless the handler has not taken
     /// enough yet), removing it from the input. At the body's end the request awaits its answer.
     mutating func feedBody(_ input: IOBuffer, _ parser: HTTPParser) -> Feed {
-        guard case .streamingBody(var s) = state, !s.stream.isFull else { return .more }
+        guard case .streamingBody(var s) = state, let stream = bodyStream, !stream.isFull else { return .more }
         let start = s.head.headLength
         let available = input.readableBytes
         var done = false
@@ -415,13 +421,14 @@ public struct HTTPConnectionState {
                 input.baseAddress! + input.readerIndex, raw: &s.raw, end: available, decoded: &s.decoded, bodyStart: start, maxBody: Int.max,
                 maxTrailerBytes: parser.limits.maxHeaderBytes, maxExtensionBytes: parser.limits.maxChunkExtensionBytes)
             s.decoder = decoder
-            if s.decoded > start { s.stream.push(Array(input.readableView[start..<s.decoded])) }
+            if s.decoded > start { stream.push(Array(input.readableView[start..<s.decoded])) }
             input.removeReadable(from: start, upTo: s.raw)
             s.raw = start
             s.decoded = start
             switch result {
             case .failed(let error):
-                s.stream.fail(error.reason)
+                stream.fail(error.reason)
+                bodyStream = nil
                 state = .streamingBody(s)
                 return .failed(error)
             case .done: done = true
@@ -430,7 +437,7 @@ public struct HTTPConnectionState {
         } else {
             let n = min(available - start, s.remaining)
             if n > 0 {
-                s.stream.push(Array(input.readableView[start..<(start + n)]))
+                stream.push(Array(input.readableView[start..<(start + n)]))
                 input.removeReadable(from: start, upTo: start + n)
                 s.remaining -= n
             }
@@ -440,7 +447,8 @@ public struct HTTPConnectionState {
             state = .streamingBody(s)
             return .more
         }
-        s.stream.finish()
+        stream.finish()
+        bodyStream = nil
         state = .awaiting(Awaiting(head: s.head, body: .empty, consumed: start, keepAlive: s.keepAlive))
         return .done
     }
@@ -455,7 +463,7 @@ public struct HTTPConnectionState {
         if case .streamingBody(let s) = state, let saved = savedHeaders, saved.count == s.head.headerCount {
             // Answered before the body was all in: the connection closes after the answer (the
             // worker reads and drops the rest of the body meanwhile).
-            s.stream.fail("answered before the body was read")
+            interruptBody("answered before the body was read")
             let request = HTTPRequest(head: s.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<s.head.headLength]), fields: saved.fields,
                                       body: .empty, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
             var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: s.head.method == .HEAD, versionMinor: s.head.versionMinor, keepAlive: false)
@@ -495,7 +503,7 @@ public struct HTTPConnectionState {
         if case .streamingBody(let s) = state {
             // Begun before the request's body was all in: the rest of that body is not read (the
             // connection closes after this answer).
-            s.stream.fail("answered before the body was read")
+            interruptBody("answered before the body was read")
             var a = Awaiting(head: s.head, body: .empty, consumed: s.head.headLength, keepAlive: false)
             a.streaming = nil
             state = .awaiting(a)

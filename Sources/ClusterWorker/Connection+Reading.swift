@@ -12,7 +12,7 @@ extension Connection {
             return .none
         }
         if awaitingProxyHeader { return readProxyHeader(&io, kernel, handler) }
-        if http.phase == .awaiting {
+        if readingPaused && http.phase == .awaiting {
             // Nothing is read while a deferred answer is worked out (its interest is none): this
             // is a hang-up or an error. The client is gone; its answer will find no connection.
             return close(&io, kernel)
@@ -114,35 +114,16 @@ extension Connection {
     }
 
     /// Runs the HTTP state machine over the buffered input (the shared scratch buffer when
-    /// `fromScratch`) and writes what it produced. `resuming`: first write this deferred answer to
-    /// the request the connection was awaiting (`HTTPConnectionState.complete`).
-    mutating func serve<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H, fromScratch: Bool,
-                                                   resuming: Resumption? = nil) -> ConnectionAction {
+    /// `fromScratch`) and writes what it produced.
+    mutating func serve<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H, fromScratch: Bool) -> ConnectionAction {
         var fromScratch = fromScratch
-        var resuming = resuming
         var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond, forwarded: hopTrusted)
         while true {
             let phaseBefore = http.phase
             let answeredBefore = io.counters.requests
+            let context = responseContext(io)
             let outcome: HTTPConnectionState.Outcome
-            var context = io.context(socket: fd)
-            // One adopted over the connection cap is answered with `Connection: close` too.
-            if closeAfterResponse { context.closeConnections = true; context.answerOnlyWhatHasArrived = true }
-            if proxied { context.proxiedClient = proxiedClient }
-            if hopTrusted, let trust = io.trust { context.forwardingTrust = UnsafePointer(trust) }
-            if let resumption = resuming {
-                // Counted when it was dispatched: its latency runs from its first byte to now.
-                switch resumption {
-                case .answer(let response):
-                    outcome = http.complete(with: response, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
-                case .streamEnd(let failed):
-                    outcome = http.finishStream(failed: failed, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
-                }
-                if input.readableBytes == 0 { input.releaseStorage() }
-                resuming = nil
-                io.recordLatency(answered: 1, since: requestStart, now: kernel.monotonicNanoseconds())
-                requestStart = kernel.monotonicNanoseconds()
-            } else if fromScratch {
+            if fromScratch {
                 outcome = http.process(io.scratchIn, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if io.scratchIn.readableBytes > 0 {
                     // A partial request stays with the connection; the scratch buffer is shared.
@@ -154,41 +135,84 @@ extension Connection {
                 outcome = http.process(input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
                 if input.readableBytes == 0 { input.releaseStorage() }
             }
-            updateDeadline(io, phaseBefore: phaseBefore)
-            let open = flush(&io, kernel, closing: outcome == .close)
-            // A deferred answer is counted as answered when it is written, not when deferred.
-            let answered = io.counters.requests - answeredBefore - (outcome == .suspended ? 1 : 0)
-            // From the first byte of the (first) request to its answer handed to the kernel.
-            if answered > 0 { io.recordLatency(answered: answered, since: requestStart, now: kernel.monotonicNanoseconds()) }
-            guard open else { return .closed }
-            switch outcome {
-            case .needInput:
-                if ackHeld {
-                    // Answered (the ACK went with it), or a request that came in part: then send
-                    // its ACK now, as a client that waits for it (Nagle) would otherwise stall.
-                    if http.isMidRequest { kernel.setQuickAck(fd, true) }
-                    ackHeld = false
-                }
-                if http.requestBodyIsFull { return .bodyFull }
-                if !noDelay && http.requestsServed > 0 {
-                    // Kept alive after its first answer: from now on several writes may be in
-                    // flight (pipelining), so turn off Nagle. A connection answered once and closed
-                    // never pays for the setsockopt (nginx sets tcp_nodelay at keep-alive too).
-                    kernel.setNoDelay(fd)
-                    noDelay = true
-                }
-                return .idle
-            case .close:
-                if hasPendingOutput {
-                    closeWhenFlushed = true
-                    return .none
-                }
-                return beginClose(&io, kernel)
-            case .flushFirst:
-                if writeBlocked { return .none }  // resumed from `writable` once the output drains
-            case .suspended:
-                return .suspended
+            if let action = afterStep(outcome, phaseBefore: phaseBefore, answeredBefore: answeredBefore, &io, kernel) { return action }
+        }
+    }
+
+    /// Goes on after a deferred answer is done (`HTTPWorker.runDeferred`): writes it (or ends its
+    /// streamed body), then serves what the client pipelined behind it.
+    mutating func resume<H: HTTPHandler, K: Kernel>(_ resumption: Resumption, _ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
+        var observer = AccessLogObserver(log: io.accessLog, peer: peer, wall: io.wallSecond, forwarded: hopTrusted)
+        let phaseBefore = http.phase
+        let answeredBefore = io.counters.requests
+        let context = responseContext(io)
+        let outcome: HTTPConnectionState.Outcome
+        switch resumption {
+        case .answer(let response):
+            outcome = http.complete(with: response, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+        case .streamEnd(let failed):
+            outcome = http.finishStream(failed: failed, input, output: io.scratchOut, parser: io.parser, context: context, handler: handler, counters: &io.counters, observer: &observer)
+        }
+        if input.readableBytes == 0 { input.releaseStorage() }
+        // Counted when it was dispatched: its latency runs from its first byte to now.
+        io.recordLatency(answered: 1, since: requestStart, now: kernel.monotonicNanoseconds())
+        requestStart = kernel.monotonicNanoseconds()
+        if let action = afterStep(outcome, phaseBefore: phaseBefore, answeredBefore: answeredBefore, &io, kernel) { return action }
+        return serve(&io, kernel, handler, fromScratch: false)
+    }
+
+    /// What the engine needs to answer on this connection.
+    @inline(__always)
+    func responseContext(_ io: borrowing WorkerIO) -> ResponseContext {
+        var context = io.context(socket: fd)
+        // One adopted over the connection cap is answered with `Connection: close` too.
+        if closeAfterResponse { context.closeConnections = true; context.answerOnlyWhatHasArrived = true }
+        if proxied { context.proxiedClient = proxiedClient }
+        if hopTrusted, let trust = io.trust { context.forwardingTrust = UnsafePointer(trust) }
+        return context
+    }
+
+    /// After a step of the HTTP state machine: the deadline, the writes, the latency, and what the
+    /// loop does next; nil when the state machine should run again (its output was flushed).
+    @inline(__always)
+    mutating func afterStep<K: Kernel>(_ outcome: HTTPConnectionState.Outcome, phaseBefore: HTTPConnectionState.Phase, answeredBefore: Int,
+                                       _ io: inout WorkerIO, _ kernel: K) -> ConnectionAction? {
+        updateDeadline(io, phaseBefore: phaseBefore)
+        let open = flush(&io, kernel, closing: outcome == .close)
+        // A deferred answer is counted as answered when it is written, not when deferred.
+        let answered = io.counters.requests - answeredBefore - (outcome == .suspended ? 1 : 0)
+        // From the first byte of the (first) request to its answer handed to the kernel.
+        if answered > 0 { io.recordLatency(answered: answered, since: requestStart, now: kernel.monotonicNanoseconds()) }
+        guard open else { return .closed }
+        switch outcome {
+        case .needInput:
+            if ackHeld {
+                // Answered (the ACK went with it), or a request that came in part: then send
+                // its ACK now, as a client that waits for it (Nagle) would otherwise stall.
+                if http.isMidRequest { kernel.setQuickAck(fd, true) }
+                ackHeld = false
             }
+            if !noDelay && http.requestsServed > 0 {
+                // Kept alive after its first answer: from now on several writes may be in
+                // flight (pipelining), so turn off Nagle. A connection answered once and closed
+                // never pays for the setsockopt (nginx sets tcp_nodelay at keep-alive too).
+                kernel.setNoDelay(fd)
+                noDelay = true
+            }
+            return .idle
+        case .close:
+            if hasPendingOutput {
+                closeWhenFlushed = true
+                return ConnectionAction.none  // (not `.none`: that would be a nil action here)
+            }
+            return beginClose(&io, kernel)
+        case .flushFirst:
+            if writeBlocked { return ConnectionAction.none }  // resumed from `writable` once the output drains
+            return nil
+        case .suspended:
+            return .suspended
+        case .bodyFull:
+            return .bodyFull
         }
     }
 

@@ -312,7 +312,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             if let body = done.response.stream {
                 startStream(fd, done.response, body)
             } else {
-                perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: .answer(done.response)), on: fd)
+                perform(table[fd].resume(.answer(done.response), &io, kernel, handler), on: fd)
                 resumeReading(fd)
             }
         }
@@ -363,7 +363,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         let bodyFollows = table[fd].http.beginStream(with: response, input: table[fd].input, output: io.scratchOut, context: context)
         guard table[fd].flush(&io, kernel) else { return connectionClosed() }
         guard bodyFollows else {
-            perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: .streamEnd(failed: false)), on: fd)
+            perform(table[fd].resume(.streamEnd(failed: false), &io, kernel, handler), on: fd)
             return resumeReading(fd)
         }
         let stream = ResponseStream(fd: fd, generation: table[fd].generation, executor: executor)
@@ -393,7 +393,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             }
             if let failed = stream.failed {
                 streams[fd] = nil
-                perform(table[fd].serve(&io, kernel, handler, fromScratch: false, resuming: .streamEnd(failed: failed)), on: fd)
+                perform(table[fd].resume(.streamEnd(failed: failed), &io, kernel, handler), on: fd)
                 resumeReading(fd)
             } else if !table[fd].writeBlocked && table[fd].output.readableBytes < ResponseStream.highWater {
                 stream.release()
