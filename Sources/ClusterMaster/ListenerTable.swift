@@ -133,7 +133,8 @@ final class ListenerTable {
                 var list = listeners[address] ?? []
                 let count = Self.listenerCount(address, slots: slots)
                 let file = try unixFile(address)
-                if let held = list.first, held.fileSettings.map({ $0 != file }) ?? false, let path = address.unixPath {
+                // (One adopted from the last master: what it was given is not known, so given again.)
+                if let path = address.unixPath, let held = list.first, held.fileSettings.map({ $0 != file }) ?? true {
                     do {
                         try Sys.chmod(path, file.mode)
                         if let group = file.group { try FileIO.changeGroup(path, to: group) }
