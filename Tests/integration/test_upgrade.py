@@ -13,7 +13,8 @@ from conftest import BIN, free_port, load_chaos, unix_get, wait_for_port, wait_u
 
 def build_id(path):
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-    return out.split("(build ")[1].rstrip(")\n")
+    # "clusterd 0.1.0 (build X)", or an app's "clusterd-example 1.0.0 (clusterd 0.1.0, build X)".
+    return out.split("build ")[1].rstrip(")\n")
 
 
 def install_rebuilt(source, target):
