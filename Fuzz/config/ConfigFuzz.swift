@@ -21,7 +21,8 @@ func checkConfigInvariants(_ bytes: [UInt8]) {
         let config = try ClusterConfiguration.decode(bytes, file: "fuzz.json")
         invariant(!config.listen.isEmpty && config.listen.count <= 16, "listen accepted with \(config.listen.count) addresses")
         for (i, a) in config.listen.enumerated() {
-            invariant(a.ip != nil, "listen[\(i)] \(a) accepted but not an address")
+            invariant(a.ip != nil || a.unixPath.map { $0.hasPrefix("/") && $0.utf8.count <= ListenAddress.maxUnixPathBytes } == true,
+                      "listen[\(i)] \(a) accepted but not an address")
             for b in config.listen[..<i] { invariant(!a.overlaps(b), "overlapping listeners accepted: \(b), \(a)") }
         }
         for r in config.routes {

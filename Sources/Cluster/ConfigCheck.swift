@@ -23,6 +23,19 @@ public enum ConfigCheck {
         if let problem = Socket.unixSocketPathProblem(config.controlSocket) {
             throw ConfigError(file: config.source, keyPath: "controlSocket", message: problem)
         }
+        for (i, address) in config.listen.enumerated() {
+            guard let path = address.unixPath else { continue }
+            if let problem = Socket.unixSocketPathProblem(path) {
+                throw ConfigError(file: config.source, keyPath: "listen[\(i)]", message: problem)
+            }
+            let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            if !directory.isEmpty && !FileIO.exists(directory) {
+                throw ConfigError(file: config.source, keyPath: "listen[\(i)]", message: "the directory \(directory) of \(address) does not exist (under systemd, RuntimeDirectory=clusterd makes /run/clusterd)")
+            }
+            if case .name(let name)? = config.unixSocketFiles[address]?.group, Identity.group(named: name) == nil {
+                throw ConfigError(file: config.source, keyPath: "listen[\(i)].group", message: "no group \"\(name)\" in the group database")
+            }
+        }
         if let log = config.accessLog {
             do {
                 // Non-blocking: a FIFO without a reader fails (ENXIO) instead of blocking the master.

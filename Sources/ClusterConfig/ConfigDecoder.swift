@@ -46,13 +46,16 @@ extension ClusterConfiguration {
         guard listen.count <= 16 else { throw top.fail("listen", "at most 16 addresses, got \(listen.count)") }
         for (i, item) in listen.enumerated() {
             var path = "listen[\(i)]"
-            // A string, or {"address": "...", "proxyProtocol": true} for a listener behind a balancer.
+            // A string, or {"address": "...", "proxyProtocol": true} for a listener behind a balancer,
+            // with "mode" and "group" for a Unix socket's file.
             var proxyProtocol = false
+            var socketFile: UnixSocketFile? = nil
             let text: String
             if case .object = item {
-                var entry = try ObjectReader(file: file, path: path, value: item, keys: ["address", "proxyProtocol"])
-                guard let address = try entry.string("address") else { throw entry.fail("address", "is required, e.g. \"0.0.0.0:8080\"") }
+                var entry = try ObjectReader(file: file, path: path, value: item, keys: listenKeys)
+                guard let address = try entry.string("address") else { throw entry.fail("address", "is required, e.g. \"0.0.0.0:8080\" or \"unix:/run/clusterd/http.sock\"") }
                 proxyProtocol = try entry.bool("proxyProtocol", default: false)
+                socketFile = try unixSocketFile(&entry, address: address)
                 try entry.finish()
                 text = address
                 path += ".address"
@@ -66,11 +69,12 @@ extension ClusterConfiguration {
                 for (j, earlier) in config.listen.enumerated() where earlier.overlaps(address) {
                     let why = earlier.ip == address.ip
                         ? "is the same address as listen[\(j)] (\(earlier))"
-                        : "overlaps listen[\(j)] (\(earlier)): \(earlier.ip?.isUnspecified == true ? earlier : address) already takes every \(address.isIPv6 ? "IPv6" : "IPv4") address on port \(address.port); list one or the other"
+                        : "overlaps listen[\(j)] (\(earlier)): \(earlier.ip?.isUnspecified == true ? earlier : address) already takes every \(address.isIPv6 ? "IPv6" : "IPv4") address on port \(address.port ?? 0); list one or the other"
                     throw ConfigError(file: file, keyPath: path, message: "\"\(text)\" \(why)")
                 }
                 config.listen.append(address)
                 if proxyProtocol { config.proxyProtocol.insert(address) }
+                if address.isUnix { config.unixSocketFiles[address] = socketFile ?? UnixSocketFile() }
             case .failure(let e):
                 throw ConfigError(file: file, keyPath: path, message: "\"\(text)\": \(e.reason)")
             }
@@ -79,7 +83,8 @@ extension ClusterConfiguration {
         if let trusted = try top.array("trustedProxies") {
             config.trustedProxies = try networks(trusted, file: file, path: "trustedProxies")
         }
-        if let i = config.listen.firstIndex(where: config.proxyProtocol.contains), config.trustedProxies.isEmpty {
+        // A Unix socket's peers are whoever its file's mode and group let connect: no address to trust.
+        if let i = config.listen.firstIndex(where: { !$0.isUnix && config.proxyProtocol.contains($0) }), config.trustedProxies.isEmpty {
             throw ConfigError(file: file, keyPath: "listen[\(i)].proxyProtocol",
                               message: "needs trustedProxies: the addresses of the balancers allowed to send PROXY headers (e.g. [\"10.0.0.0/8\"])")
         }
@@ -88,6 +93,9 @@ extension ClusterConfiguration {
             guard socket.hasPrefix("/") else { throw top.fail("controlSocket", "must be an absolute path, got \"\(socket)\"") }
             guard socket.utf8.count < 108 else { throw top.fail("controlSocket", "must be shorter than 108 bytes (a Unix socket path limit)") }
             config.controlSocket = socket
+        }
+        if let i = config.listen.firstIndex(where: { $0.unixPath == config.controlSocket }) {
+            throw ConfigError(file: file, keyPath: "listen[\(i)]", message: "\"\(config.listen[i])\" is the control socket's path (controlSocket): pick another path")
         }
         config.user = try principal(&top, "user")
         config.group = try principal(&top, "group")
@@ -248,6 +256,7 @@ extension ClusterConfiguration {
         "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes", "app",
     ]
 
+    static let listenKeys = ["address", "proxyProtocol", "mode", "group"]
     static let httpKeys = ["keepAliveTimeout", "headerTimeout", "bodyTimeout", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "maxConnections", "maxKeepAliveRequests"]
     static let routeKeys = ["path", "status", "contentType", "body", "headers"]
     static let staticKeys = ["prefix", "root", "index", "allowSymlinksOutside", "allowHidden"]
@@ -257,7 +266,7 @@ extension ClusterConfiguration {
     /// Each object of the file and the keys it may have, under the heading of Docs/configuration.md
     /// that documents them (a test holds the two in step).
     static let keysByDocumentedSection: [(heading: String, keys: [String])] = [
-        ("Top level", topLevelKeys), ("`http`", httpKeys), ("`routes[]`", routeKeys), ("`static[]`", staticKeys),
+        ("Top level", topLevelKeys), ("`listen[]`", listenKeys), ("`http`", httpKeys), ("`routes[]`", routeKeys), ("`static[]`", staticKeys),
         ("`accessLog`", accessLogKeys), ("`metrics`", metricsKeys),
     ]
 
@@ -295,6 +304,27 @@ extension ClusterConfiguration {
         }
         try r.finish()
         config.metrics = metrics
+    }
+
+    /// A listen entry's `mode` and `group`: for a `unix:` address (nil when it gives neither), refused
+    /// for any other.
+    static func unixSocketFile(_ entry: inout ObjectReader, address: String) throws(ConfigError) -> UnixSocketFile? {
+        guard entry.object["mode"] != nil || entry.object["group"] != nil else { return nil }
+        guard address.hasPrefix(ListenAddress.unixPrefix) else {
+            throw entry.fail(entry.object["mode"] != nil ? "mode" : "group", "applies to a Unix socket (\"unix:/PATH\") only, not to \"\(address)\"")
+        }
+        var file = UnixSocketFile()
+        if let mode = entry.take("mode") {
+            guard let text = mode.stringValue else {
+                throw entry.fail("mode", "must be a string of octal digits like \"0660\" (a JSON number would be read as decimal), got \(mode.typeName)")
+            }
+            guard (1...4).contains(text.utf8.count), text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) }),
+                let bits = UInt16(text, radix: 8), bits <= 0o777
+            else { throw entry.fail("mode", "must be permission bits in octal, \"0000\"...\"0777\" (e.g. \"0660\"), got \"\(text)\"") }
+            file.mode = bits
+        }
+        file.group = try principal(&entry, "group")
+        return file
     }
 
     /// `user` or `group`: a name (as in /etc/passwd, /etc/group) or a number.

@@ -34,8 +34,12 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var workers: WorkerCount = .auto
     /// Upper bound for `workers` and for `clusterctl scale`. Default 256.
     public var maxWorkers: Int = 256
-    /// Addresses to serve on (`"0.0.0.0:8080"`, `"[::]:8080"`). Required, at least one.
+    /// Addresses to serve on (`"0.0.0.0:8080"`, `"[::]:8080"`, `"unix:/run/clusterd/http.sock"`).
+    /// Required, at least one.
     public var listen: [ListenAddress] = []
+    /// The file mode and group of each Unix-socket listener in `listen` (`{"address": "unix:...",
+    /// "mode": "0660", "group": "www-data"}`); one absent here gets `UnixSocketFile()`'s.
+    public var unixSocketFiles: [ListenAddress: UnixSocketFile] = [:]
     /// Listeners whose connections must begin with a PROXY protocol header (v1 or v2) from one of
     /// `trustedProxies`: `{"address": "...", "proxyProtocol": true}` in `listen`.
     public var proxyProtocol: Set<ListenAddress> = []
@@ -51,7 +55,7 @@ public struct ClusterConfiguration: Equatable, Sendable {
     public var group: Principal? = nil
 
     /// A user or group by name or by number.
-    public enum Principal: Equatable, Sendable, CustomStringConvertible {
+    public enum Principal: Equatable, Hashable, Sendable, CustomStringConvertible {
         case name(String)
         case id(Int)
 
@@ -244,25 +248,57 @@ public struct ClusterConfiguration: Equatable, Sendable {
     }
 }
 
-/// A numeric listen address: `0.0.0.0:8080`, `127.0.0.1:80`, `[::]:8080`, `[::1]:8080`.
-public struct ListenAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
-    public var host: String
-    public var port: UInt16
+/// Where a listener listens: a numeric address and port (`0.0.0.0:8080`, `127.0.0.1:80`,
+/// `[::]:8080`, `[::1]:8080`), or a Unix stream socket's path (`unix:/run/clusterd/http.sock`).
+public enum ListenAddress: Equatable, Hashable, Sendable, CustomStringConvertible {
+    /// TCP on a numeric IPv4 or IPv6 address: one SO_REUSEPORT listener per worker slot.
+    case inet(host: String, port: UInt16)
+    /// A Unix stream socket at an absolute path: one listener, shared by every worker.
+    case unix(path: String)
 
-    public var isIPv6: Bool { host.contains(":") }
-    public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    /// The text that names a Unix-socket listener in `listen`.
+    public static let unixPrefix = "unix:"
+    /// The most bytes a Unix socket path may have (sun_path's 108, less the terminating NUL).
+    public static let maxUnixPathBytes = 107
 
-    public init(host: String, port: UInt16) {
-        self.host = host
-        self.port = port
+    public init(host: String, port: UInt16) { self = .inet(host: host, port: port) }
+
+    /// The numeric host; nil for a Unix socket.
+    public var host: String? {
+        if case .inet(let host, _) = self { return host }
+        return nil
     }
 
-    /// The parsed address (nil only for a value built by hand from a bad host).
-    public var ip: IPAddress? { IPAddress.parse(host) }
+    /// The TCP port; nil for a Unix socket.
+    public var port: UInt16? {
+        if case .inet(_, let port) = self { return port }
+        return nil
+    }
+
+    /// The socket file's path; nil for TCP.
+    public var unixPath: String? {
+        if case .unix(let path) = self { return path }
+        return nil
+    }
+
+    public var isUnix: Bool { unixPath != nil }
+    public var isIPv6: Bool { host?.contains(":") ?? false }
+
+    public var description: String {
+        switch self {
+        case .inet(let host, let port): return isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .unix(let path): return Self.unixPrefix + path
+        }
+    }
+
+    /// The parsed address (nil for a Unix socket, or a value built by hand from a bad host).
+    public var ip: IPAddress? { host.flatMap(IPAddress.parse) }
 
     /// Parses the text form; the reason on failure. Accepts exactly what the master can bind:
-    /// `inet_pton(3)` syntax, and no IPv4-mapped IPv6 (the IPv6 listeners are v6-only).
+    /// `inet_pton(3)` syntax, and no IPv4-mapped IPv6 (the IPv6 listeners are v6-only); or
+    /// `unix:` and an absolute path (`parseUnixPath`).
     public static func parse(_ text: String) -> Result<ListenAddress, ListenAddressError> {
+        if text.hasPrefix(unixPrefix) { return parseUnixPath(String(text.dropFirst(unixPrefix.count))).map { .unix(path: $0) } }
         let host: Substring
         let portText: Substring
         if text.hasPrefix("[") {
@@ -275,11 +311,11 @@ public struct ListenAddress: Equatable, Hashable, Sendable, CustomStringConverti
             guard let ip = IPAddress.parseIPv6(host) else { return .failure(.init("'\(host)' is not a numeric IPv6 address")) }
             if ip.isIPv4Mapped { return .failure(.init("'\(host)' is an IPv4-mapped address: write it as \(ip.unmapped):PORT")) }
         } else {
-            guard let colon = text.lastIndex(of: ":") else { return .failure(.init("expected HOST:PORT, e.g. 0.0.0.0:8080")) }
+            guard let colon = text.lastIndex(of: ":") else { return .failure(.init("expected HOST:PORT, e.g. 0.0.0.0:8080, or unix:/PATH")) }
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
             guard IPAddress.parseIPv4(host) != nil else {
-                return .failure(.init("'\(host)' is not a numeric IPv4 address (write IPv6 as [::]:PORT)"))
+                return .failure(.init("'\(host)' is not a numeric IPv4 address (write IPv6 as [::]:PORT, a Unix socket as unix:/PATH)"))
             }
         }
         guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = Int(portText), (1...65535).contains(port) else {
@@ -289,12 +325,43 @@ public struct ListenAddress: Equatable, Hashable, Sendable, CustomStringConverti
         return .success(ListenAddress(host: String(host), port: UInt16(port)))
     }
 
+    /// A Unix socket path as the master can bind it and as two listeners can be compared: absolute,
+    /// at most `maxUnixPathBytes`, in its plain form (no empty, `.` or `..` component, no trailing
+    /// `/`: two spellings of one file would pass the duplicate check), without control characters.
+    public static func parseUnixPath(_ path: String) -> Result<String, ListenAddressError> {
+        guard path.hasPrefix("/") else { return .failure(.init("a Unix socket path must be absolute, e.g. unix:/run/clusterd/http.sock")) }
+        guard path.utf8.count <= maxUnixPathBytes else {
+            return .failure(.init("a Unix socket path may have at most \(maxUnixPathBytes) bytes (sun_path), this one has \(path.utf8.count)"))
+        }
+        guard path.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }) else { return .failure(.init("a Unix socket path may not contain control characters")) }
+        let components = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard !components.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+            return .failure(.init("write the path plainly: no '//', '/./', '/../' or trailing '/'"))
+        }
+        return .success(path)
+    }
+
     /// Whether a listener on `self` and one on `other` would take the same connections: the same
-    /// port and family, and the same address or one of them the wildcard (`0.0.0.0`, `[::]`).
-    /// `0.0.0.0` and `[::]` do not overlap: the IPv6 listeners are IPV6_V6ONLY.
+    /// socket path; or the same port and family, and the same address or one of them the wildcard
+    /// (`0.0.0.0`, `[::]`). `0.0.0.0` and `[::]` do not overlap: the IPv6 listeners are IPV6_V6ONLY.
     public func overlaps(_ other: ListenAddress) -> Bool {
+        if let path = unixPath { return path == other.unixPath }
         guard port == other.port, let a = ip, let b = other.ip, a.isIPv6 == b.isIPv6 else { return false }
         return a == b || a.isUnspecified || b.isUnspecified
+    }
+}
+
+/// How a Unix-socket listener's file is made: its permission bits and its group (nginx makes its
+/// `listen unix:` sockets 0666; so do we by default). The owner is the master's user.
+public struct UnixSocketFile: Equatable, Hashable, Sendable {
+    /// Permission bits (0...0o777). Connecting needs write permission on the file. Default 0o666.
+    public var mode: UInt16 = 0o666
+    /// The file's group (chown), or nil: the master's group.
+    public var group: ClusterConfiguration.Principal? = nil
+
+    public init(mode: UInt16 = 0o666, group: ClusterConfiguration.Principal? = nil) {
+        self.mode = mode
+        self.group = group
     }
 }
 

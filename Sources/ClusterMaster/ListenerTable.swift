@@ -6,28 +6,52 @@ import ClusterSystemd
 /// (its `Descriptor` goes with the last reference, and the table hands none out), never by hand.
 /// Where systemd keeps a file descriptor store, a copy lives there too (`storeName`), so that the
 /// socket outlives a restart or a crash of the master; it leaves the store with the table's copy,
-/// except at the exit of a restart (`keepStored`).
+/// except at the exit of a restart (`keepStored`). A Unix socket's file goes with it too (nginx
+/// unlinks its `listen unix:` files at exit), again except at a restart.
 final class Listener {
     let address: ListenAddress
     private let descriptor: Descriptor
+    /// A Unix socket's file as this listener made or found it: removed with the listener only
+    /// while the path still names that file (not one a later server put there).
+    private var socketFile: FileIO.FileIdentity? = nil
+    /// The mode and group its file was last given (a reload may change them).
+    var fileSettings: (mode: FileMode, group: GroupID?)? = nil
     /// The name of its copy in systemd's store; nil when it has none.
     private(set) var storeName: String? = nil
     private var store = FDStore(capacity: 0)
     /// Leave the store's copy for the next master when this one is closed.
     var keepStored = false
 
-    /// Opens a listener on `address` (`Socket.tcpListener`); the one place the table creates one.
-    init(opening address: ListenAddress, deferAccept: Bool) throws(SystemError) {
+    /// Opens a listener on `address` (`Socket.tcpListener`, `Socket.unixListener` with the file's
+    /// `mode` and `group`); the one place the table creates one.
+    init(opening address: ListenAddress, deferAccept: Bool, file: (mode: FileMode, group: GroupID?)) throws(SystemError) {
         self.address = address
-        descriptor = Descriptor(taking: try Socket.tcpListener(host: address.host, port: address.port, deferAccept: deferAccept))
+        switch address {
+        case .inet(let host, let port):
+            descriptor = Descriptor(taking: try Socket.tcpListener(host: host, port: port, deferAccept: deferAccept))
+        case .unix(let path):
+            descriptor = Descriptor(taking: try Socket.unixListener(path: path, mode: file.mode, group: file.group, backlog: Socket.listenBacklog))
+            socketFile = try? FileIO.identity(path: path)
+            fileSettings = file
+        }
     }
 
-    /// Takes over a listener the last master left in systemd's store under `name`.
+    /// Takes over a listener the last master left in systemd's store under `name` (a Unix socket's
+    /// file is the one at its path now: `ListenerTable.adopt` checked that one is there).
     init(adopting fd: consuming Descriptor, address: ListenAddress, store: FDStore, name: String) {
         self.address = address
         descriptor = fd
         self.store = store
         storeName = name
+        if let path = address.unixPath { socketFile = try? FileIO.identity(path: path) }
+    }
+
+    /// Unlinks a Unix socket's file (once), if the path still names it: no client can connect from
+    /// now on, while whatever is queued can still be accepted. Nothing for TCP.
+    func removeSocketFile() {
+        guard let file = socketFile, let path = address.unixPath else { return }
+        socketFile = nil
+        if (try? FileIO.identity(path: path)) == file { try? Sys.unlink(path) }
     }
 
     /// Puts a copy in `store` under `name` (a no-op without a store).
@@ -39,19 +63,22 @@ final class Listener {
 
     deinit {
         if let storeName, !keepStored { store.remove(name: storeName) }
+        if !keepStored { removeSocketFile() }
     }
 
     /// The number, borrowed for a call: valid while the table holds this listener.
     var fd: Int32 { descriptor.rawValue }
 }
 
-/// The master's listening sockets: per address, one SO_REUSEPORT listener per worker slot, created
-/// in slot order so that a slot's index in the kernel's reuseport group is its slot number. Sets are
-/// the address lists of generations; an address in several sets keeps one list of listeners.
+/// The master's listening sockets: per TCP address, one SO_REUSEPORT listener per worker slot,
+/// created in slot order so that a slot's index in the kernel's reuseport group is its slot number;
+/// per Unix socket, one listener that every slot shares (a Unix stream socket has no reuseport
+/// group: the workers all accept from its one queue). Sets are the address lists of generations;
+/// an address in several sets keeps one list of listeners.
 ///
 /// The table owns its listeners (`Listener`): one is closed when the table drops it (trimmed,
 /// released, its deferred close due, or all at a stop), never by hand. The numbers it hands out
-/// (`fds(set:slot:)`, `allFDs`) are borrowed, for the call they are passed to.
+/// (`fds(set:slot:)`, `inventory`) are borrowed, for the call they are passed to.
 final class ListenerTable {
     private(set) var listeners: [ListenAddress: [Listener]] = [:]
     private(set) var sets: [Int: [ListenAddress]] = [:]
@@ -73,7 +100,13 @@ final class ListenerTable {
     /// Listener fds of `slot` for each address of `set`, in the set's order; borrowed: valid until
     /// the table next trims, releases, closes or stops.
     func fds(set: Int, slot: Int) -> [Int32] {
-        addresses(of: set).map { listeners[$0]![slot].fd }
+        addresses(of: set).map { listeners[$0]![$0.isUnix ? 0 : slot].fd }
+    }
+
+    /// How many listeners `address` needs for `slots` worker slots: one each for TCP, one shared
+    /// by all of them for a Unix socket.
+    static func listenerCount(_ address: ListenAddress, slots: Int) -> Int {
+        address.isUnix ? min(slots, 1) : slots
     }
 
     /// Opens what `set` lacks for slots 0..<count, all or nothing: if one listener cannot be opened,
@@ -86,7 +119,10 @@ final class ListenerTable {
     /// `0.0.0.0:P`): our own listeners would answer it. From the probe until the address's first
     /// listener listens, the port's lock (`Socket.lockPort`) is held, so that two daemons starting
     /// at once cannot both pass the probe: the second waits, then sees the first one's listener.
-    func ensure(set: Int, count: Int) throws(MasterFailure) {
+    /// A Unix socket is probed by `Socket.unixListener` itself (a server answering on the path
+    /// refuses; a stale file is replaced); one already held gets the mode and group `unixFiles`
+    /// now gives it (a reload that changes them).
+    func ensure(set: Int, count slots: Int) throws(MasterFailure) {
         let saved = (listeners: listeners, closing: closing)
         // The port lock of the address being opened, if it needed one: closed at the next address
         // (whose first listener then listens) or when this returns.
@@ -95,8 +131,20 @@ final class ListenerTable {
             for address in addresses(of: set) {
                 _ = lock.take()
                 var list = listeners[address] ?? []
-                if list.count < count && list.isEmpty && !closing.contains(where: { $0.listener.address == address }) {
-                    lock = Self.lockPort(address.port)
+                let count = Self.listenerCount(address, slots: slots)
+                let file = try unixFile(address)
+                // (One adopted from the last master: what it was given is not known, so given again.)
+                if let path = address.unixPath, let held = list.first, held.fileSettings.map({ $0 != file }) ?? true {
+                    do {
+                        try Sys.chmod(path, file.mode)
+                        if let group = file.group { try FileIO.changeGroup(path, to: group) }
+                    } catch {
+                        throw MasterFailure("cannot give \(address) mode \(String(file.mode, radix: 8)) and group \(file.group.map(String.init) ?? "(unchanged)"): \(error.reason)")
+                    }
+                    held.fileSettings = file
+                }
+                if !address.isUnix, let port = address.port, list.count < count && list.isEmpty && !closing.contains(where: { $0.listener.address == address }) {
+                    lock = Self.lockPort(port)
                     try refuseIfTaken(address)
                 }
                 while list.count < count {
@@ -108,7 +156,7 @@ final class ListenerTable {
                         continue
                     }
                     do {
-                        let listener = try Listener(opening: address, deferAccept: deferAccept)
+                        let listener = try Listener(opening: address, deferAccept: deferAccept, file: file)
                         listener.keep(in: fdStore, name: Self.storeName(address, slot: list.count))
                         list.append(listener)
                     } catch {
@@ -122,7 +170,25 @@ final class ListenerTable {
             (listeners, closing) = saved
             throw error
         }
-        keep[set] = max(keep[set] ?? 0, count)
+        keep[set] = max(keep[set] ?? 0, slots)
+    }
+
+    /// The mode and group of the Unix-socket listeners, by address (the config's `unixSocketFiles`;
+    /// a reload's are merged in when it is read). One not listed gets `UnixSocketFile()`'s.
+    var unixFiles: [ListenAddress: UnixSocketFile] = [:]
+
+    /// `unixFiles[address]` with its group looked up (getgrnam_r for a name).
+    func unixFile(_ address: ListenAddress) throws(MasterFailure) -> (mode: FileMode, group: GroupID?) {
+        let file = unixFiles[address] ?? UnixSocketFile()
+        switch file.group {
+        case nil: return (FileMode(file.mode), nil)
+        case .id(let gid)?: return (FileMode(file.mode), GroupID(gid))
+        case .name(let name)?:
+            guard let gid = Identity.group(named: name) else {
+                throw MasterFailure("cannot listen on \(address): no group named \"\(name)\" in the group database")
+            }
+            return (FileMode(file.mode), gid)
+        }
     }
 
     /// How long `lockPort` waits for another daemon to finish opening the port. A daemon holds the
@@ -142,10 +208,10 @@ final class ListenerTable {
     }
 
     /// Listeners `ensure(set:count:)` would open (those set aside to close are taken back instead).
-    func missing(set: Int, count: Int) -> Int {
+    func missing(set: Int, count slots: Int) -> Int {
         addresses(of: set).reduce(0) { total, address in
             let have = (listeners[address]?.count ?? 0) + closing.count { $0.listener.address == address }
-            return total + max(0, count - have)
+            return total + max(0, Self.listenerCount(address, slots: slots) - have)
         }
     }
 
@@ -153,11 +219,12 @@ final class ListenerTable {
         let held = listeners.keys.map { $0 } + closing.map(\.listener.address)
         if held.contains(where: { Self.overlap($0, address) }) { return }
         let taken: Bool
-        do { taken = try Socket.addressInUse(host: address.host, port: address.port) } catch {
+        guard case .inet(let host, let port) = address else { return }
+        do { taken = try Socket.addressInUse(host: host, port: port) } catch {
             throw MasterFailure("cannot listen on \(address): \(error.reason)")
         }
         if taken {
-            throw MasterFailure("cannot listen on \(address): address already in use (another process, perhaps another clusterd, listens on port \(address.port))")
+            throw MasterFailure("cannot listen on \(address): address already in use (another process, perhaps another clusterd, listens on port \(port))")
         }
     }
 
@@ -189,14 +256,18 @@ final class ListenerTable {
     private func closeUnneeded(now: Int64) -> DescriptorList {
         var orphans = DescriptorList()
         for (address, var list) in listeners {
-            let needed = sets.filter { $0.value.contains(address) }.map { keep[$0.key] ?? 0 }.max() ?? 0
+            let slots = sets.filter { $0.value.contains(address) }.map { keep[$0.key] ?? 0 }.max() ?? 0
+            let needed = Self.listenerCount(address, slots: slots)
             while list.count > needed {
                 let listener = list.removeLast()
+                // No new client reaches a Unix socket whose file is gone; the workers of an old
+                // generation still hold it, and may accept what is queued first.
+                listener.removeSocketFile()
                 // A connection that completed its handshake on this listener after its worker left
                 // must not be reset by the close: take it, and let the master pass it on.
                 orphans.append(contentsOf: Self.acceptAll(listener.fd))
-                // Without deferAccept, dropping it here closes it.
-                if deferAccept { closing.append((listener, now + Self.deferredCloseMilliseconds)) }
+                // Without deferAccept (a TCP option), dropping it here closes it.
+                if deferAccept && !address.isUnix { closing.append((listener, now + Self.deferredCloseMilliseconds)) }
             }
             listeners[address] = list.isEmpty ? nil : list
         }
@@ -225,14 +296,30 @@ final class ListenerTable {
     var deferAccept = false
 
     func steer(set: Int, active: Int, skipping: [Int]) throws(SystemError) {
-        for address in addresses(of: set) {
+        for address in addresses(of: set) where !address.isUnix {
             guard let first = listeners[address]?.first else { continue }
             try Socket.steerReusePortGroup(first.fd, active: active, skipping: skipping, byCPU: steerByCPU)
         }
     }
 
-    /// Every listener, in use or set aside; borrowed, like `fds(set:slot:)`.
-    var allFDs: [Int32] { (listeners.values.flatMap { $0 } + closing.map(\.listener)).map(\.fd) }
+    /// Every listener, in use or set aside.
+    private var allListeners: [Listener] { listeners.values.flatMap { $0 } + closing.map(\.listener) }
+
+    /// The first step of a stop: new connection attempts fail, while what is queued or completing
+    /// its handshake can still be accepted. TCP listeners drop SYNs (`Socket.dropNewConnections`);
+    /// a Unix socket's file is unlinked (a client then gets ENOENT, as from a server that is gone).
+    /// Returns the failures, by listener.
+    func refuseNewConnections() -> [(address: ListenAddress, error: SystemError)] {
+        var failures: [(address: ListenAddress, error: SystemError)] = []
+        for listener in allListeners {
+            if listener.address.isUnix {
+                listener.removeSocketFile()
+                continue
+            }
+            do { try Socket.dropNewConnections(listener.fd) } catch { failures.append((listener.address, error)) }
+        }
+        return failures
+    }
 
     /// A stop: for each listener, takes what is queued (`takingQueued`), then shuts it down and
     /// closes it. shutdown(SHUT_RD) takes a listening socket out of LISTEN for every process that
@@ -243,9 +330,12 @@ final class ListenerTable {
     /// Returns the connections taken.
     func shutDownAll(takingQueued: Bool) -> DescriptorList {
         var taken = DescriptorList()
-        for fd in allFDs {
-            if takingQueued { taken.append(contentsOf: Self.acceptAll(fd)) }
-            Sys.shutdownListener(fd)
+        for listener in allListeners {
+            // A Unix socket: its file goes first (no new client can reach it); it is not shut
+            // down, which would leave it readable for ever in the workers' epoll sets.
+            listener.removeSocketFile()
+            if takingQueued { taken.append(contentsOf: Self.acceptAll(listener.fd)) }
+            if !listener.address.isUnix { Sys.shutdownListener(listener.fd) }
         }
         closeAll()
         return taken
@@ -254,7 +344,8 @@ final class ListenerTable {
     /// Takes the connections queued on `slot`'s listeners of `set` (for a live worker).
     func takeQueued(set: Int, slot: Int) -> DescriptorList {
         var taken = DescriptorList()
-        for address in addresses(of: set) {
+        // A Unix socket's queue is every worker's: the live ones take it.
+        for address in addresses(of: set) where !address.isUnix {
             guard let list = listeners[address], slot < list.count else { continue }
             taken.append(contentsOf: Self.acceptAll(list[slot].fd))
         }
@@ -276,10 +367,27 @@ final class ListenerTable {
     /// Where new listeners are stored (`Listener.keep(in:name:)`); no store until the master finds one.
     var fdStore = FDStore(capacity: 0)
 
-    /// The name a listener is stored under: its slot and address (systemd refuses ':' in a name).
+    /// The name a listener is stored under: its slot and address. The store takes printable ASCII
+    /// but ':' (systemd's separator in $LISTEN_FDNAMES) and space (`FDStore.isValidName`), at most
+    /// 255 bytes: ':' becomes '_', and any other byte refused (a Unix socket path may have spaces
+    /// and UTF-8), and '%', become `%XX`. A name
+    /// that would still be too long (a long path of non-ASCII names) is the path's FNV-1a hash.
     static func storeName(_ address: ListenAddress, slot: Int) -> String {
-        "listen.\(slot).\(address.description.map { $0 == ":" ? "_" : $0 }.map(String.init).joined())"
+        var name = "listen.\(slot)."
+        for byte in address.description.utf8 {
+            switch byte {
+            case UInt8(ascii: ":"): name += "_"
+            case UInt8(ascii: "%"), ...0x20, 0x7F...: name += "%" + (byte < 0x10 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+            default: name.unicodeScalars.append(Unicode.Scalar(byte))
+            }
+        }
+        guard name.utf8.count > maxStoreNameBytes else { return name }
+        let hash = address.description.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        return "listen.\(slot).unix_fnv1a-\(String(hash, radix: 16))"
     }
+
+    /// The longest name systemd's fd store takes (FDNAME_MAX).
+    static let maxStoreNameBytes = 255
 
     /// `storeName`'s inverse among the addresses a config listens on: the address and slot, or nil.
     static func parseStoreName(_ name: String, among addresses: [ListenAddress]) -> (address: ListenAddress, slot: Int)? {
@@ -293,12 +401,16 @@ final class ListenerTable {
     /// is index i of the kernel's reuseport group, as when this table opened them. Those that do
     /// not continue the run from 0 (a gap: one was lost) are closed, after what is queued on them
     /// is moved to `queued` (for a live worker); their names are returned.
+    /// A Unix socket is adopted only while its file is still there (a stop of the unit removes
+    /// its RuntimeDirectory=, and someone may have deleted it): without it no client could reach
+    /// it, and the table opens a new one instead.
     func adopt(_ stored: [(slot: Int, fd: Int32, name: String)], address: ListenAddress, queued: inout DescriptorList) -> [String] {
         var list = listeners[address] ?? []
         var rest: [String] = []
         for entry in stored.sorted(by: { $0.slot < $1.slot }) {
             let descriptor = Descriptor(taking: entry.fd)
-            if entry.slot == list.count {
+            if entry.slot == list.count && (address.unixPath.map { Self.isReachableUnixListener(descriptor.rawValue, path: $0) } ?? true)
+                && entry.slot < Self.listenerCount(address, slots: .max) {
                 list.append(Listener(adopting: descriptor, address: address, store: fdStore, name: entry.name))
             } else {
                 queued.append(contentsOf: Self.acceptAll(descriptor.rawValue))
@@ -307,6 +419,17 @@ final class ListenerTable {
         }
         listeners[address] = list.isEmpty ? nil : list
         return rest
+    }
+
+    /// Whether `fd` is a Unix socket bound to `path` and a socket file is at `path` now.
+    static func isReachableUnixListener(_ fd: Int32, path: String) -> Bool {
+        Socket.unixPath(fd) == path && (try? FileIO.fileType(atPath: path)) == .socket
+    }
+
+    /// A stored or handed-over listener no config address claims: if it is a Unix socket whose
+    /// file is still there, the file goes (the config dropped it). The caller closes `fd`.
+    static func removeFileOfForgotten(_ fd: Int32) {
+        if let path = Socket.unixPath(fd), isReachableUnixListener(fd, path: path) { try? Sys.unlink(path) }
     }
 
     /// Every listener in use with its store name, for a re-exec (`clusterctl upgrade`); borrowed.

@@ -71,10 +71,8 @@ extension Master {
         case .abandonConfigRead:
             abandonConfigRead()
         case .refuseNewConnections:
-            for fd in listenerTable.allFDs {
-                do { try Socket.dropNewConnections(fd) } catch {
-                    logger.error("refusing new connections: \(error)")
-                }
+            for failure in listenerTable.refuseNewConnections() {
+                logger.error("refusing new connections on \(failure.address): \(failure.error)")
             }
         case .closeListeners(let relayTo):
             closeListeners(relayingQueuedTo: relayTo)

@@ -77,6 +77,7 @@ extension Master {
         for entry in unknown {
             // A listener the config no longer has: what is queued on it still gets served.
             let listener = Descriptor(taking: entry.fd)
+            ListenerTable.removeFileOfForgotten(listener.rawValue)
             queued.append(contentsOf: ListenerTable.acceptAll(listener.rawValue))
             closed.append(entry.name)
         }

@@ -213,6 +213,7 @@ extension Master {
             if let (address, slot) = ListenerTable.parseStoreName(entry.name, among: config.listen) {
                 stored[address, default: []].append((slot, entry.fd, entry.name))
             } else {
+                ListenerTable.removeFileOfForgotten(entry.fd)
                 _ = Descriptor(taking: entry.fd)  // closed: the config has no such address
             }
         }

@@ -141,6 +141,7 @@ public final class Master {
         listenerTable = ListenerTable()
         listenerTable.steerByCPU = config.reusePortSteering == .cpu
         listenerTable.deferAccept = config.deferAccept
+        listenerTable.unixFiles = config.unixSocketFiles
         var settings = MasterCore.Settings()
         settings.maxWorkers = config.maxWorkers
         settings.stopAcceptGrace = config.deferAccept ? ListenerTable.deferredCloseMilliseconds : 500
@@ -374,6 +375,8 @@ public final class Master {
         case (.failure(let error), _):
             configReadFailed("cannot read: \(error.reason)")
         case (.success(let bytes), .loaded(let newConfig)?):
+            // A listener that the reload keeps or opens takes its file's mode and group from here.
+            listenerTable.unixFiles.merge(newConfig.unixSocketFiles) { $1 }
             let set = listenerTable.set(for: newConfig.listen)
             perform(core.configLoaded(newConfig, bytes: bytes, listenerSet: set, cpus: Sys.usableCPUCount))
         case (.success, .failed(let message)?):

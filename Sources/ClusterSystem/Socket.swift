@@ -5,10 +5,13 @@ import CClusterShims
 
 /// TCP and Unix socket set-up. Every descriptor is created CLOEXEC and NONBLOCK.
 public enum Socket {
+    /// The accept queue a listener asks for (listen(2); the kernel caps it at net.core.somaxconn).
+    public static let listenBacklog: Int32 = 4096
+
     /// A TCP listener bound to `host:port` with SO_REUSEADDR and SO_REUSEPORT (so that every worker
     /// slot gets its own listener in the port's reuseport group). `host` is a numeric IPv4 or IPv6
     /// address; IPv6 listeners are IPV6_V6ONLY so `0.0.0.0` and `[::]` can share a port.
-    public static func tcpListener(host: String, port: UInt16, backlog: Int32 = 4096, reusePort: Bool = true, deferAccept: Bool = false) throws(SystemError) -> Int32 {
+    public static func tcpListener(host: String, port: UInt16, backlog: Int32 = listenBacklog, reusePort: Bool = true, deferAccept: Bool = false) throws(SystemError) -> Int32 {
         let fd = try boundTCPSocket(host: host, port: port, reusePort: reusePort)
         do throws(SystemError) {
             if deferAccept {
@@ -252,17 +255,21 @@ public enum Socket {
         }
     }
 
-    /// A Unix stream listener at `path` with file mode `mode` (the socket file is replaced if stale).
-    public static func unixListener(path: String, mode: mode_t) throws(SystemError) -> Int32 {
+    /// A Unix stream listener at `path` with file mode `mode` (and group `group`, when given): the
+    /// socket file is replaced if stale (nothing accepts on it: left by a crash), refused with
+    /// EADDRINUSE if a live server answers on it. The mode is set by the umask around bind(2) (a
+    /// Unix socket's file cannot be fchmod'ed) and again by chmod(2), the group by chown(2), both
+    /// before listen(2): no client connects while the file is still more open than asked.
+    public static func unixListener(path: String, mode: mode_t, group: gid_t? = nil, backlog: Int32 = 128) throws(SystemError) -> Int32 {
         let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
         do throws(SystemError) {
             if let problem = unixSocketPathProblem(path) {
-                throw SystemError(call: "bind(\(path)): \(problem)", errno: EEXIST)
+                throw SystemError(call: "bind(\(path))", errno: EEXIST, detail: problem)
             }
             if Glibc.access(path, F_OK) == 0 {
-                // A live daemon answers on it; a stale file from a crash does not.
-                if (try? unixConnect(path: path)).map({ Sys.close($0); return true }) == true {
-                    throw SystemError(call: "bind(\(path)): another daemon is listening", errno: EADDRINUSE)
+                // A live server answers on it; a stale file from a crash does not.
+                if try unixSocketAnswers(path: path) {
+                    throw SystemError(call: "bind(\(path))", errno: EADDRINUSE, detail: "address already in use: another server is listening there (a connection to it is accepted)")
                 }
                 try Sys.unlink(path)
             }
@@ -271,12 +278,36 @@ public enum Socket {
             _ = try withUnixAddress(Array(path.utf8)) { (sa, len) throws(SystemError) -> Int32 in
                 try syscall(named: "bind(\(path))") { Glibc.bind(fd, sa, len) }
             }
-            try Sys.chmod(path, mode)
-            try Sys.listen(fd, backlog: 128)
+            do throws(SystemError) {
+                try Sys.chmod(path, mode)
+                if let group { try FileIO.changeGroup(path, to: group) }
+                try Sys.listen(fd, backlog: backlog)
+            } catch {
+                try? Sys.unlink(path)  // ours, just made: not left behind refusing connections
+                throw error
+            }
             return fd
         } catch {
             Sys.close(fd)
             throw error
+        }
+    }
+
+    /// Whether a server accepts connections on the Unix socket at `path`: a non-blocking connect(2)
+    /// succeeds, or finds its queue full (EAGAIN). A socket nobody listens on refuses
+    /// (ECONNREFUSED): false. Anything else (no permission, no such file) is thrown.
+    public static func unixSocketAnswers(path: String) throws(SystemError) -> Bool {
+        let fd = try Sys.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        defer { Sys.close(fd) }
+        do throws(SystemError) {
+            _ = try withUnixAddress(Array(path.utf8)) { (sa, len) throws(SystemError) -> Int32 in
+                try syscall(named: "connect(\(path))") { Glibc.connect(fd, sa, len) }
+            }
+            return true
+        } catch where error.errno == EAGAIN {
+            return true
+        } catch where error.errno == ECONNREFUSED {
+            return false
         }
     }
 

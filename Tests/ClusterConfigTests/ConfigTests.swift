@@ -59,7 +59,7 @@ import Testing
         (#"{"listen":["0.0.0.0:80"],"workers":2.5}"#, "clusterd.json: workers: must be a whole number or \"auto\", got 2.5"),
         (#"{"workers":2}"#, "clusterd.json: listen: is required: the addresses to serve on, e.g. [\"0.0.0.0:8080\"]"),
         (#"{"listen":[]}"#, "clusterd.json: listen: must name at least one address"),
-        (#"{"listen":["localhost:80"]}"#, "clusterd.json: listen[0]: \"localhost:80\": 'localhost' is not a numeric IPv4 address (write IPv6 as [::]:PORT)"),
+        (#"{"listen":["localhost:80"]}"#, "clusterd.json: listen[0]: \"localhost:80\": 'localhost' is not a numeric IPv4 address (write IPv6 as [::]:PORT, a Unix socket as unix:/PATH)"),
         (#"{"listen":["0.0.0.0:99999"]}"#, "clusterd.json: listen[0]: \"0.0.0.0:99999\": the port must be 1...65535, got 99999"),
         (#"{"listen":["0.0.0.0:80","0.0.0.0:80"]}"#, "clusterd.json: listen[1]: \"0.0.0.0:80\" is the same address as listen[0] (0.0.0.0:80)"),
         (#"{"listen":"0.0.0.0:80"}"#, "clusterd.json: listen: must be an array, got a string"),
@@ -104,7 +104,7 @@ import Testing
         (#"{"listen":["[1:2:3:4:5:6:7:8:9]:8080"]}"#, "clusterd.json: listen[0]: \"[1:2:3:4:5:6:7:8:9]:8080\": '1:2:3:4:5:6:7:8:9' is not a numeric IPv6 address"),
         (#"{"listen":["[fe80::1%eth0]:8080"]}"#, "clusterd.json: listen[0]: \"[fe80::1%eth0]:8080\": a zone ('%eth0') is not supported: listen on the address itself"),
         (#"{"listen":["[::ffff:127.0.0.1]:8080"]}"#, "clusterd.json: listen[0]: \"[::ffff:127.0.0.1]:8080\": '::ffff:127.0.0.1' is an IPv4-mapped address: write it as 127.0.0.1:PORT"),
-        (#"{"listen":["127.0.0.01:8080"]}"#, "clusterd.json: listen[0]: \"127.0.0.01:8080\": '127.0.0.01' is not a numeric IPv4 address (write IPv6 as [::]:PORT)"),
+        (#"{"listen":["127.0.0.01:8080"]}"#, "clusterd.json: listen[0]: \"127.0.0.01:8080\": '127.0.0.01' is not a numeric IPv4 address (write IPv6 as [::]:PORT, a Unix socket as unix:/PATH)"),
         (#"{"listen":["0.0.0.0:8080","127.0.0.1:8080"]}"#, "clusterd.json: listen[1]: \"127.0.0.1:8080\" overlaps listen[0] (0.0.0.0:8080): 0.0.0.0:8080 already takes every IPv4 address on port 8080; list one or the other"),
         (#"{"listen":["127.0.0.1:8080","0.0.0.0:8080"]}"#, "clusterd.json: listen[1]: \"0.0.0.0:8080\" overlaps listen[0] (127.0.0.1:8080): 0.0.0.0:8080 already takes every IPv4 address on port 8080; list one or the other"),
         (#"{"listen":["[::]:8080","[::1]:8080"]}"#, "clusterd.json: listen[1]: \"[::1]:8080\" overlaps listen[0] ([::]:8080): [::]:8080 already takes every IPv6 address on port 8080; list one or the other"),
@@ -190,6 +190,63 @@ import Testing
         for (text, expected) in bad {
             #expect(throws: ConfigError.self, "\(text)") { try ClusterConfiguration.decode(text, file: "f.json") }
             do { _ = try ClusterConfiguration.decode(text, file: "f.json") } catch {
+                #expect("\(error)".contains(expected), "\(text): \(error)")
+            }
+        }
+    }
+
+    @Test func unixSocketListeners() throws {
+        let c = try ClusterConfiguration.decode(#"""
+            {"listen": ["unix:/run/clusterd/a.sock", "127.0.0.1:9000",
+                        {"address": "unix:/run/clusterd/b.sock", "mode": "0660", "group": "www-data", "proxyProtocol": true},
+                        {"address": "unix:/run/clusterd/c.sock", "mode": "600", "group": 33}]}
+            """#, file: "f.json")
+        let a = ListenAddress.unix(path: "/run/clusterd/a.sock"), b = ListenAddress.unix(path: "/run/clusterd/b.sock")
+        let c3 = ListenAddress.unix(path: "/run/clusterd/c.sock")
+        #expect(c.listen == [a, ListenAddress(host: "127.0.0.1", port: 9000), b, c3])
+        #expect(c.listen.map(\.description) == ["unix:/run/clusterd/a.sock", "127.0.0.1:9000", "unix:/run/clusterd/b.sock", "unix:/run/clusterd/c.sock"])
+        // nginx's default for `listen unix:`: 0666; the group stays the master's unless given.
+        #expect(c.unixSocketFiles[a] == UnixSocketFile(mode: 0o666, group: nil))
+        #expect(c.unixSocketFiles[b] == UnixSocketFile(mode: 0o660, group: .name("www-data")))
+        #expect(c.unixSocketFiles[c3] == UnixSocketFile(mode: 0o600, group: .id(33)))
+        #expect(c.unixSocketFiles.count == 3, "none for a TCP listener")
+        // A PROXY header on a Unix socket is believed from whoever may connect (the file's mode and
+        // group decide): no trustedProxies needed.
+        #expect(c.proxyProtocol == [b] && c.trustedProxies.isEmpty)
+        #expect(a.host == nil && a.port == nil && a.ip == nil && a.unixPath == "/run/clusterd/a.sock" && !a.isIPv6)
+        #expect(!a.overlaps(ListenAddress(host: "0.0.0.0", port: 80)) && !ListenAddress(host: "0.0.0.0", port: 80).overlaps(a))
+
+        let long = "/" + String(repeating: "x", count: 106)
+        #expect(try ClusterConfiguration.decode(#"{"listen": ["unix:\#(long)"]}"#, file: "f").listen == [.unix(path: long)])
+        let bad: [(String, String)] = [
+            (#"{"listen": ["unix:run/x.sock"]}"#, "listen[0]: \"unix:run/x.sock\": a Unix socket path must be absolute"),
+            (#"{"listen": ["unix:"]}"#, "must be absolute"),
+            (#"{"listen": ["unix:\#(long)x"]}"#, "at most 107 bytes (sun_path), this one has 108"),
+            (#"{"listen": ["unix:/run//x.sock"]}"#, "write the path plainly"),
+            (#"{"listen": ["unix:/run/./x.sock"]}"#, "write the path plainly"),
+            (#"{"listen": ["unix:/run/../x.sock"]}"#, "write the path plainly"),
+            (#"{"listen": ["unix:/run/x/"]}"#, "write the path plainly"),
+            (#"{"listen": ["unix:/run/x\u0000y"]}"#, "control characters"),
+            (#"{"listen": ["unix:/run/x.sock", {"address": "unix:/run/x.sock", "mode": "0600"}]}"#,
+             "listen[1].address: \"unix:/run/x.sock\" is the same address as listen[0] (unix:/run/x.sock)"),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "mode": 660}]}"#, "listen[0].mode: must be a string of octal digits like \"0660\""),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "mode": "0680"}]}"#, "listen[0].mode: must be permission bits in octal"),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "mode": "4755"}]}"#, "listen[0].mode: must be permission bits in octal"),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "mode": ""}]}"#, "listen[0].mode"),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "mode": "00660"}]}"#, "listen[0].mode"),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "group": "a:b"}]}"#, "listen[0].group: must be a user or group name"),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "group": -1}]}"#, "listen[0].group"),
+            (#"{"listen": [{"address": "127.0.0.1:1", "mode": "0660"}]}"#, "listen[0].mode: applies to a Unix socket (\"unix:/PATH\") only"),
+            (#"{"listen": [{"address": "127.0.0.1:1", "group": "www-data"}]}"#, "listen[0].group: applies to a Unix socket"),
+            (#"{"listen": [{"address": "unix:/run/x.sock", "owner": "root"}]}"#, "listen[0].owner: unknown key"),
+            (#"{"listen": ["unix:/run/clusterd/control.sock"]}"#, "listen[0]: \"unix:/run/clusterd/control.sock\" is the control socket's path"),
+            (#"{"listen": ["/run/x.sock"]}"#, "or unix:/PATH"),
+        ]
+        for (text, expected) in bad {
+            do {
+                _ = try ClusterConfiguration.decode(text, file: "f.json")
+                Issue.record("\(text) was accepted")
+            } catch {
                 #expect("\(error)".contains(expected), "\(text): \(error)")
             }
         }

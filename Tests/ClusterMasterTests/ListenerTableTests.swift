@@ -19,9 +19,10 @@ import Testing
     @Test func aFailedEnsureClosesWhatItOpened() throws {
         let table = ListenerTable()
         defer { table.closeAll() }
-        let a = ListenAddress(host: "127.0.0.1", port: try freePort())
+        let port = try freePort()
+        let a = ListenAddress(host: "127.0.0.1", port: port)
         // TEST-NET-1 is on no interface: bind fails with EADDRNOTAVAIL after a's listeners opened.
-        let unbindable = ListenAddress(host: "192.0.2.1", port: a.port)
+        let unbindable = ListenAddress(host: "192.0.2.1", port: port)
         let held = table.set(for: [a])
         try table.ensure(set: held, count: 1)
         let wider = table.set(for: [a, unbindable])
@@ -42,14 +43,15 @@ import Testing
         defer { table.closeAll() }
         let foreign = try Socket.tcpListener(host: "127.0.0.1", port: 0)  // reuseport, like another clusterd
         defer { Sys.close(foreign) }
-        let address = ListenAddress(host: "127.0.0.1", port: try Socket.localPort(foreign))
+        let port = try Socket.localPort(foreign)
+        let address = ListenAddress(host: "127.0.0.1", port: port)
         let set = table.set(for: [address])
         do {
             try table.ensure(set: set, count: 2)
             Issue.record("must refuse")
         } catch {
             #expect(error.message.contains("cannot listen on \(address): address already in use"))
-            #expect(error.message.contains("port \(address.port)"))
+            #expect(error.message.contains("port \(port)"))
         }
         #expect(table.totalOpen == 0)
     }
@@ -125,7 +127,7 @@ import Testing
             #expect(!Self.isOpen(fd2, id2) && Self.isOpen(fd1, id1))
         }
         table.closeAll()
-        #expect(!Self.isOpen(fd1, id1) && table.allFDs.isEmpty)
+        #expect(!Self.isOpen(fd1, id1) && table.totalOpen == 0)
     }
 
     @Test func overlapIsPerFamilyAndPortWithWildcards() {
@@ -135,6 +137,146 @@ import Testing
         #expect(!ListenerTable.overlap(v4, ListenAddress(host: "127.0.0.2", port: 80)))
         #expect(!ListenerTable.overlap(v4, ListenAddress(host: "::", port: 80)), "IPv6 listeners are V6ONLY")
         #expect(ListenerTable.overlap(ListenAddress(host: "::1", port: 80), ListenAddress(host: "::", port: 80)))
+    }
+}
+
+/// A Unix-socket listener: one socket that every slot shares, its file made with the configured
+/// mode and group, replaced when stale, refused when a server answers on it, and removed with the
+/// listener, except when the listener is kept in systemd's store for the next master.
+@Suite struct UnixSocketListeners {
+    /// A fresh directory for socket files, removed by the caller (`removeDirectory`).
+    static func directory() throws -> String {
+        var template = Array("/tmp/clusterd-unix-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        try #require(made != nil)
+        return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func removeDirectory(_ path: String) {
+        if let dir = opendir(path) {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { unlink(path + "/" + name) }
+            }
+            closedir(dir)
+        }
+        rmdir(path)
+    }
+
+    @Test func oneSharedListenerWithTheFilesModeRemovedWhenDropped() throws {
+        let dir = try Self.directory()
+        defer { Self.removeDirectory(dir) }
+        let address = ListenAddress.unix(path: dir + "/http.sock")
+        let table = ListenerTable()
+        defer { table.closeAll() }
+        table.unixFiles = [address: UnixSocketFile(mode: 0o660, group: .id(Int(getgid())))]
+        let set = table.set(for: [address])
+        #expect(table.missing(set: set, count: 4) == 1)
+        try table.ensure(set: set, count: 4)
+        #expect(table.totalOpen == 1)
+        let fds = (0..<4).map { table.fds(set: set, slot: $0)[0] }
+        #expect(Set(fds).count == 1, "every slot gets the same listener")
+        let owner = try FileIO.ownership(atPath: dir + "/http.sock")
+        #expect(owner.mode == 0o660 && owner.gid == getgid())
+        // A client connects; the listener is Unix, so no SYN filter: the file's removal refuses.
+        let client = try Socket.unixConnect(path: dir + "/http.sock")
+        defer { Sys.close(client) }
+        #expect(table.refuseNewConnections().isEmpty)
+        #expect(!FileIO.exists(dir + "/http.sock"))
+        #expect(throws: SystemError.self) { Sys.close(try Socket.unixConnect(path: dir + "/http.sock")) }
+        // What was queued is still there to take.
+        #expect(table.takeQueued(set: set, slot: 0).count == 0, "a shared queue is the live workers' to take")
+        var taken = table.shutDownAll(takingQueued: true)
+        #expect(taken.count == 1)
+        while taken.next() != nil {}
+        #expect(table.totalOpen == 0)
+    }
+
+    @Test func aReloadChangesTheModeAndTrimmingRemovesTheFile() throws {
+        let dir = try Self.directory()
+        defer { Self.removeDirectory(dir) }
+        let address = ListenAddress.unix(path: dir + "/a.sock")
+        let table = ListenerTable()
+        defer { table.closeAll() }
+        let set = table.set(for: [address])
+        try table.ensure(set: set, count: 2)
+        #expect(try FileIO.ownership(atPath: dir + "/a.sock").mode == 0o666, "nginx's default")
+        table.unixFiles[address] = UnixSocketFile(mode: 0o600)
+        try table.ensure(set: set, count: 3)
+        #expect(try FileIO.ownership(atPath: dir + "/a.sock").mode == 0o600)
+        #expect(table.totalOpen == 1)
+        #expect(table.trim(set: set, keep: 1, now: 0).count == 0)
+        #expect(FileIO.exists(dir + "/a.sock"), "still needed by slot 0")
+        #expect(table.release(set: set, now: 0).count == 0)
+        #expect(!FileIO.exists(dir + "/a.sock"))
+    }
+
+    @Test func aStaleFileIsReplacedALiveServerRefusedOtherFilesKept() throws {
+        let dir = try Self.directory()
+        defer { Self.removeDirectory(dir) }
+        let path = dir + "/s.sock"
+        // Stale: bound, then closed without unlinking (a crash).
+        Sys.close(try Socket.unixListener(path: path, mode: 0o600))
+        #expect(FileIO.exists(path))
+        let table = ListenerTable()
+        defer { table.closeAll() }
+        try table.ensure(set: table.set(for: [.unix(path: path)]), count: 1)
+        #expect(table.totalOpen == 1)
+        table.closeAll(keepingStored: true)
+        #expect(FileIO.exists(path), "a restart keeps the file for the next master")
+        // Live: another server accepts there.
+        let other = ListenerTable()
+        defer { other.closeAll() }
+        try other.ensure(set: other.set(for: [.unix(path: path)]), count: 1)
+        let second = ListenerTable()
+        do {
+            try second.ensure(set: second.set(for: [.unix(path: path)]), count: 1)
+            Issue.record("must refuse")
+        } catch {
+            #expect(error.message.contains("cannot listen on unix:\(path)"), "\(error)")
+            #expect(error.message.contains("another server is listening there"), "\(error)")
+        }
+        #expect(FileIO.exists(path), "the live server's file stays")
+        // Not a socket: someone's data, never replaced.
+        let regular = dir + "/data"
+        Sys.close(try FileIO.openAppending(regular, nonBlocking: false))
+        do {
+            try second.ensure(set: second.set(for: [.unix(path: regular)]), count: 1)
+            Issue.record("must refuse")
+        } catch {
+            #expect(error.message.contains("is a regular file, not a socket"), "\(error)")
+        }
+        // The listener that went with `other` does not remove a file another server put there.
+        let replaced = ListenerTable()
+        try replaced.ensure(set: replaced.set(for: [.unix(path: dir + "/r.sock")]), count: 1)
+        unlink(dir + "/r.sock")
+        let newcomer = try Socket.unixListener(path: dir + "/r.sock", mode: 0o600)
+        defer { Sys.close(newcomer) }
+        replaced.closeAll()
+        #expect(FileIO.exists(dir + "/r.sock"))
+    }
+
+    @Test func anUnknownGroupIsRefused() throws {
+        let table = ListenerTable()
+        let address = ListenAddress.unix(path: "/tmp/never-made.sock")
+        table.unixFiles = [address: UnixSocketFile(group: .name("no-such-group-here"))]
+        #expect(throws: MasterFailure("cannot listen on unix:/tmp/never-made.sock: no group named \"no-such-group-here\" in the group database")) {
+            try table.ensure(set: table.set(for: [address]), count: 1)
+        }
+    }
+
+    @Test func storeNamesOfUnixSockets() throws {
+        let a = ListenAddress.unix(path: "/run/clusterd/http.sock")
+        #expect(ListenerTable.storeName(a, slot: 0) == "listen.0.unix_/run/clusterd/http.sock")
+        let odd = ListenAddress.unix(path: "/run/a:b%c\u{7f}d/é.sock")
+        #expect(ListenerTable.storeName(odd, slot: 0) == "listen.0.unix_/run/a_b%25c%7Fd/%C3%A9.sock")
+        let long = ListenAddress.unix(path: "/" + String(repeating: "é", count: 53))
+        for address in [a, odd, long] {
+            let name = ListenerTable.storeName(address, slot: 0)
+            #expect(FDStore.isValidName(name), "\(name)")
+            #expect(ListenerTable.parseStoreName(name, among: [ListenAddress(host: "127.0.0.1", port: 1), a, odd, long])?.address == address)
+        }
+        #expect(ListenerTable.storeName(long, slot: 0).hasPrefix("listen.0.unix_fnv1a-"))
     }
 }
 

@@ -249,6 +249,17 @@ def get(port, path="/", host="127.0.0.1", timeout=5.0):
     return (codes[0] if codes else None), body
 
 
+def unix_get(path, request_path="/", timeout=5.0):
+    """One request over the Unix socket at `path` on a new connection; returns (status, body)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % request_path.encode())
+        head, _, body = read_to_eof(s).partition(b"\r\n\r\n")
+    codes = statuses(head)
+    return (codes[0] if codes else None), body
+
+
 @contextlib.contextmanager
 def connections(port, count, host="127.0.0.1"):
     """`count` open client sockets, closed however the block ends."""

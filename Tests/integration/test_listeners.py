@@ -1,13 +1,16 @@
 """Issue 12: listeners and supervision. A second daemon on a held port, a slot in its crash backoff,
 a scale the descriptor limit cannot hold, a config path that would block the master."""
 import contextlib
+import grp
 import os
 import signal
+import socket
+import stat
 import subprocess
 import tempfile
 import time
 
-from conftest import CLUSTERD, Daemon, children, get, sending_connections, status, wait_ready, wait_until
+from conftest import CLUSTERD, Daemon, children, get, sending_connections, status, unix_get, wait_ready, wait_until
 
 
 @contextlib.contextmanager
@@ -207,3 +210,89 @@ def test_config_path_that_is_a_fifo_fails_a_reload_at_once(daemon_factory):
     r = subprocess.run([CLUSTERD, "--check-config", "--config", d.config_path], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0
     assert "not a regular file (a FIFO)" in r.stdout + r.stderr
+
+
+# Issue 15: Unix-socket listeners (behind nginx or a sidecar on the same host).
+
+def another_group():
+    """A group the test may give a file: any but our own when root, our own otherwise."""
+    if os.geteuid() != 0:
+        return os.getgid()
+    return next((g.gr_gid for g in grp.getgrall() if g.gr_gid != os.getgid()), os.getgid())
+
+
+def test_unix_socket_listener_serves_reloads_scales_and_is_removed_at_stop(daemon_factory, tmpdir_short):
+    path = os.path.join(tmpdir_short, "http.sock")
+    gid = another_group()
+    unix = {"address": f"unix:{path}", "mode": "0660", "group": gid}
+    log = os.path.join(tmpdir_short, "access.log")
+    d = daemon_factory({"workers": 2, "accessLog": {"path": log}})
+    tcp = d.config["listen"]
+    d.config["listen"] = tcp + [unix]
+    d.write_config()
+    d.ctl("reload", "--wait", check=True)
+    wait_ready(d, 2)
+    st = os.lstat(path)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == gid
+    assert [unix_get(path) for _ in range(20)] == [(200, b"Hello world!")] * 20
+    s = status(d)
+    assert f"unix:{path}" in s["listen"]
+    assert s["listeners"] == 2 * 2 + 1, "one Unix listener shared by both workers"
+    assert f"unix:{path}" in d.ctl("status").stdout
+    # /metrics allows networks: a Unix peer has no address.
+    assert unix_get(path, "/metrics")[0] == 403
+    wait_until(lambda: os.path.exists(log) and "GET / HTTP/1.1" in open(log).read(), what="access log")
+    assert all(line.startswith("- ") for line in open(log).read().splitlines() if "GET / " in line)
+
+    d.ctl("scale", "3", check=True)
+    wait_ready(d, 3)
+    assert status(d)["listeners"] == 3 * 2 + 1
+    assert [unix_get(path)[0] for _ in range(30)] == [200] * 30
+
+    # A reload that drops it: the file goes; one that brings it back with another mode.
+    d.write_config(dict(d.config, listen=tcp))
+    d.ctl("reload", "--wait", check=True)
+    wait_until(lambda: not os.path.exists(path), what="the dropped socket's file removed")
+    assert get(d.port) == (200, b"Hello world!")
+    d.write_config(dict(d.config, listen=tcp + [dict(unix, mode="0600")]))
+    d.ctl("reload", "--wait", check=True)
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    assert unix_get(path) == (200, b"Hello world!")
+    # A reload that changes only the mode applies it to the file in place.
+    d.write_config(dict(d.config, listen=tcp + [dict(unix, mode="0640")]))
+    d.ctl("reload", "--wait", check=True)
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o640
+    assert unix_get(path) == (200, b"Hello world!")
+    assert "ERROR" not in d.log_text().upper().replace("ERRORS", ""), d.log_text()
+
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=20) == 0
+    assert not os.path.exists(path), "a stop removes the socket file"
+
+
+def test_unix_socket_with_a_live_server_is_refused_a_stale_one_replaced(daemon_factory, tmpdir_short):
+    path = os.path.join(tmpdir_short, "http.sock")
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(path)
+    live.listen(8)
+    d = daemon_factory({"workers": 1}, start=False)
+    d.config["listen"] = d.config["listen"] + [f"unix:{path}"]
+    d.start(wait=False)
+    rc = d.proc.wait(timeout=20)
+    assert rc != 0
+    assert f"cannot listen on unix:{path}: address already in use: another server is listening there" in d.log_text(), d.log_text()
+    assert os.path.exists(path), "the other server's file stays"
+    # The other server is gone but left its file (a crash): replaced.
+    live.close()
+    assert os.path.exists(path)
+    d.start()
+    wait_ready(d, 1)
+    assert unix_get(path) == (200, b"Hello world!")
+    # Anything but a socket is never replaced.
+    regular = os.path.join(tmpdir_short, "data")
+    open(regular, "w").close()
+    with other_daemon({"workers": 1, "listen": [f"unix:{regular}"]}) as b:
+        b.start(wait=False)
+        assert b.proc.wait(timeout=20) != 0
+        assert "is a regular file, not a socket" in b.log_text(), b.log_text()
+    assert os.path.isfile(regular)

@@ -137,3 +137,24 @@ def test_x_forwarded_for_only_from_trusted_peers(daemon_factory, tmpdir_short):
         s.sendall(request)
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
     assert clients_logged(log, 3) == ["198.51.100.9", "2001:db8::5", "::1"]
+
+
+def test_a_unix_socket_listener_takes_proxy_headers_without_trusted_proxies(daemon_factory, tmpdir_short):
+    """Issue 15: nginx on the same host (`proxy_protocol on;` to `unix:`): a Unix socket's peer has no
+    address to trust, and who may connect is the file's mode and group, so its header is believed
+    with no trustedProxies at all."""
+    log = os.path.join(tmpdir_short, "access.log")
+    path = os.path.join(tmpdir_short, "http.sock")
+    d = daemon_factory({"accessLog": {"path": log, "format": "json"}}, start=False)
+    d.config["listen"] = d.config["listen"] + [{"address": f"unix:{path}", "proxyProtocol": True, "mode": "0600"}]
+    d.start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(v1("203.0.113.9"))
+        get_hello(s)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # no header: closed unanswered
+        assert closed_unanswered(s)
+    assert clients_logged(log, 1) == ["203.0.113.9"]
+    wait_until(lambda: status(d)["proxyInvalid"] == 1, what="the headerless connection counted")

@@ -7,12 +7,13 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import time
 
 import pytest
 
-from conftest import BIN, free_port, get, load_chaos, wait_until
+from conftest import BIN, free_port, get, load_chaos, unix_get, wait_until
 from test_upgrade import install_rebuilt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -218,6 +219,31 @@ def test_access_log_in_the_units_logs_directory(ns):
     wait_until(lambda: os.path.exists(log) and '"GET / HTTP/1.1" 200' in open(log).read(), what="the access log line")
     assert ns.systemctl("stop", "clusterd").returncode == 0
 
+
+
+def test_unix_socket_listener_survives_restart_and_goes_at_stop(ns):
+    """Issue 15: a Unix-socket listener in the unit's RuntimeDirectory=: made 0660 despite the
+    unit's UMask=0027, kept (the same file and socket, through the fd store) by `systemctl restart`,
+    and removed by `systemctl stop`."""
+    with open(ns.inner_path("/run/clusterd-test/clusterd.json"), "w") as f:
+        json.dump({"workers": 2, "listen": [f"127.0.0.1:{ns.port}", {"address": "unix:/run/clusterd/http.sock", "mode": "0660"}],
+                   "controlSocket": "/run/clusterd/control.sock", "routes": [{"path": "/", "body": "over unix"}]}, f)
+    r = ns.systemctl("start", "clusterd")
+    assert r.returncode == 0, r.stderr + ns.systemctl("status", "clusterd").stdout
+    path = ns.inner_path("/run/clusterd/http.sock")
+    st = os.lstat(path)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+    assert unix_get(path) == (200, b"over unix")
+    r = ns.systemctl("restart", "clusterd")
+    assert r.returncode == 0, r.stderr
+    assert os.lstat(path).st_ino == st.st_ino, "the same file: the listener was adopted, not made again"
+    wait_until(lambda: ns.show("StatusText")["StatusText"].startswith("2 workers"), what="the new master ready")
+    assert unix_get(path) == (200, b"over unix")
+    status = json.loads(subprocess.run([os.path.join(BIN, "clusterctl"), "--socket", ns.inner_path("/run/clusterd/control.sock"),
+                                        "status", "--json"], capture_output=True, text=True, timeout=30).stdout)
+    assert status["fdStore"]["adoptedListeners"] == 2 + 1, status["fdStore"]
+    assert ns.systemctl("stop", "clusterd").returncode == 0
+    assert not os.path.exists(path)
 
 
 def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):

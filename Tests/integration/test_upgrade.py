@@ -6,13 +6,15 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 
-from conftest import BIN, load_chaos
+from conftest import BIN, free_port, load_chaos, unix_get, wait_for_port, wait_until
 
 def build_id(path):
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-    return out.split("(build ")[1].rstrip(")\n")
+    # "clusterd 0.1.0 (build X)", or an app's "clusterd-example 1.0.0 (clusterd 0.1.0, build X)".
+    return out.split("build ")[1].rstrip(")\n")
 
 
 def install_rebuilt(source, target):
@@ -104,3 +106,42 @@ def test_a_worker_of_another_build_refuses_to_serve():
     r = subprocess.run([binary], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 78, r.stderr
     assert f"version skew: this worker's binary is build {own}, its master runs build {other}" in r.stderr, r.stderr
+
+
+def test_an_upgrade_keeps_a_unix_socket_listener(tmpdir_short):
+    """Issue 15: a Unix-socket listener passes to the new image like a TCP one: the same socket and
+    file (not unlinked by the old image, not made again by the new), still served; a stop removes it."""
+    bindir = os.path.join(tmpdir_short, "bin")
+    os.makedirs(bindir)
+    shutil.copy(os.path.join(BIN, "clusterd"), bindir)
+    binary = os.path.join(bindir, "clusterd")
+    port = free_port()
+    path = os.path.join(tmpdir_short, "http.sock")
+    control = os.path.join(tmpdir_short, "control.sock")
+    config = os.path.join(tmpdir_short, "clusterd.json")
+    with open(config, "w") as f:
+        json.dump({"workers": 2, "listen": [f"127.0.0.1:{port}", f"unix:{path}"], "controlSocket": control,
+                   "drainTimeout": 5, "routes": [{"path": "/", "body": "served"}]}, f)
+    log = open(os.path.join(tmpdir_short, "clusterd.log"), "ab")
+    proc = subprocess.Popen([binary, "--config", config], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ctl = lambda *a: subprocess.run([os.path.join(BIN, "clusterctl"), "--socket", control, *a], capture_output=True, text=True, timeout=60)
+    try:
+        wait_for_port(port, proc=proc)
+        wait_until(lambda: json.loads(ctl("status", "--json").stdout or "{}").get("ready") == 2, what="2 ready workers")
+        inode = os.lstat(path).st_ino
+        assert unix_get(path) == (200, b"served")
+        want = install_rebuilt(binary, binary)
+        r = ctl("upgrade")
+        assert r.returncode == 0, r.stdout + r.stderr
+        status = json.loads(ctl("status", "--json").stdout)
+        assert status["build"] == want and status["listeners"] == 2 + 1
+        assert os.lstat(path).st_ino == inode
+        assert [unix_get(path) for _ in range(20)] == [(200, b"served")] * 20
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert not os.path.exists(path)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
