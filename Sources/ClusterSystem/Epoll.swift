@@ -14,6 +14,8 @@ public struct Epoll: ~Copyable {
     public static let writable = UInt32(EPOLLOUT.rawValue)
     public static let hangup = UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLRDHUP.rawValue)
     public static let error = UInt32(EPOLLERR.rawValue)
+    /// EPOLLEXCLUSIVE: of the epoll sets that wait on one shared socket, only one is woken per event.
+    public static let exclusive = UInt32(1) << 28
 
     public init(capacity: Int = 512) throws(SystemError) {
         fd = try syscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }

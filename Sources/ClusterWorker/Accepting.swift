@@ -8,7 +8,8 @@ extension HTTPWorker {
     func registerListeners() throws(SystemError) {
         guard !acceptingRegistered, !listenersShut else { return }
         for fd in listeners {
-            try kernel.epollAdd(fd, events: Epoll.readable, data: Token.make(Token.listener, 0, fd))
+            let events = sharedListeners.contains(fd) ? Epoll.readable | Epoll.exclusive : Epoll.readable
+            try kernel.epollAdd(fd, events: events, data: Token.make(Token.listener, 0, fd))
         }
         acceptingRegistered = true
     }

@@ -48,6 +48,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// addresses they are bound to (an adopted connection is matched to its listener by its own).
     let proxyListeners: [Int32]
     let proxyListenerAddresses: [SocketEndpoint]
+    /// Listeners every worker shares (Unix sockets: no SO_REUSEPORT), registered EPOLLEXCLUSIVE so
+    /// that a connection wakes one worker, not all.
+    let sharedListeners: [Int32]
     /// Shared with the handler (`/healthz` reads it).
     public let lifecycle: WorkerLifecycle
     let channel: Int32?
@@ -111,6 +114,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         self.listeners = listeners
         proxyListeners = listeners.indices.filter { $0 < settings.proxyProtocol.count && settings.proxyProtocol[$0] }.map { listeners[$0] }
         proxyListenerAddresses = proxyListeners.compactMap { kernel.localEndpoint($0) }
+        sharedListeners = listeners.filter { kernel.localEndpoint($0) == nil }
         self.channel = channel
         masterPID = channel == nil ? nil : Sys.parentPID
         self.idleRelease = MemoryRelease.IdleSchedule(after: settings.releaseMemoryAfterIdle)
