@@ -26,3 +26,14 @@ public final class EventFd: Sendable {
         _ = try? nonBlockingSyscall("read(eventfd)", { Glibc.read(fd, &value, 8) })
     }
 }
+
+/// The thread a loop runs on, to tell whether code runs on it (`isCurrent`).
+public struct ThreadIdentity: Sendable {
+    private let thread: pthread_t
+
+    /// The calling thread.
+    public init() { thread = pthread_self() }
+
+    /// Whether the calling thread is this one.
+    public var isCurrent: Bool { pthread_equal(pthread_self(), thread) != 0 }
+}

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ClusterHTTP
 import ClusterSystem
 import Synchronization
@@ -36,21 +33,21 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     /// Wakes the loop from another thread (the eventfd in its epoll set); nil where nothing sleeps
     /// (tests).
     private let wake: EventFd?
-    private let loopThread: pthread_t
+    private let loopThread: ThreadIdentity
     /// Tasks started and not yet completed (the loop's own count; read on the loop only).
     private(set) var inFlight = 0
 
     /// Made on the loop's thread, which is the one that runs the jobs.
     init(wake: EventFd?) {
         self.wake = wake
-        self.loopThread = pthread_self()
+        self.loopThread = ThreadIdentity()
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         queues.withLock { $0.jobs.append(job) }
         pending.store(true, ordering: .releasing)
-        if pthread_equal(pthread_self(), loopThread) == 0 { wake?.signal() }
+        if !loopThread.isCurrent { wake?.signal() }
     }
 
     /// Whether jobs or completions wait (the loop must not sleep).
@@ -82,13 +79,13 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     /// send, or room again). From the loop's own thread.
     func markPending() {
         pending.store(true, ordering: .releasing)
-        if pthread_equal(pthread_self(), loopThread) == 0 { wake?.signal() }
+        if !loopThread.isCurrent { wake?.signal() }
     }
 
     private func complete(_ completion: Completion) {
         queues.withLock { $0.completions.append(completion) }
         pending.store(true, ordering: .releasing)
-        if pthread_equal(pthread_self(), loopThread) == 0 { wake?.signal() }
+        if !loopThread.isCurrent { wake?.signal() }
     }
 
     /// Runs what is queued, and what that queues in turn, up to `rounds` batches (so that tasks
