@@ -15,8 +15,8 @@ let package = Package(
     name: "clusterd",
     platforms: [.macOS(.v14)],
     products: [
-        // `import ClusterApp` (which re-exports Cluster and ClusterHTTP) for the router; tests of an
-        // app import ClusterTesting too.
+        // An app imports ClusterApp (which re-exports Cluster, ClusterHTTP and ClusterConfig); its
+        // tests import ClusterTesting too.
         .library(name: "Cluster", targets: ["Cluster", "ClusterApp"]),
         .library(name: "ClusterTesting", targets: ["ClusterTesting"]),
         .executable(name: "clusterd", targets: ["clusterd"]),
@@ -82,6 +82,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "ClusterControl", "ClusterWorker"]),
-        .testTarget(name: "ClusterAppTests", dependencies: ["ClusterApp", "ClusterTesting", "ClusterConfig"]),
+        .testTarget(name: "ClusterAppTests", dependencies: ["ClusterApp", "ClusterTesting"]),
     ]
 )

@@ -3,3 +3,5 @@
 // handler API under the router: `HTTPHandler`, `HTTPRequest`, `HTTPResponse`, `HTTPError`).
 @_exported import Cluster
 @_exported import ClusterHTTP
+// `ClusterConfiguration` (what `HandlerContext.config` is) and `IPAddress` (`clientAddress`).
+@_exported import ClusterConfig

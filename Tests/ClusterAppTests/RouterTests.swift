@@ -1,5 +1,4 @@
 import ClusterApp
-import ClusterConfig
 import ClusterTesting
 import Testing
 
