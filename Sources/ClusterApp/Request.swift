@@ -296,11 +296,8 @@ enum PercentDecoding {
     }
 
     static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x41...0x46: return c - 0x41 + 10
-        case 0x61...0x66: return c - 0x61 + 10
-        default: return nil
-        }
+        if c >= 0x30 && c <= 0x39 { return c - 0x30 }
+        let lower = c | 0x20  // A-F → a-f
+        return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : nil
     }
 }

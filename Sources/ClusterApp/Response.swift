@@ -9,11 +9,22 @@ public struct Response: Sendable {
     public var status: Int
     public var headers: [HTTPField]
     public var body: [UInt8]
+    /// A body written piece by piece instead of `body` (`HTTPResponse.stream`: chunked, with
+    /// back-pressure); the answer then always goes through a task.
+    public var stream: ResponseBodyStream? = nil
+    /// Close the connection after this answer.
+    public var closeConnection = false
 
     public init(status: Int = 200, headers: [HTTPField] = [], body: [UInt8] = []) {
         self.status = status
         self.headers = headers
         self.body = body
+    }
+
+    /// A streamed body: `stream` writes it while it is sent.
+    public init(status: Int = 200, headers: [HTTPField] = [], stream: @escaping ResponseBodyStream) {
+        self.init(status: status, headers: headers)
+        self.stream = stream
     }
 
     /// A text body (`text/plain; charset=utf-8` unless `contentType` says otherwise).
@@ -63,7 +74,10 @@ public struct Response: Sendable {
         }
         // Copied only in the rare case that there is something to drop.
         let fields = framing ? headers.filter { !Self.isFraming($0.name) } : headers
-        return HTTPResponse(status: status, contentType: nil, headers: fields, body: body)
+        var response = HTTPResponse(status: status, contentType: nil, headers: fields, body: body)
+        response.stream = stream
+        response.closeConnection = closeConnection
+        return response
     }
 
     /// `Content-Length` or `Transfer-Encoding`, in any case.
@@ -93,7 +107,10 @@ extension Response: ResponseEncodable {
 
 extension HTTPResponse: ResponseEncodable {
     public func response(for request: Request, context: RequestContext) throws -> Response {
-        Response(status: status, headers: (contentType.map { [HTTPField("Content-Type", $0)] } ?? []) + headers, body: body)
+        var response = Response(status: status, headers: (contentType.map { [HTTPField("Content-Type", $0)] } ?? []) + headers, body: body)
+        response.stream = stream
+        response.closeConnection = closeConnection
+        return response
     }
 }
 
@@ -138,7 +155,12 @@ enum ErrorResponse {
         if let error = error as? HTTPError, (400...599).contains(error.status) {
             return json(status: error.status, message: error.reason)
         }
-        logger.error("route failed: \(String(reflecting: error))")
+        if error is CancellationError {
+            // The task was cancelled (its client went away): nobody reads this answer.
+            logger.debug("route cancelled")
+        } else {
+            logger.error("route failed: \(String(reflecting: error))")
+        }
         return json(status: 500, message: "internal server error")
     }
 

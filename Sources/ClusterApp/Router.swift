@@ -271,6 +271,9 @@ public struct RouterHandler<Fallback: HTTPHandler>: HTTPHandler {
     }
 
     func respond(_ result: Response, _ response: inout HTTPResponseWriter) {
-        response.respond(ErrorResponse.checked(result, logger: logger))
+        let checked = ErrorResponse.checked(result, logger: logger)
+        // A streamed body is written by a task, as the worker runs deferred answers.
+        if checked.stream != nil { return response.respondLater { checked } }
+        response.respond(checked)
     }
 }

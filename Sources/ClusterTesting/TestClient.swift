@@ -87,18 +87,44 @@ public struct TestClient<Handler: HTTPHandler> {
             }
             switch outcome {
             case .suspended:
+                if state.requestBodyStream != nil {
+                    // A body streamed to the handler: everything sent is in `input`; hand it over
+                    // before the handler's task runs (which reads it).
+                    outcome = state.process(input, output: output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
+                    // Still streaming: the request sent less body than it announced.
+                    if state.requestBodyStream != nil { return TestResponse(parsing: written + output.readableArray, isHead: isHead) }
+                    continue
+                }
                 guard let work = state.deferredWork else { return TestResponse(parsing: written, isHead: isHead) }
                 state.deferredWork = nil
                 let answer = await work()
-                outcome = state.complete(with: answer, input, output: output, parser: parser, context: context, handler: handler,
-                                         counters: &counters, observer: &observer)
+                if let stream = answer.stream {
+                    // A streamed answer: its pieces, framed as the worker frames them.
+                    var failed = false
+                    if state.beginStream(with: answer, input: input, output: output, context: context) {
+                        let sink = CollectingSink()
+                        do { try await stream(ResponseBodyWriter(sink: sink)) } catch { failed = true }
+                        for chunk in sink.chunks { state.writeChunk(chunk, output: output) }
+                    }
+                    outcome = state.finishStream(failed: failed, input, output: output, parser: parser, context: context, handler: handler,
+                                                 counters: &counters, observer: &observer)
+                } else {
+                    outcome = state.complete(with: answer, input, output: output, parser: parser, context: context, handler: handler,
+                                             counters: &counters, observer: &observer)
+                }
             case .flushFirst:
                 outcome = state.process(input, output: output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
-            case .needInput, .close:
+            case .needInput, .close, .bodyFull:
                 return TestResponse(parsing: written, isHead: isHead)
             }
         }
     }
+}
+
+/// Collects a streamed answer's pieces; written only from the task that `send` awaits.
+final class CollectingSink: ResponseBodySink, @unchecked Sendable {
+    var chunks: [[UInt8]] = []
+    func write(_ bytes: [UInt8]) async throws { chunks.append(bytes) }
 }
 
 /// A response as the client got it.
@@ -148,10 +174,33 @@ public struct TestResponse: Sendable {
                 guard let colon = line.firstIndex(of: ":") else { continue }
                 headers.append(HTTPField(String(line[..<colon]), String(line[line.index(after: colon)...].drop { $0 == " " })))
             }
-            let length = isHead ? 0 : (header("content-length").flatMap { Int($0) } ?? 0)
-            body = Array(raw[(end + 4)...].prefix(length))
+            let rest = raw[(end + 4)...]
+            if isHead || HTTPStatus.forbidsBody(status) {
+                body = []
+            } else if let length = header("content-length").flatMap({ Int($0) }) {
+                body = Array(rest.prefix(length))
+            } else if header("transfer-encoding")?.lowercased() == "chunked" {
+                body = Self.dechunked(rest)
+            } else {
+                body = Array(rest)  // until the connection closes
+            }
             return
         }
+    }
+
+    /// A chunked body's data (chunk extensions and trailers ignored); what a cut-short body had.
+    static func dechunked(_ raw: ArraySlice<UInt8>) -> [UInt8] {
+        var out: [UInt8] = []
+        var i = raw.startIndex
+        while let lineEnd = raw[i...].firstIndex(of: 0x0D), lineEnd + 1 < raw.endIndex, raw[lineEnd + 1] == 0x0A {
+            let sizeText = String(decoding: raw[i..<lineEnd].prefix { $0 != UInt8(ascii: ";") }, as: UTF8.self)
+            guard let size = Int(sizeText, radix: 16), size > 0 else { break }
+            let start = lineEnd + 2
+            out += raw[start..<min(start + size, raw.endIndex)]
+            i = start + size + 2
+            guard i < raw.endIndex else { break }
+        }
+        return out
     }
 
     static func headEnd(_ raw: [UInt8], from start: Int) -> Int? {
