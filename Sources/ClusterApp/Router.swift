@@ -62,13 +62,14 @@ public final class Router: @unchecked Sendable {
     }
 
     /// The handler to give `Cluster.main`: these routes, then `fallback` for paths none matches.
-    /// Its logger is made here (after `Cluster.main` has set logging up), labelled `label`.
-    public func handler<Fallback: HTTPHandler>(fallback: Fallback, label: String = "app") -> RouterHandler<Fallback> {
-        RouterHandler(table: table, middleware: middleware, fallback: fallback, logger: Logger(label: label))
+    /// Its logger (`context.logger`) is made here, through swift-log's `LoggingSystem` as the app
+    /// set it up, labelled `label` (by default the app's name, `Cluster.app.name`).
+    public func handler<Fallback: HTTPHandler>(fallback: Fallback, label: String? = nil) -> RouterHandler<Fallback> {
+        RouterHandler(table: table, middleware: middleware, fallback: fallback, logger: Logger(label: label ?? Cluster.app.name))
     }
 
     /// These routes in front of the stock handler of `context` (`StockHandler(context:)`).
-    public func handler(context: HandlerContext, label: String = "app") throws -> RouterHandler<StockHandler> {
+    public func handler(context: HandlerContext, label: String? = nil) throws -> RouterHandler<StockHandler> {
         handler(fallback: try StockHandler(context: context), label: label)
     }
 }
