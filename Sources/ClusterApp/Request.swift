@@ -151,9 +151,10 @@ public struct Parameters: Sendable {
     public var catchAll: String? { self["**"] }
 }
 
-/// The query string's `name=value` pairs, decoded as forms are (`%XX`, and `+` as a space). A
-/// malformed escape (`%zz`, `%4`) is kept as it is, and bytes that are not UTF-8 become U+FFFD:
-/// nothing a client sends makes reading the query fail.
+/// The query string's `name=value` pairs, split at `&` and decoded as forms are (`%XX`, and `+` as
+/// a space: WHATWG's `application/x-www-form-urlencoded`). A malformed escape (`%zz`, `%4`) is
+/// kept as it is, and bytes that are not UTF-8 become U+FFFD: nothing a client sends makes reading
+/// the query fail.
 public struct Query: Sendable, Sequence {
     let bytes: [UInt8]
     let span: ByteSpan
@@ -204,7 +205,7 @@ public struct Query: Sendable, Sequence {
         var start = Int(span.start)
         while start < end {
             var stop = start
-            while stop < end && bytes[stop] != UInt8(ascii: "&") && bytes[stop] != UInt8(ascii: ";") { stop += 1 }
+            while stop < end && bytes[stop] != UInt8(ascii: "&") { stop += 1 }
             if stop > start {
                 var equals = start
                 while equals < stop && bytes[equals] != UInt8(ascii: "=") { equals += 1 }

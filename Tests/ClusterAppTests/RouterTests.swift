@@ -280,3 +280,14 @@ struct NewTodo: Codable {
         #expect(framing.headers(named: "Content-Length") == ["2"])
     }
 }
+
+@Suite struct QueryCorners {
+    @Test func semicolonsAndEmptyPairs() async {
+        let router = Router()
+        router.get("/q") { request, _ in request.query.map { "\($0.name)=\($0.value)" }.joined(separator: "|") }
+        let c = client(router)
+        #expect(await c.get("/q?a=1;b=2&&c&=v&d==x").text == "a=1;b=2|c=|=v|d==x", "only & separates; = after the first is the value's")
+        #expect(await c.get("/q").text == "")
+        #expect(await c.get("/q?%").text == "%=")
+    }
+}
