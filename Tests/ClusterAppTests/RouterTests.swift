@@ -83,6 +83,20 @@ func client(_ router: Router, clientAddress: String? = nil) -> TestClient<Router
         #expect(await c.head("/both").header("X-Head") == "1", "a HEAD route wins over GET")
     }
 
+    @Test func headOfAnAsyncRouteHasNoBodyEither() async {
+        let router = Router()
+        router.add(middleware: RequestIDMiddleware())
+        router.get("/later") { _, _ in
+            await Task.yield()
+            return "twelve bytes"
+        }
+        let head = await client(router).head("/later")
+        #expect(head.status == 200)
+        #expect(head.header("Content-Length") == "12")
+        #expect(head.header("X-Request-ID") != nil)
+        #expect(head.raw.count == (await client(router).get("/later")).raw.count - 12)
+    }
+
     @Test func stockEndpointsStayUnlessRouted() async throws {
         let router = Router()
         router.get("/api") { _, _ in "api" }
