@@ -3,6 +3,8 @@ import PackageDescription
 
 // The module graph; arrows point down only (Docs/architecture.md walks it):
 //   clusterd, clusterd-example → Cluster → ClusterMaster, ClusterWorker
+//   ClusterApp (router, middleware, cookies: what an application builds on) → Cluster
+//   ClusterTesting (TestClient: requests through any handler, in memory) → ClusterHTTP, ClusterSystem
 //   ClusterMaster → ClusterSystemd (→ CSystemd: libsystemd), ClusterControl, ClusterConfig, ClusterSystem
 //   ClusterWorker → ClusterHTTP, ClusterControl, ClusterConfig, ClusterSystem
 //   clusterctl → ClusterControl, ClusterConfig, ClusterSystem, swift-argument-parser (≥ 1.6: @ParentCommand)
@@ -13,7 +15,10 @@ let package = Package(
     name: "clusterd",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "Cluster", targets: ["Cluster"]),
+        // An app imports ClusterApp (which re-exports Cluster, ClusterHTTP and ClusterConfig); its
+        // tests import ClusterTesting too.
+        .library(name: "Cluster", targets: ["Cluster", "ClusterApp"]),
+        .library(name: "ClusterTesting", targets: ["ClusterTesting"]),
         .executable(name: "clusterd", targets: ["clusterd"]),
         .executable(name: "clusterctl", targets: ["clusterctl"]),
         .executable(name: "clusterd-example", targets: ["clusterd-example"]),
@@ -49,6 +54,10 @@ let package = Package(
                 "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem", "ClusterControl", "ClusterJSON",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .target(
+            name: "ClusterApp",
+            dependencies: ["Cluster", "ClusterHTTP", "ClusterConfig", "ClusterSystem", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ClusterTesting", dependencies: ["ClusterHTTP", "ClusterSystem"]),
         .executableTarget(name: "clusterd", dependencies: ["Cluster"]),
         .executableTarget(
             name: "clusterd-example",
@@ -73,5 +82,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "ClusterControl", "ClusterWorker"]),
+        .testTarget(name: "ClusterAppTests", dependencies: ["ClusterApp", "ClusterTesting"]),
     ]
 )

@@ -132,6 +132,15 @@ public struct HTTPRequest {
     @inlinable public var body: HTTPBytes { bytes(bodySpan) }
     @inlinable public var headerCount: Int { head.headerCount }
 
+    /// The request's bytes as they were received (the head, then the de-chunked body), which the
+    /// spans of `head`, `headerSpans` and `bodyByteSpan` count from: what a copy of the whole
+    /// request (`ClusterApp`'s `Request`) takes in one piece.
+    @inlinable public var rawBytes: UnsafeRawBufferPointer { base }
+    /// The header fields as spans into `rawBytes`.
+    @inlinable public var headerSpans: UnsafeBufferPointer<HTTPHeaderSpan> { fields }
+    /// Where `body` lies in `rawBytes`.
+    @inlinable public var bodyByteSpan: ByteSpan { bodySpan }
+
     /// Header `i` as (name, value).
     @inlinable
     public func header(at i: Int) -> (name: HTTPBytes, value: HTTPBytes) {

@@ -19,7 +19,8 @@ public enum HTTPMethod: UInt8, Sendable, CustomStringConvertible {
 }
 
 /// A request the engine refuses: the status to answer with (the connection is closed after it) and
-/// a short reason for the body and the log.
+/// a short reason for the body and the log. Thrown from a `ClusterApp` route or middleware, it is
+/// the answer: its status, with `{"error": reason}` (the connection stays open).
 public struct HTTPError: Error, Equatable, Sendable, CustomStringConvertible {
     public let status: Int
     public let reason: String
