@@ -15,6 +15,8 @@ public struct Request: Sendable {
     @usableFromInline let fields: [HTTPHeaderSpan]
     /// The request body (empty when none), already de-chunked.
     public let body: [UInt8]
+    /// The body as it arrives, on a route that streams it (then `body` is empty); nil otherwise.
+    public let bodyStream: RequestBodyStream?
     /// The path parameters the matched route named (`:id`, `*`, `**`).
     public let parameters: Parameters
     let client: ClientSource
@@ -37,6 +39,7 @@ public struct Request: Sendable {
         self.head = head
         self.fields = Array(request.headerSpans)
         self.body = request.body.isEmpty ? [] : request.body.array
+        self.bodyStream = request.bodyStream
         self.parameters = Parameters(names: parameterNames, spans: parameterSpans, bytes: headBytes)
         if resolveClient {
             client = .known(request.clientAddress)

@@ -53,6 +53,18 @@ public final class Router: @unchecked Sendable {
         return self
     }
 
+    /// An async route that takes its request body as it arrives (`request.bodyStream`), for uploads
+    /// larger than `http.maxBodyBytes` or bodies passed on as they come: `maxBodyBytes` does not
+    /// apply, the route bounds the body itself; `request.body` is empty. The connection is read only
+    /// as fast as the route takes the pieces.
+    @discardableResult
+    public func on<R: ResponseEncodable>(_ path: String, method: HTTPMethod, streamingBody: Bool,
+                                         use handler: @escaping @Sendable (Request, RequestContext) async throws -> R) -> Self {
+        table.add(path: path, method: method, endpoint: .async { request, context in try await handler(request, context).response(for: request, context: context) },
+                  streamsBody: streamingBody)
+        return self
+    }
+
     /// A synchronous route (its closure does not `await`): answered inline in `handle`, without a
     /// task, when no middleware is installed.
     @discardableResult
@@ -118,6 +130,8 @@ struct RouteTable: Sendable {
         /// The names of the path's parameters, in order (`*` and `**` by those names).
         var parameterNames: [String]
         var endpoint: Endpoint
+        /// Takes its body as it arrives (`Router.on(_:method:streamingBody:use:)`).
+        var streamsBody = false
     }
 
     struct Node: Sendable {
@@ -136,7 +150,7 @@ struct RouteTable: Sendable {
     var nodes = [Node()]
     var routes: [Route] = []
 
-    mutating func add(path: String, method: HTTPMethod, endpoint: Endpoint) {
+    mutating func add(path: String, method: HTTPMethod, endpoint: Endpoint, streamsBody: Bool = false) {
         precondition(method != .other && method != .CONNECT, "routes take the methods HTTPMethod names")
         var node = 0
         var names: [String] = []
@@ -166,7 +180,7 @@ struct RouteTable: Sendable {
             }
         }
         precondition(!nodes[node].routes.contains { routes[$0].method == method }, "\(method) \(path) is routed twice")
-        routes.append(Route(method: method, parameterNames: names, endpoint: endpoint))
+        routes.append(Route(method: method, parameterNames: names, endpoint: endpoint, streamsBody: streamsBody))
         nodes[node].routes.append(routes.count - 1)
         var methods = nodes[node].routes.map { routes[$0].method }
         if methods.contains(.GET) && !methods.contains(.HEAD) { methods.insert(.HEAD, at: methods.firstIndex(of: .GET)! + 1) }
@@ -244,6 +258,13 @@ public struct RouterHandler<Fallback: HTTPHandler>: HTTPHandler {
 
     /// The routes' methods are any of these; the fallback's are a subset.
     public var allowedMethods: StaticString { "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH" }
+
+    /// A route that streams its body is asked for it at the head (`HTTPHandler.streamsBody`); the
+    /// fallback decides for the paths no route takes.
+    public func streamsBody(_ request: HTTPRequest) -> Bool {
+        guard let (node, _) = table.match(request.path.buffer, offset: Int(request.head.path.start)) else { return fallback.streamsBody(request) }
+        return table.route(at: node, for: request.method)?.streamsBody ?? false
+    }
 
     public func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
         guard let (node, spans) = table.match(request.path.buffer, offset: Int(request.head.path.start)) else {

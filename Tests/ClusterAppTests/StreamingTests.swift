@@ -54,3 +54,24 @@ struct UploadCounter: HTTPHandler {
         #expect(response.text == "1\n2\n3\n")
     }
 }
+
+@Suite struct StreamedBodyRoutes {
+    @Test func aRouteMayTakeItsBodyAsItArrivesPastMaxBodyBytes() async {
+        let router = Router()
+        router.on("/upload/:name", method: .POST, streamingBody: true) { request, _ in
+            var total = 0
+            for try await piece in request.bodyStream! { total += piece.count }
+            return "\(request.parameters["name"] ?? "?") \(total) \(request.body.count)"
+        }
+        router.post("/small") { request, _ in "\(request.body.count)" }
+        let handler = router.handler(fallback: UploadCounter())
+        var limits = HTTPLimits()
+        limits.maxBodyBytes = 1_000
+        let client = TestClient(handler: handler, limits: limits)
+        let big = [UInt8](repeating: 1, count: 50_000)
+        #expect(await client.execute("POST", "/upload/x", body: big).text == "x 50000 0")
+        // Other routes keep the limit and get the body whole.
+        #expect(await client.execute("POST", "/small", body: big).status == 413)
+        #expect(await client.execute("POST", "/small", body: [1, 2, 3]).text == "3")
+    }
+}
