@@ -22,12 +22,13 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
         var response: HTTPResponse
     }
 
-    struct Queues: ~Copyable {
-        var jobs: [UnownedJob] = []
-        var completions: [Completion] = []
-    }
-
-    private let queues = Mutex(Queues())
+    private let jobs = Mutex<[UnownedJob]>([])
+    /// Swapped with `jobs` to run a batch, so that neither array is reallocated each turn.
+    private var spareJobs: [UnownedJob] = []
+    /// Finished answers. Only the loop's thread touches these: a deferred answer's task ends on
+    /// this executor (its body is non-isolated and prefers it).
+    private var completions: [Completion] = []
+    private var spareCompletions: [Completion] = []
     /// Set whenever a job or a completion is queued: the loop checks it once a turn, lock-free.
     private let pending = Atomic<Bool>(false)
     /// Wakes the loop from another thread (the eventfd in its epoll set); nil where nothing sleeps
@@ -45,8 +46,8 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        queues.withLock { $0.jobs.append(job) }
-        pending.store(true, ordering: .releasing)
+        // (Set under the lock: `runJobs` decides under it whether anything is left.)
+        jobs.withLock { $0.append(job); pending.store(true, ordering: .releasing) }
         if !loopThread.isCurrent { wake?.signal() }
     }
 
@@ -56,7 +57,10 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     /// Starts `work` as a task on this executor; its answer is queued for `fd` when it is done.
     func start(_ work: @escaping DeferredResponse, fd: Int32, generation: UInt32) {
         inFlight += 1
-        Task(executorPreference: self) { [self] in
+        // Started immediately: its first steps run here and now, on the loop, up to its first
+        // suspension (an answer that never waits is complete when this returns); from then on it
+        // continues on this executor.
+        Task.immediate(executorPreference: self) { [self] in
             let response = await work()
             complete(Completion(fd: fd, generation: generation, response: response))
         }
@@ -83,37 +87,40 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     private func complete(_ completion: Completion) {
-        queues.withLock { $0.completions.append(completion) }
-        pending.store(true, ordering: .releasing)
-        if !loopThread.isCurrent { wake?.signal() }
+        if loopThread.isCurrent {
+            completions.append(completion)
+            pending.store(true, ordering: .releasing)
+        } else {
+            // Not expected (the task ends on this executor); kept correct all the same.
+            enqueueCompletionFromElsewhere(completion)
+        }
+    }
+
+    private func enqueueCompletionFromElsewhere(_ completion: Completion) {
+        Task(executorPreference: self) { [self] in complete(completion) }
     }
 
     /// Runs what is queued, and what that queues in turn, up to `rounds` batches (so that tasks
-    /// that keep yielding cannot starve the connections); then returns the completions, in order.
-    func runJobs(rounds: Int = 8) -> [Completion] {
-        guard pending.exchange(false, ordering: .acquiringAndReleasing) else { return [] }
-        var done: [Completion] = []
+    /// that keep yielding cannot starve the connections); then hands each finished answer, in
+    /// order, to `body` (which may start new tasks: those run on a later turn).
+    func runJobs(rounds: Int = 8, _ body: (Completion) -> Void) {
+        guard pending.exchange(false, ordering: .acquiringAndReleasing) else { return }
         for _ in 0..<rounds {
-            let (jobs, completions) = queues.withLock { q -> ([UnownedJob], [Completion]) in
-                let taken = (q.jobs, q.completions)
-                q.jobs = []
-                q.completions = []
-                return taken
-            }
-            done += completions
-            if jobs.isEmpty { break }
-            for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            jobs.withLock { swap(&$0, &spareJobs) }
+            if spareJobs.isEmpty { break }
+            for job in spareJobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            spareJobs.removeAll(keepingCapacity: true)
         }
-        // What is still queued (more rounds than allowed, or completions of the last round) is
-        // left for the next turn, which will not sleep (`hasWork`).
-        let left = queues.withLock { q -> Bool in
-            if !q.jobs.isEmpty { return true }
-            done += q.completions
-            q.completions = []
-            return false
+        if !completions.isEmpty {
+            swap(&completions, &spareCompletions)
+            inFlight -= spareCompletions.count
+            for done in spareCompletions { body(done) }
+            spareCompletions.removeAll(keepingCapacity: true)
         }
-        if left { pending.store(true, ordering: .releasing) }
-        inFlight -= done.count
-        return done
+        // Due again on the next turn (which will not sleep: `hasWork`) only if something is queued
+        // now: more jobs than the rounds allowed, one from another thread, or one the answers just
+        // started. (What else marked this pending — a stream's pieces, a body's room — the caller
+        // handles right after this, in the same `runDeferred`.)
+        jobs.withLock { pending.store(!$0.isEmpty || !completions.isEmpty, ordering: .releasing) }
     }
 }

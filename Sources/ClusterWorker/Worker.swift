@@ -310,8 +310,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     func runDeferred() {
         runningDeferred = true
         defer { runningDeferred = false }
-        for done in executor.runJobs() {
-            guard table.isCurrent(done.fd, generation: done.generation), table[done.fd].http.awaitsAnswer else { continue }
+        executor.runJobs { done in
+            guard table.isCurrent(done.fd, generation: done.generation), table[done.fd].http.awaitsAnswer else { return }
             let fd = done.fd
             if let body = done.response.stream {
                 startStream(fd, done.response, body)

@@ -2,6 +2,7 @@
 // `swift build --product clusterd-example`, run it with the same config and clusterctl as clusterd.
 //
 //   GET  /api/hello?name=Ada   → {"hello":"Ada"} (the key is the config's "app": {"greeting": ...})
+//   GET  /api/hello-async?name=Ada → the same, answered from a task (`respondLater`)
 //   POST /api/echo             → the request body, byte for byte
 //   POST /api/sum  {"numbers":[1,2,3]} → {"count":3,"sum":6}
 //   GET  /api/sleep?ms=200     → {"slept":200} after 200 ms, awaited without blocking the worker
@@ -24,11 +25,17 @@ struct ExampleAPI: HTTPHandler {
 
     func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
         switch (request.method, request.path) {
-        case (.GET, "/api/hello"):
+        case (.GET, "/api/hello"), (.GET, "/api/hello-async"):
             // Allocating here is fine: this is the user's code, not the server's hot path.
             let name = request.query.string.split(separator: "&").first { $0.hasPrefix("name=") }.map { String($0.dropFirst(5)) } ?? "world"
             let body = JSON.object([greeting: .string(name)]).serialized
-            response.respond(status: 200, contentType: "application/json", body: body)
+            if request.path == "/api/hello" {
+                response.respond(status: 200, contentType: "application/json", body: body)
+            } else {
+                // The same answer through the async path (a task on the worker's loop), for
+                // measuring what that path costs against the one above.
+                response.respondLater { HTTPResponse(status: 200, contentType: "application/json", body: body) }
+            }
         case (.POST, "/api/echo"):
             let type = request.header("content-type")?.string ?? "application/octet-stream"
             response.respond(status: 200, contentType: type, body: request.body.buffer)

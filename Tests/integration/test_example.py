@@ -21,6 +21,7 @@ def test_example_api_with_the_cluster(daemon_factory):
     wait_ready(d, 2)
     code, body = get(d.port, "/api/hello?name=Ada")
     assert (code, json.loads(body)) == (200, {"hello": "Ada"})
+    assert get(d.port, "/api/hello-async?name=Ada") == (code, body)
     raw = raw_exchange(d.port, b'POST /api/sum HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{"numbers": [1, 2, 3.5]}')
     assert statuses(raw) == [200] and json.loads(raw.split(b"\r\n\r\n", 1)[1]) == {"count": 3, "sum": 6.5}
     raw = raw_exchange(d.port, b"POST /api/sum HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nnot")
