@@ -162,21 +162,20 @@ public final class IOBuffer {
         writerIndex += 1
     }
 
-    /// Writes `value` in decimal without allocating.
-    @inlinable
-    /// `value` in lowercase hexadecimal (a chunk size).
+    /// `value` (not negative) in lowercase hexadecimal without allocating (a chunk size).
     public func writeHex(_ value: Int) {
-        precondition(value >= 0)
-        var digits: [UInt8] = []
-        var v = value
-        repeat {
-            let d = UInt8(v & 0xF)
-            digits.append(d < 10 ? 0x30 + d : 0x57 + d)
-            v >>= 4
-        } while v > 0
-        write(Array(digits.reversed()))
+        reserveWritable(16)
+        var shift = 60
+        while shift > 0 && (value >> shift) & 0xF == 0 { shift -= 4 }
+        while shift >= 0 {
+            let d = UInt8((value >> shift) & 0xF)
+            writeByte(d < 10 ? 0x30 + d : 0x57 + d)
+            shift -= 4
+        }
     }
 
+    /// Writes `value` in decimal without allocating.
+    @inlinable
     public func writeDecimal(_ value: Int) {
         reserveWritable(20)
         var v = value.magnitude

@@ -35,6 +35,9 @@ public final class RequestBodyStream: AsyncSequence, @unchecked Sendable {
     private var waiter: CheckedContinuation<[UInt8]?, any Error>? = nil
     /// Called (on the loop) when the reader takes the buffer below `highWater` again.
     public var onSpace: (() -> Void)? = nil
+    /// The loop the stream belongs to (the worker's executor, and a test of its thread): a reader
+    /// elsewhere (a detached task) is moved there to read. Nil outside a worker.
+    public var loop: (executor: any TaskExecutor, isCurrent: @Sendable () -> Bool)? = nil
 
     public init(expectedLength: Int?) { self.expectedLength = expectedLength }
 
@@ -76,11 +79,18 @@ public final class RequestBodyStream: AsyncSequence, @unchecked Sendable {
 
     /// The next piece, nil at the end of the body.
     public func next() async throws -> [UInt8]? {
+        if let loop, !loop.isCurrent() {
+            return try await withTaskExecutorPreference(loop.executor) { try await self.next() }
+        }
         if first < chunks.count {
             let piece = chunks[first]
+            chunks[first] = []  // its bytes go with the reader, not stay here
             first += 1
             if first == chunks.count {
                 chunks.removeAll(keepingCapacity: true)
+                first = 0
+            } else if first >= 64 && first * 2 >= chunks.count {
+                chunks.removeFirst(first)
                 first = 0
             }
             let wasFull = isFull

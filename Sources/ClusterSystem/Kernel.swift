@@ -43,6 +43,9 @@ public protocol Kernel: AnyObject {
     func peerEndpoint(_ fd: Int32) -> SocketEndpoint?
     /// getsockname(2) without allocating; nil when the socket is not an IP socket.
     func localEndpoint(_ fd: Int32) -> SocketEndpoint?
+    /// The path of a Unix socket (getsockname; an accepted connection reports its listener's); nil
+    /// for any other socket.
+    func localPath(_ fd: Int32) -> String?
     /// send(2) of one datagram on a Unix socket, MSG_DONTWAIT|MSG_NOSIGNAL; false when not sent.
     @discardableResult
     func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool
@@ -111,6 +114,7 @@ public final class LinuxKernel: Kernel {
     public func peerEndpoint(_ fd: Int32) -> SocketEndpoint? { Socket.peerEndpoint(fd) }
     public func makeWakeup() throws(SystemError) -> EventFd? { try EventFd() }
     public func localEndpoint(_ fd: Int32) -> SocketEndpoint? { Socket.localEndpoint(fd) }
+    public func localPath(_ fd: Int32) -> String? { Socket.unixPath(fd) }
 
     @discardableResult
     public func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {

@@ -91,6 +91,7 @@ extension Connection {
             takeProxied(header, &io, kernel)
             guard input.readableBytes > 0 else {
                 input.releaseStorage()
+                updateDeadline(io, phaseBefore: .head)  // between requests now: the keep-alive timeout
                 return .idle
             }
             requestStart = kernel.monotonicNanoseconds()

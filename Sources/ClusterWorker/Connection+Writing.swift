@@ -15,7 +15,11 @@ extension Connection {
         try? kernel.epollModify(fd, events: readInterest, data: Token.make(Token.connection, generation, fd))
         readingPaused = readInterest == 0
         if closeWhenFlushed || http.phase == .closing { return beginClose(&io, kernel) }
-        if http.phase == .awaiting { return .none }  // its answer resumes it (`startDeferred`)
+        if http.phase == .awaiting {
+            // Its answer (or the rest of a streamed one) resumes it; no timeout meanwhile.
+            deadline = .max
+            return .none
+        }
         updateDeadline(io, phaseBefore: http.phase)
         // Pipelined requests waited for the output to drain.
         if input.readableBytes > 0 { return serve(&io, kernel, handler, fromScratch: false) }
@@ -148,6 +152,10 @@ extension Connection {
             if closeIdle && input.readableBytes == 0 { return .closeGracefully }
             // No PROXY header within headerTimeout: not answered (it is not HTTP we were sent).
             io.stats.add(.proxyInvalid, 1)
+            return close(&io, kernel)
+        }
+        if http.phase == .awaiting {
+            // Never a 408 in place of (or inside) an answer being worked out or streamed.
             return close(&io, kernel)
         }
         if http.isMidRequest {

@@ -84,7 +84,7 @@ extension HTTPWorker {
         table[fd].deadline = io.now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
         if let header {
             table[fd].takeProxied(header, &io, kernel)
-        } else if !proxyListenerAddresses.isEmpty, let local = kernel.localEndpoint(fd), proxyListenerAddresses.contains(where: { $0.accepts(local) }) {
+        } else if !proxyListeners.isEmpty && arrivedOnProxyListener(fd) {
             guard admit(fd, expectingProxyHeader: true) else { return }
             table[fd].peer = nil
             table[fd].deadline = io.now + settings.headerTimeout
@@ -111,6 +111,14 @@ extension HTTPWorker {
         let idle = table[fd].isIdle
         register(fd)
         if overCap && idle && table.isOpen(fd) { closeIdleGracefully(fd) }
+    }
+
+    /// Whether `fd` was accepted on one of this worker's `proxyProtocol` listeners: its own address
+    /// is theirs (an IP listener's, or a Unix socket's path).
+    func arrivedOnProxyListener(_ fd: Int32) -> Bool {
+        if let local = kernel.localEndpoint(fd) { return proxyListenerAddresses.contains { $0.accepts(local) } }
+        if let path = kernel.localPath(fd) { return proxyListenerPaths.contains(path) }
+        return false
     }
 
     /// Moves an idle keep-alive connection to the master, which passes it to a live worker. The

@@ -51,6 +51,9 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
         if !loopThread.isCurrent { wake?.signal() }
     }
 
+    /// Whether the caller runs on the loop's thread.
+    var isOnLoop: Bool { loopThread.isCurrent }
+
     /// Whether jobs or completions wait (the loop must not sleep).
     var hasWork: Bool { pending.load(ordering: .acquiring) }
 

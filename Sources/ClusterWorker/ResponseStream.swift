@@ -30,6 +30,11 @@ final class ResponseStream: ResponseBodySink, @unchecked Sendable {
     }
 
     func write(_ bytes: [UInt8]) async throws {
+        guard executor.isOnLoop else {
+            // From a task that does not run on the worker (a detached one): go there first; the
+            // stream is the loop's alone.
+            return try await withTaskExecutorPreference(executor) { try await self.write(bytes) }
+        }
         if gone { throw ResponseBodyWriter.ClientGone() }
         chunks.append(bytes)
         queuedBytes += bytes.count

@@ -48,6 +48,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// addresses they are bound to (an adopted connection is matched to its listener by its own).
     let proxyListeners: [Int32]
     let proxyListenerAddresses: [SocketEndpoint]
+    /// ...and the paths of those that are Unix sockets.
+    let proxyListenerPaths: [String]
     /// Listeners every worker shares (Unix sockets: no SO_REUSEPORT), registered EPOLLEXCLUSIVE so
     /// that a connection wakes one worker, not all.
     let sharedListeners: [Int32]
@@ -114,6 +116,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         self.listeners = listeners
         proxyListeners = listeners.indices.filter { $0 < settings.proxyProtocol.count && settings.proxyProtocol[$0] }.map { listeners[$0] }
         proxyListenerAddresses = proxyListeners.compactMap { kernel.localEndpoint($0) }
+        proxyListenerPaths = proxyListeners.compactMap { kernel.localEndpoint($0) == nil ? kernel.localPath($0) : nil }
         sharedListeners = listeners.filter { kernel.localEndpoint($0) == nil }
         self.channel = channel
         masterPID = channel == nil ? nil : Sys.parentPID
@@ -275,7 +278,10 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         case .none, .nothingRead: break
         case .idle: if state == .draining && drainMode == .handOff { handOffIfIdle(fd) }
         case .closeGracefully: closeIdleGracefully(fd)
-        case .closed: connectionClosed()
+        case .closed:
+            connectionClosed()
+            // A streamed answer's task may wait on this connection: let it learn it is gone.
+            if !streams.isEmpty && streams[fd] != nil { executor.markPending() }
         case .suspended: startDeferred(fd)
         case .bodyFull: pauseBody(fd)
         }
@@ -289,7 +295,10 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         if let work = table[fd].http.deferredWork {
             table[fd].http.deferredWork = nil
             // A body streamed to the handler: when it takes enough, reading resumes (`runDeferred`).
-            table[fd].http.requestBodyStream?.onSpace = { [executor] in executor.markPending() }
+            if let body = table[fd].http.requestBodyStream {
+                body.onSpace = { [executor] in executor.markPending() }
+                body.loop = (executor, { [executor] in executor.isOnLoop })
+            }
             executor.start(work, fd: fd, generation: generation)
             // Its first steps run now: an answer that needs no waiting is written in this same
             // turn, without touching epoll. (Not from inside that: pipelined deferred requests
@@ -363,7 +372,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
 
     /// A deferred answer with a streamed body: writes its head and runs its body's closure.
     func startStream(_ fd: Int32, _ response: HTTPResponse, _ body: @escaping ResponseBodyStream) {
-        let context = io.context(socket: fd)
+        let context = table[fd].responseContext(io)
         let bodyFollows = table[fd].http.beginStream(with: response, input: table[fd].input, output: io.scratchOut, context: context)
         guard table[fd].flush(&io, kernel) else { return connectionClosed() }
         guard bodyFollows else {
@@ -371,6 +380,7 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
             return resumeReading(fd)
         }
         let stream = ResponseStream(fd: fd, generation: table[fd].generation, executor: executor)
+        streams[fd]?.abandon()  // a closed connection's, not pumped yet since
         streams[fd] = stream
         executor.startStream(stream, body)
     }
@@ -384,7 +394,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
                 streams[fd] = nil
                 continue
             }
-            if !stream.chunks.isEmpty {
+            // Pieces move into the connection only while it takes them: while it is blocked they
+            // stay queued, so the closure's `write` waits (`highWater`) instead of growing the output.
+            if !stream.chunks.isEmpty && !table[fd].writeBlocked {
                 for chunk in stream.chunks { table[fd].http.writeChunk(chunk, output: io.scratchOut) }
                 stream.chunks = []
                 stream.queuedBytes = 0
@@ -395,11 +407,11 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
                     continue
                 }
             }
-            if let failed = stream.failed {
+            if let failed = stream.failed, stream.chunks.isEmpty {
                 streams[fd] = nil
                 perform(table[fd].resume(.streamEnd(failed: failed), &io, kernel, handler), on: fd)
                 resumeReading(fd)
-            } else if !table[fd].writeBlocked && table[fd].output.readableBytes < ResponseStream.highWater {
+            } else if stream.failed == nil && !table[fd].writeBlocked && table[fd].output.readableBytes < ResponseStream.highWater {
                 stream.release()
             }
         }

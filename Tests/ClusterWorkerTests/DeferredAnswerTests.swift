@@ -192,3 +192,54 @@ import Testing
         #expect(h.worker.executor.inFlight == 0, "the handler's task ended")
     }
 }
+
+/// Found in review: the cases where a deferred or streamed answer met a timeout, a lagging client
+/// or a Unix-socket balancer.
+@Suite struct DeferredAnswerEdges {
+    @Test func aClientThatCatchesUpWhileAnAnswerIsWorkedOutGetsNoTimeout() throws {
+        let h = try LoopHarness()
+        let c = h.kernel.connect(h.listener)
+        h.kernel.sockets[c]!.sendRoom = 1000
+        try h.turn()
+        // A big answer the socket does not take at once, then one deferred behind it.
+        h.kernel.send(c, get("/big") + get("/gate"))
+        try h.turn(3)
+        h.kernel.sockets[c]!.sendRoom = .max
+        try h.turn(3)
+        #expect(h.kernel.received(c).responses == 1)
+        // Well past sendTimeout: no 408, not closed, the answer still comes.
+        try h.after(milliseconds: 60_000)
+        #expect(!h.kernel.isClosed(c) && h.kernel.received(c).isEmpty)
+        h.worker.handler.gate.open()
+        try h.turn(2)
+        #expect(h.kernel.received(c).hasPrefix("HTTP/1.1 201"))
+    }
+
+    @Test func aProducerThatAwaitsBetweenWritesIsStillHeldBackByASlowClient() throws {
+        let h = try LoopHarness()
+        let c = h.kernel.connect(h.listener, sending: get("/yieldstream"))
+        h.kernel.sockets[c]!.sendRoom = 50_000
+        try h.turn(30)
+        let made = h.worker.handler.streamLog.withLock { $0.count }
+        #expect(made <= 5, "\(made) pieces of 100 kB made while the client took 50 kB")
+        #expect(h.worker.table[c].output.readableBytes <= ResponseStream.highWater + 100_000)
+        h.kernel.sockets[c]!.sendRoom = .max
+        try h.turn(60)
+        #expect(h.worker.handler.streamLog.withLock { $0.last } == "done")
+        #expect(h.kernel.received(c).hasSuffix("0\r\n\r\n"))
+    }
+
+    @Test func aUnixSocketBalancersConnectionHandedOverUnreadStillSendsItsHeader() throws {
+        let kernelPath = "/run/clusterd/http.sock"
+        let h = try LoopHarness(withChannel: true, listenerPath: kernelPath) {
+            $0.proxyProtocol = [true]
+            $0.trustedProxies = TrustedNetworks([([127, 0, 0, 0], 8)])
+        }
+        let fd: Int32 = 77
+        h.kernel.paths[fd] = kernelPath
+        h.kernel.sockets[fd] = FakeKernel.Socket(inbound: Array(("PROXY TCP4 203.0.113.7 10.0.0.1 5555 80\r\n" + get("/client")).utf8))
+        h.kernel.toWorker = [(Array("conn ".utf8), fd)]
+        try h.turn(2)
+        #expect(h.kernel.received(fd).hasSuffix("203.0.113.7:5555 -"))
+    }
+}

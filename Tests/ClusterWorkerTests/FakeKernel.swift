@@ -140,9 +140,13 @@ final class FakeKernel: Kernel {
     /// unless `locals` says otherwise.
     var locals: [Int32: SocketEndpoint] = [:]
     func makeWakeup() throws(SystemError) -> EventFd? { nil }
+    /// Unix sockets' paths (a listener's and its connections'); none unless a test sets them.
+    var paths: [Int32: String] = [:]
+    func localPath(_ fd: Int32) -> String? { paths[fd] }
     func peerEndpoint(_ fd: Int32) -> SocketEndpoint? { peers[fd] ?? SocketEndpoint(isIPv6: false, high: 0, low: 0x7F00_0001, port: 40000) }
     func localEndpoint(_ fd: Int32) -> SocketEndpoint? {
-        locals[fd] ?? SocketEndpoint(isIPv6: false, high: 0, low: backlog[fd] != nil ? 0 : 0x7F00_0001, port: 8080)
+        if paths[fd] != nil { return nil }
+        return locals[fd] ?? SocketEndpoint(isIPv6: false, high: 0, low: backlog[fd] != nil ? 0 : 0x7F00_0001, port: 8080)
     }
 
     func sendMessage(_ socket: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {

@@ -59,14 +59,17 @@ struct TestHandler: HTTPHandler {
                 }
                 return HTTPResponse(status: 200, body: "got \(total)")
             }
-        } else if request.path == "/stream" || request.path == "/bigstream" {
-            // Three small pieces, or 20 of 100 kB (more than the stream's high-water mark).
+        } else if request.path == "/stream" || request.path == "/bigstream" || request.path == "/yieldstream" {
+            // Three small pieces, or 20 of 100 kB (more than the stream's high-water mark), or 20
+            // of 100 kB with a yield before each (a producer that awaits between writes).
             let (count, size) = request.path == "/stream" ? (3, 0) : (20, 100_000)
+            let yields = request.path == "/yieldstream"
             let log = streamLog
             response.respondLater {
                 HTTPResponse(status: 200, stream: { writer in
                     do {
                         for i in 0..<count {
+                            if yields { await Task.yield() }
                             try await writer.write(size == 0 ? Array("piece\(i)".utf8) : [UInt8](repeating: UInt8(ascii: "b"), count: size))
                             log.append("wrote \(i)")
                         }
@@ -110,9 +113,10 @@ final class LoopHarness {
         return settings
     }
 
-    init(settings: WorkerSettings = LoopHarness.testSettings, withChannel: Bool = false) throws {
+    init(settings: WorkerSettings = LoopHarness.testSettings, withChannel: Bool = false, listenerPath: String? = nil) throws {
         statsMemory.initializeMemory(as: UInt8.self, repeating: 0, count: StatsSlot.size)
         listener = kernel.makeListener()
+        if let listenerPath { kernel.paths[listener] = listenerPath }
         worker = HTTPWorker(handler: TestHandler(), settings: settings, listeners: [listener],
                             channel: withChannel ? kernel.channelFD : nil, stats: StatsSlot(base: statsMemory),
                             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), kernel: kernel)
@@ -120,10 +124,10 @@ final class LoopHarness {
     }
 
     /// A harness whose settings are `testSettings` changed by `configure`.
-    convenience init(withChannel: Bool = false, _ configure: (inout WorkerSettings) -> Void) throws {
+    convenience init(withChannel: Bool = false, listenerPath: String? = nil, _ configure: (inout WorkerSettings) -> Void) throws {
         var settings = LoopHarness.testSettings
         configure(&settings)
-        try self.init(settings: settings, withChannel: withChannel)
+        try self.init(settings: settings, withChannel: withChannel, listenerPath: listenerPath)
     }
 
     deinit { statsMemory.deallocate() }
