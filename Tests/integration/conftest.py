@@ -366,3 +366,11 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A private PostgreSQL (postgres.py) for the module's tests, always stopped and removed."""
+    from postgres import running_postgres
+    with running_postgres() as pg:
+        yield pg
