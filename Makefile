@@ -8,7 +8,7 @@ TODO_PKG = Examples/todo
 # Python with pytest: the one on PATH if it has pytest, else Debian's.
 PYTHON = $(shell python3 -c 'import pytest, prometheus_client' 2>/dev/null && echo python3 || echo /usr/bin/python3)
 
-.PHONY: all build debug run test unit integration bench chaos fuzz install uninstall clean
+.PHONY: all build debug run test unit integration bench bench-todo chaos fuzz install uninstall clean
 
 all: build
 
@@ -41,6 +41,15 @@ bench:
 	./scripts/deps.sh bench
 	$(SWIFT) build $(RELEASE_FLAGS)
 	./scripts/bench.sh
+	$(MAKE) bench-todo
+
+# The application-server half of `make bench` alone: clusterd-todo against hummingbird-todo on
+# PostgreSQL, the async path's cost, 1,000 concurrent sleeps (scripts/bench_todo.py).
+bench-todo:
+	./scripts/deps.sh bench
+	$(SWIFT) build $(RELEASE_FLAGS) --product clusterd-example
+	$(SWIFT) build $(RELEASE_FLAGS) --package-path $(TODO_PKG)
+	python3 scripts/bench_todo.py
 
 # A longer chaos run than the suite's: CHAOS_DURATION seconds (default 120).
 chaos:

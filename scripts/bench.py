@@ -171,14 +171,14 @@ http {{
         return children(self.proc.pid)
 
 
-def wrk(port, extra, lua=None, tmp=None, connections=64, threads=1, pinned=True, duration=None):
+def wrk(port, extra, lua=None, tmp=None, connections=64, threads=1, pinned=True, duration=None, path="/"):
     args = (["taskset", "-c", CLIENT_CPU] if pinned else []) + ["wrk", f"-t{threads}", f"-c{connections}", "-d", duration or DURATION, "--latency"]
     if lua:
-        script = os.path.join(tmp, "pipeline.lua")
+        script = os.path.join(tmp, "script.lua")
         with open(script, "w") as f:
             f.write(lua)
         args += ["-s", script]
-    args += extra + [f"http://127.0.0.1:{port}/"]
+    args += extra + [f"http://127.0.0.1:{port}{path}"]
     # wrk's own CPU and the TCP segments sent (both directions: loopback counts each once). On
     # loopback the kernel's receive work, waking the server included, is billed to the sender, so
     # a server that costs its client less shows up here before it shows up in requests/s.
