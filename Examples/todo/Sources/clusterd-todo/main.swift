@@ -1,20 +1,19 @@
-// clusterd-todo: a JSON API on PostgreSQL, served by clusterd (master, workers, reload, scale).
+// clusterd-todo: a JSON API on PostgreSQL, served by clusterd (master, workers, reload, scale),
+// written with ClusterApp's router.
 //
 //   POST   /todos      {"title": "milk"}     → 201 {"done":false,"id":1,"title":"milk"}
 //   GET    /todos                            → 200 [{...}, ...]
-//   GET    /todos/:id                        → 200 {...} | 404 {"error": ...}
+//   GET    /todos/:id                        → 200 {...} | 404 {"error": "no such todo"}
 //   PATCH  /todos/:id  {"done": true}        → 200 {...} (and/or "title")
 //   DELETE /todos/:id                        → 204 | 404
-//   anything else → the stock handler (the config's routes and static files, /healthz, /metrics)
+//   HEAD from GET, 405 with Allow; anything else → the stock handler (/healthz, /metrics, routes)
 //
 // The database: the config's `"app": {"databaseURL": "postgres://...", "poolSize": 4}`, or the
 // DATABASE_URL environment variable when the config names none. Each worker opens its own pool
 // (`poolSize` connections at most) on one NIO event loop thread of its own; the master only
-// validates the settings and never connects. Queries are awaited in `respondLater` tasks, which run
-// on the worker's loop: a worker serves its other connections while a query is out.
-import Cluster
-import ClusterConfig
-import ClusterHTTP
+// validates the settings and never connects. The routes await their queries: each runs as a task
+// on the worker's loop (respondLater), which serves its other connections while a query is out.
+import ClusterApp
 import ClusterJSON
 import Logging
 import NIOPosix
@@ -25,92 +24,64 @@ import TodoCore
 import Glibc
 #endif
 
-struct TodoAPI: HTTPHandler {
-    /// Nil in the master's validation run (no worker serves that handler).
-    let store: TodoStore?
-    let fallback: StockHandler
+/// The routes. The JSON in and out is TodoCore's, the same bytes as hummingbird-todo's.
+enum TodoRoutes {
+    static let notFound = HTTPError(404, "no such todo")
 
-    func handle(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
-        // A small match on the path: `/todos` and `/todos/<id>`; the rest is the stock handler's.
-        let path = request.path.string
-        if path == "/todos" { return collection(request, &response) }
-        guard path.hasPrefix("/todos/"), !path.dropFirst("/todos/".count).contains("/") else {
-            return fallback.handle(request, &response)
-        }
-        item(id: TodoJSON.id(path.dropFirst("/todos/".count)), request, &response)
+    static func json(_ body: [UInt8], status: Int = 200, headers: [HTTPField] = []) -> Response {
+        Response(status: status, headers: [HTTPField("Content-Type", "application/json")] + headers, body: body)
     }
 
-    /// `/todos`: list (GET, HEAD) and create (POST).
-    func collection(_ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
-        switch request.method {
-        case .GET, .HEAD:
-            answerLater(&response) { store in .json(200, TodoJSON.encode(try await store.list())) }
-        case .POST:
-            let title: String
-            do { title = try TodoJSON.decodeNew(request.body.array) } catch { return respond(&response, .error(400, error.message)) }
-            answerLater(&response) { store in
-                let todo = try await store.create(title: title)
-                return .json(201, TodoJSON.encode(todo), headers: [HTTPField("Location", "/todos/\(todo.id)")])
-            }
-        default:
-            respond(&response, .error(405, "method not allowed", headers: [HTTPField("Allow", "GET, HEAD, POST")]))
+    /// A todo id from the path: 404 (not 400) for one that is not a positive integer, as no such
+    /// todo can exist.
+    static func id(_ request: Request) throws -> Int64 {
+        guard let id = request.parameters["id"].flatMap(TodoJSON.id) else { throw notFound }
+        return id
+    }
+
+    /// A request body the API refuses: 400 with the reason.
+    static func decode<T>(_ decode: () throws(BadRequest) -> T) throws -> T {
+        do { return try decode() } catch { throw HTTPError(400, error.message) }
+    }
+
+    /// Runs database work; a database error is logged and answered 503, not 500.
+    static func database<T>(_ store: TodoStore?, _ context: RequestContext, _ work: (TodoStore) async throws -> T) async throws -> T {
+        guard let store else { throw HTTPError(503, "no database in this process") }
+        do { return try await work(store) } catch {
+            context.logger.error("database: \(String(reflecting: error))")
+            throw HTTPError(503, "database unavailable")
         }
     }
 
-    /// `/todos/:id`: read (GET, HEAD), change (PATCH), delete (DELETE).
-    func item(id: Int64?, _ request: HTTPRequest, _ response: inout HTTPResponseWriter) {
-        let allow = "GET, HEAD, PATCH, DELETE"
-        switch request.method {
-        case .GET, .HEAD, .PATCH, .DELETE: break
-        default: return respond(&response, .error(405, "method not allowed", headers: [HTTPField("Allow", allow)]))
+    /// `store` is nil in the master's validation run, where no request is ever served.
+    static func router(_ store: TodoStore?) -> Router {
+        let router = Router()
+        router.get("/todos") { _, context in
+            json(TodoJSON.encode(try await database(store, context) { try await $0.list() }))
         }
-        guard let id else { return respond(&response, .notFound) }
-        switch request.method {
-        case .PATCH:
-            let change: (title: String?, done: Bool?)
-            do { change = try TodoJSON.decodePatch(request.body.array) } catch { return respond(&response, .error(400, error.message)) }
-            answerLater(&response) { store in
-                guard let todo = try await store.update(id: id, title: change.title, done: change.done) else { return .notFound }
-                return .json(200, TodoJSON.encode(todo))
-            }
-        case .DELETE:
-            answerLater(&response) { store in
-                try await store.delete(id: id) ? HTTPResponse(status: 204, contentType: nil) : .notFound
-            }
-        default:
-            answerLater(&response) { store in
-                guard let todo = try await store.find(id: id) else { return .notFound }
-                return .json(200, TodoJSON.encode(todo))
-            }
+        router.post("/todos") { request, context in
+            let title = try decode { () throws(BadRequest) in try TodoJSON.decodeNew(request.body) }
+            let todo = try await database(store, context) { try await $0.create(title: title) }
+            return json(TodoJSON.encode(todo), status: 201, headers: [HTTPField("Location", "/todos/\(todo.id)")])
         }
-    }
-
-    /// Runs `work` as the worker's task; a database error is a 503 (logged), not a dropped connection.
-    func answerLater(_ response: inout HTTPResponseWriter, _ work: @escaping @Sendable (TodoStore) async throws -> HTTPResponse) {
-        guard let store else { return respond(&response, .error(503, "no database in this process")) }
-        response.respondLater {
-            do {
-                return try await work(store)
-            } catch {
-                store.logger.error("database: \(String(reflecting: error))")
-                return .error(503, "database unavailable")
-            }
+        router.get("/todos/:id") { request, context in
+            let id = try id(request)
+            guard let todo = try await database(store, context, { try await $0.find(id: id) }) else { throw notFound }
+            return json(TodoJSON.encode(todo))
         }
+        router.patch("/todos/:id") { request, context in
+            let id = try id(request)
+            let change = try decode { () throws(BadRequest) in try TodoJSON.decodePatch(request.body) }
+            guard let todo = try await database(store, context, { try await $0.update(id: id, title: change.title, done: change.done) }) else { throw notFound }
+            return json(TodoJSON.encode(todo))
+        }
+        router.delete("/todos/:id") { request, context in
+            let id = try id(request)
+            guard try await database(store, context, { try await $0.delete(id: id) }) else { throw notFound }
+            return Response(status: 204)
+        }
+        return router
     }
-
-    func respond(_ response: inout HTTPResponseWriter, _ answer: HTTPResponse) {
-        response.respond(answer)
-    }
-}
-
-extension HTTPResponse {
-    static func json(_ status: Int, _ body: [UInt8], headers: [HTTPField] = []) -> HTTPResponse {
-        HTTPResponse(status: status, contentType: "application/json", headers: headers, body: body)
-    }
-    static func error(_ status: Int, _ message: String, headers: [HTTPField] = []) -> HTTPResponse {
-        .json(status, TodoJSON.error(message), headers: headers)
-    }
-    static let notFound = HTTPResponse.error(404, "no such todo")
 }
 
 /// The `app` section: `{"databaseURL": "postgres://...", "poolSize": 4}`; both optional.
@@ -147,9 +118,8 @@ LoggingSystem.bootstrap(StreamLogHandler.standardError)
 Cluster.main(app: AppInfo(name: "clusterd-todo", version: "1.0.0")) { context in
     let environment = getenv("DATABASE_URL").map { String(cString: $0) }
     let settings = try TodoSettings(app: context.app, environment: environment, file: context.config.source)
-    let fallback = try StockHandler(context: context)
     // The master runs the factory only to validate a config: no connections there.
-    guard context.lifecycle != nil else { return TodoAPI(store: nil, fallback: fallback) }
+    guard context.lifecycle != nil else { return try TodoRoutes.router(nil).handler(context: context) }
     // One event loop thread for this worker's connections to PostgreSQL (not one per core: there
     // are as many workers as cores already). The pool connects lazily, on the first query.
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -160,5 +130,5 @@ Cluster.main(app: AppInfo(name: "clusterd-todo", version: "1.0.0")) { context in
     // thread is its epoll loop, which never drains the main actor's queue: a plain `Task { }` here
     // would never start.
     Task.detached { await client.run() }
-    return TodoAPI(store: TodoStore(client: client, logger: logger), fallback: fallback)
+    return try TodoRoutes.router(TodoStore(client: client, logger: logger)).handler(context: context)
 }
