@@ -81,13 +81,6 @@ class Postgres:
     def psql_file(self, path):
         subprocess.run(self.psql_args() + ["-f", path], check=True, capture_output=True, text=True, timeout=60)
 
-    def log_text(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
     def stop(self):
         try:
             if self.started:
