@@ -4,7 +4,10 @@ CONFIG ?= config/clusterd.json
 PREFIX ?= /usr/local
 RELEASE_FLAGS = -c release --static-swift-stdlib
 # Examples/todo: a package of its own (postgres-nio, Hummingbird), so clusterd never links swift-nio.
+# SwiftPM names a path dependency after its folder: a checkout in a folder called `todo` would be
+# the same package as Examples/todo, and its build fails ("product 'Cluster' ... not found").
 TODO_PKG = Examples/todo
+TODO_BUILD = @[ "$(notdir $(CURDIR))" != todo ] || { echo "make: this checkout's folder is named todo, like Examples/todo: SwiftPM takes them for one package; rename the folder" >&2; exit 1; }; $(SWIFT) build $(RELEASE_FLAGS) --package-path $(TODO_PKG)
 # Python with pytest: the one on PATH if it has pytest, else Debian's.
 PYTHON = $(shell python3 -c 'import pytest, prometheus_client' 2>/dev/null && echo python3 || echo /usr/bin/python3)
 
@@ -34,7 +37,7 @@ unit:
 
 integration:
 	$(SWIFT) build $(RELEASE_FLAGS)
-	$(SWIFT) build $(RELEASE_FLAGS) --package-path $(TODO_PKG) --product clusterd-todo
+	$(TODO_BUILD) --product clusterd-todo
 	CLUSTERD_BIN=$(CURDIR)/.build/release TODO_BIN=$(CURDIR)/$(TODO_PKG)/.build/release $(PYTHON) -m pytest -q Tests/integration
 
 bench:
@@ -48,7 +51,7 @@ bench:
 bench-todo:
 	./scripts/deps.sh bench
 	$(SWIFT) build $(RELEASE_FLAGS) --product clusterd-example
-	$(SWIFT) build $(RELEASE_FLAGS) --package-path $(TODO_PKG)
+	$(TODO_BUILD)
 	python3 scripts/bench_todo.py
 
 # A longer chaos run than the suite's: CHAOS_DURATION seconds (default 120).
