@@ -234,6 +234,10 @@ public enum Cluster {
                 do { try Sys.pinToCPU(cpu) } catch { logger.warning("cpuAffinity: cannot pin to CPU \(cpu): \(error)") }
             }
             let lifecycle = WorkerLifecycle()
+            // Before the handler's factory can start threads (a database driver's event loop, the
+            // concurrency runtime's pool): they inherit this mask, so TERM and the others reach the
+            // worker's signalfd and drain it instead of killing it.
+            try Signals.block(HTTPWorker<H, LinuxKernel>.signals)
             let handler = try makeHandler(HandlerContext(config: config, stats: segment, lifecycle: lifecycle))
             let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners.rawValues, channel: channel.rawValue,
                                         stats: stats, logger: logger, lifecycle: lifecycle)

@@ -29,6 +29,15 @@ public final class SignalFd {
 }
 
 public enum Signals {
+    /// Blocks `signals` for the calling thread and every thread it starts from now on (they inherit
+    /// the mask), so that only a signalfd receives them.
+    public static func block(_ signals: [Int32]) throws(SystemError) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in signals { sigaddset(&set, s) }
+        _ = try syscall("sigprocmask") { sigprocmask(SIG_BLOCK, &set, nil) }
+    }
+
     /// Ignore SIGPIPE: writes to closed sockets come back as EPIPE instead.
     public static func ignorePipe() {
         signal(SIGPIPE, SIG_IGN)

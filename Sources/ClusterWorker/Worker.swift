@@ -139,9 +139,16 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         channelBuffer.deallocate()
     }
 
+    /// The signals a worker reads from its signalfd. Block them (`Signals.block`) before starting
+    /// any thread in the worker process, or that thread may take one and the default action
+    /// (termination) kills the worker instead of draining it.
+    public static var signals: [Int32] {
+        [SignalNumber.terminate, SignalNumber.interrupt, SignalNumber.quit, SignalNumber.user1, SignalNumber.hangup]
+    }
+
     /// Runs until drained or stopped. Returns the process exit code.
     public func run() throws(SystemError) -> Int32 {
-        let signals = try SignalFd(signals: [SignalNumber.terminate, SignalNumber.interrupt, SignalNumber.quit, SignalNumber.user1, SignalNumber.hangup])
+        let signals = try SignalFd(signals: Self.signals)
         self.signals = signals
         try kernel.epollAdd(signals.fd, events: Epoll.readable, data: Token.make(Token.signal, 0, signals.fd))
         try start()

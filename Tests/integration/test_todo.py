@@ -248,3 +248,24 @@ def test_todo_creates_under_reloads_and_scaling(daemon_factory, postgres):
     in_db = sorted((int(i), t) for i, t in rows)
     assert len({t for _, t in in_db}) == len(in_db), "a title was inserted twice"
     assert in_db == sorted(created), (len(in_db), len(created))
+
+
+def test_a_worker_with_driver_threads_still_drains_on_term(daemon_factory, postgres):
+    """The factory starts threads (PostgresNIO's event loop, the concurrency pool): they inherit a
+    signal mask with TERM blocked, so a TERM to the worker reaches its signalfd (the master runs the
+    stop) instead of killing it (it was: 'killed by SIGTERM; restarting')."""
+    import signal
+    from conftest import children, status, wait_until
+    d = start_todo(daemon_factory, postgres.url, workers=1)
+    assert json_call(d.port, "POST", "/todos", {"title": "before"})[0] == 201
+    worker = children(d.proc.pid)[0]
+    threads = os.listdir(f"/proc/{worker}/task")
+    assert len(threads) > 1, "the factory started no thread: this test proves nothing"
+    for tid in threads:
+        blocked = int(open(f"/proc/{worker}/task/{tid}/status").read().split("SigBlk:")[1].split()[0], 16)
+        assert blocked & (1 << (signal.SIGTERM - 1)), f"thread {tid} of the worker takes TERM"
+    os.kill(worker, signal.SIGTERM)
+    wait_until(lambda: "runs the stop; serving until it says drain" in d.log_text(), what="the worker's TERM notice")
+    time.sleep(0.3)
+    assert worker in children(d.proc.pid) and "killed by SIGTERM" not in d.log_text()
+    assert json_call(d.port, "POST", "/todos", {"title": "after"})[0] == 201
