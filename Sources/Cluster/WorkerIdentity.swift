@@ -29,7 +29,13 @@ enum WorkerIdentity {
             guard let primary else { throw fail("group", "user \(user) has no entry in the user database to take a group from: name the group") }
             gid = primary
         }
-        if uid == Identity.effectiveUser && !Identity.maySwitchUser { return nil }  // already that user
+        if uid == Identity.effectiveUser && !Identity.maySwitchUser {
+            // Already that user; a group other than the master's cannot be taken without privilege.
+            guard gid == Identity.effectiveGroup else {
+                throw fail("group", "switching the workers to gid \(gid) needs the master to run as root with CAP_SETGID; it runs as uid \(Identity.effectiveUser), gid \(Identity.effectiveGroup)")
+            }
+            return nil
+        }
         guard Identity.maySwitchUser else {
             throw fail("user", "switching the workers to uid \(uid) needs the master to run as root with CAP_SETUID and CAP_SETGID (under systemd: in CapabilityBoundingSet=); it runs as uid \(Identity.effectiveUser)")
         }

@@ -78,6 +78,7 @@ public enum Identity {
 
     /// The effective uid.
     public static var effectiveUser: UserID { geteuid() }
+    public static var effectiveGroup: GroupID { getegid() }
 
     /// Whether this process could switch to another user: root, with CAP_SETUID and CAP_SETGID in
     /// its bounding set (a systemd unit's CapabilityBoundingSet= may have removed them).

@@ -63,3 +63,21 @@ def test_without_cap_setuid_the_switch_is_refused_up_front(tmpdir_short):
                         f"exec {os.path.join(BIN, 'clusterd')} --check-config --config {path}"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 78 and "needs the master to run as root with CAP_SETUID" in r.stderr, r.stderr
+
+
+def test_an_unprivileged_master_refuses_a_group_it_cannot_take(tmpdir_short):
+    """A master that is already `user` but not root cannot give its workers another group: the config
+    is refused (it was: the group was silently ignored)."""
+    os.chmod(tmpdir_short, 0o755)
+    path = os.path.join(tmpdir_short, "c.json")
+    base = {"listen": ["127.0.0.1:18099"], "controlSocket": os.path.join(tmpdir_short, "c.sock"), "user": "nobody"}
+    for group, ok in (("nogroup", True), ("root", False)):
+        with open(path, "w") as f:
+            json.dump(dict(base, group=group), f)
+        os.chmod(path, 0o644)
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", os.path.join(BIN, "clusterd"),
+                            "--check-config", "--config", path], capture_output=True, text=True, timeout=30)
+        if ok:
+            assert r.returncode == 0, r.stderr
+        else:
+            assert r.returncode == 78 and "group: switching the workers to gid 0 needs" in r.stderr, r.stderr
