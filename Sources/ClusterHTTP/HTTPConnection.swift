@@ -460,34 +460,38 @@ public struct HTTPConnectionState {
         with response: HTTPResponse, _ input: IOBuffer, output: IOBuffer, parser: HTTPParser, context: ResponseContext,
         handler: H, counters: inout HTTPCounters, observer: inout O
     ) -> Outcome {
-        if case .streamingBody(let s) = state, let saved = savedHeaders, saved.count == s.head.headerCount {
-            // Answered before the body was all in: the connection closes after the answer (the
-            // worker reads and drops the rest of the body meanwhile).
-            interruptBody("answered before the body was read")
-            let request = HTTPRequest(head: s.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<s.head.headLength]), fields: saved.fields,
-                                      body: .empty, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
-            var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: s.head.method == .HEAD, versionMinor: s.head.versionMinor, keepAlive: false)
-            writer.respond(response)
-            counters.count(status: writer.status)
-            observer.completed(request, status: writer.status, bodyBytes: writer.bodyBytes)
-            input.moveReaderIndex(forwardBy: s.head.headLength)
-            state = .closing
-            return .close
-        }
-        guard case .awaiting(let a) = state, let saved = savedHeaders, saved.count == a.head.headerCount,
-              input.readableBytes >= a.consumed else {
+        stopStreamingBody()
+        guard case .awaiting(let a) = state, let saved = savedHeaders, saved.count == a.head.headerCount, input.readableBytes >= a.consumed else {
             state = .closing
             return .close
         }
         let keepAlive = a.keepAlive && (!context.closeConnections || input.readableBytes > a.consumed)
-        let request = HTTPRequest(head: a.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<a.consumed]), fields: saved.fields,
-                                  body: a.body, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
         var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: a.head.method == .HEAD, versionMinor: a.head.versionMinor, keepAlive: keepAlive)
         writer.respond(response)
-        counters.count(status: writer.status)
-        observer.completed(request, status: writer.status, bodyBytes: writer.bodyBytes)
+        return answered(a, saved, status: writer.status, bodyBytes: writer.bodyBytes, keepAlive: writer.keepAlive,
+                        input, output, parser, context, handler, &counters, &observer)
+    }
+
+    /// An answer that comes before the request's streamed body is all in: the rest of the body is
+    /// not read (the worker drops it in a lingering close), and the connection closes after it.
+    mutating func stopStreamingBody() {
+        guard case .streamingBody(let s) = state else { return }
+        interruptBody("answered before the body was read")
+        state = .awaiting(Awaiting(head: s.head, body: .empty, consumed: s.head.headLength, keepAlive: false))
+    }
+
+    /// A deferred answer has been written: counts and reports its request, drops the request's
+    /// bytes, and goes on with what the client pipelined behind it unless the connection closes.
+    mutating func answered<H: HTTPHandler, O: HTTPObserver>(
+        _ a: Awaiting, _ saved: SavedHeaders, status: Int, bodyBytes: Int, keepAlive: Bool, _ input: IOBuffer, _ output: IOBuffer,
+        _ parser: HTTPParser, _ context: ResponseContext, _ handler: H, _ counters: inout HTTPCounters, _ observer: inout O
+    ) -> Outcome {
+        let request = HTTPRequest(head: a.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<a.consumed]), fields: saved.fields,
+                                  body: a.body, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
+        counters.count(status: status)
+        observer.completed(request, status: status, bodyBytes: bodyBytes)
         input.moveReaderIndex(forwardBy: a.consumed)
-        if !writer.keepAlive {
+        guard keepAlive else {
             state = .closing
             return .close
         }
@@ -500,14 +504,7 @@ public struct HTTPConnectionState {
     /// body follows: then `writeChunk` for each piece and `finishStream`; else call `finishStream`
     /// at once.
     public mutating func beginStream(with response: HTTPResponse, input: IOBuffer, output: IOBuffer, context: ResponseContext) -> Bool {
-        if case .streamingBody(let s) = state {
-            // Begun before the request's body was all in: the rest of that body is not read (the
-            // connection closes after this answer).
-            interruptBody("answered before the body was read")
-            var a = Awaiting(head: s.head, body: .empty, consumed: s.head.headLength, keepAlive: false)
-            a.streaming = nil
-            state = .awaiting(a)
-        }
+        stopStreamingBody()
         guard case .awaiting(var a) = state, a.streaming == nil else { return false }
         let keepAlive = a.keepAlive && (!context.closeConnections || input.readableBytes > a.consumed)
         var writer = HTTPResponseWriter(output: output, dateLine: context.dateLine, isHead: a.head.method == .HEAD, versionMinor: a.head.versionMinor, keepAlive: keepAlive)
@@ -543,18 +540,8 @@ public struct HTTPConnectionState {
             return .close
         }
         if s.chunked && !failed { output.write("0\r\n\r\n") }
-        let request = HTTPRequest(head: a.head, base: UnsafeRawBufferPointer(rebasing: input.readableView[0..<a.consumed]), fields: saved.fields,
-                                  body: a.body, socket: context.socket, proxiedClient: context.proxiedClient, forwardingTrust: context.forwardingTrust)
-        counters.count(status: s.status)
-        observer.completed(request, status: s.status, bodyBytes: a.streamedBytes)
-        input.moveReaderIndex(forwardBy: a.consumed)
-        if failed || !s.keepAlive {
-            state = .closing
-            return .close
-        }
-        state = .idle
-        if output.readableBytes > parser.limits.maxPendingOutput { return .flushFirst }
-        return process(input, output: output, parser: parser, context: context, handler: handler, counters: &counters, observer: &observer)
+        return answered(a, saved, status: s.status, bodyBytes: a.streamedBytes, keepAlive: s.keepAlive && !failed,
+                        input, output, parser, context, handler, &counters, &observer)
     }
 
     mutating func fail<O: HTTPObserver>(_ error: HTTPError, _ output: IOBuffer, _ context: ResponseContext, _ counters: inout HTTPCounters, _ observer: inout O) -> Outcome {

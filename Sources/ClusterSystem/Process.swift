@@ -9,10 +9,8 @@ public final class SignalFd {
 
     /// Blocks `signals` for the whole process and opens a signalfd for them.
     public init(signals: [Int32]) throws(SystemError) {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in signals { sigaddset(&set, s) }
-        _ = try syscall("sigprocmask") { sigprocmask(SIG_BLOCK, &set, nil) }
+        var set = Signals.set(signals)
+        try Signals.block(signals)
         fd = try syscall("signalfd") { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) }
     }
 
@@ -32,10 +30,15 @@ public enum Signals {
     /// Blocks `signals` for the calling thread and every thread it starts from now on (they inherit
     /// the mask), so that only a signalfd receives them.
     public static func block(_ signals: [Int32]) throws(SystemError) {
+        var set = Self.set(signals)
+        _ = try syscall("sigprocmask") { sigprocmask(SIG_BLOCK, &set, nil) }
+    }
+
+    static func set(_ signals: [Int32]) -> sigset_t {
         var set = sigset_t()
         sigemptyset(&set)
         for s in signals { sigaddset(&set, s) }
-        _ = try syscall("sigprocmask") { sigprocmask(SIG_BLOCK, &set, nil) }
+        return set
     }
 
     /// Ignore SIGPIPE: writes to closed sockets come back as EPIPE instead.
