@@ -56,3 +56,26 @@ func guideRouter(store: TodoStore) -> Router {
         #expect(await client.get("/healthz").text == "ok\n")
     }
 }
+
+/// The first section of Docs/library.md ("From `swift package init` to a deployed service"), as
+/// written there: its routes, and the stock endpoints and HEAD it promises stay.
+struct Greeting: Codable, ResponseEncodable { var hello: String }
+
+@Suite struct PackageInitGuide {
+    @Test func theQuickStartAppAnswersAsDocumented() async throws {
+        let router = Router()
+        router.get("/hello/:name") { request, _ in Greeting(hello: request.parameters["name"] ?? "world") }
+        router.get("/slow") { _, _ in
+            try await Task.sleep(for: .milliseconds(100))
+            return "done\n"
+        }
+        let client = TestClient(handler: try router.handler(context: HandlerContext(config: ClusterConfiguration())))
+        #expect(try await client.get("/hello/Ada").json(as: Greeting.self).hello == "Ada")
+        #expect(await client.get("/slow").text == "done\n")
+        let head = await client.head("/hello/Ada")
+        #expect(head.status == 200 && head.body.isEmpty)
+        #expect(await client.get("/healthz").text == "ok\n")
+        #expect(await client.get("/readyz").text == "ready\n")
+        #expect(await client.get("/nothing").status == 404)
+    }
+}
