@@ -64,14 +64,6 @@ final class StaticFiles {
         pathBuffer.removeAll(keepingCapacity: true)
         var segmentStart = 0
         var i = 0
-        func hex(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 0x30...0x39: return c - 0x30
-            case 0x41...0x46: return c - 0x41 + 10
-            case 0x61...0x66: return c - 0x61 + 10
-            default: return nil
-            }
-        }
         func endSegment() -> PathError? {
             let length = pathBuffer.count - segmentStart
             namesDirectory = true
@@ -94,7 +86,7 @@ final class StaticFiles {
         while i < raw.count {
             var c = raw[i]
             if c == UInt8(ascii: "%") {
-                guard i + 2 < raw.count, let h = hex(raw[i + 1]), let l = hex(raw[i + 2]) else { return .badRequest }
+                guard i + 2 < raw.count, let h = hexDigitValue(raw[i + 1]), let l = hexDigitValue(raw[i + 2]) else { return .badRequest }
                 c = h << 4 | l
                 i += 2
                 // An encoded slash or NUL is never part of a file name here.

@@ -299,9 +299,5 @@ enum PercentDecoding {
         return out
     }
 
-    static func hexValue(_ c: UInt8) -> UInt8? {
-        if c >= 0x30 && c <= 0x39 { return c - 0x30 }
-        let lower = c | 0x20  // A-F → a-f
-        return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : nil
-    }
+    static func hexValue(_ c: UInt8) -> UInt8? { hexDigitValue(c) }
 }

@@ -167,14 +167,7 @@ public struct ChunkedDecoder: Sendable, Equatable {
     }
 
     @inline(__always)
-    static func hexValue(_ c: UInt8) -> Int? {
-        switch c {
-        case 0x30...0x39: return Int(c - 0x30)
-        case 0x41...0x46: return Int(c - 0x41 + 10)
-        case 0x61...0x66: return Int(c - 0x61 + 10)
-        default: return nil
-        }
-    }
+    static func hexValue(_ c: UInt8) -> Int? { hexDigitValue(c).map(Int.init) }
 }
 
 extension ChunkedDecoder.State {

@@ -417,6 +417,15 @@ func isDigit(_ c: UInt8) -> Bool { c &- 0x30 < 10 }
 @inlinable @inline(__always)
 func isAlpha(_ c: UInt8) -> Bool { (c | 0x20) &- 0x61 < 26 }
 
+/// The value of one hexadecimal digit (either case), nil for any other byte: chunk sizes, PROXY v1
+/// addresses, percent-escapes.
+@inlinable @inline(__always)
+public func hexDigitValue(_ c: UInt8) -> UInt8? {
+    if isDigit(c) { return c &- 0x30 }
+    let lower = c | 0x20
+    return lower &- 0x61 < 6 ? lower &- 0x61 &+ 10 : nil
+}
+
 /// tchar (RFC 9110 §5.6.2).
 @inlinable @inline(__always)
 func isTchar(_ c: UInt8) -> Bool {

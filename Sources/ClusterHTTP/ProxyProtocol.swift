@@ -222,14 +222,7 @@ public enum ProxyProtocol {
         hexValue(c) != nil || c == UInt8(ascii: ".") || c == UInt8(ascii: ":") || c == space
     }
 
-    static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x61...0x66: return c - 0x61 + 10
-        case 0x41...0x46: return c - 0x41 + 10
-        default: return nil
-        }
-    }
+    static func hexValue(_ c: UInt8) -> UInt8? { hexDigitValue(c) }
 
     /// A decimal number of 1...`maxDigits` digits, no leading zero (but "0"), at most `max`.
     static func decimal(_ b: UnsafeRawBufferPointer, _ r: Range<Int>, maxDigits: Int, max: Int) -> Int? {
