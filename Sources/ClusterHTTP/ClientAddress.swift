@@ -102,17 +102,20 @@ public enum ForwardedHeaders {
         var hops: [UnsafeRawBufferPointer] = []
         var sawForwardedFor = false
         for i in 0..<request.headerCount {
-            let (name, value) = request.header(at: i)
-            if name.count == 15 && lowercaseEquals(name.buffer, "x-forwarded-for") {
+            let field = request.fields[i]
+            let value = request.bytes(field.value)
+            if HTTPParser.equalsLower(request.base, field.name, "x-forwarded-for") {
                 if !sawForwardedFor { hops = [] }
                 sawForwardedFor = true
                 split(value.buffer, by: UInt8(ascii: ",")) { hops.append(trimmed($0)) }
-            } else if !sawForwardedFor && name.count == 9 && lowercaseEquals(name.buffer, "forwarded") {
+            } else if !sawForwardedFor && HTTPParser.equalsLower(request.base, field.name, "forwarded") {
                 split(value.buffer, by: UInt8(ascii: ",")) { element in
                     var forValue: UnsafeRawBufferPointer? = nil
                     split(element, by: UInt8(ascii: ";")) { pair in
                         let pair = trimmed(pair)
-                        if pair.count > 4 && lowercaseEquals(UnsafeRawBufferPointer(rebasing: pair[0..<4]), "for=") {
+                        // `for=`, the parameter name in any case (RFC 7239 §4).
+                        if pair.count > 4 && pair[0] | 0x20 == UInt8(ascii: "f") && pair[1] | 0x20 == UInt8(ascii: "o")
+                            && pair[2] | 0x20 == UInt8(ascii: "r") && pair[3] == UInt8(ascii: "=") {
                             forValue = UnsafeRawBufferPointer(rebasing: pair[4...])
                         }
                     }
@@ -159,12 +162,5 @@ public enum ForwardedHeaders {
         while s < e && (b[s] == 0x20 || b[s] == 0x09) { s += 1 }
         while e > s && (b[e - 1] == 0x20 || b[e - 1] == 0x09) { e -= 1 }
         return UnsafeRawBufferPointer(rebasing: b[s..<e])
-    }
-
-    static func lowercaseEquals(_ b: UnsafeRawBufferPointer, _ lower: StaticString) -> Bool {
-        guard b.count == lower.utf8CodeUnitCount else { return false }
-        let l = UnsafeRawBufferPointer(start: lower.utf8Start, count: b.count)
-        for i in 0..<b.count where (b[i] >= 0x41 && b[i] <= 0x5A ? b[i] | 0x20 : b[i]) != l[i] { return false }
-        return true
     }
 }
