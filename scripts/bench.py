@@ -118,10 +118,30 @@ class Server:
                 self.proc.wait()
 
 
+STATIC_FILES = {"1k.html": 1024, "64k.html": 64 * 1024, "1m.html": 1024 * 1024}
+
+
+def make_site(tmp):
+    """The static files both servers serve (same bytes, made once per run, an old mtime so
+    neither server sees a file still being written)."""
+    site = os.path.join(tmp, "site")
+    os.makedirs(site, exist_ok=True)
+    # nginx's workers run as nobody when it is started as root: the files must be world-readable.
+    os.chmod(tmp, 0o755)
+    os.chmod(site, 0o755)
+    for name, size in STATIC_FILES.items():
+        path = os.path.join(site, name)
+        with open(path, "wb") as f:
+            f.write((b"0123456789abcdef" * (size // 16 + 1))[:size])
+        os.chmod(path, 0o644)
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    return site
+
+
 class Clusterd(Server):
-    def __init__(self, name, tmp, workers=1, pinned=True, extra=None):
+    def __init__(self, name, tmp, workers=1, pinned=True, extra=None, site=None):
         super().__init__(name, tmp)
-        self.workers_n, self.pinned, self.extra = workers, pinned, extra or {}
+        self.workers_n, self.pinned, self.extra, self.site = workers, pinned, extra or {}, site
 
     def start(self):
         os.makedirs(self.tmp, exist_ok=True)
@@ -130,6 +150,8 @@ class Clusterd(Server):
                   "controlSocket": os.path.join(self.tmp, "c.sock"),
                   "http": {"maxConnections": 30000},
                   "routes": [{"path": "/", "body": BODY}]}
+        if self.site:
+            config["static"] = [{"prefix": "/static/", "root": self.site}]
         config.update(self.extra)
         with open(cfg, "w") as f:
             json.dump(config, f)
@@ -141,13 +163,16 @@ class Clusterd(Server):
 
 
 class Nginx(Server):
-    def __init__(self, name, tmp, workers=1, pinned=True, connections=30000, deferred=False):
+    def __init__(self, name, tmp, workers=1, pinned=True, connections=30000, deferred=False, site=None):
         super().__init__(name, tmp)
-        self.workers_n, self.pinned, self.connections, self.deferred = workers, pinned, connections, deferred
+        self.workers_n, self.pinned, self.connections, self.deferred, self.site = workers, pinned, connections, deferred, site
 
     def start(self):
         os.makedirs(self.tmp, exist_ok=True)
         conf = os.path.join(self.tmp, "nginx.conf")
+        # Static files as an nginx operator tunes them: sendfile, tcp_nopush, open_file_cache.
+        static = (f"location /static/ {{ alias {self.site}/; sendfile on; tcp_nopush on; "
+                  f"open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s; types {{ text/html html; }} }}") if self.site else ""
         with open(conf, "w") as f:
             f.write(f"""
 worker_processes {self.workers_n};
@@ -162,6 +187,7 @@ http {{
   server {{
     listen 127.0.0.1:{self.port} reuseport{" deferred" if self.deferred else ""};
     location / {{ return 200 "{BODY}"; }}
+    {static}
   }}
 }}
 """)
@@ -210,7 +236,8 @@ def run_pairs(servers, scenarios, results, tmp, label_prefix="", rounds=None):
                 srv = servers[name]
                 pids = srv.workers()
                 t0 = cpu_ticks(pids)
-                res = wrk(srv.port, kwargs.get("extra", []), lua, tmp, threads=kwargs.get("threads", 1), pinned=kwargs.get("pinned", True))
+                res = wrk(srv.port, kwargs.get("extra", []), lua, tmp, threads=kwargs.get("threads", 1), pinned=kwargs.get("pinned", True),
+                          path=kwargs.get("path", "/"))
                 t1 = cpu_ticks(pids)
                 secs = float(DURATION.rstrip("s"))
                 res["cpu_us_per_req"] = (t1 - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(1, res["rps"] * secs)
@@ -359,6 +386,63 @@ def pinned_alone(tmp, scenario, rounds):
     return v
 
 
+STATIC_SCENARIOS = [("static-1k", {"path": "/static/1k.html"}, None), ("static-64k", {"path": "/static/64k.html"}, None),
+                    ("static-1m", {"path": "/static/1m.html"}, None),
+                    ("static-range", {"path": "/static/1m.html", "extra": ["-H", "Range: bytes=4096-20479"]}, None)]
+
+
+def same_answers(servers, paths, extra_headers=()):
+    """Both servers answer each path with the same status and body (a benchmark of different work
+    would prove nothing)."""
+    import http.client
+    seen = {}
+    for name, srv in servers.items():
+        for path in paths:
+            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            c.request("GET", path, headers=dict(extra_headers))
+            r = c.getresponse()
+            seen.setdefault(path, {})[name] = (r.status, r.read())
+            c.close()
+    for path, answers in seen.items():
+        if len({a for a in answers.values()}) != 1:
+            raise RuntimeError(f"bench: the servers answer {path} differently: " + ", ".join(f"{n} {a[0]} {len(a[1])} bytes" for n, a in answers.items()))
+
+
+def static_files(tmp, results):
+    """Static files, one pinned worker each (1 KB, 64 KB, 1 MB, a 16 KB range of the 1 MB file),
+    then 1 KB with two workers each, nothing pinned."""
+    site = make_site(tmp)
+    pair = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd-static"), site=site),
+            "nginx": Nginx("nginx", os.path.join(tmp, "ngx-static"), site=site)}
+    try:
+        for srv in pair.values():
+            srv.start()
+        same_answers(pair, [f"/static/{n}" for n in STATIC_FILES])
+        same_answers(pair, ["/static/1m.html"], [("Range", "bytes=4096-20479")])
+        run_pairs(pair, STATIC_SCENARIOS, results, tmp)
+    finally:
+        for srv in pair.values():
+            srv.stop()
+    two = {"clusterd": Clusterd("clusterd", os.path.join(tmp, "cd-static2"), workers=2, pinned=False, site=site),
+           "nginx": Nginx("nginx", os.path.join(tmp, "ngx-static2"), workers=2, pinned=False, site=site)}
+    try:
+        for srv in two.values():
+            srv.start()
+        run_pairs(two, [("static-1k-2w", {"path": "/static/1k.html", "threads": 2, "pinned": False}, None)], results, tmp)
+    finally:
+        for srv in two.values():
+            srv.stop()
+    return [sc for sc, _, _ in STATIC_SCENARIOS] + ["static-1k-2w"]
+
+
+def print_summary(summary):
+    print(f"{'scenario':14s} {'clusterd req/s':>15s} {'nginx req/s':>13s} {'ratio':>7s} {'cd p50 us':>10s} {'ngx p50 us':>11s} {'cd p99 us':>10s} {'ngx p99 us':>11s} {'cd cpu/req':>11s} {'ngx cpu/req':>12s}")
+    for scenario, v in summary.items():
+        def lat(x, width=10):
+            return f"{x:>{width}.0f}" if x and "pipelined" not in scenario else f"{'n/a':>{width}s}"
+        print(f"{scenario:14s} {v['clusterd_rps']:>15,.0f} {v['nginx_rps']:>13,.0f} {v['ratio']:>7.2f} {lat(v['clusterd_p50_us'])} {lat(v['nginx_p50_us'], 11)} {lat(v['clusterd_p99_us'])} {lat(v['nginx_p99_us'], 11)} {v['clusterd_cpu_us_per_req']:>11.2f} {v['nginx_cpu_us_per_req']:>12.2f}")
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 40000), hard))
@@ -374,6 +458,13 @@ def main():
     if only in {name for name, _, _ in scenarios}:
         # One pinned scenario alone (for A/B work while changing code): no report, no baseline.
         v = pinned_alone(tmp, [sc for sc in scenarios if sc[0] == only][0], ROUNDS)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if only == "static":
+        # The static-file scenarios alone (A/B work on the file path): no report, no baseline.
+        names = static_files(tmp, results)
+        print()
+        print_summary({sc: summarise(results, sc) for sc in names})
         shutil.rmtree(tmp, ignore_errors=True)
         return
     memory = stock_memory(tmp)
@@ -421,19 +512,17 @@ def main():
     finally:
         for srv in two.values():
             srv.stop()
+    static_names = static_files(tmp, results)
     report["startup"] = startup_and_reload(tmp)
 
     summary = {sc: summarise(results, sc) for sc, _, _ in scenarios + [("close-deferred", {}, None), ("2workers", {}, None)]}
+    summary.update({sc: summarise(results, sc) for sc in static_names})
     aff = statistics.median(x["rps"] for x in results["clusterd+affinity"]["2workers"])
     summary["2workers"]["clusterd_affinity_rps"] = aff
     report.update({"summary": summary, "runs": results, "pss_idle_kb": idle, "pss_master_kb": masters, "memory": memory})
 
     print()
-    print(f"{'scenario':14s} {'clusterd req/s':>15s} {'nginx req/s':>13s} {'ratio':>7s} {'cd p50 us':>10s} {'ngx p50 us':>11s} {'cd p99 us':>10s} {'ngx p99 us':>11s} {'cd cpu/req':>11s} {'ngx cpu/req':>12s}")
-    for scenario, v in summary.items():
-        def lat(x, width=10):
-            return f"{x:>{width}.0f}" if x and "pipelined" not in scenario else f"{'n/a':>{width}s}"
-        print(f"{scenario:14s} {v['clusterd_rps']:>15,.0f} {v['nginx_rps']:>13,.0f} {v['ratio']:>7.2f} {lat(v['clusterd_p50_us'])} {lat(v['nginx_p50_us'], 11)} {lat(v['clusterd_p99_us'])} {lat(v['nginx_p99_us'], 11)} {v['clusterd_cpu_us_per_req']:>11.2f} {v['nginx_cpu_us_per_req']:>12.2f}")
+    print_summary(summary)
     print()
     print("client side (wrk's CPU per request, TCP segments per request):")
     for scenario, v in summary.items():

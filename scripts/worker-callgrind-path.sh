@@ -1,15 +1,18 @@
 #!/bin/bash
 # Instructions per request in the worker for GET PATH on keep-alive (callgrind), e.g. to compare a
 # sync and an async route of clusterd-example. Usage: scripts/worker-callgrind-path.sh BINARY PATH [N1] [N2]
+# With STATIC_ROOT=DIR, DIR is served under /static/ (e.g. PATH=/static/1k.html).
 set -euo pipefail
 BIN=$1; P=$2; N1=${3:-1000}; N2=${4:-5000}
 count() {
     local n=$1 dir port vg f pid
     dir=$(mktemp -d /tmp/cgq.XXXX)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    local static=""
+    [ -n "${STATIC_ROOT:-}" ] && static=", \"static\": [{\"prefix\": \"/static/\", \"root\": \"$STATIC_ROOT\"}]"
     cat > "$dir/c.json" <<J
 {"workers": 1, "listen": ["127.0.0.1:$port"], "controlSocket": "$dir/ctl.sock", "busyPoll": 0, "releaseMemoryAfterIdle": 0,
- "routes": [{"path": "/", "status": 200, "contentType": "text/plain", "body": "Hello world!"}]}
+ "routes": [{"path": "/", "status": 200, "contentType": "text/plain", "body": "Hello world!"}]$static}
 J
     valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$dir/cg.%p" "$BIN" --config "$dir/c.json" >"$dir/log" 2>&1 &
     vg=$!

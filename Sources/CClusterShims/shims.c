@@ -103,12 +103,46 @@ int ccluster_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int ccluster_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
 int ccluster_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
 int ccluster_malloc_trim(void) { return malloc_trim(0); }
+/* Where openat2 is missing (kernels before 5.6, or a tool that does not know it, such as
+ * valgrind 3.19): `path` (relative, normalised: no "..") is opened one component at a time with
+ * O_NOFOLLOW, so no symlink is followed at all (ELOOP, answered 403): stricter than
+ * RESOLVE_BENEATH, which follows symlinks that stay beneath, and never looser. */
+static int open_beneath_without_symlinks(int dirfd, const char *path, int flags) {
+    char part[256];
+    int dir = dirfd;
+    const char *p = path;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n >= sizeof(part)) { errno = ENAMETOOLONG; break; }
+        memcpy(part, p, n);
+        part[n] = 0;
+        if (strcmp(part, "..") == 0) { errno = EXDEV; break; }
+        int fd;
+        if (slash) {
+            fd = openat(dir, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0 && errno == ENOTDIR) errno = ELOOP; /* a symlink opened with O_PATH|O_NOFOLLOW, or a file */
+        } else {
+            fd = openat(dir, part, flags | O_NOFOLLOW);
+        }
+        if (dir != dirfd) { int saved = errno; close(dir); errno = saved; }
+        if (fd < 0 || !slash) return fd;
+        dir = fd;
+        p = slash + 1;
+    }
+    if (dir != dirfd) { int saved = errno; close(dir); errno = saved; }
+    return -1;
+}
+
 int ccluster_openat2(int dirfd, const char *path, int flags, int beneath) {
     struct open_how how;
     memset(&how, 0, sizeof(how));
     how.flags = (unsigned long long)flags;
     how.resolve = beneath ? (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) : RESOLVE_NO_MAGICLINKS;
-    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    if (fd >= 0 || errno != ENOSYS) return fd;
+    if (!beneath) return openat(dirfd, path, flags);
+    return open_beneath_without_symlinks(dirfd, path, flags);
 }
 
 int ccluster_allowed_cpus(int *cpus, int max) {

@@ -184,6 +184,7 @@ extension ClusterConfiguration {
                 }
                 entry.allowSymlinksOutside = try r.bool("allowSymlinksOutside", default: entry.allowSymlinksOutside)
                 entry.allowHidden = try r.bool("allowHidden", default: entry.allowHidden)
+                entry.openFileCache = try r.int("openFileCache", default: entry.openFileCache, range: 0...100_000)
                 if config.staticRoots.contains(where: { $0.prefix == prefix }) { throw r.fail("prefix", "\"\(prefix)\" is used twice") }
                 try r.finish()
                 config.staticRoots.append(entry)
@@ -259,7 +260,7 @@ extension ClusterConfiguration {
     static let listenKeys = ["address", "proxyProtocol", "mode", "group"]
     static let httpKeys = ["keepAliveTimeout", "headerTimeout", "bodyTimeout", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "maxConnections", "maxKeepAliveRequests"]
     static let routeKeys = ["path", "status", "contentType", "body", "headers"]
-    static let staticKeys = ["prefix", "root", "index", "allowSymlinksOutside", "allowHidden"]
+    static let staticKeys = ["prefix", "root", "index", "allowSymlinksOutside", "allowHidden", "openFileCache"]
     static let accessLogKeys = ["path", "format"]
     static let metricsKeys = ["path", "allow"]
 

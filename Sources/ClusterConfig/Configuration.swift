@@ -226,6 +226,9 @@ public struct ClusterConfiguration: Equatable, Sendable {
         /// Serve hidden names (a path segment starting with `.`: `.env`, `.git/config`). Default
         /// false: they answer 404. `/.well-known/` is served either way.
         public var allowHidden = false
+        /// Files each worker keeps open for this root (the open-file cache, each entry one
+        /// descriptor); 0 turns the cache off. Default 1000.
+        public var openFileCache = 1000
 
         public init(prefix: String, root: String, index: String = "index.html", allowSymlinksOutside: Bool = false, allowHidden: Bool = false) {
             self.prefix = prefix

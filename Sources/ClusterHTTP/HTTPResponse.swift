@@ -29,20 +29,56 @@ public struct PreparedResponse: Sendable {
     public init(status: Int, contentType: String? = "text/plain", headers: [HTTPField] = [], body: String) {
         self.init(status: status, contentType: contentType, headers: headers, body: Array(body.utf8))
     }
+
+    /// A head announcing `fileLength` body bytes that come from a file (`respond(_:file:)`); with
+    /// `fileLength` nil, a head without Content-Length (`respondPartial`).
+    public init(status: Int, contentType: String?, headers: [HTTPField] = [], fileLength: Int?) {
+        self.status = status
+        let h = IOBuffer(capacity: 256)
+        HTTPResponseWriter.writeHead(h, status: status, contentType: contentType, headers: headers, contentLength: fileLength)
+        head = h.readableArray
+        body = []
+    }
 }
 
 /// A response body that is a region of an open file, sent with sendfile(2) by the worker. The
-/// writer takes ownership of the descriptor: the worker closes it once sent (or at once for HEAD).
+/// writer takes ownership of the descriptor: the worker closes it once sent (or at once for HEAD),
+/// unless the body has a `shared` owner.
 public struct FileBody: Sendable, Equatable {
     public var fd: Int32
     public var offset: Int
     public var count: Int
+    /// The owner of a descriptor that many responses send from (an open-file cache's entry): the
+    /// worker never closes `fd` then; the owner closes it once the last response holding it is done
+    /// (sendfile takes its own offset, so sharing one open file is safe).
+    public var shared: (any SharedFile)?
 
     public init(fd: Int32, offset: Int, count: Int) {
         self.fd = fd
         self.offset = offset
         self.count = count
+        self.shared = nil
     }
+
+    public init(shared: any SharedFile, offset: Int, count: Int) {
+        self.fd = shared.fd
+        self.offset = offset
+        self.count = count
+        self.shared = shared
+    }
+
+    /// Whether the worker closes `fd` when the body is sent or abandoned.
+    @inlinable public var ownsDescriptor: Bool { shared == nil }
+
+    public static func == (a: FileBody, b: FileBody) -> Bool {
+        a.fd == b.fd && a.offset == b.offset && a.count == b.count && a.shared === b.shared
+    }
+}
+
+/// An open file kept by its owner (a cache) and lent to responses: closed when the last reference
+/// goes, never by the worker that sends from it.
+public protocol SharedFile: AnyObject, Sendable {
+    var fd: Int32 { get }
 }
 
 /// Per-request facts the connection gives the writer.
@@ -204,6 +240,49 @@ public struct HTTPResponseWriter: ~Copyable {
         if isHead { body.count = 0 }
         fileBody = body
         bodyBytes = body.count
+    }
+
+    /// Writes a pre-rendered head (made with `PreparedResponse(status:contentType:headers:fileLength:)`)
+    /// whose body is `file`, sent with sendfile. Takes ownership of `file` in every case.
+    public mutating func respond(_ prepared: PreparedResponse, file: FileBody) {
+        precondition(status == 0, "a handler must respond once")
+        status = prepared.status
+        withOutput { out in prepared.head.withUnsafeBytes { out.write($0) } }
+        writeTrailingHeaders()
+        var body = file
+        if isHead { body.count = 0 }
+        fileBody = body
+        bodyBytes = body.count
+    }
+
+    /// A 206 answer: `head` (status line and fixed fields, made with `fileLength: nil`), then
+    /// `Content-Range: bytes first-last/size` and Content-Length; the part comes from `file` (which
+    /// this takes ownership of) or, when `file` is nil, from `body`, the part's own bytes.
+    public mutating func respondPartial(_ head: PreparedResponse, first: Int, last: Int, of size: Int, file: FileBody?, body: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        precondition(status == 0, "a handler must respond once")
+        status = head.status
+        let length = last - first + 1
+        withOutput { out in
+            head.head.withUnsafeBytes { out.write($0) }
+            out.write("Content-Range: bytes ")
+            out.writeDecimal(first)
+            out.writeByte(UInt8(ascii: "-"))
+            out.writeDecimal(last)
+            out.writeByte(UInt8(ascii: "/"))
+            out.writeDecimal(size)
+            out.write("\r\nContent-Length: ")
+            out.writeDecimal(length)
+            out.write("\r\n")
+        }
+        writeTrailingHeaders()
+        if var file {
+            if isHead { file.count = 0 }
+            fileBody = file
+            bodyBytes = file.count
+        } else if !isHead {
+            withOutput { $0.write(body) }
+            bodyBytes = body.count
+        }
     }
 
     /// Writes a response with no body (304, or 204), with the given headers.

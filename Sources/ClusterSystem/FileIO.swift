@@ -182,18 +182,58 @@ public enum FileIO {
     /// Metadata of an open file (fstat).
     public struct FileInfo: Sendable {
         public var size: Int
+        /// Last modification, whole seconds (what Last-Modified says).
         public var modified: Int64
         public var isDirectory: Bool
         public var isRegular: Bool
         public var identity: FileIdentity
+        /// Which version of the file this is: the inode, size, mtime and ctime to the nanosecond
+        /// (a write, truncate, chmod or rename over the path changes one of them).
+        public var version: FileVersion
+    }
+
+    /// Equal for two looks at a file exactly when nothing visible in stat(2) changed between them.
+    public struct FileVersion: Equatable, Sendable {
+        public var identity: FileIdentity
+        public var size: Int
+        public var modifiedSeconds: Int64
+        public var modifiedNanoseconds: Int
+        public var changedSeconds: Int64
+        public var changedNanoseconds: Int
+        public var mode: UInt32
+
+        public init(identity: FileIdentity, size: Int, modifiedSeconds: Int64, modifiedNanoseconds: Int, changedSeconds: Int64, changedNanoseconds: Int, mode: UInt32) {
+            self.identity = identity
+            self.size = size
+            self.modifiedSeconds = modifiedSeconds
+            self.modifiedNanoseconds = modifiedNanoseconds
+            self.changedSeconds = changedSeconds
+            self.changedNanoseconds = changedNanoseconds
+            self.mode = mode
+        }
+    }
+
+    static func info(_ st: stat) -> FileInfo {
+        let type = st.st_mode & S_IFMT
+        let identity = FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+        let version = FileVersion(identity: identity, size: Int(st.st_size), modifiedSeconds: Int64(st.st_mtim.tv_sec), modifiedNanoseconds: Int(st.st_mtim.tv_nsec),
+                                  changedSeconds: Int64(st.st_ctim.tv_sec), changedNanoseconds: Int(st.st_ctim.tv_nsec), mode: UInt32(st.st_mode))
+        return FileInfo(size: Int(st.st_size), modified: Int64(st.st_mtim.tv_sec), isDirectory: type == S_IFDIR, isRegular: type == S_IFREG,
+                        identity: identity, version: version)
     }
 
     public static func info(fd: Int32) throws(SystemError) -> FileInfo {
         var st = stat()
         _ = try syscall("fstat") { fstat(fd, &st) }
-        let type = st.st_mode & S_IFMT
-        return FileInfo(size: Int(st.st_size), modified: Int64(st.st_mtim.tv_sec), isDirectory: type == S_IFDIR, isRegular: type == S_IFREG,
-                        identity: FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
+        return info(st)
+    }
+
+    /// What `path` names now, every symlink on the way followed (stat(2)); no allocation, for a
+    /// per-request check.
+    public static func version(path: UnsafePointer<CChar>) throws(SystemError) -> FileVersion {
+        var st = stat()
+        _ = try syscall("stat") { stat(path, &st) }
+        return info(st).version
     }
 
     /// The identity of what `path` names now, every symlink on the way followed (stat(2)); no

@@ -82,7 +82,7 @@ public struct TestClient<Handler: HTTPHandler> {
             if let file = state.pendingFile {
                 // A file body (static files): what the worker would sendfile.
                 if file.count > 0, let contents = try? FileIO.read(fd: file.fd, offset: file.offset, count: file.count) { written += contents }
-                Sys.close(file.fd)
+                if file.ownsDescriptor { Sys.close(file.fd) }
                 state.pendingFile = nil
             }
             switch outcome {

@@ -38,7 +38,10 @@ extension Connection {
         if io.scratchOut.readableBytes > 0 {
             if output.readableBytes == 0 && !socketFull {
                 // The common case: straight from the shared buffer, no copy.
-                let written = Self.writeSome(&io, kernel, fd, io.scratchOut.readableView, more: closing && http.pendingFile == nil)
+                // MSG_MORE before a file body: the head rides in the body's first segment. Before
+                // the end of a closing connection: the FIN rides in the last one.
+                let fileFollows = (http.pendingFile?.count ?? 0) > 0
+                let written = Self.writeSome(&io, kernel, fd, io.scratchOut.readableView, more: fileFollows || (closing && http.pendingFile == nil))
                 guard written >= 0 else {
                     io.scratchOut.clear()
                     _ = close(&io, kernel)
@@ -105,7 +108,7 @@ extension Connection {
                 io.stats.add(.bytesOut, UInt64(n))
             }
         }
-        kernel.close(file.fd)
+        if file.ownsDescriptor { kernel.close(file.fd) }
         http.pendingFile = nil
         return true
     }
@@ -180,7 +183,7 @@ extension Connection {
         http.interruptBody("the connection closed")
         kernel.close(fd)
         if let file = http.pendingFile {
-            kernel.close(file.fd)
+            if file.ownsDescriptor { kernel.close(file.fd) }
             http.pendingFile = nil
         }
         input.releaseStorage()

@@ -73,6 +73,27 @@ import Testing
         #expect(StaticFiles.parseRange("bytes=0-1,5-6", size: 100) == .none)
         #expect(StaticFiles.parseRange("items=0-1", size: 100) == .none)
         #expect(StaticFiles.parseRange("bytes=a-b", size: 100) == .none)
+        #expect(StaticFiles.parseRange("bytes= 0-9\t", size: 100) == .range(0, 9))
+        #expect(StaticFiles.parseRange("bytes=0 -9", size: 100) == .none)
+        #expect(StaticFiles.parseRange("bytes=-", size: 100) == .none)
+        #expect(StaticFiles.parseRange("bytes=", size: 100) == .none)
+        #expect(StaticFiles.parseRange("bytes=5-x", size: 100) == .none)
+        #expect(StaticFiles.parseRange("bytes=-5", size: 0) == .unsatisfiable)
+        // 18 digits are a number; 19 are not (no overflow on hostile input).
+        #expect(StaticFiles.parseRange("bytes=0-999999999999999999", size: 100) == .range(0, 99))
+        #expect(StaticFiles.parseRange("bytes=0-9999999999999999999", size: 100) == .none)
+        #expect(StaticFiles.parseRange("bytes=9999999999999999999-", size: 100) == .none)
+    }
+
+    /// The plain-path shortcut gives what the full normalisation gives.
+    @Test(arguments: ["a", "a/b.txt", "css/site.min.css", "a.b/c..d/.e", "x/..y", "...", "a/b/", "a//b", "./a", "a/.", "a/..", "%41", "a b"])
+    func plainPathShortcut(_ input: String) {
+        var viaShortcut: [CChar] = [], viaFull: [CChar] = [], d1 = false, d2 = false
+        let bytes = Array(input.utf8)
+        let e1 = bytes.withUnsafeBytes { StaticFiles.normalise($0, into: &viaShortcut, namesDirectory: &d1) }
+        // The full path alone: a leading "./" makes any input take it and changes nothing.
+        let e2 = Array(("./" + input).utf8).withUnsafeBytes { StaticFiles.normalise($0, into: &viaFull, namesDirectory: &d2) }
+        #expect(e1 == e2 && viaShortcut == viaFull && d1 == d2, "\(input)")
     }
 
     @Test func types() {

@@ -270,3 +270,94 @@ def test_symlink_swap_deploy_is_followed_at_once(tmpdir_short, daemon_factory):
         os.symlink("releases/2", current)
         for s in socks:
             assert keepalive_request(s, "/v.txt") == (200, b"release 2")
+
+
+def worker_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_open_file_cache_never_serves_a_stale_file(tmpdir_short, daemon_factory):
+    """Issue 17: a file served once stays open (and, when small and settled, in memory), yet every
+    change is seen by the very next request: rewritten in place with the same size within the
+    same second, replaced by rename, truncated, deleted, a symlink inside the root re-pointed
+    outside it, an old file (copied into memory) rewritten."""
+    root = os.path.join(tmpdir_short, "site")
+    os.makedirs(root)
+    secret = os.path.join(tmpdir_short, "secret.txt")
+    with open(secret, "w") as f:
+        f.write("top secret")
+
+    def put(name, data, age=0):
+        path = os.path.join(root, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        if age:
+            t = os.stat(path).st_mtime - age
+            os.utime(path, (t, t))
+
+    put("new.txt", b"AAAA")
+    put("old.txt", b"old!" * 100, age=3600)  # settled: kept in memory
+    put("big.bin", os.urandom(200_000))
+    put("target.txt", b"inside")
+    os.symlink("target.txt", os.path.join(root, "link.txt"))
+    d = daemon_factory({"static": [{"prefix": "/", "root": root}], "routes": []})
+    wait_ready(d, 1)
+    with connections(d.port, 1) as (s,):
+        for _ in range(3):
+            assert keepalive_request(s, "/new.txt") == (200, b"AAAA")
+            assert keepalive_request(s, "/old.txt") == (200, b"old!" * 100)
+        # Same size, same second, in place: mtime/ctime nanoseconds move.
+        with open(os.path.join(root, "new.txt"), "r+b") as f:
+            f.write(b"BBBB")
+        assert keepalive_request(s, "/new.txt") == (200, b"BBBB")
+        # An old file in memory, rewritten in place (same size) and then its mtime set back to the
+        # old value: ctime still tells.
+        st = os.stat(os.path.join(root, "old.txt"))
+        with open(os.path.join(root, "old.txt"), "r+b") as f:
+            f.write(b"new!" * 100)
+        os.utime(os.path.join(root, "old.txt"), ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert keepalive_request(s, "/old.txt") == (200, b"new!" * 100)
+        # Replaced by rename (a deploy tool's atomic write).
+        put("next.tmp", b"CCCCCC")
+        os.rename(os.path.join(root, "next.tmp"), os.path.join(root, "new.txt"))
+        assert keepalive_request(s, "/new.txt") == (200, b"CCCCCC")
+        # Big file (sent from the shared descriptor) truncated, then deleted.
+        assert keepalive_request(s, "/big.bin")[0] == 200
+        os.truncate(os.path.join(root, "big.bin"), 10)
+        code, body = keepalive_request(s, "/big.bin")
+        assert code == 200 and len(body) == 10
+        os.unlink(os.path.join(root, "big.bin"))
+        assert keepalive_request(s, "/big.bin")[0] == 404
+        # A symlink inside the root, served once, re-pointed outside: refused at once.
+        assert keepalive_request(s, "/link.txt") == (200, b"inside")
+        os.unlink(os.path.join(root, "link.txt"))
+        os.symlink(secret, os.path.join(root, "link.txt"))
+        code, body = keepalive_request(s, "/link.txt")
+        assert code == 403 and b"secret" not in body
+        # Conditional and range answers come from the cached entry too.
+        code, fields, body = request(d.port, "/old.txt", b"Range: bytes=4-7\r\n")
+        assert code == 206 and body == b"new!" and fields["content-range"] == "bytes 4-7/400"
+        code, fields, _ = request(d.port, "/old.txt")
+        assert request(d.port, "/old.txt", f"If-None-Match: {fields['etag']}\r\n".encode())[0] == 304
+
+
+def test_open_file_cache_is_bounded(tmpdir_short, daemon_factory):
+    """Issue 17: `openFileCache` caps the descriptors a worker keeps per root; 0 keeps none."""
+    root = os.path.join(tmpdir_short, "site")
+    os.makedirs(root)
+    for i in range(40):
+        with open(os.path.join(root, f"f{i}.txt"), "w") as f:
+            f.write(f"file {i}")
+    for cap, most in ((10, 10), (0, 0)):
+        d = daemon_factory({"static": [{"prefix": "/", "root": root, "openFileCache": cap}], "routes": []})
+        wait_ready(d, 1)
+        (worker,) = children(d.proc.pid)
+        with connections(d.port, 1) as (s,):
+            keepalive_request(s, "/f0.txt")
+            base = worker_fds(worker)
+            for round_ in range(2):
+                for i in range(40):
+                    assert keepalive_request(s, f"/f{i}.txt") == (200, f"file {i}".encode())
+            grown = worker_fds(worker) - base
+            assert grown <= most, f"openFileCache {cap}: {grown} more descriptors"
+        d.stop()
