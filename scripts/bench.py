@@ -2,8 +2,11 @@
 """`make bench`: clusterd vs nginx side by side on this machine, alternating runs, medians and ratios.
 
 Each server runs one worker pinned to CPU 0 (`taskset`), wrk runs pinned to CPU 1. Scenarios:
-keep-alive (wrk -t1 -c64) and pipelined depth 16 (a wrk Lua script). Every load run is bounded by
-wrk's -d. Results go to stdout and bench-results/latest.json; Docs/benchmarks.md records them.
+keep-alive (wrk -t1 -c64) and pipelined depth 16 (a wrk Lua script), Connection: close, and static
+files (1 KB, 64 KB, 1 MB, a 16 KB range; nginx with sendfile, tcp_nopush and open_file_cache), then
+two workers unpinned. Every load run is bounded by wrk's -d. Results go to stdout and
+bench-results/latest.json; Docs/benchmarks.md records them.
+BENCH_ONLY=<scenario> runs one pinned scenario; BENCH_ONLY=static the static files alone.
 """
 import json
 import os
@@ -370,7 +373,8 @@ def pinned_alone(tmp, scenario, rounds):
     """One pinned scenario on a fresh clusterd/nginx pair; prints and returns its summary."""
     name = scenario[0]
     results = {}
-    pair = {"clusterd": Clusterd("clusterd", os.path.join(tmp, f"cd-{name}")), "nginx": Nginx("nginx", os.path.join(tmp, f"ngx-{name}"))}
+    site = make_site(tmp) if name.startswith("static-") else None
+    pair = {"clusterd": Clusterd("clusterd", os.path.join(tmp, f"cd-{name}"), site=site), "nginx": Nginx("nginx", os.path.join(tmp, f"ngx-{name}"), site=site)}
     try:
         for srv in pair.values():
             srv.start()
@@ -455,9 +459,9 @@ def main():
     scenarios = [("keepalive", {}, None), ("pipelined16", {}, PIPELINE_LUA),
                  ("close", {"extra": ["-H", "Connection: close"]}, None)]
     only = os.environ.get("BENCH_ONLY")
-    if only in {name for name, _, _ in scenarios}:
+    if only in {name for name, _, _ in scenarios + STATIC_SCENARIOS}:
         # One pinned scenario alone (for A/B work while changing code): no report, no baseline.
-        v = pinned_alone(tmp, [sc for sc in scenarios if sc[0] == only][0], ROUNDS)
+        v = pinned_alone(tmp, [sc for sc in scenarios + STATIC_SCENARIOS if sc[0] == only][0], ROUNDS)
         shutil.rmtree(tmp, ignore_errors=True)
         return
     if only == "static":
@@ -553,7 +557,7 @@ def main():
                 print(f"  {scenario:14s} {now:6.2f} / {then:6.2f}{flag}")
         # This machine swings by a quarter within minutes: a flagged pinned scenario is measured
         # again, 5 rounds on a fresh pair, and that figure (the better data) replaces the first.
-        pinned_scenarios = {sc[0]: sc for sc in scenarios}
+        pinned_scenarios = {sc[0]: sc for sc in scenarios + STATIC_SCENARIOS}
         for scenario, then in flagged:
             if scenario not in pinned_scenarios:
                 continue
