@@ -26,21 +26,24 @@ final class StaticFiles {
     let beneath: Bool
     let allowHidden: Bool
     let types: MimeTypes
+    // The mutable state below belongs to one worker's thread and is touched in short accesses
+    // that never overlap: no run-time exclusivity checks (see IOBuffer, HTTPWorker).
+
     /// The root directory (O_PATH), opened on first use (in a worker; the master only validates)
     /// and again whenever `root` names another directory (see `currentRoot`).
-    private var rootFD: Int32 = -1
+    @exclusivity(unchecked) private var rootFD: Int32 = -1
     /// Which directory `rootFD` is.
-    private var rootIdentity = FileIO.FileIdentity(device: 0, inode: 0)
+    @exclusivity(unchecked) private var rootIdentity = FileIO.FileIdentity(device: 0, inode: 0)
     /// Reused for the decoded path (no allocation per request once warm).
-    private var pathBuffer: [CChar] = []
+    @exclusivity(unchecked) private var pathBuffer: [CChar] = []
     /// Set by `normalise`: the URL's last segment was empty, `.` or `..`, so it names a directory
     /// (a regular file is not served at `/file/` or `/file/.`).
-    private(set) var namesDirectory = false
+    @exclusivity(unchecked) private(set) var namesDirectory = false
     /// The open-file cache, by normalised path (NUL included).
-    private(set) var cache: [PathKey: CachedFile] = [:]
+    @exclusivity(unchecked) private(set) var cache: [PathKey: CachedFile] = [:]
     let cacheLimits: CacheLimits
     /// Bytes of file bodies the cache holds in memory.
-    private(set) var cachedBodyBytes = 0
+    @exclusivity(unchecked) private(set) var cachedBodyBytes = 0
 
     struct CacheLimits {
         /// Open files kept (each holds a descriptor); 0 turns the cache off (`openFileCache`).

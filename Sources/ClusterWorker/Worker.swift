@@ -59,45 +59,51 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// The master that started this worker (its parent when it has a channel), or nil when running
     /// alone. While it lives, the worker's stop is the master's to decide (`signalReadable`).
     let masterPID: ProcessID?
-    /// The shared buffers, the HTTP engine, the clock and counters the connection steps use.
-    var io: WorkerIO
-    var table: ConnectionTable
+    // The loop's state below is only ever touched by the worker's own thread (the loop, and the
+    // deferred answers' tasks, which run on it between turns), in short accesses that never
+    // overlap: like IOBuffer's indices it opts out of run-time exclusivity checks
+    // (`@exclusivity(unchecked)`), which otherwise cost ~1,000 instructions per request, a fifth of
+    // the keep-alive path (Docs/benchmarks.md).
 
-    var state = RunState.running
+    /// The shared buffers, the HTTP engine, the clock and counters the connection steps use.
+    @exclusivity(unchecked) var io: WorkerIO
+    @exclusivity(unchecked) var table: ConnectionTable
+
+    @exclusivity(unchecked) var state = RunState.running
     var drainMode = DrainMode.close
-    var drainDeadline: Int64? = nil
+    @exclusivity(unchecked) var drainDeadline: Int64? = nil
     var acceptingRegistered = false
     /// The master shut the listeners down (a stop): accept4 says EINVAL; never register them again.
     var listenersShut = false
-    var acceptResumeAt: Int64? = nil
+    @exclusivity(unchecked) var acceptResumeAt: Int64? = nil
     /// While retiring, accept until this time (a handshake that raced the BPF steering completes).
-    var acceptUntil: Int64? = nil
+    @exclusivity(unchecked) var acceptUntil: Int64? = nil
     /// Connections waiting for room on the channel to be handed off.
-    var handoffQueue: [Int32] = []
+    @exclusivity(unchecked) var handoffQueue: [Int32] = []
     var channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
     var signals: SignalFd?
-    var nextSweep: Int64 = 0
+    @exclusivity(unchecked) var nextSweep: Int64 = 0
     /// Gives back clean file pages and free heap pages after `releaseMemoryAfterIdle` without an
     /// event (`MemoryRelease`).
-    var idleRelease: MemoryRelease.IdleSchedule
+    @exclusivity(unchecked) var idleRelease: MemoryRelease.IdleSchedule
     /// How the optimistic read at accept has been doing, -8...8: each read that found the request
     /// already there counts up, each that found nothing counts down. Below zero the read is skipped
     /// (epoll says when the request arrives), except every 16th connection, which probes.
-    var optimisticRead = AdaptiveChoice(gain: 1, loss: 1, bound: 8, probeEvery: 16)
+    @exclusivity(unchecked) var optimisticRead = AdaptiveChoice(gain: 1, loss: 1, bound: 8, probeEvery: 16)
     /// Polls briefly before sleeping while that pays (`BusyPollPolicy`).
-    var busyPoll: BusyPollPolicy
-    var lastTurnBusy = false
+    @exclusivity(unchecked) var busyPoll: BusyPollPolicy
+    @exclusivity(unchecked) var lastTurnBusy = false
     /// Runs the tasks of deferred answers (`respondLater`) on this thread, between turns.
     let executor: LoopExecutor
     /// Wakes the loop when another thread queues a job on `executor`.
     let wakeup: EventFd?
     /// Inside `runDeferred` (a deferred answer that defers the next pipelined one waits for the
     /// next round instead of nesting).
-    var runningDeferred = false
+    @exclusivity(unchecked) var runningDeferred = false
     /// Streamed answers being sent, by connection.
-    var streams: [Int32: ResponseStream] = [:]
+    @exclusivity(unchecked) var streams: [Int32: ResponseStream] = [:]
     /// Connections not read while their handler catches up with a streamed body (fd: generation).
-    var bodiesWaiting: [Int32: UInt32] = [:]
+    @exclusivity(unchecked) var bodiesWaiting: [Int32: UInt32] = [:]
 
     var stats: StatsSlot { io.stats }
     var logger: Logger { io.logger }
