@@ -100,6 +100,9 @@ def main():
     if probe.returncode == 2:
         print(probe.stderr.strip(), "- the io_uring floor is left out")
         names.remove("C io_uring")
+    only = os.environ.get("BENCH_SERVERS")  # e.g. "C epoll,C io_uring"
+    if only:
+        names = [n for n in names if n in only.split(",")]
     tmp = tempfile.mkdtemp(prefix="cd-floor-")
     make = {"C epoll": lambda: Floor("C epoll", os.path.join(tmp, "ep"), "epoll"),
             "C io_uring": lambda: Floor("C io_uring", os.path.join(tmp, "ur"), "uring"),
