@@ -70,21 +70,36 @@ def exec_ns(pids):
     return total
 
 
+def switches(pids):
+    """Context switches (voluntary + involuntary) of every thread of the workers: one per sleep."""
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    total += sum(int(line.split()[1]) for line in f if line.endswith("ctxt_switches\n") or "ctxt_switches:" in line)
+        except OSError:
+            pass
+    return total
+
+
 def run_rounds(servers, scenarios, results, tmp):
     """bench.run_pairs, measuring the workers' CPU both ways (ticks as bench.py, and exec_ns)."""
     for scenario, kwargs, lua in scenarios:
         for r in range(bench.ROUNDS):
             for name, srv in servers.items():
                 pids = srv.workers()
-                t0, n0 = bench.cpu_ticks(pids), exec_ns(pids)
+                t0, n0, c0 = bench.cpu_ticks(pids), exec_ns(pids), switches(pids)
                 res = bench.wrk(srv.port, kwargs.get("extra", []), lua, tmp)
-                t1, n1 = bench.cpu_ticks(pids), exec_ns(pids)
+                t1, n1, c1 = bench.cpu_ticks(pids), exec_ns(pids), switches(pids)
                 requests = max(1, res["rps"] * float(bench.DURATION.rstrip("s")))
                 res["cpu_us_per_req"] = (t1 - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / requests
                 res["exec_us_per_req"] = (n1 - n0) / 1000 / requests
+                res["switches_per_req"] = (c1 - c0) / requests
+                res["threads"] = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids if os.path.isdir(f"/proc/{p}"))
                 results.setdefault(name, {}).setdefault(scenario, []).append(res)
                 print(f"{scenario:12s} round {r + 1} {name:11s} {res['rps']:>11,.0f} req/s  cpu/req {res['cpu_us_per_req']:6.2f} us (ticks)"
-                      f" {res['exec_us_per_req']:6.2f} us (schedstat)", flush=True)
+                      f" {res['exec_us_per_req']:6.2f} us (schedstat)  ctx switches/req {res['switches_per_req']:.3f} threads {res['threads']}", flush=True)
 
 
 def main():
