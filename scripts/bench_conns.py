@@ -240,12 +240,15 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"{'conns':>6s} {'server':8s} {'wkrs':>4s} {'req/s':>10s} {'p99 ms':>8s} {'open':>7s} {'PSS B/conn':>11s} {'anon B/conn':>12s} {'TCP mem B/conn':>15s} {'slab B/conn':>12s}  errors")
+    print(f"{'conns':>6s} {'server':8s} {'wkrs':>4s} {'req/s':>10s} {'p99 ms':>8s} {'open':>7s} {'PSS KiB before>peak':>20s} {'PSS B/conn':>11s} {'anon B/conn':>12s} {'TCP mem B/conn':>15s} {'slab B/conn':>12s}  errors")
     for r in results:
-        print(f"{r['connections']:>6,} {r['server']:8s} {r['workers']:>4d} {r['rps']:>10,.0f} {(r['p99_us'] or 0) / 1000:>8.1f} {r['open_at_peak']:>7,}"
+        pss = f"{r['before']['pss_kb']:,}>{r['peak']['pss_kb']:,}"
+        print(f"{r['connections']:>6,} {r['server']:8s} {r['workers']:>4d} {r['rps']:>10,.0f} {(r['p99_us'] or 0) / 1000:>8.1f} {r['open_at_peak']:>7,} {pss:>20s}"
               f" {r['pss_bytes_per_conn']:>11,.0f} {r['anon_bytes_per_conn']:>12,.0f} {r['tcp_mem_bytes_per_conn']:>15,.0f} {r['slab_bytes_per_conn']:>12,.0f}"
               f"  {'; '.join(r['socket_errors']) or 'none'}")
-    print("(TCP mem and slab: both ends of each loopback connection, wrk's included; slab is system-wide)")
+    print("(PSS: all workers together; B/conn = (peak - before) / open. nginx allocates its whole connection table"
+          " (worker_connections 19000) at start, so it is in its 'before'. TCP mem and slab: both ends of each loopback"
+          " connection, wrk's included; slab is system-wide)")
     os.makedirs(os.path.join(bench.ROOT, "bench-results"), exist_ok=True)
     with open(os.path.join(bench.ROOT, "bench-results/conns.json"), "w") as f:
         json.dump({"limits": lim, "duration_s": DURATION, "results": results}, f, indent=1)
