@@ -12,7 +12,7 @@ Why those shapes (this machine's limits, printed at the start): RLIMIT_NOFILE's 
 and cannot be raised here, so one process holds at most ~19,990 sockets: one worker cannot take
 50,000, nor one wrk open them (each worker and each wrk stays at 12,500); the ephemeral port range
 gives ~28,000 source ports per destination address, so 50,000 connections need two destination
-addresses; and since Linux (5.x on) gives connect() the even ports of the range first and scans all
+addresses; and since this kernel gives connect() the even ports of the range first and scans all
 of them before it takes an odd one, more than ~14,100 connections to one address:port make every
 further connect() scan the whole even half: the first try here, two addresses of 25,000 each, spent
 over 10 s in wrk's connect loop (0 requests done in the 10 s run). Four addresses of 12,500 each stay
