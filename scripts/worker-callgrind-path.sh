@@ -1,7 +1,8 @@
 #!/bin/bash
 # Instructions per request in the worker for GET PATH on keep-alive (callgrind), e.g. to compare a
 # sync and an async route of clusterd-example. Usage: scripts/worker-callgrind-path.sh BINARY PATH [N1] [N2]
-# With STATIC_ROOT=DIR, DIR is served under /static/ (e.g. PATH=/static/1k.html).
+# With STATIC_ROOT=DIR, DIR is served under /static/ (e.g. PATH=/static/1k.html); HEADER="Name: value"
+# adds a request header (e.g. HEADER="Range: bytes=4096-20479").
 set -euo pipefail
 BIN=$1; P=$2; N1=${3:-1000}; N2=${4:-5000}
 count() {
@@ -16,15 +17,15 @@ count() {
 J
     valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$dir/cg.%p" "$BIN" --config "$dir/c.json" >"$dir/log" 2>&1 &
     vg=$!
-    python3 - "$port" "$n" "$P" <<'PY'
+    python3 - "$port" "$n" "$P" "${HEADER:-}" <<'PY'
 import socket, sys, time
-port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, path, header = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 for _ in range(600):
     try:
         socket.create_connection(("127.0.0.1", port)).close(); break
     except OSError: time.sleep(0.1)
 time.sleep(1.0)
-req = ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode()
+req = ("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, header + "\r\n" if header else "")).encode()
 s = socket.create_connection(("127.0.0.1", port)); buf = b""
 for i in range(n):
     s.sendall(req)
