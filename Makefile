@@ -11,7 +11,7 @@ TODO_BUILD = @[ "$(notdir $(CURDIR))" != todo ] || { echo "make: this checkout's
 # Python with pytest: the one on PATH if it has pytest, else Debian's.
 PYTHON = $(shell python3 -c 'import pytest, prometheus_client' 2>/dev/null && echo python3 || echo /usr/bin/python3)
 
-.PHONY: all build debug run test unit integration bench bench-todo chaos fuzz install uninstall clean
+.PHONY: all build debug run test unit integration bench bench-conns bench-todo chaos fuzz install uninstall clean
 
 all: build
 
@@ -44,7 +44,14 @@ bench:
 	./scripts/deps.sh bench
 	$(SWIFT) build $(RELEASE_FLAGS)
 	./scripts/bench.sh
+	python3 scripts/bench_floor.py
 	$(MAKE) bench-todo
+
+# 10,000 and 50,000 busy keep-alive connections, clusterd against nginx (scripts/bench_conns.py).
+bench-conns:
+	./scripts/deps.sh bench
+	$(SWIFT) build $(RELEASE_FLAGS)
+	python3 scripts/bench_conns.py
 
 # The application-server half of `make bench` alone: clusterd-todo against hummingbird-todo on
 # PostgreSQL, the async path's cost, 1,000 concurrent sleeps (scripts/bench_todo.py).

@@ -6,7 +6,7 @@ want=(libsystemd-dev pkg-config)
 case "${1:-run}" in
   run) ;;
   test) want+=(curl python3 python3-pytest python3-prometheus-client python3-yaml python3-venv procps iproute2 util-linux systemd chromium fonts-dejavu-core haproxy postgresql-15) ;;
-  bench) want+=(wrk nginx-light curl python3 procps util-linux postgresql-15) ;;
+  bench) want+=(wrk nginx-light curl python3 procps util-linux postgresql-15 gcc libc6-dev) ;;
   *) echo "deps.sh: unknown target $1" >&2; exit 64 ;;
 esac
 missing=()
