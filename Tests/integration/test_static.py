@@ -354,10 +354,14 @@ def test_open_file_cache_is_bounded(tmpdir_short, daemon_factory):
         (worker,) = children(d.proc.pid)
         with connections(d.port, 1) as (s,):
             keepalive_request(s, "/f0.txt")
+            # A 404 after each batch: its answer comes after the worker is done with the last file
+            # (the client can read a file's bytes before the worker lets go of its descriptor).
+            assert keepalive_request(s, "/missing.txt")[0] == 404
             base = worker_fds(worker)
             for round_ in range(2):
                 for i in range(40):
                     assert keepalive_request(s, f"/f{i}.txt") == (200, f"file {i}".encode())
+            assert keepalive_request(s, "/missing.txt")[0] == 404
             grown = worker_fds(worker) - base
             assert grown <= most, f"openFileCache {cap}: {grown} more descriptors"
         d.stop()
