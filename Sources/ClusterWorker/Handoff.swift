@@ -1,6 +1,7 @@
 import ClusterControl
 import ClusterHTTP
 import ClusterSystem
+import ClusterTLS
 
 /// The channel to the master: its messages, connections handed over to this worker (`adopt`) and
 /// this worker's idle connections handed off to a live one (`handOffIfIdle`).
@@ -44,6 +45,7 @@ extension HTTPWorker {
             case .retire: beginDrain(mode: .handOff, timeout: nil, acceptGrace: 300)
             case .reopenLogs: io.accessLog?.reopen()
             case .stopping: announceStop()
+            case .ticketKeys(let keys): TLSServer.installTicketKeys(keys)
             case nil: logger.warning("unknown message from master")
             }
         }
@@ -125,6 +127,16 @@ extension HTTPWorker {
     /// socket (with whatever the kernel still buffers) travels as SCM_RIGHTS; bytes this worker
     /// already read travel in the message. The client notices nothing.
     func handOffIfIdle(_ fd: Int32) {
+        if table.isOpen(fd), table[fd].tls != nil {
+            // OpenSSL's session state does not travel: an idle TLS connection is closed
+            // gracefully instead, as when the daemon stops: a request that arrives within
+            // `drainIdleGrace` is answered with `Connection: close`, then close_notify and FIN.
+            if !table[fd].closeAfterResponse {
+                table[fd].closeAfterResponse = true
+                table[fd].deadline = min(table[fd].deadline, io.now + settings.drainIdleGrace)
+            }
+            return
+        }
         guard let channel, table.isOpen(fd), table[fd].canHandOff else { return }
         var message = ConnectionHandoff.prefix
         if table[fd].proxied {
@@ -170,7 +182,7 @@ extension Connection {
     /// Between requests with nothing to send and at most `ConnectionHandoff.maxPendingBytes` read
     /// ahead: may move to another worker.
     var canHandOff: Bool {
-        !(awaitingProxyHeader && input.readableBytes > 0) && !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
+        tls == nil && !(awaitingProxyHeader && input.readableBytes > 0) && !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
             && input.readableBytes <= ConnectionHandoff.maxPendingBytes
     }
 }

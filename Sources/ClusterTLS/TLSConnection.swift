@@ -1,0 +1,67 @@
+import CTLS
+
+/// One server-side TLS connection (OpenSSL's `SSL`) on a socket the worker owns: a pointer, no
+/// Swift allocation. OpenSSL reads and writes the socket itself (non-blocking); each step says
+/// what it waits for. The worker frees it (`free`) when the connection closes.
+public struct TLSConnection: Equatable {
+    let ssl: UnsafeMutableRawPointer
+
+    init(_ ssl: UnsafeMutableRawPointer) { self.ssl = ssl }
+
+    /// What a step did.
+    public enum Step: Equatable {
+        /// Bytes read or written (a read of 0: the peer closed, with close_notify or a bare EOF).
+        case processed(Int)
+        /// Call again once the socket is readable.
+        case wantRead
+        /// Call again once the socket is writable (a write: with the same bytes, or more after them).
+        case wantWrite
+        /// The connection failed (a protocol error, a reset, a handshake refused): close it.
+        case failed
+    }
+
+    static func step(_ r: Int) -> Step {
+        if r >= 0 { return .processed(r) }
+        switch r {
+        case Int(CTLS_WANT_READ): return .wantRead
+        case Int(CTLS_WANT_WRITE): return .wantWrite
+        default: return .failed
+        }
+    }
+
+    /// SSL_do_handshake: `.processed(0)` once complete.
+    public func handshake() -> Step { Self.step(Int(ctls_handshake(ssl))) }
+
+    /// SSL_read of up to `count` bytes.
+    public func read(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> Step {
+        Self.step(Int(ctls_read(ssl, buffer, Int32(clamping: count))))
+    }
+
+    /// SSL_write of up to `count` bytes (partial writes on: like write(2)).
+    public func write(_ bytes: UnsafeRawPointer, _ count: Int) -> Step {
+        Self.step(Int(ctls_write(ssl, bytes, Int32(clamping: count))))
+    }
+
+    /// SSL_sendfile: only when `kernelSends`.
+    public func sendfile(_ fd: Int32, offset: Int, count: Int) -> Step {
+        Self.step(ctls_sendfile(ssl, fd, offset, count))
+    }
+
+    /// Decrypted bytes OpenSSL holds that no read took yet.
+    public var hasPending: Bool { ctls_has_pending(ssl) != 0 }
+
+    /// The kernel encrypts what is sent (kTLS): file bodies go by SSL_sendfile.
+    public var kernelSends: Bool { ctls_kernel_offload(ssl) & 1 != 0 }
+    public var kernelReceives: Bool { ctls_kernel_offload(ssl) & 2 != 0 }
+    /// Resumed from a session ticket (no full handshake).
+    public var resumed: Bool { ctls_session_reused(ssl) != 0 }
+    /// "TLSv1.3", "TLSv1.2".
+    public var version: String { String(cString: ctls_version(ssl)) }
+
+    /// Sends close_notify (one try; nothing after a failure).
+    public func closeNotify() { ctls_close_notify(ssl) }
+
+    /// SSL_free: the connection is gone (the socket is the worker's to close).
+    public func free() { ctls_connection_free(ssl) }
+}
+
