@@ -79,11 +79,20 @@ extension HTTPWorker {
             header = h
             pending = UnsafeRawBufferPointer(rebasing: pending[consumed...])
         }
+        // One the master took unread from a TLS listener's queue (a dead worker's slot, a listener
+        // closing): its handshake is still to come. (A worker never hands a TLS connection over.)
+        let tls = header == nil && !tlsListeners.isEmpty ? tlsServer(arrivedOn: fd) : nil
+        if tls != nil && pending.count > 0 {
+            logger.error("a handed-over connection to a TLS listener came with bytes already read; closing it")
+            kernel.close(fd)
+            return
+        }
         let overCap = table.openCount >= settings.maxConnections
-        opened(fd, handedOver: true)
+        opened(fd, handedOver: true, tls: tls)
+        guard table.isOpen(fd) else { return }
         kernel.setNoDelay(fd)
         table[fd].noDelay = true
-        table[fd].deadline = io.now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        table[fd].deadline = io.now + (settings.limits.keepAlive && tls == nil ? settings.keepAliveTimeout : settings.headerTimeout)
         if let header {
             table[fd].takeProxied(header, &io, kernel)
         } else if !proxyListeners.isEmpty && arrivedOnProxyListener(fd) {
@@ -113,6 +122,15 @@ extension HTTPWorker {
         let idle = table[fd].isIdle
         register(fd)
         if overCap && idle && table.isOpen(fd) { closeIdleGracefully(fd) }
+    }
+
+    /// The TLS listener `fd` was accepted on (by its own address), if any.
+    func tlsServer(arrivedOn fd: Int32) -> TLSServer? {
+        if let local = kernel.localEndpoint(fd) {
+            return tlsListeners.first { kernel.localEndpoint($0.fd)?.accepts(local) == true }?.server
+        }
+        if let path = kernel.localPath(fd) { return tlsListeners.first { kernel.localPath($0.fd) == path }?.server }
+        return nil
     }
 
     /// Whether `fd` was accepted on one of this worker's `proxyProtocol` listeners: its own address

@@ -389,3 +389,33 @@ def test_slow_handshake_meets_the_header_timeout(daemon_factory, certs):
     # Meanwhile, and after, others are served.
     with tls_connect(d.tls_port, client_context(certs)) as s:
         assert https_request(s)[0] == 200
+
+
+def test_connections_queued_for_a_dead_worker_are_relayed_and_still_speak_tls(daemon_factory, certs):
+    # The master takes what waits on a dead worker's listener and passes it to a live worker, which
+    # must know it for a TLS connection by the listener it arrived on (its handshake still to come).
+    from conftest import children
+    import signal as signals
+    d = tls_daemon(daemon_factory, certs, workers=2)
+    ctx = client_context(certs)
+    victim = children(d.proc.pid)[0]
+    results, lock = [], threading.Lock()
+
+    def one():
+        try:
+            with tls_connect(d.tls_port, ctx, timeout=10) as s:
+                r = https_request(s, close=True)[0]
+        except Exception as e:  # noqa: BLE001
+            r = repr(e)
+        with lock:
+            results.append(r)
+
+    os.kill(victim, signals.SIGSTOP)  # its listener queues connections it does not take
+    threads = [threading.Thread(target=one) for _ in range(24)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    os.kill(victim, signals.SIGKILL)
+    for t in threads:
+        t.join(20)
+    assert results == [200] * 24, results
