@@ -125,6 +125,7 @@ public enum Cluster {
         }
         if options.checkConfig {
             print("\(app.name): \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
+            for line in (try? ConfigCheck.describeTLS(config)) ?? [] { print("\(app.name): \(line)") }
             Sys.exit(ExitCode.success)
         }
         Sys.exit(runMaster(options: options, config: config, configBytes: configBytes, upgrade: upgrade, makeHandler: makeHandler))
@@ -187,8 +188,9 @@ public enum Cluster {
     }
 
     /// Each listener's TLS, in `listen` order (nil: plain HTTP), as `ConfigCheck.checkTLS` checked it.
-    /// The first worker of a generation logs what it serves (slot 0).
-    static func loadTLS(_ config: ClusterConfiguration, logger: Logger) throws(ConfigError) -> [TLSServer?] {
+    /// `announce` (slot 0: once per generation): logs the record layer and the certificates served,
+    /// and warns of one with under 14 days left.
+    static func loadTLS(_ config: ClusterConfiguration, logger: Logger, announce: Bool) throws(ConfigError) -> [TLSServer?] {
         guard !config.tls.isEmpty else { return [] }
         let kernelTLS = TLSServer.kernelTLSAvailable()
         var servers: [TLSServer?] = []
@@ -201,8 +203,13 @@ public enum Cluster {
             servers.append(server)
             let layer = server.kernelTLS ? "kernel TLS offered (kTLS; SSL_sendfile for files)"
                 : tls.kernelTLS ? "OpenSSL records (kernel TLS unavailable: no tls module in tcp_available_ulp)" : "OpenSSL records (kernelTLS off)"
+            guard announce else { continue }
             let certificates = server.certificates.map { "\($0.path) serial \($0.serial) until \(TLSCertificateInfo.date($0.notAfter))" }
             logger.info("\(address) TLS: \(layer); \(certificates.joined(separator: ", "))")
+            let now = Clock.wallSeconds()
+            for c in server.certificates where c.notAfter - now < 14 * 86400 {
+                logger.warning("\(c.path) (\(c.subject)) expires in \((c.notAfter - now) / 3600) hours, at \(TLSCertificateInfo.date(c.notAfter)): renew it and reload")
+            }
         }
         return servers
     }
@@ -262,7 +269,7 @@ public enum Cluster {
             try Signals.block(HTTPWorker<H, LinuxKernel>.signals)
             let handler = try makeHandler(HandlerContext(config: config, stats: segment, lifecycle: lifecycle))
             // Certificates and keys, read now as the master's user (the key may be root's only).
-            let tls = try loadTLS(config, logger: logger)
+            let tls = try loadTLS(config, logger: logger, announce: slot == 0)
             let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners.rawValues, channel: channel.rawValue,
                                         stats: stats, logger: logger, lifecycle: lifecycle, tls: tls)
             // `user`/`group`: give up the master's privileges before the first byte from a client is

@@ -58,6 +58,18 @@ public enum ConfigCheck {
         }
     }
 
+    /// One line per TLS listener for `--check-config`: its certificates, serials and expiry.
+    public static func describeTLS(_ config: ClusterConfiguration) throws(ConfigError) -> [String] {
+        var lines: [String] = []
+        for (i, address) in config.listen.enumerated() {
+            guard let tls = config.tls[address] else { continue }
+            let server = try TLSServer(tls, file: config.source, keyPath: "listen[\(i)].tls", now: Clock.wallSeconds(), kernelTLSAvailable: false)
+            let pairs = server.certificates.map { "\($0.path) (\($0.subject), serial \($0.serial), until \(TLSCertificateInfo.date($0.notAfter)))" }
+            lines.append("\(address) TLS \(tls.minVersion.rawValue)+: \(pairs.joined(separator: "; "))")
+        }
+        return lines
+    }
+
     /// strerror plus what to check.
     static func explain(_ error: SystemError, path: String) -> String {
         var directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")

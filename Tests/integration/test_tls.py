@@ -362,6 +362,7 @@ def test_check_config_names_what_is_wrong(certs, tmpdir_short):
 
     ok = check({"certificate": pem, "key": key})
     assert ok.returncode == 0, ok.stderr
+    assert f"127.0.0.1:2 TLS 1.2+: {pem} (/CN=localhost, serial 03E9, until " in ok.stdout, ok.stdout
     r = check({"certificate": pem, "key": other_key})
     assert r.returncode == 78 and f"listen[1].tls: {pem} with {other_key}: key does not match the certificate" in r.stderr, r.stderr
     r = check({"certificate": expired_pem, "key": expired_key})
@@ -419,3 +420,13 @@ def test_connections_queued_for_a_dead_worker_are_relayed_and_still_speak_tls(da
     for t in threads:
         t.join(20)
     assert results == [200] * 24, results
+
+
+def test_a_certificate_about_to_expire_is_warned_of(daemon_factory, certs):
+    d = daemon_factory({"workers": 1}, start=False)
+    pem, key = certs.issue("soon", 6006, days=3)
+    port = free_port()
+    d.config["listen"] = [f"127.0.0.1:{d.port}", {"address": f"127.0.0.1:{port}", "tls": {"certificate": pem, "key": key}}]
+    d.start()
+    wait_ready(d, 1)
+    assert re.search(r"soon\.pem \(/CN=localhost\) expires in 7[12] hours", d.log_text()), d.log_text()
