@@ -67,7 +67,13 @@ static int ticket_callback(SSL *ssl, unsigned char *name, unsigned char *iv, EVP
                            int encrypt) {
     (void)ssl;
     if (encrypt) {
-        if (ticket_key_count == 0) return 0;  // no keys from the master (yet): no ticket
+        if (ticket_key_count == 0) {
+            // No keys from the master yet (the first moments of a worker): a key of this process's
+            // own, replaced when the master's arrive. Not "no ticket" (return 0): OpenSSL 3.0 then
+            // sends an empty TLS 1.3 ticket, which RFC 8446 does not allow.
+            if (RAND_bytes(ticket_keys[0], TICKET_KEY_BYTES) <= 0) return -1;
+            ticket_key_count = 1;
+        }
         const uint8_t *key = ticket_keys[0];
         if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) <= 0) return -1;
         memcpy(name, key, 16);

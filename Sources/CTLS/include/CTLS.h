@@ -41,8 +41,8 @@ int ctls_server_leaf(ctls_server *server, int index, int64_t *not_before, int64_
                      char *subject, size_t subject_cap);
 
 /// Session-ticket keys for every context of this process: `count` keys of 80 bytes each (16 name,
-/// 32 AES-256-CBC, 32 HMAC-SHA256), the first one issues tickets, all are accepted. With none
-/// (count 0) no ticket is issued.
+/// 32 AES-256-CBC, 32 HMAC-SHA256), the first one issues tickets, all are accepted. Until the first
+/// call, a random key of this process's own issues them (resumable on this process only).
 void ctls_set_ticket_keys(const uint8_t *keys, size_t count);
 
 /// A server connection on the socket `fd` (non-blocking, accepted).
