@@ -86,7 +86,10 @@ static int ticket_callback(SSL *ssl, unsigned char *name, unsigned char *iv, EVP
         if (memcmp(name, key, 16) != 0) continue;
         if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key + 16, iv)) return -1;
         if (!init_mac(hctx, key + 48)) return -1;
-        return i == 0 ? 1 : 2;  // 2: accepted, and a new ticket under the current key is issued
+        // 2: accepted, and a new ticket is issued (under the current key). Always, not only for an
+        // older key: a TLS 1.3 client uses a ticket once (RFC 8446 C.4; OpenSSL's client drops
+        // it), so without a new one its next connection would be a full handshake.
+        return 2;
     }
     return 0;  // unknown key (rotated out, another server's): a full handshake
 }
@@ -134,7 +137,6 @@ static SSL_CTX *make_context(ctls_server *server, char *error, size_t cap) {
     // Resumption by tickets only (the keys are the master's, shared by every worker): no
     // per-process session cache, which another worker could not see.
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_num_tickets(ctx, 1);
     static const unsigned char context_id[] = "clusterd";
     SSL_CTX_set_session_id_context(ctx, context_id, sizeof context_id - 1);
     if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_callback) != 1) { copy_error(error, cap, "session tickets"); goto fail; }

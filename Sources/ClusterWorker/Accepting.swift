@@ -84,6 +84,11 @@ extension HTTPWorker {
             }
             table[fd].tls = connection
             table[fd].tlsHandshaking = true
+            // At once, not at keep-alive as for plain HTTP (nginx does the same for TLS): the
+            // handshake's last flight (a session ticket) and the first answer are separate writes,
+            // and Nagle would hold the answer until the client's delayed ACK of the ticket.
+            kernel.setNoDelay(fd)
+            table[fd].noDelay = true
         }
         if io.accessLog != nil && !expectingProxyHeader { table[fd].peer = kernel.peerAddress(fd) }
         table[fd].deadline = io.now + settings.headerTimeout

@@ -186,6 +186,9 @@ extension Connection {
         guard fd >= 0 else { return .none }  // closed before: counted then
         http.interruptBody("the connection closed")
         if let tls {
+            // close_notify first (nothing after a failure or during the handshake): without it a
+            // client's OpenSSL reads an unexpected EOF and will not resume the session.
+            tls.closeNotify()
             tls.free()
             self.tls = nil
         }

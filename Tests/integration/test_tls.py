@@ -231,6 +231,11 @@ def test_static_file_over_tls(daemon_factory, certs, tmpdir_short):
     assert "TLS: OpenSSL records (kernel TLS unavailable" in log or "TLS: kernel TLS offered" in log
 
 
+def ticket(session_file):
+    text = subprocess.run(["openssl", "sess_id", "-in", session_file, "-text", "-noout"], capture_output=True, text=True, check=True).stdout
+    return text.split("TLS session ticket:", 1)[1].split("Start Time", 1)[0]
+
+
 def test_resumption_across_workers_with_s_client(daemon_factory, certs):
     d = tls_daemon(daemon_factory, certs, workers=4)
     for version in ["-tls1_2", "-tls1_3"]:
@@ -245,6 +250,16 @@ def test_resumption_across_workers_with_s_client(daemon_factory, certs):
                                shell=True, capture_output=True, text=True, timeout=20)
             reused += "Reused, TLSv1." in r.stdout
         assert reused == 16, f"{version}: {reused} of 16 resumed"
+        # A resumed session gets a new ticket (a TLS 1.3 client uses each ticket once; OpenSSL's
+        # drops it), so a chain of connections, each with the last one's session, all resume.
+        previous = sess
+        for i in range(4 if version == "-tls1_3" else 0):  # (s_client writes no renewed 1.2 session)
+            chained = os.path.join(certs.dir, f"chain{version}{i}")
+            r = subprocess.run(f"sleep 0.3 | openssl s_client -connect 127.0.0.1:{d.tls_port} {version} -sess_in {previous} -sess_out {chained}",
+                               shell=True, capture_output=True, text=True, timeout=20)
+            assert "Reused, TLSv1." in r.stdout, r.stdout
+            assert ticket(chained) != ticket(previous), f"{version}: no new ticket after a resumption"
+            previous = chained
     # The kernel spread those connections over the workers: more than one resumed sessions.
     slots = re.findall(r'clusterd_worker_tls_resumed_total\{slot="(\d+)"\} (\d+)', metrics(d))
     assert len([s for s, n in slots if int(n) > 0]) >= 2, slots
