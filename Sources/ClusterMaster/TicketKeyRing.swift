@@ -4,11 +4,12 @@ import ClusterControl
 /// kernel's random bytes, so that every worker (and every generation: a reload keeps them) encrypts
 /// and accepts the same tickets, and a client resumes on whichever worker the kernel gives it.
 /// Every `rotation` a new key takes over issuing tickets; the one before it is still accepted for
-/// one more period, so a ticket is good for between one and two periods. Nothing is written to disk:
+/// one more period, so a ticket issued just before a rotation still decrypts (a session resumes for
+/// at most OpenSSL's session timeout, 2 h, whatever the keys). Nothing is written to disk:
 /// a restart of the daemon starts with new keys (resumption then falls back to a full handshake).
 struct TicketKeyRing: Equatable {
-    /// How long a key issues tickets (12 h; OpenSSL's own ticket lifetime hint is 2 h, so a ticket
-    /// outlives its hint even when issued just before a rotation).
+    /// How long a key issues tickets (12 h: a stolen key's window stays short, and with the previous
+    /// key kept, no ticket within its 2 h lifetime is ever refused for its key).
     static let rotation: Int64 = 12 * 3600 * 1000
     static let kept = 2
 
