@@ -260,6 +260,41 @@ void *ctls_connection_new(ctls_server *server, int fd) {
     return ssl;
 }
 
+void *ctls_client_new(int fd, const char *server_name) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) { ERR_clear_error(); return NULL; }
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    SSL *ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx);  // the connection holds its own reference
+    if (!ssl) { ERR_clear_error(); return NULL; }
+    if (SSL_set_fd(ssl, fd) != 1) { SSL_free(ssl); ERR_clear_error(); return NULL; }
+    if (server_name) SSL_set_tlsext_host_name(ssl, server_name);
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+int ctls_alpn_is_http11(void *p) {
+    const unsigned char *proto = NULL;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected((SSL *)p, &proto, &len);
+    return len == 8 && memcmp(proto, "http/1.1", 8) == 0;
+}
+
+void ctls_peer_serial(void *p, char *serial, size_t cap) {
+    if (cap == 0) return;
+    serial[0] = 0;
+    X509 *cert = SSL_get1_peer_certificate((SSL *)p);
+    if (!cert) return;
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    if (hex) snprintf(serial, cap, "%s", hex);
+    OPENSSL_free(hex);
+    BN_free(bn);
+    X509_free(cert);
+}
+
 // What SSL_get_error says, as a CTLS_ code; a failed connection sends no close_notify.
 static int outcome(SSL *ssl, int r) {
     switch (SSL_get_error(ssl, r)) {

@@ -58,6 +58,21 @@ public struct TLSConnection: Equatable {
     /// "TLSv1.3", "TLSv1.2".
     public var version: String { String(cString: ctls_version(ssl)) }
 
+    /// ALPN selected `http/1.1`.
+    public var negotiatedHTTP11: Bool { ctls_alpn_is_http11(ssl) != 0 }
+
+    /// The peer's certificate serial in hex (a client's view of the server), "" without one.
+    public var peerSerial: String {
+        var serial = [CChar](repeating: 0, count: 128)
+        ctls_peer_serial(ssl, &serial, serial.count)
+        return TLSServer.text(serial)
+    }
+
+    /// A client connection on `fd` (no verification; for tests and tools): the same steps drive it.
+    public static func client(fd: Int32, serverName: String?) -> TLSConnection? {
+        ctls_client_new(fd, serverName).map(TLSConnection.init)
+    }
+
     /// Sends close_notify (one try; nothing after a failure).
     public func closeNotify() { ctls_close_notify(ssl) }
 

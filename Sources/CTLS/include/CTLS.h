@@ -47,6 +47,9 @@ void ctls_set_ticket_keys(const uint8_t *keys, size_t count);
 
 /// A server connection on the socket `fd` (non-blocking, accepted).
 void *ctls_connection_new(ctls_server *server, int fd);
+/// A client connection on `fd` (no certificate verification, ALPN `http/1.1`, SNI `server_name`
+/// if not NULL), for tests: the same steps drive it. NULL on failure.
+void *ctls_client_new(int fd, const char *server_name);
 int ctls_handshake(void *ssl);
 int ctls_read(void *ssl, void *buffer, int count);
 int ctls_write(void *ssl, const void *bytes, int count);
@@ -63,6 +66,10 @@ int ctls_kernel_offload(void *ssl);
 int ctls_session_reused(void *ssl);
 /// "TLSv1.3" etc.
 const char *ctls_version(void *ssl);
+/// ALPN selected `http/1.1`.
+int ctls_alpn_is_http11(void *ssl);
+/// The peer certificate's serial in hex ("" without one).
+void ctls_peer_serial(void *ssl, char *serial, size_t cap);
 /// The last error of this thread's OpenSSL error queue as text (empties it).
 void ctls_last_error(char *error, size_t error_cap);
 #endif
