@@ -313,6 +313,15 @@ int ctls_handshake(void *p) {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl);
     if (r == 1) return CTLS_DONE;
+    if (SSL_get_error(ssl, r) == SSL_ERROR_SSL) {
+        // OpenSSL recognises "GET ", "POST", "HEAD", "PUT " where a ClientHello belongs.
+        unsigned long e = ERR_peek_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST) {
+            SSL_set_quiet_shutdown(ssl, 1);
+            ERR_clear_error();
+            return CTLS_PLAIN_HTTP;
+        }
+    }
     int o = outcome(ssl, r);
     return o == CTLS_DONE ? CTLS_FAILED : o;
 }

@@ -18,6 +18,8 @@ public struct TLSConnection: Equatable {
         case wantWrite
         /// The connection failed (a protocol error, a reset, a handshake refused): close it.
         case failed
+        /// `handshake` only: the client sent a plain HTTP request instead of a ClientHello.
+        case plainHTTP
     }
 
     static func step(_ r: Int) -> Step {
@@ -25,6 +27,7 @@ public struct TLSConnection: Equatable {
         switch r {
         case Int(CTLS_WANT_READ): return .wantRead
         case Int(CTLS_WANT_WRITE): return .wantWrite
+        case Int(CTLS_PLAIN_HTTP): return .plainHTTP
         default: return .failed
         }
     }

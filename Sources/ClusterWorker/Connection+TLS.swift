@@ -31,8 +31,23 @@ extension Connection {
             // Not TLS, a version or cipher we do not offer, an unknown CA at the client, a reset.
             io.stats.add(.tlsHandshakeFailures, 1)
             return close(&io, kernel)
+        case .plainHTTP:
+            // As nginx does: a plain 400 that says why, then a lingering close (the request's
+            // unread rest would otherwise turn the close into a reset that destroys the answer).
+            io.stats.add(.tlsHandshakeFailures, 1)
+            io.counters.count(status: 400)
+            Self.plainHTTPAnswer.withUnsafeBytes { _ = try? kernel.write(fd, $0.baseAddress!, $0.count, more: false) }
+            tlsHandshaking = false
+            if tlsWantsWrite { waitForTLS(write: false, kernel) }
+            self.tls = nil
+            tls.free()
+            shutDownAndLinger(io, kernel)
+            return ConnectionAction.none
         }
     }
+
+    static let plainHTTPAnswer: [UInt8] = Array(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 53\r\nConnection: close\r\n\r\nThis port speaks HTTPS: send the request to https://\n".utf8)
 
     /// Switches the epoll interest between readable and writable while the handshake waits.
     mutating func waitForTLS<K: Kernel>(write: Bool, _ kernel: K) {
@@ -54,7 +69,7 @@ extension Connection {
                 total += n
             case .wantRead, .wantWrite:
                 return total > 0 ? .processed(total) : .wouldBlock
-            case .failed:
+            case .failed, .plainHTTP:
                 return total > 0 ? .processed(total) : nil
             }
         } while total < count && tls.hasPending
@@ -70,7 +85,7 @@ extension Connection {
             case .wantWrite, .wantRead:
                 io.stats.add(.bytesOut, UInt64(offset))
                 return offset
-            case .failed:
+            case .failed, .plainHTTP:
                 return -1
             }
         }
@@ -97,7 +112,7 @@ extension Connection {
                 case .wantWrite, .wantRead:
                     http.pendingFile = file
                     return true
-                case .failed:
+                case .failed, .plainHTTP:
                     _ = close(&io, kernel)
                     return false
                 }

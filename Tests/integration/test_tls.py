@@ -145,12 +145,21 @@ def test_https_get_keepalive_alpn_and_versions(daemon_factory, certs):
         ctx = client_context(certs, maximum=ssl.TLSVersion.TLSv1_1)
         ctx.minimum_version = ssl.TLSVersion.TLSv1
         tls_connect(d.tls_port, ctx)
-    # Plain HTTP on the TLS port: a failed handshake, counted; the worker goes on serving.
+    # Plain HTTP on the TLS port: a plain 400 that says so (as nginx), counted as a failed
+    # handshake; the worker goes on serving.
     with socket.create_connection(("127.0.0.1", d.tls_port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in head, reply
+    assert body == b"This port speaks HTTPS: send the request to https://\n"
+    # Anything else that is not TLS: closed.
+    with socket.create_connection(("127.0.0.1", d.tls_port), timeout=5) as s:
+        s.sendall(b"\x00" * 64)
         try:
-            reply = s.recv(100)  # a TLS alert at most, then the close
-            assert not reply.startswith(b"HTTP/")
+            assert not s.recv(100).startswith(b"HTTP/")
         except ConnectionResetError:
             pass
     with tls_connect(d.tls_port, client_context(certs)) as s:

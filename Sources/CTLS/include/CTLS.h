@@ -19,6 +19,7 @@ enum {
     CTLS_WANT_READ = -1,  // wait for EPOLLIN, then call again
     CTLS_WANT_WRITE = -2, // wait for EPOLLOUT, then call again (with the same bytes, for a write)
     CTLS_FAILED = -3,     // the connection failed (protocol error, reset): close it
+    CTLS_PLAIN_HTTP = -4, // ctls_handshake: the client sent a plain HTTP request (nginx answers 400)
 };
 
 /// Protocol versions for `min_version`.
