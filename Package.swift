@@ -6,7 +6,8 @@ import PackageDescription
 //   ClusterApp (router, middleware, cookies: what an application builds on) → Cluster
 //   ClusterTesting (TestClient: requests through any handler, in memory) → ClusterHTTP, ClusterSystem
 //   ClusterMaster → ClusterSystemd (→ CSystemd: libsystemd), ClusterControl, ClusterConfig, ClusterSystem
-//   ClusterWorker → ClusterHTTP, ClusterControl, ClusterConfig, ClusterSystem
+//   ClusterWorker → ClusterHTTP, ClusterControl, ClusterConfig, ClusterSystem, ClusterTLS
+//   ClusterTLS → CTLS (OpenSSL 3: libssl, libcrypto), ClusterConfig, ClusterSystem
 //   clusterctl → ClusterControl, ClusterConfig, ClusterSystem, swift-argument-parser (≥ 1.6: @ParentCommand)
 //   ClusterControl → ClusterJSON, ClusterSystem → CClusterShims
 // ClusterHTTP and ClusterJSON depend on nothing, ClusterConfig only on ClusterJSON: none of the three
@@ -30,6 +31,9 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(name: "CClusterShims"),
+        // OpenSSL 3 (libssl-dev): C for its macros and callbacks; only ClusterTLS imports it.
+        .target(name: "CTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "ClusterTLS", dependencies: ["CTLS", "ClusterConfig", "ClusterSystem"]),
         .target(name: "ClusterSystem", dependencies: ["CClusterShims"]),
         .target(name: "ClusterJSON"),
         .target(name: "ClusterHTTP"),
@@ -39,7 +43,7 @@ let package = Package(
         .target(
             name: "ClusterWorker",
             dependencies: [
-                "ClusterSystem", "ClusterHTTP", "ClusterConfig", "ClusterControl",
+                "ClusterSystem", "ClusterHTTP", "ClusterConfig", "ClusterControl", "ClusterTLS",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
@@ -51,7 +55,7 @@ let package = Package(
         .target(
             name: "Cluster",
             dependencies: [
-                "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem", "ClusterControl", "ClusterJSON",
+                "ClusterMaster", "ClusterWorker", "ClusterHTTP", "ClusterConfig", "ClusterSystem", "ClusterControl", "ClusterJSON", "ClusterTLS",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
@@ -73,6 +77,7 @@ let package = Package(
         .testTarget(name: "ClusterJSONTests", dependencies: ["ClusterJSON"]),
         .testTarget(name: "ClusterConfigTests", dependencies: ["ClusterConfig", "ClusterJSON", "ClusterTestSupport"]),
         .testTarget(name: "ClusterSystemTests", dependencies: ["ClusterSystem"]),
+        .testTarget(name: "ClusterTLSTests", dependencies: ["ClusterTLS", "ClusterConfig", "ClusterSystem"]),
         .testTarget(name: "ClusterMasterTests", dependencies: ["ClusterMaster", "ClusterConfig", "ClusterControl", "ClusterJSON", "ClusterSystem", "ClusterSystemd", "ClusterTestSupport"]),
         .testTarget(name: "ClusterControlTests", dependencies: ["ClusterControl", "ClusterJSON"]),
         .testTarget(

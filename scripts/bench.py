@@ -7,6 +7,10 @@ files (1 KB, 64 KB, 1 MB, a 16 KB range; nginx with sendfile, tcp_nopush and ope
 two workers unpinned. Every load run is bounded by wrk's -d. Results go to stdout and
 bench-results/latest.json; Docs/benchmarks.md records them.
 BENCH_ONLY=<scenario> runs one pinned scenario; BENCH_ONLY=static the static files alone.
+BENCH_TLS=1: both servers serve HTTPS instead, with one ECDSA P-256 certificate made for the run
+(TLS 1.2 and 1.3, session tickets, each with its defaults otherwise) and wrk on https:// URLs, e.g.
+`BENCH_TLS=1 BENCH_ONLY=keepalive ./scripts/bench.sh` (a connection's handshake, then its requests)
+or `BENCH_TLS=1 BENCH_ONLY=close ./scripts/bench.sh` (one full handshake per request).
 """
 import json
 import os
@@ -28,6 +32,17 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 DURATION = os.environ.get("BENCH_DURATION", "5s")
 SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "1")
+TLS = os.environ.get("BENCH_TLS") == "1"
+CERT = {}  # "pem", "key": made once per run when TLS
+
+
+def make_certificate(tmp):
+    """One self-signed ECDSA P-256 certificate for both servers."""
+    pem, key = os.path.join(tmp, "bench.pem"), os.path.join(tmp, "bench.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", key, "-out", pem, "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-days", "7"], check=True, capture_output=True)
+    CERT.update(pem=pem, key=key)
 
 PIPELINE_LUA = """
 init = function(args)
@@ -149,7 +164,9 @@ class Clusterd(Server):
     def start(self):
         os.makedirs(self.tmp, exist_ok=True)
         cfg = os.path.join(self.tmp, "clusterd.json")
-        config = {"workers": self.workers_n, "listen": [f"127.0.0.1:{self.port}"],
+        address = f"127.0.0.1:{self.port}"
+        listen = {"address": address, "tls": {"certificate": CERT["pem"], "key": CERT["key"]}} if TLS else address
+        config = {"workers": self.workers_n, "listen": [listen],
                   "controlSocket": os.path.join(self.tmp, "c.sock"),
                   "http": {"maxConnections": 30000},
                   "routes": [{"path": "/", "body": BODY}]}
@@ -188,7 +205,8 @@ http {{
   keepalive_requests 1000000;
   default_type text/plain;
   server {{
-    listen 127.0.0.1:{self.port} reuseport{" deferred" if self.deferred else ""};
+    listen 127.0.0.1:{self.port} {"ssl " if TLS else ""}reuseport{" deferred" if self.deferred else ""};
+    {f"ssl_certificate {CERT['pem']}; ssl_certificate_key {CERT['key']}; ssl_protocols TLSv1.2 TLSv1.3;" if TLS else ""}
     location / {{ return 200 "{BODY}"; }}
     {static}
   }}
@@ -207,7 +225,7 @@ def wrk(port, extra, lua=None, tmp=None, connections=64, threads=1, pinned=True,
         with open(script, "w") as f:
             f.write(lua)
         args += ["-s", script]
-    args += extra + [f"http://127.0.0.1:{port}{path}"]
+    args += extra + [f"{'https' if TLS else 'http'}://127.0.0.1:{port}{path}"]
     # wrk's own CPU and the TCP segments sent (both directions: loopback counts each once). On
     # loopback the kernel's receive work, waking the server included, is billed to the sender, so
     # a server that costs its client less shows up here before it shows up in requests/s.
@@ -454,6 +472,8 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is missing (make bench installs it)")
     tmp = tempfile.mkdtemp(prefix="cd-bench-")
+    if TLS:
+        make_certificate(tmp)
     results = {}
     report = {"rounds": ROUNDS, "duration": DURATION, "date": time.strftime("%Y-%m-%d")}
     scenarios = [("keepalive", {}, None), ("pipelined16", {}, PIPELINE_LUA),

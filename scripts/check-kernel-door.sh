@@ -7,7 +7,11 @@
 #   Foundation                                                   re-exports Glibc (FoundationEssentials
 #                                                                does not, and stays allowed);
 #   CClusterShims                                                ClusterSystem's own C shims;
-#   CSystemd                                                     libsystemd, only for ClusterSystemd.
+#   CSystemd                                                     libsystemd, only for ClusterSystemd;
+#   CTLS                                                         OpenSSL (libssl), only for ClusterTLS
+#                                                                (OpenSSL does the TLS connection's own
+#                                                                socket I/O; every other call still goes
+#                                                                through ClusterSystem).
 # Any spelling counts: `import Glibc`, `@preconcurrency import Glibc`, `public import Glibc`,
 # `import struct Glibc.timespec`, inside `#if canImport(Glibc)` or not.
 #
@@ -21,15 +25,16 @@ set -euo pipefail
 ALLOWED=(
 )
 
-FORBIDDEN='Glibc|Musl|Darwin|Bionic|Android|WASILibc|ucrt|WinSDK|SystemPackage|System|Foundation|CClusterShims|CSystemd'
+FORBIDDEN='Glibc|Musl|Darwin|Bionic|Android|WASILibc|ucrt|WinSDK|SystemPackage|System|Foundation|CClusterShims|CSystemd|CTLS'
 # Optional attributes and access level, `import`, an optional declaration kind, the module.
 IMPORT_RE="^[[:space:]]*(@[A-Za-z_]+[[:space:]]+)*((public|package|internal|fileprivate|private)[[:space:]]+)?import[[:space:]]+((typealias|struct|class|enum|protocol|let|var|func)[[:space:]]+)?($FORBIDDEN)([.[:space:]]|$)"
 
-# The module a file may import: the door itself, and ClusterSystemd's libsystemd.
+# The module a file may import: the door itself, ClusterSystemd's libsystemd, ClusterTLS's OpenSSL.
 permitted() {  # FILE MODULE
   case "$1" in
-    Sources/ClusterSystem/*) [ "$2" != CSystemd ] ;;
+    Sources/ClusterSystem/*) [ "$2" != CSystemd ] && [ "$2" != CTLS ] ;;
     Sources/ClusterSystemd/*) [ "$2" = CSystemd ] ;;
+    Sources/ClusterTLS/*) [ "$2" = CTLS ] ;;
     *) return 1 ;;
   esac
 }
@@ -66,7 +71,8 @@ self_test() {
   local dir
   dir=$(mktemp -d /tmp/kernel-door-XXXXXX)
   trap 'rm -rf "$dir"' RETURN
-  mkdir -p "$dir/Sources/ClusterSystem" "$dir/Sources/ClusterSystemd" "$dir/Sources/App"
+  mkdir -p "$dir/Sources/ClusterSystem" "$dir/Sources/ClusterSystemd" "$dir/Sources/ClusterTLS" "$dir/Sources/App"
+  printf 'import CTLS\nimport ClusterSystem\n' >"$dir/Sources/ClusterTLS/Server.swift"
   printf 'import Glibc\nimport CClusterShims\n' >"$dir/Sources/ClusterSystem/Door.swift"
   printf 'import CSystemd\nimport ClusterSystem\n' >"$dir/Sources/ClusterSystemd/Notify.swift"
   printf '// import Glibc is what this must not do\nimport FoundationEssentials\nimport ClusterSystem\nimport SystemdKit\n' >"$dir/Sources/App/Clean.swift"
@@ -78,7 +84,7 @@ self_test() {
   local -a spellings=(
     'import Glibc' '@preconcurrency import Glibc' '@preconcurrency @_implementationOnly import Musl'
     'public import Darwin' 'import struct Glibc.timespec' 'import func Glibc.write' '  import Foundation'
-    'import SystemPackage' 'import CClusterShims' 'import CSystemd'
+    'import SystemPackage' 'import CClusterShims' 'import CSystemd' 'import CTLS'
   )
   local i=0 s
   for s in "${spellings[@]}"; do
@@ -86,6 +92,7 @@ self_test() {
     i=$((i + 1))
   done
   printf 'import Glibc\n' >"$dir/Sources/ClusterSystemd/Bad.swift"
+  printf 'import Glibc\n' >"$dir/Sources/ClusterTLS/Bad.swift"
   if out=$(check "$dir" Sources/App/Listed.swift 2>&1); then
     echo "kernel door self-test: forbidden imports passed" >&2
     return 1
@@ -94,12 +101,13 @@ self_test() {
     grep -q "Sources/App/Bad$i.swift imports" <<<"$out" || { echo "kernel door self-test: missed '${spellings[$i]}'" >&2; return 1; }
   done
   grep -q "Sources/ClusterSystemd/Bad.swift imports Glibc" <<<"$out" || { echo "kernel door self-test: missed Glibc in ClusterSystemd" >&2; return 1; }
-  if grep -q "Clean.swift\|Door.swift\|Notify.swift\|Listed.swift" <<<"$out"; then
+  grep -q "Sources/ClusterTLS/Bad.swift imports Glibc" <<<"$out" || { echo "kernel door self-test: missed Glibc in ClusterTLS" >&2; return 1; }
+  if grep -q "Clean.swift\|Door.swift\|Notify.swift\|Listed.swift\|Server.swift" <<<"$out"; then
     echo "kernel door self-test: blamed an allowed file: $out" >&2
     return 1
   fi
   # A stale allow-list entry fails.
-  rm "$dir"/Sources/App/Bad* "$dir/Sources/ClusterSystemd/Bad.swift"
+  rm "$dir"/Sources/App/Bad* "$dir/Sources/ClusterSystemd/Bad.swift" "$dir/Sources/ClusterTLS/Bad.swift"
   if check "$dir" Sources/App/Listed.swift Sources/App/Clean.swift 2>/dev/null; then
     echo "kernel door self-test: a stale allow-list entry passed" >&2
     return 1

@@ -2,11 +2,11 @@
 # Installs the Debian packages a make target needs, only those missing. Usage: deps.sh run|test|bench
 # postgresql-15 (/usr/lib/postgresql/15/bin): Examples/todo's tests and benchmark start their own server.
 set -euo pipefail
-want=(libsystemd-dev pkg-config)
+want=(libsystemd-dev libssl-dev pkg-config)
 case "${1:-run}" in
   run) ;;
-  test) want+=(curl python3 python3-pytest python3-prometheus-client python3-yaml python3-venv procps iproute2 util-linux systemd chromium fonts-dejavu-core haproxy postgresql-15) ;;
-  bench) want+=(wrk nginx-light curl python3 procps util-linux postgresql-15 gcc libc6-dev) ;;
+  test) want+=(openssl curl python3 python3-pytest python3-prometheus-client python3-yaml python3-venv procps iproute2 util-linux systemd chromium fonts-dejavu-core haproxy postgresql-15) ;;
+  bench) want+=(wrk nginx-light curl python3 procps util-linux postgresql-15 gcc libc6-dev openssl) ;;
   *) echo "deps.sh: unknown target $1" >&2; exit 64 ;;
 esac
 missing=()

@@ -7,7 +7,8 @@ import ClusterHTTP
 //
 // Invariants checked on every input:
 //  - nothing traps (bounds, overflow, preconditions) and ASan sees no memory error;
-//  - feeding the input in one read or in pieces of any size gives the same bytes out;
+//  - feeding the input in one read or in pieces of any size gives the same bytes out (pieces of
+//    16,384 bytes among them: TLS records' plaintext);
 //  - every response starts with a status line, and a refused request closes the connection;
 //  - memory: whenever the connection waits for input, what it keeps buffered is a partial request,
 //    at most maxHeaderBytes + maxBodyBytes (a chunked body's framing is dropped as it is decoded,
@@ -114,7 +115,9 @@ public enum HTTPFuzzDriver {
         let stream = Array(data[2...])
         stream.withUnsafeBytes { bytes in
             let whole = feed(bytes, piece: bytes.count, limits: limits, handler: FuzzHandler(), checkMemoryBound: true)
-            for piece in [Int(data[1] % 23) + 1] + morePieces {
+            // Also in reads of 16,384 bytes: how a TLS connection's plaintext arrives (one record's
+            // at most per SSL_read; the record layer and the handshake are OpenSSL's, fuzzed upstream).
+            for piece in [Int(data[1] % 23) + 1, 16_384] + morePieces {
                 let split = feed(bytes, piece: piece, limits: limits, handler: FuzzHandler(), checkMemoryBound: true)
                 // A 100 Continue depends on whether the body had arrived yet, so it is the one
                 // legitimate difference; every final response must be the same.

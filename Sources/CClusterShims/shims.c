@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <sys/random.h>
 #include <linux/openat2.h>
 #include <link.h>
 #include <elf.h>
@@ -201,3 +202,5 @@ size_t ccluster_build_id(unsigned char *out, size_t cap) {
 int ccluster_set_process_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
 
 int ccluster_capability_in_bounding_set(int cap) { return prctl(PR_CAPBSET_READ, (unsigned long)cap, 0, 0, 0); }
+
+long ccluster_getrandom(void *buffer, size_t count, unsigned int flags) { return getrandom(buffer, count, flags); }

@@ -4,6 +4,7 @@ import ClusterHTTP
 import ClusterJSON
 import ClusterMaster
 import ClusterSystem
+import ClusterTLS
 import ClusterWorker
 import Logging
 
@@ -124,6 +125,7 @@ public enum Cluster {
         }
         if options.checkConfig {
             print("\(app.name): \(options.configPath): configuration is valid (\(config.workers) workers, listen \(config.listen.map(\.description).joined(separator: ", ")))")
+            for line in (try? ConfigCheck.describeTLS(config)) ?? [] { print("\(app.name): \(line)") }
             Sys.exit(ExitCode.success)
         }
         Sys.exit(runMaster(options: options, config: config, configBytes: configBytes, upgrade: upgrade, makeHandler: makeHandler))
@@ -185,6 +187,33 @@ public enum Cluster {
         }
     }
 
+    /// Each listener's TLS, in `listen` order (nil: plain HTTP), as `ConfigCheck.checkTLS` checked it.
+    /// `announce` (slot 0: once per generation): logs the record layer and the certificates served,
+    /// and warns of one with under 14 days left.
+    static func loadTLS(_ config: ClusterConfiguration, logger: Logger, announce: Bool) throws(ConfigError) -> [TLSServer?] {
+        guard !config.tls.isEmpty else { return [] }
+        let kernelTLS = TLSServer.kernelTLSAvailable()
+        var servers: [TLSServer?] = []
+        for (i, address) in config.listen.enumerated() {
+            guard let tls = config.tls[address] else {
+                servers.append(nil)
+                continue
+            }
+            let server = try TLSServer(tls, file: config.source, keyPath: "listen[\(i)].tls", now: Clock.wallSeconds(), kernelTLSAvailable: kernelTLS)
+            servers.append(server)
+            let layer = server.kernelTLS ? "kernel TLS offered (kTLS; SSL_sendfile for files)"
+                : tls.kernelTLS ? "OpenSSL records (kernel TLS unavailable: no tls module in tcp_available_ulp)" : "OpenSSL records (kernelTLS off)"
+            guard announce else { continue }
+            let certificates = server.certificates.map { "\($0.path) serial \($0.serial) until \(TLSCertificateInfo.date($0.notAfter))" }
+            logger.info("\(address) TLS: \(layer); \(certificates.joined(separator: ", "))")
+            let now = Clock.wallSeconds()
+            for c in server.certificates where c.notAfter - now < 14 * 86400 {
+                logger.warning("\(c.path) (\(c.subject)) expires in \((c.notAfter - now) / 3600) hours, at \(TLSCertificateInfo.date(c.notAfter)): renew it and reload")
+            }
+        }
+        return servers
+    }
+
     /// A worker started by the master: listeners from fd 3 (LISTEN_FDS), the channel and the stats
     /// segment from the environment, the config from the memfd the master validated.
     static func runWorker<H: HTTPHandler>(makeHandler: (HandlerContext) throws -> H) -> Int32 {
@@ -239,8 +268,10 @@ public enum Cluster {
             // worker's signalfd and drain it instead of killing it.
             try Signals.block(HTTPWorker<H, LinuxKernel>.signals)
             let handler = try makeHandler(HandlerContext(config: config, stats: segment, lifecycle: lifecycle))
+            // Certificates and keys, read now as the master's user (the key may be root's only).
+            let tls = try loadTLS(config, logger: logger, announce: slot == 0)
             let worker = try HTTPWorker(handler: handler, settings: WorkerSettings(config), listeners: listeners.rawValues, channel: channel.rawValue,
-                                        stats: stats, logger: logger, lifecycle: lifecycle)
+                                        stats: stats, logger: logger, lifecycle: lifecycle, tls: tls)
             // `user`/`group`: give up the master's privileges before the first byte from a client is
             // read. Everything opened as the master's user (listeners, channel, stats, access log,
             // the handler's files) stays open.

@@ -1,5 +1,6 @@
 import ClusterConfig
 import ClusterSystem
+import ClusterTLS
 
 /// The one validation that `--check-config`, start-up and reload all run, so that a config the
 /// check passes is one the daemon starts with, and one it refuses on start a reload refuses too
@@ -36,6 +37,7 @@ public enum ConfigCheck {
                 throw ConfigError(file: config.source, keyPath: "listen[\(i)].group", message: "no group \"\(name)\" in the group database")
             }
         }
+        try checkTLS(config)
         if let log = config.accessLog {
             do {
                 // Non-blocking: a FIFO without a reader fails (ENXIO) instead of blocking the master.
@@ -44,6 +46,28 @@ public enum ConfigCheck {
                 throw ConfigError(file: config.source, keyPath: "accessLog.path", message: "cannot open \(log.path) for appending: \(explain(error, path: log.path))")
             }
         }
+    }
+
+    /// Every TLS listener's certificates and keys, loaded as a worker loads them: readable (by the
+    /// master's user, which the workers still are when they load them), a key that matches its
+    /// certificate, valid now, ciphers OpenSSL knows.
+    public static func checkTLS(_ config: ClusterConfiguration) throws(ConfigError) {
+        for (i, address) in config.listen.enumerated() {
+            guard let tls = config.tls[address] else { continue }
+            _ = try TLSServer(tls, file: config.source, keyPath: "listen[\(i)].tls", now: Clock.wallSeconds(), kernelTLSAvailable: false)
+        }
+    }
+
+    /// One line per TLS listener for `--check-config`: its certificates, serials and expiry.
+    public static func describeTLS(_ config: ClusterConfiguration) throws(ConfigError) -> [String] {
+        var lines: [String] = []
+        for (i, address) in config.listen.enumerated() {
+            guard let tls = config.tls[address] else { continue }
+            let server = try TLSServer(tls, file: config.source, keyPath: "listen[\(i)].tls", now: Clock.wallSeconds(), kernelTLSAvailable: false)
+            let pairs = server.certificates.map { "\($0.path) (\($0.subject), serial \($0.serial), until \(TLSCertificateInfo.date($0.notAfter)))" }
+            lines.append("\(address) TLS \(tls.minVersion.rawValue)+: \(pairs.joined(separator: "; "))")
+        }
+        return lines
     }
 
     /// strerror plus what to check.

@@ -44,6 +44,16 @@ public enum MetricsRenderer {
         family("clusterd_proxy_protocol_refused_total", "counter", "Connections to a proxyProtocol listener closed unread: from a peer outside trustedProxies (untrusted), or without a valid PROXY header in time (invalid).")
         sample("clusterd_proxy_protocol_refused_total", "reason=\"untrusted\"", value(segment, .proxyUntrusted))
         sample("clusterd_proxy_protocol_refused_total", "reason=\"invalid\"", value(segment, .proxyInvalid))
+        family("clusterd_tls_handshakes_total", "counter", "TLS handshakes by outcome: completed in full, resumed from a session ticket, failed.")
+        let handshakes = value(segment, .tlsHandshakes), resumed = value(segment, .tlsResumed)
+        sample("clusterd_tls_handshakes_total", "result=\"full\"", handshakes &- resumed)
+        sample("clusterd_tls_handshakes_total", "result=\"resumed\"", resumed)
+        sample("clusterd_tls_handshakes_total", "result=\"failed\"", value(segment, .tlsHandshakeFailures))
+        family("clusterd_tls_kernel_send_total", "counter", "TLS connections whose sending the kernel encrypts (kTLS).")
+        sample("clusterd_tls_kernel_send_total", "", value(segment, .tlsKernelSend))
+        family("clusterd_tls_record_layer", "gauge", "Live workers with TLS listeners by record layer: openssl (user space) or kernel (kTLS offered).")
+        sample("clusterd_tls_record_layer", "layer=\"openssl\"", UInt64(workers.filter { $0[.tlsRecordLayer] == 1 }.count))
+        sample("clusterd_tls_record_layer", "layer=\"kernel\"", UInt64(workers.filter { $0[.tlsRecordLayer] == 2 }.count))
         family("clusterd_connections_lost_total", "counter", "Connections open on workers that crashed.")
         sample("clusterd_connections_lost_total", "", master[.lostWithCrashedWorkers])
 
@@ -85,6 +95,8 @@ public enum MetricsRenderer {
         for (slot, ws) in slots { sample("clusterd_worker_requests_total", "slot=\"\(slot)\"", ws.reduce(0) { $0 &+ $1[.requests] }) }
         family("clusterd_worker_connections_open", "gauge", "Open connections, per worker slot.")
         for (slot, ws) in slots { sample("clusterd_worker_connections_open", "slot=\"\(slot)\"", ws.reduce(0) { $0 &+ $1[.openConnections] }) }
+        family("clusterd_worker_tls_resumed_total", "counter", "TLS handshakes resumed from a session ticket, per worker slot (tickets are shared: any worker resumes any session).")
+        for (slot, ws) in slots { sample("clusterd_worker_tls_resumed_total", "slot=\"\(slot)\"", ws.reduce(0) { $0 &+ $1[.tlsResumed] }) }
         family("clusterd_worker_state", "gauge", "0 starting, 1 ready, 2 draining: the newest worker of each slot.")
         for (slot, ws) in slots { sample("clusterd_worker_state", "slot=\"\(slot)\"", ws.last.map { $0[.state] } ?? 0) }
         family("clusterd_worker_info", "gauge", "One per live worker process: its slot, pid and generation (changes on every restart and reload).")

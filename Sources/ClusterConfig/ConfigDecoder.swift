@@ -50,12 +50,19 @@ extension ClusterConfiguration {
             // with "mode" and "group" for a Unix socket's file.
             var proxyProtocol = false
             var socketFile: UnixSocketFile? = nil
+            var tls: TLS? = nil
             let text: String
             if case .object = item {
                 var entry = try ObjectReader(file: file, path: path, value: item, keys: listenKeys)
                 guard let address = try entry.string("address") else { throw entry.fail("address", "is required, e.g. \"0.0.0.0:8080\" or \"unix:/run/clusterd/http.sock\"") }
                 proxyProtocol = try entry.bool("proxyProtocol", default: false)
                 socketFile = try unixSocketFile(&entry, address: address)
+                if let value = entry.take("tls") {
+                    tls = try decodeTLS(value, file: file, path: "\(path).tls")
+                    if proxyProtocol {
+                        throw ConfigError(file: file, keyPath: "\(path).tls", message: "TLS on a proxyProtocol listener is not supported: terminate TLS at the balancer, or drop proxyProtocol")
+                    }
+                }
                 try entry.finish()
                 text = address
                 path += ".address"
@@ -74,6 +81,7 @@ extension ClusterConfiguration {
                 }
                 config.listen.append(address)
                 if proxyProtocol { config.proxyProtocol.insert(address) }
+                if let tls { config.tls[address] = tls }
                 if address.isUnix { config.unixSocketFiles[address] = socketFile ?? UnixSocketFile() }
             case .failure(let e):
                 throw ConfigError(file: file, keyPath: path, message: "\"\(text)\": \(e.reason)")
@@ -257,7 +265,9 @@ extension ClusterConfiguration {
         "cpuAffinity", "reusePortSteering", "deferAccept", "mimeTypes", "app",
     ]
 
-    static let listenKeys = ["address", "proxyProtocol", "mode", "group"]
+    static let listenKeys = ["address", "proxyProtocol", "mode", "group", "tls"]
+    static let tlsKeys = ["certificate", "key", "certificates", "minVersion", "ciphers", "ciphersuites", "kernelTLS"]
+    static let tlsPairKeys = ["certificate", "key"]
     static let httpKeys = ["keepAliveTimeout", "headerTimeout", "bodyTimeout", "maxHeaderBytes", "maxHeaderCount", "maxBodyBytes", "maxConnections", "maxKeepAliveRequests"]
     static let routeKeys = ["path", "status", "contentType", "body", "headers"]
     static let staticKeys = ["prefix", "root", "index", "allowSymlinksOutside", "allowHidden", "openFileCache"]
@@ -267,7 +277,7 @@ extension ClusterConfiguration {
     /// Each object of the file and the keys it may have, under the heading of Docs/configuration.md
     /// that documents them (a test holds the two in step).
     static let keysByDocumentedSection: [(heading: String, keys: [String])] = [
-        ("Top level", topLevelKeys), ("`listen[]`", listenKeys), ("`http`", httpKeys), ("`routes[]`", routeKeys), ("`static[]`", staticKeys),
+        ("Top level", topLevelKeys), ("`listen[]`", listenKeys), ("`listen[].tls`", tlsKeys), ("`http`", httpKeys), ("`routes[]`", routeKeys), ("`static[]`", staticKeys),
         ("`accessLog`", accessLogKeys), ("`metrics`", metricsKeys),
     ]
 
@@ -305,6 +315,47 @@ extension ClusterConfiguration {
         }
         try r.finish()
         config.metrics = metrics
+    }
+
+    /// `listen[].tls`: `{"certificate": PATH, "key": PATH}`, more pairs for SNI in `certificates`,
+    /// `minVersion`, `ciphers` (TLS 1.2), `ciphersuites` (TLS 1.3), `kernelTLS`. The files are read
+    /// and checked later (`--check-config`, start, reload): here only their shape.
+    static func decodeTLS(_ value: JSON, file: String, path: String) throws(ConfigError) -> TLS {
+        guard case .object = value else {
+            throw ConfigError(file: file, keyPath: path, message: "must be an object like {\"certificate\": \"/etc/clusterd/site.pem\", \"key\": \"/etc/clusterd/site.key\"}, got \(value.typeName)")
+        }
+        var r = try ObjectReader(file: file, path: path, value: value, keys: tlsKeys)
+        func pair(_ r: inout ObjectReader) throws(ConfigError) -> TLS.Pair {
+            guard let certificate = try r.string("certificate") else { throw r.fail("certificate", "is required: the path of a PEM certificate chain") }
+            guard let key = try r.string("key") else { throw r.fail("key", "is required: the path of the certificate's PEM private key") }
+            guard certificate.hasPrefix("/") else { throw r.fail("certificate", "must be an absolute path, got \"\(certificate)\"") }
+            guard key.hasPrefix("/") else { throw r.fail("key", "must be an absolute path, got \"\(key)\"") }
+            return TLS.Pair(certificate: certificate, key: key)
+        }
+        let first = try pair(&r)
+        var tls = TLS(pairs: [first])
+        if let more = try r.array("certificates") {
+            guard more.count <= 63 else { throw r.fail("certificates", "at most 63 more certificates, got \(more.count)") }
+            for (i, item) in more.enumerated() {
+                var p = try ObjectReader(file: file, path: "\(path).certificates[\(i)]", value: item, keys: tlsPairKeys)
+                tls.pairs.append(try pair(&p))
+                try p.finish()
+            }
+        }
+        if let version = try r.string("minVersion") {
+            guard let v = TLS.Version(rawValue: version) else { throw r.fail("minVersion", "must be \"1.2\" or \"1.3\", got \"\(version)\"") }
+            tls.minVersion = v
+        }
+        for key in ["ciphers", "ciphersuites"] {
+            guard let list = try r.string(key) else { continue }
+            guard !list.isEmpty, list.utf8.count <= 1024, list.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+                throw r.fail(key, "must be a non-empty OpenSSL cipher list without spaces (e.g. \"ECDHE+AESGCM:ECDHE+CHACHA20\"), got \"\(list)\"")
+            }
+            if key == "ciphers" { tls.ciphers = list } else { tls.ciphersuites = list }
+        }
+        tls.kernelTLS = try r.bool("kernelTLS", default: true)
+        try r.finish()
+        return tls
     }
 
     /// A listen entry's `mode` and `group`: for a `unix:` address (nil when it gives neither), refused

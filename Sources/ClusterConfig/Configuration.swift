@@ -43,6 +43,8 @@ public struct ClusterConfiguration: Equatable, Sendable {
     /// Listeners whose connections must begin with a PROXY protocol header (v1 or v2) from one of
     /// `trustedProxies`: `{"address": "...", "proxyProtocol": true}` in `listen`.
     public var proxyProtocol: Set<ListenAddress> = []
+    /// Listeners that speak HTTPS: `{"address": "0.0.0.0:8443", "tls": {...}}` in `listen`.
+    public var tls: [ListenAddress: TLS] = [:]
     /// Balancers whose PROXY headers are believed (and, later, `X-Forwarded-For`). Default none.
     public var trustedProxies: [IPNetwork] = []
     /// Path of the control socket. Default `/run/clusterd/control.sock`.
@@ -352,6 +354,43 @@ public enum ListenAddress: Equatable, Hashable, Sendable, CustomStringConvertibl
         guard port == other.port, let a = ip, let b = other.ip, a.isIPv6 == b.isIPv6 else { return false }
         return a == b || a.isUnspecified || b.isUnspecified
     }
+}
+
+/// A listener's TLS (`listen[].tls`): its certificates, the protocol versions and ciphers it offers.
+/// Loaded and checked (key matches, dates, readable) by `--check-config`, at start and at every
+/// reload: a reload is how a renewed certificate is put into service.
+public struct TLS: Equatable, Hashable, Sendable {
+    /// A certificate chain (PEM, the leaf first, then its intermediates) and its private key (PEM,
+    /// unencrypted).
+    public struct Pair: Equatable, Hashable, Sendable {
+        public var certificate: String
+        public var key: String
+
+        public init(certificate: String, key: String) {
+            self.certificate = certificate
+            self.key = key
+        }
+    }
+
+    public enum Version: String, Equatable, Hashable, Sendable {
+        case tls12 = "1.2"
+        case tls13 = "1.3"
+    }
+
+    /// The first is the default (served when the client sends no SNI name, or one no other pair's
+    /// certificate covers); the others are chosen by SNI against their certificates' names.
+    public var pairs: [Pair]
+    /// The oldest version offered. Default "1.2" (1.3 is always offered, and preferred).
+    public var minVersion: Version = .tls12
+    /// TLS 1.2 cipher list in OpenSSL syntax; nil: OpenSSL's defaults (`DEFAULT`: AEAD and
+    /// forward-secret suites first).
+    public var ciphers: String? = nil
+    /// TLS 1.3 cipher suites (`TLS_AES_128_GCM_SHA256:...`); nil: OpenSSL's defaults.
+    public var ciphersuites: String? = nil
+    /// Ask the kernel to do the record layer (kTLS) where it can. Default true.
+    public var kernelTLS: Bool = true
+
+    public init(pairs: [Pair]) { self.pairs = pairs }
 }
 
 /// How a Unix-socket listener's file is made: its permission bits and its group (nginx makes its

@@ -1,9 +1,9 @@
 /// The layout of one worker's slot in the shared stats segment (a memfd the master creates and every
-/// worker maps). Each slot is 320 bytes (cache-line aligned, no false sharing); the owning worker is
+/// worker maps). Each slot is 384 bytes (cache-line aligned, no false sharing); the owning worker is
 /// the only writer of its slot, the master and other workers only read. Values are 64-bit words
 /// written with plain aligned stores, which x86-64 and arm64 make atomic for readers.
 public struct StatsSlot {
-    public static let size = 320
+    public static let size = 384
 
     /// Word indexes inside a slot.
     public enum Field: Int, CaseIterable, Sendable {
@@ -43,6 +43,13 @@ public struct StatsSlot {
         /// Connections to a `proxyProtocol` listener closed because their first bytes were not a
         /// valid PROXY protocol header, or none came within `http.headerTimeout`.
         case proxyInvalid
+        /// TLS handshakes completed / failed (not TLS, no common version or cipher, a reset),
+        /// completed by resuming a session from a ticket, and completed with the kernel encrypting
+        /// what is sent (kTLS).
+        case tlsHandshakes, tlsHandshakeFailures, tlsResumed, tlsKernelSend
+        /// Which record layer this worker's TLS listeners use: 0 none (no TLS listener), 1 OpenSSL's,
+        /// 2 the kernel's offered (kTLS; `tlsKernelSend` counts connections that got it).
+        case tlsRecordLayer
     }
 
     /// Upper bounds (µs) of the latency buckets: 100 µs … 5 s.
@@ -119,7 +126,7 @@ public struct StatsSegment {
 
     /// Counters that add up across workers (the rest are gauges or identities).
     public static let summable: [StatsSlot.Field] = StatsSlot.Field.allCases.filter {
-        ![.pid, .generation, .heartbeatMilliseconds, .startedAtMilliseconds, .state, .openConnections].contains($0)
+        ![.pid, .generation, .heartbeatMilliseconds, .startedAtMilliseconds, .state, .openConnections, .tlsRecordLayer].contains($0)
     }
 
     /// Live workers' slots (pid set). Only slots below the master's high-water mark are read, so

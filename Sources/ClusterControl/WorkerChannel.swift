@@ -42,6 +42,14 @@ public enum MasterToWorker: Equatable, Sendable {
     /// A graceful stop with `shutdownDelay` began: keep accepting and serving, but answer every
     /// response with `Connection: close` and `/healthz` with 503, until `drain` follows.
     case stopping
+    /// The session-ticket keys every TLS listener uses: `ticketKeyBytes` each, the current (which
+    /// issues tickets) first, then the previous ones (still accepted). Sent to each worker when it
+    /// starts and to all at every rotation; binary after the prefix `tickets `.
+    case ticketKeys([UInt8])
+
+    /// One ticket key: 16 bytes of name, 32 of AES-256-CBC key, 32 of HMAC-SHA256 key.
+    public static let ticketKeyBytes = 80
+    static let ticketPrefix = Array("tickets ".utf8)
 
     public var encoded: [UInt8] {
         switch self {
@@ -50,10 +58,16 @@ public enum MasterToWorker: Equatable, Sendable {
         case .retire: return Array("retire".utf8)
         case .reopenLogs: return Array("reopen-logs".utf8)
         case .stopping: return Array("stopping".utf8)
+        case .ticketKeys(let keys): return Self.ticketPrefix + keys
         }
     }
 
     public static func decode(_ bytes: some Collection<UInt8>) -> MasterToWorker? {
+        if bytes.starts(with: ticketPrefix) {
+            let keys = Array(bytes.dropFirst(ticketPrefix.count))
+            guard !keys.isEmpty, keys.count % ticketKeyBytes == 0, keys.count <= 4 * ticketKeyBytes else { return nil }
+            return .ticketKeys(keys)
+        }
         switch String(decoding: bytes, as: UTF8.self) {
         case "drain": return .drain
         case "replace": return .replace

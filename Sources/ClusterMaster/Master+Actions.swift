@@ -38,6 +38,8 @@ extension Master {
             do { pid = try spawnWorker(launch) } catch {
                 return perform(core.spawnFailed(launch, reason: error.message))
             }
+            // First on its channel: the ticket keys, before it can accept a TLS connection.
+            send(ticketKeys.message, to: pid)
             perform(core.workerSpawned(launch, pid: pid))
         case .send(let message, let pid):
             send(message, to: pid)

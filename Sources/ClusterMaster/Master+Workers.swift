@@ -48,6 +48,18 @@ extension Master {
         return pid
     }
 
+    /// A new ticket key every `TicketKeyRing.rotation`, sent to every worker.
+    func rotateTicketKeys(_ now: Int64) {
+        do {
+            guard try ticketKeys.rotateIfDue(now: now, random: { (n) throws(SystemError) in try Sys.randomBytes(n) }) else { return }
+        } catch {
+            logger.error("cannot make a new session-ticket key (\(error)); keeping the current one")
+            return
+        }
+        logger.info("session-ticket key rotated")
+        for pid in processes.keys { send(ticketKeys.message, to: pid) }
+    }
+
     func send(_ message: MasterToWorker, to pid: ProcessID) {
         guard let p = processes[pid] else { return }
         let bytes = message.encoded

@@ -95,6 +95,8 @@ public final class Master {
     var lastRateSample: (time: Int64, requests: UInt64) = (0, 0)
     var requestRate: Double = 0
     var lastStatusAt: Int64 = 0
+    /// Session-ticket keys for the workers' TLS listeners, kept across reloads, rotated in `periodic`.
+    var ticketKeys: TicketKeyRing
     let channelBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ConnectionHandoff.maxMessageBytes, alignment: 8)
     var pendingRelays: [PendingRelay] = []
     /// systemd's file descriptor store for this unit (`Master+Restart.swift`); none until `run` finds one.
@@ -138,6 +140,7 @@ public final class Master {
             startedAt = Clock.monotonicMilliseconds()
             self.upgrade = nil
         }
+        ticketKeys = try TicketKeyRing(now: Clock.monotonicMilliseconds(), random: { (n) throws(SystemError) in try Sys.randomBytes(n) })
         listenerTable = ListenerTable()
         listenerTable.steerByCPU = config.reusePortSteering == .cpu
         listenerTable.deferAccept = config.deferAccept
@@ -176,7 +179,11 @@ public final class Master {
 
         let cpus = Sys.usableCPUCount
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(config.workers.resolved(cpus: cpus)) workers (pid \(Sys.pid), control socket \(control.path))")
-        if let upgrade { adoptUpgrade(upgrade) }
+        if let upgrade {
+            adoptUpgrade(upgrade)
+            // The previous image's keys are not carried over: the adopted workers take the new ones.
+            for pid in processes.keys { send(ticketKeys.message, to: pid) }
+        }
         perform(core.start(cpus: cpus, now: Clock.monotonicMilliseconds()))
 
         while exitCode == nil {
@@ -253,6 +260,7 @@ public final class Master {
             relayQueued(listenerTable.takeQueued(set: core.currentListenerSet, slot: slot))
         }
         retryRelays(now)
+        rotateTicketKeys(now)
         upgradeCheckPeriodic(now)
         if let stuck = abandonedRead, stuck.call.result != nil {
             abandonedRead = nil

@@ -47,6 +47,8 @@ public struct Errno: RawRepresentable, Hashable, Sendable, CustomStringConvertib
     public static let addressInUse = Errno(rawValue: EADDRINUSE)
     /// ECONNREFUSED: nothing listens on the socket (a Unix socket left over from a dead process).
     public static let connectionRefused = Errno(rawValue: ECONNREFUSED)
+    /// ECONNRESET: the peer reset the connection (also how a failed TLS connection is reported).
+    public static let connectionReset = Errno(rawValue: ECONNRESET)
 }
 
 extension SystemError {

@@ -27,6 +27,9 @@ public protocol Kernel: AnyObject {
     func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, more: Bool) throws(SystemError) -> IOResult<Int>
     /// sendfile(2) from `file` at `offset` (advanced by what was sent).
     func sendfile(_ fd: Int32, _ file: Int32, offset: inout Int, count: Int) throws(SystemError) -> IOResult<Int>
+    /// pread(2) from a regular file at `offset` (a file body for a TLS connection the kernel does
+    /// not encrypt for: read, then encrypted by OpenSSL).
+    func readFile(_ file: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, offset: Int) throws(SystemError) -> Int
     /// close(2), never retried.
     func close(_ fd: Int32)
     /// shutdown(2) of the write side: the peer reads EOF after what was sent.
@@ -103,6 +106,11 @@ public final class LinuxKernel: Kernel {
     @inlinable
     public func sendfile(_ fd: Int32, _ file: Int32, offset: inout Int, count: Int) throws(SystemError) -> IOResult<Int> {
         try Sys.sendfile(fd, file, offset: &offset, count: count)
+    }
+
+    @inlinable
+    public func readFile(_ file: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, offset: Int) throws(SystemError) -> Int {
+        try Sys.pread(file, buffer, count, offset: offset)
     }
 
     @inlinable public func close(_ fd: Int32) { Sys.close(fd) }

@@ -24,6 +24,26 @@ public enum Sys {
         try nonBlockingSyscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_MORE | MSG_NOSIGNAL)) }
     }
 
+    /// pread(2) of a regular file (a static file's body sent through TLS without kernel TLS).
+    @inlinable
+    public static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, offset: Int) throws(SystemError) -> Int {
+        try syscall("pread") { Glibc.pread(fd, buffer, count, off_t(offset)) }
+    }
+
+    /// getrandom(2): `count` bytes from the kernel's CSPRNG (blocks only before it is seeded, at boot).
+    public static func randomBytes(_ count: Int) throws(SystemError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let start = filled
+            let result = bytes.withUnsafeMutableBytes { p in
+                Result { () throws(SystemError) -> Int in try syscall("getrandom") { ccluster_getrandom(p.baseAddress! + start, count - start, 0) } }
+            }
+            filled += try result.get()
+        }
+        return bytes
+    }
+
     /// send(2) that never blocks and never raises SIGPIPE (MSG_DONTWAIT | MSG_NOSIGNAL).
     public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(SystemError) -> IOResult<Int> {
         try nonBlockingSyscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }

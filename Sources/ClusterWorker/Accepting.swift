@@ -1,6 +1,7 @@
 import ClusterControl
 import ClusterHTTP
 import ClusterSystem
+import ClusterTLS
 
 /// Taking connections in: the listeners' registration, accept with its back-off, and a new
 /// connection's first steps.
@@ -53,7 +54,8 @@ extension HTTPWorker {
                     continue
                 }
             }
-            opened(fd, expectingProxyHeader: !proxyListeners.isEmpty && proxyListeners.contains(listener))
+            let tls = tlsListeners.isEmpty ? nil : tlsListeners.first { $0.fd == listener }?.server
+            opened(fd, expectingProxyHeader: !proxyListeners.isEmpty && proxyListeners.contains(listener), tls: tls)
         }
     }
 
@@ -71,8 +73,23 @@ extension HTTPWorker {
 
     /// Takes a new connection into the table; one accepted here (not `handedOver`) is read at once
     /// when that tends to find its request, then registered with epoll.
-    func opened(_ fd: Int32, handedOver: Bool = false, expectingProxyHeader: Bool = false) {
+    func opened(_ fd: Int32, handedOver: Bool = false, expectingProxyHeader: Bool = false, tls: TLSServer? = nil) {
         table.open(fd)
+        if let tls {
+            // The handshake runs within the header timeout set below, like a request head.
+            guard let connection = tls.connection(fd: fd) else {
+                logger.error("cannot make a TLS connection (out of memory?); closing it")
+                perform(table[fd].close(&io, kernel), on: fd)
+                return
+            }
+            table[fd].tls = connection
+            table[fd].tlsHandshaking = true
+            // At once, not at keep-alive as for plain HTTP (nginx does the same for TLS): the
+            // handshake's last flight (a session ticket) and the first answer are separate writes,
+            // and Nagle would hold the answer until the client's delayed ACK of the ticket.
+            kernel.setNoDelay(fd)
+            table[fd].noDelay = true
+        }
         if io.accessLog != nil && !expectingProxyHeader { table[fd].peer = kernel.peerAddress(fd) }
         table[fd].deadline = io.now + settings.headerTimeout
         // Published at once (one store to our own cache line), not at the end of the loop's turn:
@@ -129,7 +146,7 @@ extension HTTPWorker {
     func register(_ fd: Int32) {
         guard table.isOpen(fd), !table[fd].registered else { return }
         do {
-            try kernel.epollAdd(fd, events: table[fd].writeBlocked ? Epoll.writable : table[fd].readInterest,
+            try kernel.epollAdd(fd, events: table[fd].writeBlocked || table[fd].tlsWantsWrite ? Epoll.writable : table[fd].readInterest,
                                 data: Token.make(Token.connection, table[fd].generation, fd))
             table[fd].registered = true
             table[fd].readingPaused = !table[fd].writeBlocked && table[fd].readInterest == 0

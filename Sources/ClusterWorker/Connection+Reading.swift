@@ -12,6 +12,7 @@ extension Connection {
             return .none
         }
         if awaitingProxyHeader { return readProxyHeader(&io, kernel, handler) }
+        if tlsHandshaking, let tls, let action = continueHandshake(tls, &io, kernel) { return action }
         if readingPaused && http.phase == .awaiting {
             // Nothing is read while a deferred answer is worked out (its interest is none): this
             // is a hang-up or an error. The client is gone; its answer will find no connection.
@@ -22,13 +23,13 @@ extension Connection {
         do {
             if useOwnBuffer {
                 input.reserveWritable(HTTPLimits.inputReadReserve)
-                result = try kernel.read(fd, input.writePointer, input.writableBytes)
+                result = try receive(kernel, input.writePointer, input.writableBytes)
                 if case .processed(let n) = result { input.moveWriterIndex(forwardBy: n) }
                 // Docs/security.md's per-connection bound (checked in debug builds: the test suite).
                 assert(input.allocatedCapacity <= io.settings.limits.maxInputBufferBytes, "input buffer over HTTPLimits.maxInputBufferBytes")
             } else {
                 io.scratchIn.clear()
-                result = try kernel.read(fd, io.scratchIn.writePointer, io.scratchIn.writableBytes)
+                result = try receive(kernel, io.scratchIn.writePointer, io.scratchIn.writableBytes)
                 if case .processed(let n) = result { io.scratchIn.moveWriterIndex(forwardBy: n) }
             }
         } catch {
@@ -48,6 +49,14 @@ extension Connection {
         }
         if http.phase == .idle { requestStart = kernel.monotonicNanoseconds() }
         return serve(&io, kernel, handler, fromScratch: !useOwnBuffer)
+    }
+
+    /// read(2), or SSL_read on a TLS connection (a failed one reads as a reset).
+    @inline(__always)
+    mutating func receive<K: Kernel>(_ kernel: K, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(SystemError) -> IOResult<Int> {
+        guard let tls else { return try kernel.read(fd, buffer, count) }
+        guard let result = tlsReceive(tls, buffer, count) else { throw SystemError(call: "SSL_read", .connectionReset) }
+        return result
     }
 
     /// On a `proxyProtocol` listener, before anything else: reads into the connection's own buffer
@@ -253,6 +262,7 @@ extension Connection {
     /// Shuts the write side (FIN after what was sent) and discards input until EOF or `lingerTimeout`.
     mutating func shutDownAndLinger<K: Kernel>(_ io: borrowing WorkerIO, _ kernel: K) {
         input.releaseStorage()
+        tls?.closeNotify()  // TLS: close_notify before the FIN (what arrives after is discarded unread)
         kernel.shutdownWrite(fd)
         lingering = true
         deadline = io.now + io.settings.lingerTimeout

@@ -1,11 +1,13 @@
 import ClusterControl
 import ClusterHTTP
 import ClusterSystem
+import ClusterTLS
 
 extension Connection {
     /// EPOLLOUT: writes what is pending; once all is out, reads again (or closes, or serves the
     /// pipelined requests that waited).
     mutating func writable<H: HTTPHandler, K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ handler: H) -> ConnectionAction {
+        if tlsWantsWrite { return readable(&io, kernel, handler) }  // a TLS handshake waited for room
         guard writeBlocked else { return .none }
         guard writePending(&io, kernel) else { return .closed }
         deadline = io.now + io.settings.sendTimeout
@@ -41,7 +43,7 @@ extension Connection {
                 // MSG_MORE before a file body: the head rides in the body's first segment. Before
                 // the end of a closing connection: the FIN rides in the last one.
                 let fileFollows = (http.pendingFile?.count ?? 0) > 0
-                let written = Self.writeSome(&io, kernel, fd, io.scratchOut.readableView, more: fileFollows || (closing && http.pendingFile == nil))
+                let written = Self.writeSome(&io, kernel, fd, tls, io.scratchOut.readableView, more: fileFollows || (closing && http.pendingFile == nil))
                 guard written >= 0 else {
                     io.scratchOut.clear()
                     _ = close(&io, kernel)
@@ -73,7 +75,7 @@ extension Connection {
     /// takes them. False when the connection was closed on an error.
     mutating func writePending<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> Bool {
         if output.readableBytes > 0 {
-            let written = Self.writeSome(&io, kernel, fd, output.readableView)
+            let written = Self.writeSome(&io, kernel, fd, tls, output.readableView)
             guard written >= 0 else {
                 _ = close(&io, kernel)
                 return false
@@ -87,6 +89,7 @@ extension Connection {
     /// sendfile(2) of the pending file body as far as the socket takes it. False when the
     /// connection was closed on an error.
     mutating func sendFileSome<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> Bool {
+        if let tls { return tlsSendFileSome(tls, &io, kernel) }
         guard var file = http.pendingFile else { return true }
         while file.count > 0 {
             let result: IOResult<Int>
@@ -115,7 +118,8 @@ extension Connection {
 
     /// write(2) as much as the socket takes. -1 when the connection failed.
     @inline(__always)
-    static func writeSome<K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ fd: Int32, _ bytes: UnsafeRawBufferPointer, more: Bool = false) -> Int {
+    static func writeSome<K: Kernel>(_ io: inout WorkerIO, _ kernel: K, _ fd: Int32, _ tls: TLSConnection?, _ bytes: UnsafeRawBufferPointer, more: Bool = false) -> Int {
+        if let tls { return tlsWriteSome(&io, tls, bytes) }
         var offset = 0
         while offset < bytes.count {
             do {
@@ -181,6 +185,13 @@ extension Connection {
     mutating func close<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> ConnectionAction {
         guard fd >= 0 else { return .none }  // closed before: counted then
         http.interruptBody("the connection closed")
+        if let tls {
+            // close_notify first (nothing after a failure or during the handshake): without it a
+            // client's OpenSSL reads an unexpected EOF and will not resume the session.
+            tls.closeNotify()
+            tls.free()
+            self.tls = nil
+        }
         kernel.close(fd)
         if let file = http.pendingFile {
             if file.ownsDescriptor { kernel.close(file.fd) }

@@ -1,5 +1,6 @@
 import ClusterHTTP
 import ClusterSystem
+import ClusterTLS
 
 /// One accepted client connection as the worker keeps it. Buffers are allocated only while they
 /// hold bytes: an idle keep-alive connection owns no buffer memory at all.
@@ -52,6 +53,13 @@ struct Connection {
     var hopTrusted = false
     /// CLOCK_MONOTONIC ns at which the current request's first byte was read.
     var requestStart: UInt64 = 0
+    /// On a TLS listener: OpenSSL's connection on this socket (a pointer; freed by `close`). Nil
+    /// for plain HTTP, whose steps only test it.
+    var tls: TLSConnection? = nil
+    /// The TLS handshake is under way (within the header timeout, like a request head).
+    var tlsHandshaking = false
+    /// The handshake waits for EPOLLOUT (registered writable, not readable).
+    var tlsWantsWrite = false
 
     var isOpen: Bool { fd >= 0 }
 

@@ -1,6 +1,7 @@
 import ClusterControl
 import ClusterHTTP
 import ClusterSystem
+import ClusterTLS
 
 /// The channel to the master: its messages, connections handed over to this worker (`adopt`) and
 /// this worker's idle connections handed off to a live one (`handOffIfIdle`).
@@ -44,6 +45,7 @@ extension HTTPWorker {
             case .retire: beginDrain(mode: .handOff, timeout: nil, acceptGrace: 300)
             case .reopenLogs: io.accessLog?.reopen()
             case .stopping: announceStop()
+            case .ticketKeys(let keys): TLSServer.installTicketKeys(keys)
             case nil: logger.warning("unknown message from master")
             }
         }
@@ -77,11 +79,20 @@ extension HTTPWorker {
             header = h
             pending = UnsafeRawBufferPointer(rebasing: pending[consumed...])
         }
+        // One the master took unread from a TLS listener's queue (a dead worker's slot, a listener
+        // closing): its handshake is still to come. (A worker never hands a TLS connection over.)
+        let tls = header == nil && !tlsListeners.isEmpty ? tlsServer(arrivedOn: fd) : nil
+        if tls != nil && pending.count > 0 {
+            logger.error("a handed-over connection to a TLS listener came with bytes already read; closing it")
+            kernel.close(fd)
+            return
+        }
         let overCap = table.openCount >= settings.maxConnections
-        opened(fd, handedOver: true)
+        opened(fd, handedOver: true, tls: tls)
+        guard table.isOpen(fd) else { return }
         kernel.setNoDelay(fd)
         table[fd].noDelay = true
-        table[fd].deadline = io.now + (settings.limits.keepAlive ? settings.keepAliveTimeout : settings.headerTimeout)
+        table[fd].deadline = io.now + (settings.limits.keepAlive && tls == nil ? settings.keepAliveTimeout : settings.headerTimeout)
         if let header {
             table[fd].takeProxied(header, &io, kernel)
         } else if !proxyListeners.isEmpty && arrivedOnProxyListener(fd) {
@@ -113,6 +124,15 @@ extension HTTPWorker {
         if overCap && idle && table.isOpen(fd) { closeIdleGracefully(fd) }
     }
 
+    /// The TLS listener `fd` was accepted on (by its own address), if any.
+    func tlsServer(arrivedOn fd: Int32) -> TLSServer? {
+        if let local = kernel.localEndpoint(fd) {
+            return tlsListeners.first { kernel.localEndpoint($0.fd)?.accepts(local) == true }?.server
+        }
+        if let path = kernel.localPath(fd) { return tlsListeners.first { kernel.localPath($0.fd) == path }?.server }
+        return nil
+    }
+
     /// Whether `fd` was accepted on one of this worker's `proxyProtocol` listeners: its own address
     /// is theirs (an IP listener's, or a Unix socket's path).
     func arrivedOnProxyListener(_ fd: Int32) -> Bool {
@@ -125,6 +145,16 @@ extension HTTPWorker {
     /// socket (with whatever the kernel still buffers) travels as SCM_RIGHTS; bytes this worker
     /// already read travel in the message. The client notices nothing.
     func handOffIfIdle(_ fd: Int32) {
+        if table.isOpen(fd), table[fd].tls != nil {
+            // OpenSSL's session state does not travel: an idle TLS connection is closed
+            // gracefully instead, as when the daemon stops: a request that arrives within
+            // `drainIdleGrace` is answered with `Connection: close`, then close_notify and FIN.
+            if !table[fd].closeAfterResponse {
+                table[fd].closeAfterResponse = true
+                table[fd].deadline = min(table[fd].deadline, io.now + settings.drainIdleGrace)
+            }
+            return
+        }
         guard let channel, table.isOpen(fd), table[fd].canHandOff else { return }
         var message = ConnectionHandoff.prefix
         if table[fd].proxied {
@@ -170,7 +200,7 @@ extension Connection {
     /// Between requests with nothing to send and at most `ConnectionHandoff.maxPendingBytes` read
     /// ahead: may move to another worker.
     var canHandOff: Bool {
-        !(awaitingProxyHeader && input.readableBytes > 0) && !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
+        tls == nil && !(awaitingProxyHeader && input.readableBytes > 0) && !http.isMidRequest && !hasPendingOutput && !lingering && !closeWhenFlushed
             && input.readableBytes <= ConnectionHandoff.maxPendingBytes
     }
 }

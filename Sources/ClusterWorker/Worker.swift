@@ -1,6 +1,7 @@
 import ClusterControl
 import ClusterHTTP
 import ClusterSystem
+import ClusterTLS
 import Logging
 
 /// The kinds of the worker's epoll registrations (`Epoll.Token.kind`).
@@ -53,6 +54,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     /// Listeners every worker shares (Unix sockets: no SO_REUSEPORT), registered EPOLLEXCLUSIVE so
     /// that a connection wakes one worker, not all.
     let sharedListeners: [Int32]
+    /// The TLS listeners and their certificates (`listen[].tls`), loaded before the worker changed
+    /// user; empty when every listener is plain HTTP.
+    let tlsListeners: [(fd: Int32, server: TLSServer)]
     /// Shared with the handler (`/healthz` reads it).
     public let lifecycle: WorkerLifecycle
     let channel: Int32?
@@ -113,8 +117,9 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
     ///     them open while the worker runs (`Cluster.runWorker`); the worker never closes them.
     ///   - channel: socketpair end to the master, or nil when running alone; borrowed likewise.
     ///   - lifecycle: what the handler may read of this worker's life (give it the same object).
+    ///   - tls: for each listener, in the same order, its TLS (nil: plain HTTP); may be shorter.
     public init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger, kernel: K,
-                lifecycle: WorkerLifecycle = WorkerLifecycle()) {
+                lifecycle: WorkerLifecycle = WorkerLifecycle(), tls: [TLSServer?] = []) {
         self.kernel = kernel
         self.lifecycle = lifecycle
         self.handler = handler
@@ -124,6 +129,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
         proxyListenerAddresses = proxyListeners.compactMap { kernel.localEndpoint($0) }
         proxyListenerPaths = proxyListeners.compactMap { kernel.localEndpoint($0) == nil ? kernel.localPath($0) : nil }
         sharedListeners = listeners.filter { kernel.localEndpoint($0) == nil }
+        tlsListeners = listeners.indices.compactMap { i in i < tls.count ? tls[i].map { (listeners[i], $0) } : nil }
+        if !tlsListeners.isEmpty { stats[.tlsRecordLayer] = tlsListeners.contains { $0.server.kernelTLS } ? 2 : 1 }
         self.channel = channel
         masterPID = channel == nil ? nil : Sys.parentPID
         self.idleRelease = MemoryRelease.IdleSchedule(after: settings.releaseMemoryAfterIdle)
@@ -443,8 +450,8 @@ public final class HTTPWorker<Handler: HTTPHandler, K: Kernel> {
 extension HTTPWorker where K == LinuxKernel {
     /// A worker on the real kernel.
     public convenience init(handler: Handler, settings: WorkerSettings, listeners: [Int32], channel: Int32?, stats: StatsSlot, logger: Logger,
-                            lifecycle: WorkerLifecycle = WorkerLifecycle()) throws(SystemError) {
+                            lifecycle: WorkerLifecycle = WorkerLifecycle(), tls: [TLSServer?] = []) throws(SystemError) {
         self.init(handler: handler, settings: settings, listeners: listeners, channel: channel, stats: stats, logger: logger,
-                  kernel: try LinuxKernel(epollCapacity: 1024), lifecycle: lifecycle)
+                  kernel: try LinuxKernel(epollCapacity: 1024), lifecycle: lifecycle, tls: tls)
     }
 }

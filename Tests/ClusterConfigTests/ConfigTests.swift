@@ -368,3 +368,51 @@ import Testing
         #expect(ClusterConfiguration.suggestion(for: String(repeating: "x", count: 5000)) == nil)
     }
 }
+
+@Suite struct TLSConfigDecoding {
+    func decode(_ listen: String) throws(ConfigError) -> ClusterConfiguration {
+        try ClusterConfiguration.decode(#"{"listen": ["127.0.0.1:8080", \#(listen)]}"#, file: "f.json")
+    }
+
+    func message(_ listen: String) -> String? {
+        do { _ = try decode(listen) } catch { return error.description }
+        return nil
+    }
+
+    @Test func aListenerWithTLS() throws {
+        let c = try decode(#"{"address": "0.0.0.0:8443", "tls": {"certificate": "/etc/clusterd/site.pem", "key": "/etc/clusterd/site.key"}}"#)
+        #expect(c.listen.count == 2)
+        #expect(c.tls[c.listen[0]] == nil)
+        let tls = try #require(c.tls[c.listen[1]])
+        #expect(tls.pairs == [TLS.Pair(certificate: "/etc/clusterd/site.pem", key: "/etc/clusterd/site.key")])
+        #expect(tls.minVersion == .tls12)
+        #expect(tls.ciphers == nil && tls.ciphersuites == nil)
+        #expect(tls.kernelTLS)
+    }
+
+    @Test func everyKey() throws {
+        let c = try decode(#"""
+            {"address": "[::]:8443", "tls": {"certificate": "/a.pem", "key": "/a.key",
+              "certificates": [{"certificate": "/b.pem", "key": "/b.key"}, {"certificate": "/c.pem", "key": "/c.key"}],
+              "minVersion": "1.3", "ciphers": "ECDHE+AESGCM", "ciphersuites": "TLS_AES_256_GCM_SHA384", "kernelTLS": false}}
+            """#)
+        let tls = try #require(c.tls[c.listen[1]])
+        #expect(tls.pairs.map(\.certificate) == ["/a.pem", "/b.pem", "/c.pem"])
+        #expect(tls.minVersion == .tls13)
+        #expect(tls.ciphers == "ECDHE+AESGCM")
+        #expect(tls.ciphersuites == "TLS_AES_256_GCM_SHA384")
+        #expect(!tls.kernelTLS)
+    }
+
+    @Test func mistakesNameTheKeyPath() {
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": true}"#) == #"f.json: listen[1].tls: must be an object like {"certificate": "/etc/clusterd/site.pem", "key": "/etc/clusterd/site.key"}, got a boolean"#)
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": {"key": "/k"}}"#) == "f.json: listen[1].tls.certificate: is required: the path of a PEM certificate chain")
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": {"certificate": "/c"}}"#) == "f.json: listen[1].tls.key: is required: the path of the certificate's PEM private key")
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": {"certificate": "c.pem", "key": "/k"}}"#) == #"f.json: listen[1].tls.certificate: must be an absolute path, got "c.pem""#)
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": {"certificate": "/c", "key": "/k", "minVersion": "1.1"}}"#) == #"f.json: listen[1].tls.minVersion: must be "1.2" or "1.3", got "1.1""#)
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": {"certificate": "/c", "key": "/k", "certificates": [{"certificate": "/d"}]}}"#) == "f.json: listen[1].tls.certificates[0].key: is required: the path of the certificate's PEM private key")
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": {"certificate": "/c", "key": "/k", "ciphers": "A B"}}"#)?.hasPrefix("f.json: listen[1].tls.ciphers: must be a non-empty OpenSSL cipher list") == true)
+        #expect(message(#"{"address": "0.0.0.0:8443", "tls": {"certificate": "/c", "key": "/k", "cert": "/x"}}"#)?.hasPrefix("f.json: listen[1].tls.cert: unknown key") == true)
+        #expect(message(#"{"address": "0.0.0.0:8443", "proxyProtocol": true, "tls": {"certificate": "/c", "key": "/k"}}"#)?.contains("TLS on a proxyProtocol listener is not supported") == true)
+    }
+}

@@ -30,4 +30,13 @@ import Testing
         #expect(MasterToWorker.decode(MasterToWorker.drain.encoded) == .drain)
         #expect(MasterToWorker.decode(Array("nonsense".utf8)) == nil)
     }
+
+    @Test func ticketKeysTravelAsBytes() {
+        // Binary keys, any byte (a space, a NUL) included, 80 bytes each, 1 to 4 of them.
+        let keys = (0..<160).map { UInt8($0 % 256) }
+        #expect(MasterToWorker.decode(MasterToWorker.ticketKeys(keys).encoded) == .ticketKeys(keys))
+        #expect(MasterToWorker.decode(Array("tickets ".utf8)) == nil)
+        #expect(MasterToWorker.decode(Array("tickets ".utf8) + [UInt8](repeating: 1, count: 79)) == nil)
+        #expect(MasterToWorker.decode(Array("tickets ".utf8) + [UInt8](repeating: 1, count: 5 * 80)) == nil)
+    }
 }

@@ -121,6 +121,10 @@ final class FakeKernel: Kernel {
         throw SystemError(call: "sendfile", errno: ENOSYS)
     }
 
+    func readFile(_ file: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, offset: Int) throws(SystemError) -> Int {
+        throw SystemError(call: "pread", errno: ENOSYS)
+    }
+
     func close(_ fd: Int32) {
         interest[fd] = nil
         if sockets[fd] != nil {

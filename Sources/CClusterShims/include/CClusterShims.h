@@ -24,6 +24,8 @@ int ccluster_memfd_create(const char *name, unsigned int flags);
 /// openat2(2) (no glibc wrapper on Debian 12). `beneath`: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 /// so the path can never leave `dirfd` (no "..", absolute paths or symlinks pointing out).
 int ccluster_openat2(int dirfd, const char *path, int flags, int beneath);
+/// getrandom(2) (<sys/random.h> is not in the Glibc module).
+long ccluster_getrandom(void *buffer, size_t count, unsigned int flags);
 /// prctl(PR_SET_PDEATHSIG) (prctl is variadic).
 int ccluster_set_parent_death_signal(int signal);
 
