@@ -11,7 +11,7 @@ TODO_BUILD = @[ "$(notdir $(CURDIR))" != todo ] || { echo "make: this checkout's
 # Python with pytest: the one on PATH if it has pytest, else Debian's.
 PYTHON = $(shell python3 -c 'import pytest, prometheus_client' 2>/dev/null && echo python3 || echo /usr/bin/python3)
 
-.PHONY: all build debug run test unit integration bench bench-conns bench-todo chaos fuzz install uninstall clean
+.PHONY: all build debug run test unit integration bench bench-conns bench-tls bench-todo chaos fuzz install uninstall clean
 
 all: build
 
@@ -45,7 +45,15 @@ bench:
 	$(SWIFT) build $(RELEASE_FLAGS)
 	./scripts/bench.sh
 	python3 scripts/bench_floor.py
+	python3 scripts/bench_tls.py
 	$(MAKE) bench-todo
+
+# HTTPS against nginx with one ECDSA P-256 certificate: keep-alive, full and resumed handshakes,
+# memory per idle TLS connection (scripts/bench_tls.py).
+bench-tls:
+	./scripts/deps.sh bench
+	$(SWIFT) build $(RELEASE_FLAGS)
+	python3 scripts/bench_tls.py
 
 # 10,000 and 50,000 busy keep-alive connections, clusterd against nginx (scripts/bench_conns.py).
 bench-conns:
