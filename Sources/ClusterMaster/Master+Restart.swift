@@ -15,6 +15,8 @@ extension Master {
     static let bytesPrefix = "bytes."
     /// The control socket's name in the store.
     static let controlStoreName = "control"
+    /// The session-ticket keys' memfd (`TicketKeyRing.serialized`) in the store.
+    static let ticketKeysStoreName = "ticket-keys"
 
     /// At start: whether systemd keeps a store for this unit, and what it holds. Listeners of the
     /// config's addresses are adopted (slot by slot: `ListenerTable.adopt`); the rest, and anything
@@ -54,6 +56,18 @@ extension Master {
                     _ = Descriptor(taking: entry.fd)
                     fdStore.remove(name: entry.name)
                 }
+            } else if entry.name == Self.ticketKeysStoreName {
+                // The previous master's keys: tickets it issued still resume on the new workers.
+                let memfd = Descriptor(taking: entry.fd)
+                if let bytes = try? FileIO.readAll(fd: memfd.rawValue, limit: 4096, name: entry.name),
+                   let ring = TicketKeyRing(serialized: bytes, now: Clock.monotonicMilliseconds())
+                {
+                    ticketKeys = ring
+                    logger.info("session-ticket keys kept through the restart")
+                } else {
+                    logger.warning("the session-ticket keys in systemd's fd store are malformed: new ones are made")
+                }
+                fdStore.remove(name: entry.name)
             } else if entry.name.hasPrefix(Self.connectionPrefix) {
                 var message = bytes[String(entry.name.dropFirst(Self.connectionPrefix.count))] ?? ConnectionHandoff.prefix
                 if !ConnectionHandoff.isHandoff(message) { message = ConnectionHandoff.prefix }
@@ -88,6 +102,21 @@ extension Master {
         while let conn = queued.next() { pendingRelays.append(PendingRelay(conn, message: ConnectionHandoff.prefix, since: Clock.monotonicMilliseconds())) }
         adoptedAtStart = (listeners, adopted, adoptedControl != nil)
         logger.notice("adopted from systemd's fd store: \(listeners) listener(s), \(adopted) connection(s) kept through the restart")
+    }
+
+    /// Puts the current session-ticket keys in systemd's store (replacing what was there), so that a
+    /// restarted master resumes the sessions this one's workers began. Only in memory: a memfd.
+    func storeTicketKeys() {
+        guard fdStore.isEnabled else { return }
+        fdStore.remove(name: Self.ticketKeysStoreName)
+        do {
+            let memfd = Descriptor(taking: try FileIO.memfd(name: "clusterd-ticket-keys", bytes: ticketKeys.serialized))
+            if !fdStore.store([memfd.rawValue], name: Self.ticketKeysStoreName) {
+                logger.warning("systemd did not take the session-ticket keys: a restart makes new ones")
+            }
+        } catch {
+            logger.warning("cannot keep the session-ticket keys for a restart (\(error))")
+        }
     }
 
     /// TERM: is systemd restarting the unit (the listeners and connections then stay in its store

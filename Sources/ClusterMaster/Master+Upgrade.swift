@@ -28,6 +28,9 @@ public struct UpgradeState: Sendable {
     var reloads: Int
     var restarts: Int
     var startedAt: Int64
+    /// `TicketKeyRing.serialized`: the session-ticket keys go on with the new image (empty: an image
+    /// that did not hand them over; the new one keeps its own).
+    var ticketKeys: [UInt8] = []
 
     var json: JSON {
         .object([
@@ -40,7 +43,37 @@ public struct UpgradeState: Sendable {
                          "channel": .integer(Int64(w.channel))])
             }),
             "reloads": .integer(Int64(reloads)), "restarts": .integer(Int64(restarts)), "startedAt": .integer(startedAt),
+            "ticketKeys": .string(Self.hex(ticketKeys)),
         ])
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// nil for an odd length or a non-hex digit.
+    static func bytes(hex: String) -> [UInt8]? {
+        let utf8 = Array(hex.utf8)
+        guard utf8.count % 2 == 0 else { return nil }
+        func digit(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            default: return nil
+            }
+        }
+        var out: [UInt8] = []
+        var i = 0
+        while i < utf8.count {
+            guard let h = digit(utf8[i]), let l = digit(utf8[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+            i += 2
+        }
+        return out
     }
 
     init(from: String, configFD: Int32, statsFD: Int32, statsSlots: Int, controlFD: Int32, listeners: [(name: String, fd: Int32)],
@@ -73,6 +106,10 @@ public struct UpgradeState: Sendable {
         }
         self.init(from: from, configFD: config, statsFD: stats, statsSlots: statsSlots, controlFD: control, listeners: listeners,
                   workers: workers, reloads: reloads, restarts: restarts, startedAt: Int64(startedAt))
+        if let text = json["ticketKeys"]?.stringValue {
+            guard let keys = Self.bytes(hex: text) else { return nil }
+            ticketKeys = keys
+        }
     }
 
     /// Every descriptor it names.
@@ -186,6 +223,7 @@ extension Master {
                 processes[w.pid].map { UpgradeState.Worker(adopted: MasterCore.AdoptedWorker(pid: w.pid, slot: w.slot, generation: w.generation, statsSlot: w.statsSlot), channel: $0.channelFD) }
             },
             reloads: core.reloads, restarts: core.restarts, startedAt: startedAt)
+        state.ticketKeys = ticketKeys.serialized
         // Descriptors this image keeps (CLOEXEC again if the exec fails); the two memfds close then.
         let kept = [statsFD, controlSocket.fd] + state.listeners.map(\.fd) + state.workers.map(\.channel)
         var environment = Self.childEnvironment(notifying: true)
@@ -231,6 +269,13 @@ extension Master {
             adopted.append(worker.adopted)
         }
         core.adopt(adopted, reloads: state.reloads, restarts: state.restarts)
+        if !state.ticketKeys.isEmpty {
+            if let ring = TicketKeyRing(serialized: state.ticketKeys, now: Clock.monotonicMilliseconds()) {
+                ticketKeys = ring
+            } else {
+                logger.warning("the session-ticket keys the previous image handed over are malformed: new ones are made")
+            }
+        }
         logger.notice("upgraded from build \(state.from.isEmpty ? "(none)" : state.from) to \(BuildID.current?.description ?? "(none)"): \(listenerTable.totalOpen) listener(s), \(adopted.count) worker(s) of generation \(adopted.map(\.generation).max() ?? 0) taken over; starting generation \(core.generation)")
     }
 }

@@ -58,6 +58,7 @@ extension Master {
         }
         logger.info("session-ticket key rotated")
         for pid in processes.keys { send(ticketKeys.message, to: pid) }
+        storeTicketKeys()
     }
 
     func send(_ message: MasterToWorker, to pid: ProcessID) {

@@ -181,9 +181,11 @@ public final class Master {
         logger.notice("clusterd \(config.listen.map(\.description).joined(separator: ", ")): starting \(config.workers.resolved(cpus: cpus)) workers (pid \(Sys.pid), control socket \(control.path))")
         if let upgrade {
             adoptUpgrade(upgrade)
-            // The previous image's keys are not carried over: the adopted workers take the new ones.
+            // The previous image's keys when it handed them over (it always does since they are in
+            // the upgrade state); the adopted workers get them again either way.
             for pid in processes.keys { send(ticketKeys.message, to: pid) }
         }
+        storeTicketKeys()
         perform(core.start(cpus: cpus, now: Clock.monotonicMilliseconds()))
 
         while exitCode == nil {

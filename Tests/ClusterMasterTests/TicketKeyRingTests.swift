@@ -28,4 +28,40 @@ import Testing
         #expect(ring.keys == [UInt8](repeating: 3, count: 80) + [UInt8](repeating: 2, count: 80))
         #expect(ring.message == .ticketKeys(ring.keys))
     }
+
+    /// Across a restart (systemd's fd store) or an upgrade (the upgrade state): the keys and when
+    /// the current one took over come back as they were, so the schedule goes on.
+    @Test func survivesItsSerialisation() throws {
+        let source = Source()
+        var ring = TicketKeyRing(now: 1_000, random: source.bytes)
+        _ = ring.rotateIfDue(now: 1_000 + TicketKeyRing.rotation, random: source.bytes)
+        let back = try #require(TicketKeyRing(serialized: ring.serialized, now: 5 + TicketKeyRing.rotation * 2))
+        #expect(back == ring)
+        // A clock from another boot (later than now) counts as now.
+        let early = try #require(TicketKeyRing(serialized: ring.serialized, now: 10))
+        #expect(early.keys == ring.keys && early.rotatedAt == 10)
+    }
+
+    @Test(arguments: [0, 1, 22, 23, 31, 32, 33])
+    func refusesWhatItDidNotWrite(cut: Int) {
+        let ring = TicketKeyRing(now: 7, random: Source().bytes)
+        var bytes = ring.serialized
+        // Cut short (a key's part missing, or only the head), or a wrong magic.
+        let short = Array(bytes.prefix(cut))
+        #expect(TicketKeyRing(serialized: short, now: 100) == nil)
+        bytes[0] ^= 1
+        #expect(TicketKeyRing(serialized: bytes, now: 100) == nil)
+        // Three keys: more than it ever keeps.
+        #expect(TicketKeyRing(serialized: ring.serialized + ring.keys + ring.keys, now: 100) == nil)
+        #expect(TicketKeyRing(serialized: ring.serialized + [1], now: 100) == nil)
+    }
+
+    @Test func upgradeStateCarriesTheKeysAsHex() {
+        let bytes: [UInt8] = [0, 1, 0xab, 0xff, 0x10]
+        #expect(UpgradeState.hex(bytes) == "0001abff10")
+        #expect(UpgradeState.bytes(hex: "0001abff10") == bytes)
+        #expect(UpgradeState.bytes(hex: "0") == nil)
+        #expect(UpgradeState.bytes(hex: "zz") == nil)
+        #expect(UpgradeState.bytes(hex: "AB") == nil)
+    }
 }

@@ -346,3 +346,43 @@ def test_restarts_reload_and_a_master_crash_under_load(tmpdir_short):
         assert ns.show("NRestarts")["NRestarts"] == "1", "only the kill -9 restarted the unit by itself"
     finally:
         ns.close()
+
+
+def test_tls_sessions_resume_across_a_restart(ns, tmpdir_short):
+    """Issue 18: the session-ticket keys outlive `systemctl restart` (a memfd in systemd's fd store,
+    never on disk), so a TLS 1.3 session from before the restart resumes after it; a stop empties
+    the store, and the next start makes new keys (a full handshake)."""
+    inner = ns.inner_path("/run/clusterd-test")
+    key, pem = os.path.join(inner, "site.key"), os.path.join(inner, "site.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                    "-out", pem, "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o644)  # the unit's user (clusterd) reads it
+    tls_port = free_port()
+    with open(os.path.join(inner, "clusterd.json"), "w") as f:
+        json.dump({"workers": 2, "controlSocket": "/run/clusterd/control.sock", "routes": [{"path": "/", "body": "hello"}],
+                   "listen": [f"127.0.0.1:{ns.port}", {"address": f"127.0.0.1:{tls_port}",
+                                                      "tls": {"certificate": "/run/clusterd-test/site.pem", "key": "/run/clusterd-test/site.key"}}]}, f)
+    session = os.path.join(tmpdir_short, "tls13.session")
+
+    def s_client(extra):
+        # stdin held open a moment: a TLS 1.3 ticket arrives after the handshake.
+        return subprocess.run(f"sleep 0.3 | openssl s_client -connect 127.0.0.1:{tls_port} -tls1_3 {extra}",
+                              shell=True, capture_output=True, text=True, timeout=30).stdout
+
+    def ready():
+        wait_until(lambda: ns.show("StatusText")["StatusText"].startswith("2 workers"), what="2 workers ready")
+
+    r = ns.systemctl("start", "clusterd")
+    assert r.returncode == 0, r.stderr + ns.systemctl("status", "clusterd").stdout
+    ready()
+    assert "New, TLSv1.3" in s_client(f"-sess_out {session}")
+    r = ns.systemctl("restart", "clusterd")
+    assert r.returncode == 0, r.stderr
+    ready()
+    out = s_client(f"-sess_in {session}")
+    assert "Reused, TLSv1.3" in out, out
+    assert ns.systemctl("stop", "clusterd").returncode == 0
+    assert ns.systemctl("start", "clusterd").returncode == 0
+    ready()
+    out = s_client(f"-sess_in {session}")
+    assert "New, TLSv1.3" in out, out

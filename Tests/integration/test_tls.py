@@ -4,6 +4,8 @@ header timeout over a slow handshake. Certificates are made with the openssl CLI
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -12,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import CLUSTERD, free_port, wait_for_port, wait_ready
+from conftest import BIN, CLUSTERD, free_port, wait_for_port, wait_ready, wait_until
 
 
 def openssl(*args, cwd=None):
@@ -454,3 +456,46 @@ def test_a_certificate_about_to_expire_is_warned_of(daemon_factory, certs):
     d.start()
     wait_ready(d, 1)
     assert re.search(r"soon\.pem \(/CN=localhost\) expires in 7[12] hours", d.log_text()), d.log_text()
+
+
+def test_resumption_survives_an_upgrade(tmpdir_short, certs):
+    """Issue 18: `clusterctl upgrade` hands the session-ticket keys to the new image (in the upgrade
+    state's memfd), so a session from before the upgrade resumes on the new image's workers."""
+    from test_upgrade import install_rebuilt
+    bindir = os.path.join(tmpdir_short, "bin")
+    os.makedirs(bindir)
+    shutil.copy(os.path.join(BIN, "clusterd"), bindir)
+    binary = os.path.join(bindir, "clusterd")
+    pem, key = certs.issue("site", 1001, names=("localhost", "site.test"))
+    port, tls_port = free_port(), free_port()
+    control = os.path.join(tmpdir_short, "control.sock")
+    config = os.path.join(tmpdir_short, "upgrade.json")
+    with open(config, "w") as f:
+        json.dump({"workers": 2, "controlSocket": control, "drainTimeout": 5, "routes": [{"path": "/", "body": "hello"}],
+                   "listen": [f"127.0.0.1:{port}", {"address": f"127.0.0.1:{tls_port}", "tls": {"certificate": pem, "key": key}}]}, f)
+    log = open(os.path.join(tmpdir_short, "upgrade.log"), "ab")
+    proc = subprocess.Popen([binary, "--config", config], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ctl = lambda *a: subprocess.run([os.path.join(BIN, "clusterctl"), "--socket", control, *a], capture_output=True, text=True, timeout=60)
+    try:
+        wait_for_port(tls_port, proc=proc)
+        wait_until(lambda: json.loads(ctl("status", "--json").stdout or "{}").get("ready") == 2, what="2 ready workers")
+        ctx = client_context(certs)
+        with tls_connect(tls_port, ctx) as s:
+            https_request(s)
+            session = s.session
+        want = install_rebuilt(binary, binary)
+        r = ctl("upgrade")
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_until(lambda: (lambda st: st.get("build") == want and st.get("ready") == 2)(json.loads(ctl("status", "--json").stdout or "{}")),
+                   what="the new image's workers ready")
+        with tls_connect(tls_port, ctx, session=session) as s:
+            https_request(s)
+            assert s.session_reused, "a session from before the upgrade resumes after it"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
