@@ -430,6 +430,15 @@ def _refused(port):
         return True
 
 
+def exec_done(pid):
+    """Whether a child of the master has exec'd its worker image (its environment is the worker's)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"CLUSTERD_WORKER_SLOT=" in f.read()
+    except OSError:
+        return False
+
+
 def test_readyz_is_not_ready_while_a_reload_has_no_ready_worker(daemon_factory):
     """`/readyz` (Kubernetes' readinessProbe) answers 503 `not ready` while a reload's new generation
     has no ready worker yet, though the old generation goes on serving. The new worker is held back
@@ -454,6 +463,10 @@ def test_readyz_is_not_ready_while_a_reload_has_no_ready_worker(daemon_factory):
             deadline = time.time() + 5
             while not stopped and time.time() < deadline:
                 for pid in set(children(d.proc.pid)) - old:
+                    # Only once it runs its own image: a child stopped between the master's
+                    # vfork-style spawn and its exec would hold the master (and `status`) too.
+                    if not exec_done(pid):
+                        continue
                     os.kill(pid, signal.SIGSTOP)
                     stopped.append(pid)
             assert stopped, "no new worker appeared"
