@@ -23,12 +23,14 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     private let jobs = Mutex<[UnownedJob]>([])
+    // The properties below are the loop thread's alone (jobs from elsewhere go through `jobs`), in
+    // accesses that never overlap: no run-time exclusivity checks (as HTTPWorker's loop state).
     /// Swapped with `jobs` to run a batch, so that neither array is reallocated each turn.
-    private var spareJobs: [UnownedJob] = []
+    @exclusivity(unchecked) private var spareJobs: [UnownedJob] = []
     /// Finished answers. Only the loop's thread touches these: a deferred answer's task ends on
     /// this executor (its body is non-isolated and prefers it).
-    private var completions: [Completion] = []
-    private var spareCompletions: [Completion] = []
+    @exclusivity(unchecked) private var completions: [Completion] = []
+    @exclusivity(unchecked) private var spareCompletions: [Completion] = []
     /// Set whenever a job or a completion is queued: the loop checks it once a turn, lock-free.
     private let pending = Atomic<Bool>(false)
     /// Wakes the loop from another thread (the eventfd in its epoll set); nil where nothing sleeps
@@ -36,7 +38,7 @@ public final class LoopExecutor: TaskExecutor, @unchecked Sendable {
     private let wake: EventFd?
     private let loopThread: ThreadIdentity
     /// Tasks started and not yet completed (the loop's own count; read on the loop only).
-    private(set) var inFlight = 0
+    @exclusivity(unchecked) private(set) var inFlight = 0
 
     /// Made on the loop's thread, which is the one that runs the jobs.
     init(wake: EventFd?) {
