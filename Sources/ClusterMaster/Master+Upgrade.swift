@@ -43,37 +43,8 @@ public struct UpgradeState: Sendable {
                          "channel": .integer(Int64(w.channel))])
             }),
             "reloads": .integer(Int64(reloads)), "restarts": .integer(Int64(restarts)), "startedAt": .integer(startedAt),
-            "ticketKeys": .string(Self.hex(ticketKeys)),
+            "ticketKeys": .string(Hex.encode(ticketKeys)),
         ])
-    }
-
-    static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// nil for an odd length or a non-hex digit.
-    static func bytes(hex: String) -> [UInt8]? {
-        let utf8 = Array(hex.utf8)
-        guard utf8.count % 2 == 0 else { return nil }
-        func digit(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-            default: return nil
-            }
-        }
-        var out: [UInt8] = []
-        var i = 0
-        while i < utf8.count {
-            guard let h = digit(utf8[i]), let l = digit(utf8[i + 1]) else { return nil }
-            out.append(h << 4 | l)
-            i += 2
-        }
-        return out
     }
 
     init(from: String, configFD: Int32, statsFD: Int32, statsSlots: Int, controlFD: Int32, listeners: [(name: String, fd: Int32)],
@@ -107,7 +78,7 @@ public struct UpgradeState: Sendable {
         self.init(from: from, configFD: config, statsFD: stats, statsSlots: statsSlots, controlFD: control, listeners: listeners,
                   workers: workers, reloads: reloads, restarts: restarts, startedAt: Int64(startedAt))
         if let text = json["ticketKeys"]?.stringValue {
-            guard let keys = Self.bytes(hex: text) else { return nil }
+            guard let keys = Hex.decode(text) else { return nil }
             ticketKeys = keys
         }
     }

@@ -14,29 +14,11 @@ public struct BuildID: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     /// From its hex spelling (as `description` writes it); nil for anything else.
     public init?(hex: String) {
-        let digits = Array(hex.utf8)
-        guard !digits.isEmpty, digits.count % 2 == 0, digits.count <= 2 * Self.maxBytes else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits.count / 2)
-        var i = 0
-        while i < digits.count {
-            guard let high = Self.nibble(digits[i]), let low = Self.nibble(digits[i + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            i += 2
-        }
+        guard !hex.isEmpty, hex.utf8.count <= 2 * Self.maxBytes, let bytes = Hex.decode(hex) else { return nil }
         self.bytes = bytes
     }
 
-    public var description: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xf)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public var description: String { Hex.encode(bytes) }
 
     /// The running program's, read from its image in memory (not the file, which may have been
     /// replaced since it started); nil when it was linked without one.
@@ -94,13 +76,6 @@ public struct BuildID: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     static let maxBytes = 64
 
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        default: return nil
-        }
-    }
 }
 
 extension Array where Element == UInt8 {

@@ -1,4 +1,5 @@
 import ClusterControl
+import ClusterSystem
 import Testing
 
 @testable import ClusterMaster
@@ -56,12 +57,12 @@ import Testing
         #expect(TicketKeyRing(serialized: ring.serialized + [1], now: 100) == nil)
     }
 
-    @Test func upgradeStateCarriesTheKeysAsHex() {
+    @Test func theUpgradeStatesHexRoundTrips() {
         let bytes: [UInt8] = [0, 1, 0xab, 0xff, 0x10]
-        #expect(UpgradeState.hex(bytes) == "0001abff10")
-        #expect(UpgradeState.bytes(hex: "0001abff10") == bytes)
-        #expect(UpgradeState.bytes(hex: "0") == nil)
-        #expect(UpgradeState.bytes(hex: "zz") == nil)
-        #expect(UpgradeState.bytes(hex: "AB") == nil)
+        #expect(Hex.encode(bytes) == "0001abff10")
+        #expect(Hex.decode("0001abff10") == bytes)
+        #expect(Hex.decode("0") == nil)
+        #expect(Hex.decode("zz") == nil)
+        #expect(Hex.decode("AB") == nil)
     }
 }
