@@ -142,14 +142,7 @@ extension Connection {
                 return true
             }
         }
-        if file.ownsDescriptor { kernel.close(file.fd) }  // (an open-file cache's descriptor is its owner's)
-        http.pendingFile = nil
+        fileSent(file, kernel)
         return true
-    }
-
-    mutating func fileShrank<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> Bool {
-        io.logger.warning("static file shrank while being sent; closing the connection")
-        _ = close(&io, kernel)
-        return false
     }
 }

@@ -102,18 +102,27 @@ extension Connection {
                 http.pendingFile = file
                 return true
             case .processed(0):
-                // The file shrank under us: the promised length cannot be sent; end the connection.
-                io.logger.warning("static file shrank while being sent; closing the connection")
-                _ = close(&io, kernel)
-                return false
+                return fileShrank(&io, kernel)
             case .processed(let n):
                 file.count -= n
                 io.stats.add(.bytesOut, UInt64(n))
             }
         }
+        fileSent(file, kernel)
+        return true
+    }
+
+    /// The file body is all out: its descriptor closed (unless an open-file cache owns it).
+    mutating func fileSent<K: Kernel>(_ file: FileBody, _ kernel: K) {
         if file.ownsDescriptor { kernel.close(file.fd) }
         http.pendingFile = nil
-        return true
+    }
+
+    /// The file shrank under us: the promised length cannot be sent; the connection ends.
+    mutating func fileShrank<K: Kernel>(_ io: inout WorkerIO, _ kernel: K) -> Bool {
+        io.logger.warning("static file shrank while being sent; closing the connection")
+        _ = close(&io, kernel)
+        return false
     }
 
     /// write(2) as much as the socket takes. -1 when the connection failed.
