@@ -376,12 +376,16 @@ final class StaticFiles {
     /// The entry with its bytes in memory when it is small, settled and the budget allows; else
     /// itself.
     func settle(_ entry: CachedFile) -> CachedFile {
-        guard entry.body == nil, entry.size <= cacheLimits.bodyBytes,
-              cachedBodyBytes + entry.size <= cacheLimits.totalBodyBytes,
-              Clock.wallSeconds() - entry.modified >= cacheLimits.settleSeconds,
+        guard entry.body == nil, mayKeepInMemory(entry),
               let bytes = try? FileIO.read(fd: entry.fd, offset: 0, count: entry.size), bytes.count == entry.size
         else { return entry }
         return entry.withBody(bytes)
+    }
+
+    /// Small enough, within the budget, and settled (its mtime `settleSeconds` old).
+    func mayKeepInMemory(_ entry: CachedFile) -> Bool {
+        entry.size <= cacheLimits.bodyBytes && cachedBodyBytes + entry.size <= cacheLimits.totalBodyBytes
+            && Clock.wallSeconds() - entry.modified >= cacheLimits.settleSeconds
     }
 
     func remember(_ entry: CachedFile) {
@@ -468,9 +472,7 @@ final class StaticFiles {
     /// A cached small file sent from its descriptor because it was too new to copy: once it has
     /// settled, the entry is replaced by one that holds its bytes. Nil while that cannot be.
     func settledInMemory(_ entry: CachedFile) -> CachedFile? {
-        guard entry.size <= cacheLimits.bodyBytes, cachedBodyBytes + entry.size <= cacheLimits.totalBodyBytes,
-              Clock.wallSeconds() - entry.modified >= cacheLimits.settleSeconds, cache[PathKey(pathBuffer)] === entry
-        else { return nil }
+        guard mayKeepInMemory(entry), cache[PathKey(pathBuffer)] === entry else { return nil }
         let settled = settle(entry)
         guard settled.body != nil else { return nil }
         remember(settled)
