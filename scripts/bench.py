@@ -206,7 +206,7 @@ http {{
   default_type text/plain;
   server {{
     listen 127.0.0.1:{self.port} {"ssl " if TLS else ""}reuseport{" deferred" if self.deferred else ""};
-    {f"ssl_certificate {CERT['pem']}; ssl_certificate_key {CERT['key']}; ssl_protocols TLSv1.2 TLSv1.3;" if TLS else ""}
+    {f"ssl_certificate {CERT['pem']}; ssl_certificate_key {CERT['key']}; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 1d;" if TLS else ""}
     location / {{ return 200 "{BODY}"; }}
     {static}
   }}

@@ -40,77 +40,19 @@ DURATION = bench.DURATION
 IDLE_CONNECTIONS = int(os.environ.get("BENCH_TLS_IDLE", "2000"))
 
 
-def make_certificate(tmp):
-    key, cert = os.path.join(tmp, "site.key"), os.path.join(tmp, "site.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
-    os.chmod(tmp, 0o755)
-    os.chmod(key, 0o644)  # nginx's workers (nobody) need not read it, but a copy in a private temp dir may be readable
-    return cert, key
-
-
-class ClusterdTLS(bench.Clusterd):
-    def __init__(self, name, tmp, cert, key):
-        super().__init__(name, tmp)
-        self.cert, self.key = cert, key
-
-    def start(self):
-        os.makedirs(self.tmp, exist_ok=True)
-        cfg = os.path.join(self.tmp, "clusterd.json")
-        config = {"workers": 1, "controlSocket": os.path.join(self.tmp, "c.sock"), "http": {"maxConnections": 30000},
-                  "listen": [{"address": f"127.0.0.1:{self.port}", "tls": {"certificate": self.cert, "key": self.key}}],
-                  "routes": [{"path": "/", "body": bench.BODY}]}
-        with open(cfg, "w") as f:
-            json.dump(config, f)
-        self.launch([bench.CLUSTERD, "--config", cfg])
-
-
-class NginxTLS(bench.Nginx):
-    def __init__(self, name, tmp, cert, key):
-        super().__init__(name, tmp)
-        self.cert, self.key = cert, key
-
-    def start(self):
-        os.makedirs(self.tmp, exist_ok=True)
-        conf = os.path.join(self.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes 1;
-worker_rlimit_nofile 40000;
-pid {self.tmp}/nginx.pid;
-error_log {self.tmp}/error.log warn;
-events {{ worker_connections 30000; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  default_type text/plain;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_cache shared:SSL:10m;
-  ssl_session_timeout 1d;
-  server {{
-    listen 127.0.0.1:{self.port} ssl reuseport;
-    ssl_certificate {self.cert};
-    ssl_certificate_key {self.key};
-    location / {{ return 200 "{bench.BODY}"; }}
-  }}
-}}
-""")
-        self.launch(["nginx", "-c", conf, "-p", self.tmp, "-g", "daemon off;"])
+# bench.py's servers in its HTTPS mode (BENCH_TLS=1): the certificate in bench.CERT, `tls` on
+# clusterd's listener, `listen … ssl` with a session cache on nginx's, wrk on https:// URLs.
+bench.TLS = True
 
 
 def wrk_https(srv, extra, connections):
-    args = ["taskset", "-c", bench.CLIENT_CPU, "wrk", "-t1", f"-c{connections}", "-d", DURATION, "--latency"] + extra + [f"https://127.0.0.1:{srv.port}/"]
     pids = srv.workers()
     t0 = bench.cpu_ticks(pids)
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
+    res = bench.wrk(srv.port, extra, connections=connections)
     t1 = bench.cpu_ticks(pids)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "cpu_us_per_req": (t1 - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(1, requests),
-            "errors": (errors.group(1) if errors else "") + (f" non2xx {non2xx.group(1)}" if non2xx else "")}
+    requests = res["rps"] * float(DURATION.rstrip("s"))
+    errors = res["socket_errors"] + (f" non2xx {res['non2xx']}" if res["non2xx"] else "")
+    return {"rps": res["rps"], "cpu_us_per_req": (t1 - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / max(1, requests), "errors": errors}
 
 
 def s_time_resumed(srv):
@@ -174,9 +116,9 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"bench-tls: {tool} is missing (make bench installs it)")
     tmp = tempfile.mkdtemp(prefix="cd-bench-tls-")
-    cert, key = make_certificate(tmp)
-    servers = {"clusterd": ClusterdTLS("clusterd", os.path.join(tmp, "cd"), cert, key),
-               "nginx": NginxTLS("nginx", os.path.join(tmp, "ngx"), cert, key)}
+    bench.make_certificate(tmp)
+    servers = {"clusterd": bench.Clusterd("clusterd", os.path.join(tmp, "cd")),
+               "nginx": bench.Nginx("nginx", os.path.join(tmp, "ngx"))}
     runs = {}
     memory = {}
     try:
